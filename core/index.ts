@@ -1,0 +1,7 @@
+// Public surface of core/ (each module adds its line).
+export * from './errors';
+export * from './rng';
+export * from './ops';
+export * from './forward';
+export * from './model/types';
+export * from './model/llama2c';

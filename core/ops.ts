@@ -1,0 +1,41 @@
+/**
+ * The compute primitives the forward pass needs. core/ defines the shape of the interface
+ * and a plain-JS implementation; kernels/ provides faster ones (WebAssembly SIMD, gpu.js)
+ * that satisfy it, and callers pass them in. Compute calls are synchronous: WebAssembly
+ * and gpu.js both run synchronously, and parallelism lives a level up, in the worker pool.
+ */
+import type { F32 } from './model/types';
+
+export interface Ops {
+  readonly name: string;
+  /**
+   * y[n, out] = x[n, in] · w[out, in]ᵀ   (every row of x through the linear layer w).
+   * With `accumulate`, adds into y instead of overwriting it.
+   */
+  matmulT(y: F32, x: F32, w: F32, n: number, inDim: number, outDim: number, accumulate?: boolean): void;
+}
+
+/** Plain TypeScript: the reference the fast backends are tested against. */
+export const jsOps: Ops = {
+  name: 'js',
+  matmulT(y, x, w, n, inDim, outDim, accumulate = false) {
+    for (let r = 0; r < n; r++) {
+      const xo = r * inDim;
+      const yo = r * outDim;
+      for (let o = 0; o < outDim; o++) {
+        const wo = o * inDim;
+        let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        let i = 0;
+        for (; i + 3 < inDim; i += 4) {
+          s0 += x[xo + i] * w[wo + i];
+          s1 += x[xo + i + 1] * w[wo + i + 1];
+          s2 += x[xo + i + 2] * w[wo + i + 2];
+          s3 += x[xo + i + 3] * w[wo + i + 3];
+        }
+        for (; i < inDim; i++) s0 += x[xo + i] * w[wo + i];
+        const s = s0 + s1 + s2 + s3;
+        y[yo + o] = accumulate ? y[yo + o] + s : s;
+      }
+    }
+  },
+};
