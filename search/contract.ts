@@ -1,0 +1,84 @@
+/**
+ * What the daemon (and `invarx run`) need from a search job. search/run.ts implements it.
+ *
+ * A job is a pure function of (model file, token files, RunConfig): two runs with the same
+ * inputs, or one run stopped and resumed from any checkpoint, take the same steps and end
+ * with byte-identical exports. The wall-clock budget is the one exception by nature.
+ */
+export type Invariance = 'ffn-perm' | 'ffn-scale' | 'ffn-rot' | 'attn-head-perm' | 'attn-vo-rot' | 'attn-vo-scale' | 'attn-qk-rot' | 'attn-qk-scale';
+
+export interface RunConfig {
+  model: string;
+  tokenizer?: string;
+  bits: number;
+  group: number;
+  base: 'rtn' | 'gptq';
+  /** Step budget. */
+  steps: number;
+  /** Wall-clock budget in seconds (0 = none). */
+  timeBudget: number;
+  seed: number;
+  /** Token files (JSON array of arrays of ids, .txt, .npy); default: sampled from the FP model. */
+  calibTokens?: string;
+  evalTokens?: string;
+  invariances: Invariance[];
+  /** Candidates drawn per step. */
+  candidates: number;
+  /** Worker threads for candidate evaluation (does not change results). */
+  workers: number;
+  /** Stop after this many validation checks without improvement (0 = never). */
+  patience: number;
+}
+
+export interface Progress {
+  step: number;
+  totalSteps: number;
+  bestLoss: number;
+  validationLoss: number | null;
+  acceptRate: number;
+  candidatesPerSec: number;
+  etaSeconds: number | null;
+  done: boolean;
+  /** Why it stopped, once done: 'steps' | 'time' | 'patience'. */
+  stopReason?: string;
+}
+
+export interface QualityRow {
+  ppl: number;
+  kl?: number;
+}
+
+export interface FinalReport {
+  fp: QualityRow;
+  base: QualityRow;
+  searched: QualityRow;
+  steps: number;
+  accepted: number;
+  candidatesPerSec: number;
+  /** Per-block loss at start and end, for reports. */
+  blocks: { block: number; startLoss: number; endLoss: number }[];
+  /** Loss/validation history: one entry per validation check. */
+  history: { step: number; loss: number; validation: number }[];
+}
+
+/**
+ * The search state as plain data (numbers, strings, typed arrays, arrays, objects) that
+ * msgpackr with `moreTypes: true` round-trips exactly. The daemon wraps it with format
+ * version, config/model hashes and a checksum; it never looks inside.
+ */
+export type SearchSnapshot = Record<string, unknown>;
+
+export interface SearchJob {
+  readonly config: RunConfig;
+  /** Run one step (draw candidates, evaluate, accept or not). */
+  step(): Promise<void>;
+  readonly done: boolean;
+  progress(): Progress;
+  snapshot(): SearchSnapshot;
+  /** Quality table on the held-out tokens; call once done (or to stop early). */
+  report(): Promise<FinalReport>;
+  /** Write transforms + quantized model to `dir` (deterministic bytes). */
+  exportTo(dir: string): Promise<void>;
+  /** Release workers. */
+  close(): Promise<void>;
+}
