@@ -5,3 +5,4 @@ export * from './ops';
 export * from './forward';
 export * from './model/types';
 export * from './model/llama2c';
+export * from './model/load';
