@@ -1,0 +1,107 @@
+/**
+ * Run options: defaults, validation, and the fingerprint that goes into checkpoints.
+ * Everything that changes a run's trajectory is in RunConfig (and nothing else is).
+ */
+import { createHash } from 'node:crypto';
+import { fail } from '../core/errors';
+import type { Invariance, RunConfig } from './contract';
+
+export const ALL_INVARIANCES: Invariance[] = [
+  'ffn-perm', 'ffn-scale', 'ffn-rot',
+  'attn-head-perm', 'attn-vo-rot', 'attn-vo-scale', 'attn-qk-rot', 'attn-qk-scale',
+];
+
+/** `--invariances` accepts kinds and the shorthands `ffn`, `attn`, `all`. */
+export function parseInvariances(spec: string): Invariance[] {
+  const out = new Set<Invariance>();
+  for (const raw of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
+    if (raw === 'all') ALL_INVARIANCES.forEach((k) => out.add(k));
+    else if (raw === 'ffn' || raw === 'attn') ALL_INVARIANCES.filter((k) => k.startsWith(raw)).forEach((k) => out.add(k));
+    else if ((ALL_INVARIANCES as string[]).includes(raw)) out.add(raw as Invariance);
+    else fail('bad-config', `unknown invariance "${raw}" (known: ffn, attn, all, ${ALL_INVARIANCES.join(', ')})`);
+  }
+  if (out.size === 0) fail('bad-config', '--invariances names no invariance');
+  return ALL_INVARIANCES.filter((k) => out.has(k));
+}
+
+export interface SearchTuning {
+  /** Share of FFN units one move touches (InvarExplore: ~0.1). */
+  unitFraction: number;
+  /** Units of one FFN move are drawn from this many quantization groups of w2 (locality makes evaluation cheap). */
+  groupsPerMove: number;
+  /** Std-dev of log-scale steps. */
+  scaleStep: number;
+  /** Std-dev of rotation angle steps (radians). */
+  angleStep: number;
+  /** Std-dev of log-scale and angle steps of attention moves (exact invariances tolerate larger steps). */
+  attnScaleStep: number;
+  attnAngleStep: number;
+  /** Share of steps that propose attention moves (when attention invariances are on). */
+  attnShare: number;
+  /** Steps spent on one block before moving to the next. */
+  blockSteps: number;
+  /** Validation check every this many steps. */
+  validateEvery: number;
+  /** Calibration / validation / evaluation set sizes (sequences × tokens) when sampled. */
+  calibSeqs: number;
+  validSeqs: number;
+  evalSeqs: number;
+  seqTokens: number;
+  /** Clip-ratio search in the base RTN quantizer. */
+  clip: boolean;
+}
+
+export const DEFAULT_TUNING: SearchTuning = {
+  unitFraction: 0.1,
+  groupsPerMove: 2,
+  scaleStep: 1e-2,
+  angleStep: 1e-3,
+  attnScaleStep: 5e-2,
+  attnAngleStep: 5e-2,
+  attnShare: 0.25,
+  blockSteps: 25,
+  validateEvery: 25,
+  calibSeqs: 32,
+  validSeqs: 8,
+  evalSeqs: 32,
+  seqTokens: 256,
+  clip: false,
+};
+
+export const DEFAULT_CONFIG: Omit<RunConfig, 'model' | 'bits' | 'group'> = {
+  base: 'rtn',
+  steps: 1000,
+  timeBudget: 0,
+  seed: 1,
+  invariances: [...ALL_INVARIANCES],
+  candidates: 4,
+  workers: 1,
+  patience: 8,
+};
+
+function int(name: string, v: number, lo: number, hi: number): void {
+  if (!Number.isInteger(v) || v < lo || v > hi) fail('bad-config', `${name} must be an integer in [${lo}, ${hi}], got ${v}`);
+}
+
+/** Throws one clear InvarxError for the first impossible setting. */
+export function validateRunConfig(c: RunConfig): RunConfig {
+  if (typeof c.model !== 'string' || c.model === '') fail('bad-config', 'a model path is required (--model)');
+  int('bits', c.bits, 2, 8);
+  int('group', c.group, 1, 1 << 20);
+  if (c.base !== 'rtn' && c.base !== 'gptq') fail('bad-config', `base must be rtn or gptq, got ${c.base}`);
+  int('steps', c.steps, 0, 1e9);
+  if (!(c.timeBudget >= 0)) fail('bad-config', `time budget must be >= 0 seconds, got ${c.timeBudget}`);
+  int('seed', c.seed, 0, 2 ** 32 - 1);
+  int('candidates', c.candidates, 1, 4096);
+  int('workers', c.workers, 1, 256);
+  int('patience', c.patience, 0, 1e9);
+  if (!Array.isArray(c.invariances) || c.invariances.length === 0) fail('bad-config', 'at least one invariance must be on');
+  for (const k of c.invariances) if (!ALL_INVARIANCES.includes(k)) fail('bad-config', `unknown invariance ${k}`);
+  return c;
+}
+
+/** Hash of everything that determines the trajectory (workers and time budget excluded). */
+export function configHash(c: RunConfig, tuning: SearchTuning = DEFAULT_TUNING): string {
+  const { workers: _w, timeBudget: _t, ...rest } = c;
+  return createHash('sha256').update(JSON.stringify({ rest, tuning })).digest('hex');
+}

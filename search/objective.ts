@@ -1,0 +1,217 @@
+/**
+ * The block-local objective (DESIGN §5): on calibration activations,
+ *   L = Σ ||block_q(x_q) − block_fp(x_fp)||²   (float64)
+ * where x_q is the block's input in the quantized model and the target is the FP model's
+ * block output. The search divides by the starting value L0.
+ *
+ * `BlockObjective` holds one block's quantized weights and the caches that make FFN moves
+ * cheap: the FFN input norm(h) [N, dim], the hidden activation [N, H] and the current
+ * error [N, dim]. A FFN move that touches units S re-quantizes rows S of w1/w3 and the
+ * w2 column groups that contain S, and updates the error by
+ *   Δ = Σ_{j ∈ cols(G)} a'_j w2q'[:, j] − a_j w2q[:, j]
+ * which costs N·dim·(2|S| + 2|cols(G)|) instead of a whole block.
+ */
+import { attentionContext, norm } from '../core/forward';
+import type { Ops } from '../core/ops';
+import type { Block, F32, ModelConfig } from '../core/model/types';
+import { fakeQuantRtnRect, type QuantSpec } from '../core/quant/rtn';
+import { quantizeBlockLinears } from '../core/quant/model';
+
+/** Fake-quantize one row (groups along it) into out. */
+function fakeQuantRtnRow(row: F32, spec: QuantSpec, out: F32): void {
+  fakeQuantRtnRect(row, row.length, spec, out, 0, 1, 0, Math.ceil(row.length / spec.group));
+}
+
+export type F64 = Float64Array;
+
+/** Calibration inputs of one block: sequences concatenated row-wise. */
+export interface BlockData {
+  /** Block input in the quantized model, [N, dim]. */
+  x: F32;
+  /** FP block output, [N, dim]. */
+  y: F32;
+  /** Start row of each sequence, plus N at the end. */
+  seqStarts: number[];
+}
+
+/** Fake-quantized (RTN) copy of a block's linear weights; norms and biases are kept. */
+export function quantizeBlock(cfg: ModelConfig, b: Block, spec: QuantSpec): Block {
+  return quantizeBlockLinears(cfg, b, spec, { method: 'rtn' });
+}
+
+/** FFN hidden activation from projections: silu(p1)·p3 (llama) or relu(p1 + b1) (opt), in place in p1. */
+function activate(cfg: ModelConfig, p1: F32, p3: F32 | undefined, b1: F32 | undefined, units: ArrayLike<number>, n: number): void {
+  const k = units.length;
+  for (let r = 0; r < n; r++) {
+    for (let u = 0; u < k; u++) {
+      const i = r * k + u;
+      if (cfg.arch === 'llama') {
+        const a = p1[i];
+        p1[i] = (a / (1 + Math.exp(-a))) * p3![i];
+      } else {
+        const v = p1[i] + (b1 ? b1[units[u]] : 0);
+        p1[i] = v > 0 ? v : 0;
+      }
+    }
+  }
+}
+
+export class BlockObjective {
+  readonly N: number;
+  /** Quantized weights of the current block. */
+  q!: Block;
+  /** norm(h) of the quantized block: FFN input, [N, dim]. */
+  xn!: F32;
+  /** FFN hidden activation, [N, H]. */
+  act!: F32;
+  /** Current error block_q(x_q) − y, [N, dim], float64. */
+  err!: F64;
+  /** Σ err². */
+  loss = 0;
+
+  constructor(
+    readonly cfg: ModelConfig,
+    readonly data: BlockData,
+    readonly spec: QuantSpec,
+    private ops: Ops,
+  ) {
+    this.N = data.x.length / cfg.dim;
+  }
+
+  /** Recompute every cache from the block's FP weights (full evaluation). */
+  reset(b: Block): number {
+    const st = this.fullEval(b);
+    Object.assign(this, st);
+    return this.loss;
+  }
+
+  /** Full evaluation of a block; returns the caches without installing them. */
+  fullEval(b: Block, qIn?: Block): { q: Block; xn: F32; act: F32; err: F64; loss: number } {
+    const { cfg, N } = this;
+    const d = cfg.dim;
+    const H = cfg.hiddenDim;
+    const q = qIn ?? quantizeBlock(cfg, b, this.spec);
+    const { x, y, seqStarts } = this.data;
+    const xn = new Float32Array(N * d);
+    const act = new Float32Array(N * H);
+    const err = new Float64Array(N * d);
+    const qDim = cfg.nHeads * cfg.headDim;
+    for (let s = 0; s + 1 < seqStarts.length; s++) {
+      const r0 = seqStarts[s];
+      const T = seqStarts[s + 1] - r0;
+      const xs = x.subarray(r0 * d, (r0 + T) * d);
+      const xa = new Float32Array(T * d);
+      norm(cfg, xa, xs, q.attnNorm, q.attnNormBias, T);
+      const ctx = attentionContext(cfg, q, xa, T, this.ops);
+      const h = xs.slice();
+      this.ops.matmulT(h, ctx, q.wo, T, qDim, d, true);
+      if (q.bo) for (let t = 0; t < T; t++) for (let i = 0; i < d; i++) h[t * d + i] += q.bo[i];
+      const xnS = xn.subarray(r0 * d, (r0 + T) * d);
+      norm(cfg, xnS, h, q.ffnNorm, q.ffnNormBias, T);
+      for (let t = 0; t < T; t++) {
+        const row = r0 + t;
+        for (let i = 0; i < d; i++) err[row * d + i] = h[t * d + i] - y[row * d + i] + (q.b2 ? q.b2[i] : 0);
+      }
+    }
+    this.unitActs(act, xn, q.w1, q.w3, q.b1, allUnits(H));
+    // err += act · w2qᵀ, then Σ err² in float64.
+    const out = new Float32Array(N * d);
+    this.ops.matmulT(out, act, q.w2, N, H, d);
+    let loss = 0;
+    for (let i = 0; i < N * d; i++) {
+      const e = err[i] + out[i];
+      err[i] = e;
+      loss += e * e;
+    }
+    return { q, xn, act, err, loss };
+  }
+
+  /** act[N, k] of the given units from their quantized rows w1q/w3q [k, dim]. */
+  private unitActs(act: F32, xn: F32, w1q: F32, w3q: F32 | undefined, b1: F32 | undefined, units: ArrayLike<number>): void {
+    const { cfg, N } = this;
+    const k = units.length;
+    this.ops.matmulT(act, xn, w1q, N, cfg.dim, k);
+    let p3: F32 | undefined;
+    if (cfg.arch === 'llama') {
+      p3 = new Float32Array(N * k);
+      this.ops.matmulT(p3, xn, w3q!, N, cfg.dim, k);
+    }
+    activate(cfg, act, p3, b1, units, N);
+  }
+
+  /**
+   * Loss after replacing FFN units `units` (and every w2 column group containing them) by
+   * those of `b`, a transformed copy of the current FP block whose other units are
+   * unchanged. With `commit`, the caches are updated to the new state.
+   */
+  ffnMoveLoss(b: Block, units: ArrayLike<number>, commit = false): number {
+    const { cfg, N, spec } = this;
+    const d = cfg.dim;
+    const H = cfg.hiddenDim;
+    const g = spec.group;
+    const S = Int32Array.from(units).sort();
+    const k = S.length;
+    // New quantized rows of w1/w3 for the touched units (each row is quantized on its own).
+    const w1q = new Float32Array(k * d);
+    const w3q = cfg.arch === 'llama' ? new Float32Array(k * d) : undefined;
+    for (const [w, out] of [[b.w1, w1q], [b.w3, w3q]] as const) {
+      if (!w || !out) continue;
+      for (let u = 0; u < k; u++) {
+        fakeQuantRtnRow(w.subarray(S[u] * d, (S[u] + 1) * d), spec, out.subarray(u * d, (u + 1) * d));
+      }
+    }
+    // New quantized w2 columns of every group that holds a touched unit.
+    const groups = [...new Set(Array.from(S, (j) => Math.floor(j / g)))].sort((a, c) => a - c);
+    const cols: number[] = [];
+    for (const gi of groups) for (let j = gi * g; j < Math.min(H, (gi + 1) * g); j++) cols.push(j);
+    const nc = cols.length;
+    const w2new = new Float32Array(d * H);
+    for (const gi of groups) fakeQuantRtnRect(b.w2, H, spec, w2new, 0, d, gi, gi + 1);
+    const actS = new Float32Array(N * k);
+    this.unitActs(actS, this.xn, w1q, w3q, b.b1, S);
+    // Δ = [a' | a] · [w2q' | −w2q]ᵀ over the touched columns: one matmul.
+    const slot = new Int32Array(H).fill(-1);
+    S.forEach((j, u) => (slot[j] = u));
+    const aCat = new Float32Array(N * 2 * nc);
+    for (let n = 0; n < N; n++) {
+      const o = n * 2 * nc;
+      for (let c = 0; c < nc; c++) {
+        const j = cols[c];
+        const old = this.act[n * H + j];
+        aCat[o + c] = slot[j] >= 0 ? actS[n * k + slot[j]] : old;
+        aCat[o + nc + c] = old;
+      }
+    }
+    const wCat = new Float32Array(d * 2 * nc);
+    for (let i = 0; i < d; i++) {
+      for (let c = 0; c < nc; c++) {
+        wCat[i * 2 * nc + c] = w2new[i * H + cols[c]];
+        wCat[i * 2 * nc + nc + c] = -this.q.w2[i * H + cols[c]];
+      }
+    }
+    const delta = new Float32Array(N * d);
+    this.ops.matmulT(delta, aCat, wCat, N, 2 * nc, d);
+    let loss = 0;
+    const err = this.err;
+    for (let i = 0; i < N * d; i++) {
+      const e = err[i] + delta[i];
+      loss += e * e;
+    }
+    if (commit) {
+      for (let i = 0; i < N * d; i++) err[i] += delta[i];
+      for (let n = 0; n < N; n++) for (let u = 0; u < k; u++) this.act[n * H + S[u]] = actS[n * k + u];
+      const q = (this.q = { ...this.q, w1: this.q.w1.slice(), w2: this.q.w2.slice(), w3: this.q.w3?.slice(), b1: b.b1 });
+      for (let u = 0; u < k; u++) {
+        q.w1.set(w1q.subarray(u * d, (u + 1) * d), S[u] * d);
+        if (w3q) q.w3!.set(w3q.subarray(u * d, (u + 1) * d), S[u] * d);
+      }
+      for (let i = 0; i < d; i++) for (const j of cols) q.w2[i * H + j] = w2new[i * H + j];
+      this.loss = loss;
+    }
+    return loss;
+  }
+}
+
+function allUnits(H: number): Int32Array {
+  return Int32Array.from({ length: H }, (_, j) => j);
+}

@@ -1,0 +1,351 @@
+/**
+ * The search loop (DESIGN §5): stints of `blockSteps` steps on one block at a time, round
+ * robin over blocks. A step draws K candidate moves from the seeded Rng, evaluates them
+ * (the block-local objective, search/objective.ts), and accepts the best if it strictly
+ * lowers the loss. After each stint the quantized model is checked on held-out validation
+ * tokens; the run stops on its step budget, its time budget, or when validation has not
+ * improved for `patience` checks, and ends in the state with the best validation loss.
+ *
+ * Exact resume: a stint starts by recomputing every cache from the FP weights, so the
+ * state at a stint boundary is a pure function of (model, config, seed, accepted moves).
+ * Snapshots are taken at stint boundaries; a resumed run replays the accepted moves onto
+ * the original weights and repeats the same float operations in the same order.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Packr } from 'msgpackr';
+import type { Logger } from 'pino';
+import { fail } from '../core/errors';
+import { blockForward, forward } from '../core/forward';
+import { applyTransforms, type Transform } from '../core/invariance';
+import { loadModel } from '../core/model/load';
+import { cloneBlock, type Block, type F32, type Model } from '../core/model/types';
+import { jsOps, type Ops } from '../core/ops';
+import { quantizeModel } from '../core/quant/model';
+import type { QuantSpec } from '../core/quant/rtn';
+import { Rng, type RngState } from '../core/rng';
+import { DEFAULT_TUNING, configHash, validateRunConfig, type SearchTuning } from './config';
+import type { FinalReport, Progress, RunConfig, SearchJob, SearchSnapshot } from './contract';
+import { BlockObjective, quantizeBlock, type BlockData } from './objective';
+import { attnKindsOn, drawAttnMove, drawFfnMove, type Move } from './proposals';
+import { resolveTokenSets, type TokenSets } from './tokens';
+import { QualityProbe, type Quality } from './validation';
+import { Evaluator, type CandidateResult } from './evaluator';
+import { writeLlamaExports } from './export';
+
+export const SNAPSHOT_VERSION = 1;
+
+export interface AcceptedMove {
+  block: number;
+  step: number;
+  transforms: Transform[];
+}
+
+/** Everything a stint boundary needs to continue; plain data for msgpackr. */
+interface Boundary {
+  version: number;
+  configHash: string;
+  step: number;
+  stint: number;
+  rng: RngState;
+  moves: AcceptedMove[];
+  evaluated: number;
+  accepted: number;
+  startLoss: number[];
+  blockLoss: number[];
+  best: { validation: number; moves: number; step: number };
+  checksSinceBest: number;
+  history: FinalReport['history'];
+  done: boolean;
+  stopReason?: string;
+}
+
+export interface SearchOptions {
+  log?: Logger;
+  resumeFrom?: SearchSnapshot;
+  tuning?: Partial<SearchTuning>;
+  ops?: Ops;
+}
+
+export async function createSearchJob(config: RunConfig, opts: SearchOptions = {}): Promise<SearchJob> {
+  validateRunConfig(config);
+  const tuning = { ...DEFAULT_TUNING, ...opts.tuning };
+  const model = loadModel(config.model);
+  const tokens = resolveTokenSets(model, config, tuning);
+  const ops = opts.ops ?? jsOps;
+  const search = new Search(config, tuning, model, tokens, ops, opts.log);
+  await search.init(opts.resumeFrom);
+  return search;
+}
+
+class Search implements SearchJob {
+  private rng: Rng;
+  private cur: Block[];
+  private qBlocks: Block[];
+  private spec: QuantSpec;
+  private on: Set<string>;
+  private calibFp: F32[][]; // [layer][seq] FP residual stream entering each block, plus the final
+  private xq: F32[] = []; // quantized-model input of the current block, per calibration sequence
+  private obj?: BlockObjective;
+  private evaluator: Evaluator;
+  private probe: QualityProbe;
+  private b: Boundary;
+  /** Copy of `b` taken at the last stint boundary. */
+  private boundary!: Boundary;
+  private stepInStint = 0;
+  private startedAt = Date.now();
+  private evalTimeMs = 0;
+  private evalCount = 0;
+  private lastValidation: number | null = null;
+  private readonly hash: string;
+
+  constructor(
+    readonly config: RunConfig,
+    private tuning: SearchTuning,
+    private model: Model,
+    private tokens: TokenSets,
+    private ops: Ops,
+    private log?: Logger,
+  ) {
+    this.hash = configHash(config, tuning);
+    this.spec = { bits: config.bits, group: config.group, clip: tuning.clip };
+    this.on = new Set(config.invariances);
+    this.rng = Rng.fromSeed(config.seed);
+    this.cur = model.blocks.map(cloneBlock);
+    this.qBlocks = [];
+    this.calibFp = [];
+    this.evaluator = new Evaluator(model.config, this.spec, ops, config.workers);
+    this.probe = new QualityProbe(model, tokens.valid, ops);
+    this.b = this.freshBoundary();
+  }
+
+  private freshBoundary(): Boundary {
+    return {
+      version: SNAPSHOT_VERSION, configHash: this.hash, step: 0, stint: 0, rng: this.rng.state(), moves: [],
+      evaluated: 0, accepted: 0, startLoss: [], blockLoss: [], best: { validation: Infinity, moves: 0, step: 0 },
+      checksSinceBest: 0, history: [], done: false,
+    };
+  }
+
+  async init(resumeFrom?: SearchSnapshot): Promise<void> {
+    const cfg = this.model.config;
+    // FP residual stream at every block boundary on the calibration set.
+    const perSeq = this.tokens.calib.map((seq) => forward(this.model, seq, { ops: this.ops, capture: true }).hidden!);
+    this.calibFp = Array.from({ length: cfg.nLayers + 1 }, (_, l) => perSeq.map((h) => h[l]));
+    if (resumeFrom) this.restore(resumeFrom);
+    this.qBlocks = this.cur.map((blk) => quantizeBlock(cfg, blk, this.spec));
+    if (!resumeFrom) {
+      // Starting loss of every block (base quantization, identity transform) normalizes the objective.
+      let xs = this.calibFp[0];
+      for (let l = 0; l < cfg.nLayers; l++) {
+        const obj = new BlockObjective(cfg, this.blockData(l, xs), this.spec, this.ops);
+        this.b.startLoss[l] = obj.reset(this.cur[l]);
+        this.b.blockLoss[l] = this.b.startLoss[l];
+        xs = this.runQuantBlock(l, xs);
+      }
+      const v = this.validate();
+      this.b.best = { validation: v, moves: 0, step: 0 };
+      this.b.history.push({ step: 0, loss: 1, validation: v });
+    }
+    this.markBoundary();
+    this.log?.info({ startLoss: this.b.startLoss, validation: this.b.best.validation }, 'search ready');
+  }
+
+  private restore(snap: SearchSnapshot): void {
+    const s = snap as unknown as Boundary;
+    if (s.version !== SNAPSHOT_VERSION) fail('bad-checkpoint', `snapshot version ${s.version} is not ${SNAPSHOT_VERSION}`);
+    if (s.configHash !== this.hash) fail('bad-checkpoint', 'snapshot was taken with a different configuration');
+    this.b = structuredClone(s);
+    this.rng = Rng.fromState(s.rng);
+    for (const m of s.moves) applyTransforms(this.model.config, this.cur[m.block], m.transforms);
+    this.stepInStint = 0;
+  }
+
+  private blockData(l: number, xs: F32[]): BlockData {
+    const d = this.model.config.dim;
+    const seqStarts = [0];
+    for (const x of xs) seqStarts.push(seqStarts[seqStarts.length - 1] + x.length / d);
+    return { x: concat(xs), y: concat(this.calibFp[l + 1]), seqStarts };
+  }
+
+  private runQuantBlock(l: number, xs: F32[]): F32[] {
+    const d = this.model.config.dim;
+    return xs.map((x) => blockForward(this.model.config, this.qBlocks[l], x, x.length / d, this.ops));
+  }
+
+  get done(): boolean {
+    return this.b.done;
+  }
+
+  private get block(): number {
+    return this.b.stint % this.model.config.nLayers;
+  }
+
+  private beginStint(): void {
+    const l = this.block;
+    let xs = this.calibFp[0];
+    for (let i = 0; i < l; i++) xs = this.runQuantBlock(i, xs);
+    this.xq = xs;
+    this.obj = new BlockObjective(this.model.config, this.blockData(l, xs), this.spec, this.ops);
+    this.obj.reset(this.cur[l]);
+    this.evaluator.setBlock(this.obj, this.cur[l]);
+  }
+
+  private drawMove(): Move {
+    const cfg = this.model.config;
+    const attnKinds = attnKindsOn(cfg, this.on as Set<never>);
+    const ffnOn = ['ffn-perm', 'ffn-scale', 'ffn-rot'].some((k) => this.on.has(k));
+    const attn = attnKinds.length > 0 && (!ffnOn || this.rng.float() < this.tuning.attnShare);
+    return attn ? drawAttnMove(cfg, this.rng, attnKinds, this.tuning) : drawFfnMove(cfg, this.rng, this.on as Set<never>, this.tuning, this.config.group);
+  }
+
+  async step(): Promise<void> {
+    if (this.b.done) return;
+    if (this.stepInStint === 0) this.beginStint();
+    const l = this.block;
+    const obj = this.obj!;
+    const moves = Array.from({ length: this.config.candidates }, () => this.drawMove());
+    const t0 = performance.now();
+    const results: CandidateResult[] = await this.evaluator.evaluate(moves);
+    this.evalTimeMs += performance.now() - t0;
+    this.evalCount += moves.length;
+    this.b.evaluated += moves.length;
+    let best = 0;
+    for (let i = 1; i < results.length; i++) if (results[i].loss < results[best].loss) best = i;
+    if (results[best].loss < obj.loss) {
+      const move = moves[best];
+      applyTransforms(this.model.config, this.cur[l], move.transforms);
+      this.evaluator.commit(move, this.cur[l]);
+      this.b.moves.push({ block: l, step: this.b.step, transforms: move.transforms });
+      this.b.accepted++;
+    }
+    this.b.step++;
+    this.stepInStint++;
+    const outOfTime = this.config.timeBudget > 0 && Date.now() - this.startedAt > this.config.timeBudget * 1000;
+    if (this.stepInStint >= this.tuning.blockSteps || this.b.step >= this.config.steps || outOfTime) {
+      this.endStint(outOfTime);
+    }
+  }
+
+  private endStint(outOfTime: boolean): void {
+    const l = this.block;
+    const cfg = this.model.config;
+    this.b.blockLoss[l] = this.obj!.loss;
+    this.qBlocks[l] = quantizeBlock(cfg, this.cur[l], this.spec);
+    this.b.stint++;
+    this.stepInStint = 0;
+    const v = this.validate();
+    const meanLoss = this.b.blockLoss.reduce((s, x, i) => s + x / this.b.startLoss[i], 0) / cfg.nLayers;
+    this.b.history.push({ step: this.b.step, loss: meanLoss, validation: v });
+    if (v < this.b.best.validation) {
+      this.b.best = { validation: v, moves: this.b.moves.length, step: this.b.step };
+      this.b.checksSinceBest = 0;
+    } else {
+      this.b.checksSinceBest++;
+    }
+    this.log?.info({ step: this.b.step, block: l, loss: meanLoss, validation: v }, 'stint done');
+    let reason: string | undefined;
+    if (this.b.step >= this.config.steps) reason = 'steps';
+    else if (outOfTime) reason = 'time';
+    else if (this.config.patience > 0 && this.b.checksSinceBest >= this.config.patience) reason = 'patience';
+    if (reason) this.finish(reason);
+    this.markBoundary();
+  }
+
+  private markBoundary(): void {
+    this.b.rng = this.rng.state();
+    this.boundary = structuredClone(this.b);
+  }
+
+  /** Validation objective: KL(FP ‖ quantized) on the held-out validation tokens. */
+  private validate(): number {
+    const q = { ...this.model, blocks: this.qBlocks };
+    const v = this.probe.measure(q).kl;
+    this.lastValidation = v;
+    return v;
+  }
+
+  /** Stop, and go back to the accepted-move prefix with the best validation loss. */
+  private finish(reason: string): void {
+    this.b.done = true;
+    this.b.stopReason = reason;
+    if (this.b.best.moves < this.b.moves.length) {
+      this.b.moves = this.b.moves.slice(0, this.b.best.moves);
+      this.cur = this.model.blocks.map(cloneBlock);
+      for (const m of this.b.moves) applyTransforms(this.model.config, this.cur[m.block], m.transforms);
+      this.qBlocks = this.cur.map((blk) => quantizeBlock(this.model.config, blk, this.spec));
+    }
+    this.log?.info({ reason, step: this.b.step, kept: this.b.moves.length, bestStep: this.b.best.step }, 'search stopped');
+  }
+
+  progress(): Progress {
+    const elapsed = (Date.now() - this.startedAt) / 1000;
+    const cps = this.evalTimeMs > 0 ? (this.evalCount * 1000) / this.evalTimeMs : 0;
+    const stepsLeft = this.config.steps - this.b.step;
+    const perStep = this.b.step > 0 ? elapsed / this.b.step : null;
+    let eta = perStep !== null ? stepsLeft * perStep : null;
+    if (this.config.timeBudget > 0) eta = Math.min(eta ?? Infinity, Math.max(0, this.config.timeBudget - elapsed));
+    const bl = this.b.blockLoss;
+    return {
+      step: this.b.step,
+      totalSteps: this.config.steps,
+      bestLoss: bl.length ? bl.reduce((s, x, i) => s + x / this.b.startLoss[i], 0) / bl.length : 1,
+      validationLoss: this.lastValidation ?? (Number.isFinite(this.b.best.validation) ? this.b.best.validation : null),
+      acceptRate: this.b.step > 0 ? this.b.accepted / this.b.step : 0,
+      candidatesPerSec: cps,
+      etaSeconds: this.b.done ? 0 : eta,
+      done: this.b.done,
+      stopReason: this.b.stopReason,
+    };
+  }
+
+  /** State at the last stint boundary (steps since then are replayed identically on resume). */
+  snapshot(): SearchSnapshot {
+    return structuredClone(this.boundary) as unknown as SearchSnapshot;
+  }
+
+  private searchedModel(): Model {
+    const transformed = { ...this.model, blocks: this.cur };
+    if (this.config.base === 'rtn') return { ...this.model, blocks: this.qBlocks };
+    return quantizeModel(transformed, { bits: this.config.bits, group: this.config.group, method: 'gptq', clip: this.tuning.clip, calib: this.tokens.calib, ops: this.ops });
+  }
+
+  async report(): Promise<FinalReport> {
+    const evalProbe = new QualityProbe(this.model, this.tokens.eval, this.ops);
+    const base = quantizeModel(this.model, { bits: this.config.bits, group: this.config.group, method: this.config.base, clip: this.tuning.clip, calib: this.tokens.calib, ops: this.ops });
+    const row = (q: Quality) => ({ ppl: Math.exp(q.ce), kl: q.kl });
+    return {
+      fp: { ppl: Math.exp(evalProbe.fpQuality.ce) },
+      base: row(evalProbe.measure(base)),
+      searched: row(evalProbe.measure(this.searchedModel())),
+      steps: this.b.step,
+      accepted: this.b.accepted,
+      candidatesPerSec: this.progress().candidatesPerSec,
+      blocks: this.b.startLoss.map((s, i) => ({ block: i, startLoss: s, endLoss: this.b.blockLoss[i] })),
+      history: this.b.history,
+    };
+  }
+
+  async exportTo(dir: string): Promise<void> {
+    mkdirSync(dir, { recursive: true });
+    const packr = new Packr({ moreTypes: true });
+    writeFileSync(join(dir, 'transforms.msgpack'), packr.pack({ config: this.config, moves: this.b.moves }));
+    writeLlamaExports(dir, { ...this.model, blocks: this.cur }, this.searchedModel());
+  }
+
+  async close(): Promise<void> {
+    await this.evaluator.close();
+  }
+}
+
+function concat(xs: F32[]): F32 {
+  const n = xs.reduce((s, x) => s + x.length, 0);
+  const out = new Float32Array(n);
+  let o = 0;
+  for (const x of xs) {
+    out.set(x, o);
+    o += x.length;
+  }
+  return out;
+}
+

@@ -1,0 +1,76 @@
+import { describe, expect, it } from 'vitest';
+import { forward } from '../../core/forward';
+import { applyTransforms } from '../../core/invariance';
+import { cloneBlock } from '../../core/model/types';
+import { jsOps } from '../../core/ops';
+import { Rng } from '../../core/rng';
+import { DEFAULT_TUNING, ALL_INVARIANCES } from '../../search/config';
+import { candidateBlock, candidateLoss } from '../../search/evaluator';
+import { BlockObjective } from '../../search/objective';
+import { attnKindsOn, drawAttnMove, drawFfnMove } from '../../search/proposals';
+import { shippedModel } from '../helpers';
+
+function setup(layer: number, bits: number) {
+  const m = shippedModel();
+  const rng = Rng.fromSeed(7);
+  const seqs = Array.from({ length: 3 }, () => [1, ...Array.from({ length: 47 }, () => rng.int(m.config.vocabSize))]);
+  const hidden = seqs.map((s) => forward(m, s, { capture: true }).hidden!);
+  const cat = (l: number) => {
+    const parts = hidden.map((h) => h[l]);
+    const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
+    let o = 0;
+    for (const p of parts) (out.set(p, o), (o += p.length));
+    return out;
+  };
+  const seqStarts = [0, 48, 96, 144];
+  const spec = { bits, group: 32 };
+  const obj = new BlockObjective(m.config, { x: cat(layer), y: cat(layer + 1), seqStarts }, spec, jsOps);
+  const cur = cloneBlock(m.blocks[layer]);
+  obj.reset(cur);
+  return { m, rng, obj, cur, spec };
+}
+
+describe('block objective', () => {
+  it('incremental FFN evaluation equals full re-evaluation, before and after commits', () => {
+    const { m, rng, obj, cur, spec } = setup(1, 3);
+    const on = new Set(ALL_INVARIANCES);
+    const tuning = { ...DEFAULT_TUNING, scaleStep: 0.2, angleStep: 0.05 };
+    for (let i = 0; i < 12; i++) {
+      const move = drawFfnMove(m.config, rng, on, tuning, spec.group);
+      const nb = candidateBlock(cur, move);
+      applyTransforms(m.config, nb, move.transforms);
+      const inc = obj.ffnMoveLoss(nb, move.units!);
+      const full = obj.fullEval(nb).loss;
+      expect(Math.abs(inc - full) / full).toBeLessThan(1e-6);
+      expect(inc).not.toBe(obj.loss); // the move really changed something
+      if (i % 3 === 0) {
+        applyTransforms(m.config, cur, move.transforms);
+        obj.ffnMoveLoss(cur, move.units!, true);
+        const fresh = obj.fullEval(cur);
+        expect(Math.abs(obj.loss - fresh.loss) / fresh.loss).toBeLessThan(1e-6);
+        expect(Array.from(obj.q.w2)).toEqual(Array.from(fresh.q.w2));
+        expect(Array.from(obj.q.w3!)).toEqual(Array.from(fresh.q.w3!));
+      }
+    }
+  });
+
+  it('attention candidates are scored by a full evaluation of the transformed block', () => {
+    const { m, rng, obj, cur, spec } = setup(2, 3);
+    const kinds = attnKindsOn(m.config, new Set(ALL_INVARIANCES));
+    for (let i = 0; i < 6; i++) {
+      const move = drawAttnMove(m.config, rng, kinds, DEFAULT_TUNING);
+      const nb = candidateBlock(cur, move);
+      applyTransforms(m.config, nb, move.transforms);
+      expect(candidateLoss(m.config, spec, obj, cur, move)).toBe(obj.fullEval(nb).loss);
+    }
+  });
+
+  it('exact moves leave the FP block function unchanged but change the quantized loss', () => {
+    const { m, rng, obj, cur } = setup(0, 2);
+    const on = new Set(['ffn-perm', 'ffn-scale'] as const);
+    const move = drawFfnMove(m.config, rng, on as never, { ...DEFAULT_TUNING, scaleStep: 0.3 }, 32);
+    const nb = candidateBlock(cur, move);
+    applyTransforms(m.config, nb, move.transforms);
+    expect(obj.ffnMoveLoss(nb, move.units!)).not.toBeCloseTo(obj.loss, 12);
+  });
+});
