@@ -6,3 +6,4 @@ export * from './forward';
 export * from './model/types';
 export * from './model/llama2c';
 export * from './model/load';
+export * from './invariance';
