@@ -6,4 +6,7 @@ export * from './forward';
 export * from './model/types';
 export * from './model/llama2c';
 export * from './model/load';
+export * from './quant/rtn';
+export * from './quant/gptq';
+export * from './quant/model';
 export * from './invariance';

@@ -1,0 +1,288 @@
+/**
+ * GPTQ (Frantar, Ashkboos, Hoefler, Alistarh 2022, "GPTQ: Accurate Post-Training
+ * Quantization for Generative Pre-trained Transformers"), Algorithm 1: quantize the columns
+ * of W one at a time, in order, spreading each column's rounding error over the columns not
+ * yet quantized so as to minimize the layer-wise output error ||XWᵀ − XŴᵀ||².
+ *
+ * `accumulateHessian` and `gptqQuantize` mirror `add_batch` and `fasterquant` of the
+ * reference gptq.py nearly line for line (the comments quote it). Same group layout and
+ * quantization grid as RTN (./rtn.ts), so search can run on top of either.
+ *
+ * One deliberate difference from gptq.py: with groups (static_groups=False) gptq.py computes
+ * a group's (scale, zero) from `W[:, i:i+groupsize]`, which inside a lazy batch has not yet
+ * received the updates of the batch's earlier columns (they live in W1). Here the grid is
+ * computed from the fully error-updated weights at the moment the column loop enters the
+ * group, i.e. what the un-batched Algorithm 1 does. This makes the lazy batching purely an
+ * implementation detail: the result does not depend on blockSize.
+ *
+ * Float64 throughout (Hessian, Cholesky, working weights); outputs are float32 like RTN's.
+ */
+import { InvarxError } from '../errors';
+import type { F32 } from '../model/types';
+import { clipGrid, groupParams, numGroups, quantCode, validateSpec, type QuantSpec, type Quantized } from './rtn';
+
+/** Number of input rows folded into a running Hessian so far. */
+export interface HessianState {
+  nsamples: number;
+}
+
+/** An empty Hessian [cols, cols] and its running-average state. */
+export function newHessian(cols: number): { H: Float64Array; state: HessianState } {
+  return { H: new Float64Array(cols * cols), state: { nsamples: 0 } };
+}
+
+/**
+ * gptq.py `add_batch`: fold the inputs x [n, cols] (one row per token) into the running
+ * average H = 2/N · Σ x xᵀ over all N rows seen so far (the Hessian of the layer-wise
+ * squared error, paper §3 eq. (1)). gptq.py counts sequences where this counts tokens; the
+ * constant factor between them does not change GPTQ (damping is relative to mean diag H).
+ */
+export function accumulateHessian(H: Float64Array, x: Float32Array, n: number, cols: number, state: HessianState): void {
+  if (H.length !== cols * cols) throw new RangeError(`Hessian holds ${H.length} values, not ${cols} × ${cols}`);
+  if (x.length < n * cols) throw new RangeError(`inputs hold ${x.length} values, not ${n} × ${cols}`);
+  if (n === 0) return;
+  // self.H *= self.nsamples / (self.nsamples + tmp); self.nsamples += tmp
+  const total = state.nsamples + n;
+  const decay = state.nsamples / total;
+  state.nsamples = total;
+  // inp = math.sqrt(2 / self.nsamples) * inp.float(); self.H += inp.matmul(inp.t())
+  // (upper triangle only, then mirrored: H is symmetric)
+  const f = 2 / total;
+  for (let i = 0; i < cols; i++) for (let j = i; j < cols; j++) H[i * cols + j] *= decay;
+  for (let t = 0; t < n; t++) {
+    const xo = t * cols;
+    for (let i = 0; i < cols; i++) {
+      const xi = f * x[xo + i];
+      if (xi === 0) continue;
+      const ho = i * cols;
+      for (let j = i; j < cols; j++) H[ho + j] += xi * x[xo + j];
+    }
+  }
+  for (let i = 0; i < cols; i++) for (let j = 0; j < i; j++) H[i * cols + j] = H[j * cols + i];
+}
+
+export interface GptqOptions {
+  /** Dampening λ added to the diagonal, as a fraction of mean diag H (gptq.py percdamp). Default 0.01. */
+  dampPercent?: number;
+  /** Columns per lazy batch update (paper §3 "Lazy Batch-Updates"). Default 128. */
+  blockSize?: number;
+  /**
+   * gptq.py static_groups: compute every group's grid up front from the original weights
+   * (so the grid is RTN's) instead of when the column loop enters the group. Default false.
+   */
+  staticGroups?: boolean;
+}
+
+export interface GptqResult {
+  qz: Quantized;
+  /** dequantize(qz): the fake-quant weights. */
+  deq: F32;
+  /** gptq.py's `Losses.sum()`: Σ (w − q)² / (2 [H⁻¹]_qq), the predicted increase of the layer error. */
+  loss: number;
+}
+
+/** In-place lower Cholesky factor of A [n, n] (A = L Lᵀ; upper triangle zeroed). False if A is not positive definite. */
+export function choleskyLower(A: Float64Array, n: number): boolean {
+  for (let j = 0; j < n; j++) {
+    let d = A[j * n + j];
+    for (let k = 0; k < j; k++) d -= A[j * n + k] * A[j * n + k];
+    if (!(d > 0)) return false;
+    const ljj = Math.sqrt(d);
+    A[j * n + j] = ljj;
+    for (let i = j + 1; i < n; i++) {
+      let s = A[i * n + j];
+      for (let k = 0; k < j; k++) s -= A[i * n + k] * A[j * n + k];
+      A[i * n + j] = s / ljj;
+    }
+    for (let i = 0; i < j; i++) A[i * n + j] = 0;
+  }
+  return true;
+}
+
+/** torch.cholesky_inverse: A⁻¹ = L⁻ᵀ L⁻¹ from the lower factor L [n, n] of A. */
+export function choleskyInverse(L: Float64Array, n: number): Float64Array {
+  // Linv = L⁻¹ (lower triangular), by forward substitution column by column.
+  const Linv = new Float64Array(n * n);
+  for (let j = 0; j < n; j++) {
+    Linv[j * n + j] = 1 / L[j * n + j];
+    for (let i = j + 1; i < n; i++) {
+      let s = 0;
+      for (let k = j; k < i; k++) s -= L[i * n + k] * Linv[k * n + j];
+      Linv[i * n + j] = s / L[i * n + i];
+    }
+  }
+  // A⁻¹[i, j] = Σ_k Linv[k, i] Linv[k, j], k ≥ max(i, j).
+  const inv = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = i; j < n; j++) {
+      let s = 0;
+      for (let k = j; k < n; k++) s += Linv[k * n + i] * Linv[k * n + j];
+      inv[i * n + j] = s;
+      inv[j * n + i] = s;
+    }
+  }
+  return inv;
+}
+
+/**
+ * gptq.py `fasterquant`: quantize w [rows, cols] given the Hessian H [cols, cols] of its
+ * inputs (from accumulateHessian; not modified). Returns the integer codes and the
+ * fake-quant weights on the same grid layout as RTN.
+ */
+export function gptqQuantize(
+  w: F32, rows: number, cols: number, H: Float64Array, spec: QuantSpec, opts: GptqOptions = {},
+): GptqResult {
+  validateSpec(spec, cols);
+  if (w.length !== rows * cols) throw new RangeError(`weight holds ${w.length} values, not ${rows} × ${cols}`);
+  if (H.length !== cols * cols) throw new RangeError(`Hessian holds ${H.length} values, not ${cols} × ${cols}`);
+  const percdamp = opts.dampPercent ?? 0.01;
+  const blocksize = opts.blockSize ?? 128;
+  if (!(percdamp >= 0)) throw new InvarxError('bad-config', `GPTQ dampening must be ≥ 0, got ${percdamp}`);
+  if (!(Number.isInteger(blocksize) && blocksize >= 1)) {
+    throw new InvarxError('bad-config', `GPTQ block size must be a positive integer, got ${blocksize}`);
+  }
+  const { bits, group } = spec;
+  const maxq = 2 ** bits - 1;
+  const grid = clipGrid(spec);
+  const nG = numGroups(cols, group);
+
+  // W = layer.weight.data.clone().float()
+  const W = Float64Array.from(w);
+  const Hd = H.slice();
+
+  // dead = torch.diag(H) == 0; H[dead, dead] = 1; W[:, dead] = 0
+  // (a column whose input is always 0 cannot affect the output: quantize it to 0 and
+  // keep H invertible)
+  for (let i = 0; i < cols; i++) {
+    if (Hd[i * cols + i] === 0) {
+      Hd[i * cols + i] = 1;
+      for (let r = 0; r < rows; r++) W[r * cols + i] = 0;
+    }
+  }
+
+  // damp = percdamp * torch.mean(torch.diag(H)); H[diag, diag] += damp
+  let meanDiag = 0;
+  for (let i = 0; i < cols; i++) meanDiag += Hd[i * cols + i];
+  meanDiag /= cols;
+  const damp = percdamp * meanDiag;
+  for (let i = 0; i < cols; i++) Hd[i * cols + i] += damp;
+
+  // H = torch.linalg.cholesky(H); H = torch.cholesky_inverse(H); H = torch.linalg.cholesky(H, upper=True)
+  // Paper §3 "Cholesky Reformulation": row q of the upper Cholesky factor of H⁻¹ holds
+  // exactly the entries of the successively reduced inverse Hessians [H_F⁻¹]_q,: / sqrt([H_F⁻¹]_qq)
+  // that the OBS update (eq. 2, 3) needs.
+  if (!choleskyLower(Hd, cols)) {
+    throw new InvarxError('bad-config', `GPTQ: the damped Hessian is not positive definite; raise dampPercent (now ${percdamp})`);
+  }
+  const Hinv = choleskyInverse(Hd, cols);
+  if (!choleskyLower(Hinv, cols)) {
+    throw new InvarxError('bad-config', `GPTQ: the inverse Hessian is not positive definite; raise dampPercent (now ${percdamp})`);
+  }
+  transposeInPlace(Hinv, cols); // upper factor U = Lᵀ, Hinv = Uᵀ U
+
+  const q = new Uint8Array(rows * cols);
+  const deq = new Float32Array(rows * cols);
+  const scale = new Float32Array(rows * nG);
+  const zero = new Uint8Array(rows * nG);
+  const Err1 = new Float64Array(rows * blocksize); // [rows, count] errors of the current batch
+  const cur = new Float64Array(Math.min(group, cols)); // current weights of one row of a group
+  const params = new Float64Array(2);
+  let loss = 0;
+
+  // if static_groups: groups.append(quantizer.find_params(W[:, i:(i + groupsize)])) for every group
+  const staticGroups = opts.staticGroups ?? false;
+  if (staticGroups) {
+    for (let r = 0; r < rows; r++) {
+      for (let g = 0; g < nG; g++) {
+        const glen = Math.min(group, cols - g * group);
+        for (let c = 0; c < glen; c++) cur[c] = W[r * cols + g * group + c];
+        groupParams(cur, 0, glen, maxq, grid, params);
+        scale[r * nG + g] = params[0];
+        zero[r * nG + g] = params[1];
+      }
+    }
+  }
+
+  // for i1 in range(0, self.columns, blocksize):
+  for (let i1 = 0; i1 < cols; i1 += blocksize) {
+    const i2 = Math.min(i1 + blocksize, cols);
+    const count = i2 - i1;
+    // for i in range(count):   (here i is the absolute column index i1 + i)
+    for (let i = i1; i < i2; i++) {
+      // if (i1 + i) % groupsize == 0: self.quantizer.find_params(W[:, (i1 + i):(i1 + i + groupsize)])
+      if (!staticGroups && i % group === 0) {
+        const g = i / group;
+        const glen = Math.min(group, cols - i);
+        for (let r = 0; r < rows; r++) {
+          currentGroupRow(cur, W, Err1, Hinv, r, cols, blocksize, i1, i, i2, glen);
+          groupParams(cur, 0, glen, maxq, grid, params);
+          scale[r * nG + g] = params[0];
+          zero[r * nG + g] = params[1];
+        }
+      }
+      const g = Math.floor(i / group);
+      // d = Hinv1[i, i]
+      const d = Hinv[i * cols + i];
+      const hrow = i * cols;
+      for (let r = 0; r < rows; r++) {
+        const s = scale[r * nG + g];
+        const z = zero[r * nG + g];
+        // q = quantize(w, scale, zero, maxq)
+        const wi = W[r * cols + i];
+        const qi = quantCode(wi, s, z, maxq);
+        const qv = Math.fround((qi - z) * s);
+        q[r * cols + i] = qi;
+        deq[r * cols + i] = qv;
+        // Losses1[:, i] = (w - q) ** 2 / d ** 2   (halved below, like Losses[:, i1:i2] = Losses1 / 2)
+        const err1 = (wi - qv) / d;
+        loss += (err1 * err1) / 2;
+        // W1[:, i:] -= err1.unsqueeze(1).matmul(Hinv1[i, i:].unsqueeze(0))   (paper eq. (2) within the batch)
+        const wo = r * cols;
+        for (let j = i + 1; j < i2; j++) W[wo + j] -= err1 * Hinv[hrow + j];
+        // Err1[:, i] = err1
+        Err1[r * blocksize + (i - i1)] = err1;
+      }
+    }
+    // W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])   (the lazy batch update, paper §3)
+    if (i2 < cols) {
+      for (let r = 0; r < rows; r++) {
+        const wo = r * cols;
+        for (let k = 0; k < count; k++) {
+          const e = Err1[r * blocksize + k];
+          if (e === 0) continue;
+          const ho = (i1 + k) * cols;
+          for (let j = i2; j < cols; j++) W[wo + j] -= e * Hinv[ho + j];
+        }
+      }
+    }
+  }
+  return { qz: { rows, cols, bits, group, q, scale, zero }, deq, loss };
+}
+
+/**
+ * Row r of the group starting at column i (length glen) with every error update so far
+ * applied: columns inside the batch [i1, i2) are already current in W; columns past i2 still
+ * wait for the lazy update of the batch's quantized columns [i1, i).
+ */
+function currentGroupRow(
+  cur: Float64Array, W: Float64Array, Err1: Float64Array, Hinv: Float64Array,
+  r: number, cols: number, blocksize: number, i1: number, i: number, i2: number, glen: number,
+): void {
+  const wo = r * cols;
+  for (let c = 0; c < glen; c++) {
+    const col = i + c;
+    let v = W[wo + col];
+    if (col >= i2) for (let k = i1; k < i; k++) v -= Err1[r * blocksize + (k - i1)] * Hinv[k * cols + col];
+    cur[c] = v;
+  }
+}
+
+function transposeInPlace(A: Float64Array, n: number): void {
+  for (let i = 0; i < n; i++) {
+    for (let j = i + 1; j < n; j++) {
+      const t = A[i * n + j];
+      A[i * n + j] = A[j * n + i];
+      A[j * n + i] = t;
+    }
+  }
+}
