@@ -43,16 +43,22 @@ export function rope(cfg: ModelConfig, v: F32, T: number, nH: number, pos0: numb
   const hd = cfg.headDim;
   const half = hd / 2;
   const width = nH * hd;
+  const freq = new Float64Array(half);
+  const j0s = new Int32Array(half);
+  const j1s = new Int32Array(half);
+  for (let i = 0; i < half; i++) {
+    freq[i] = Math.pow(cfg.ropeTheta, -(2 * i) / hd);
+    [j0s[i], j1s[i]] = ropePair(cfg, i);
+  }
   for (let t = 0; t < T; t++) {
     const pos = pos0 + t;
     for (let i = 0; i < half; i++) {
-      const a = pos * Math.pow(cfg.ropeTheta, -(2 * i) / hd);
+      const a = pos * freq[i];
       const c = Math.cos(a);
       const s = Math.sin(a);
       for (let h = 0; h < nH; h++) {
-        const [j0, j1] = ropePair(cfg, i);
-        const p0 = t * width + h * hd + j0;
-        const p1 = t * width + h * hd + j1;
+        const p0 = t * width + h * hd + j0s[i];
+        const p1 = t * width + h * hd + j1s[i];
         const x0 = v[p0];
         const x1 = v[p1];
         v[p0] = x0 * c - x1 * s;
@@ -116,32 +122,43 @@ export function attentionContext(
     v = cache.v;
   }
   const ctx = new Float32Array(T * qDim); // [T, qDim]
-  const att = new Float64Array(past + T); // scores of one query over its visible keys
+  const S = past + T; // keys visible to the last query
   const group = nHeads / nKvHeads;
   const scale = 1 / Math.sqrt(hd);
-  for (let t = 0; t < T; t++) {
-    const visible = past + t + 1; // causal
-    for (let h = 0; h < nHeads; h++) {
-      const qo = t * qDim + h * hd;
-      const kvo = Math.floor(h / group) * hd;
-      let max = -Infinity;
-      for (let s = 0; s < visible; s++) {
-        let dot = 0;
-        const ko = s * kvDim + kvo;
-        for (let i = 0; i < hd; i++) dot += q[qo + i] * k[ko + i];
-        att[s] = dot * scale;
-        if (att[s] > max) max = att[s];
-      }
-      let sum = 0;
-      for (let s = 0; s < visible; s++) {
-        att[s] = Math.exp(att[s] - max);
-        sum += att[s];
-      }
+  const kg = new Float32Array(S * hd); // [S, hd]   keys of one kv head
+  const vgT = new Float32Array(hd * S); // [hd, S]  its values, transposed
+  const qh = new Float32Array(T * hd); // [T, hd]   one query head
+  const att = new Float32Array(T * S); // [T, S]   scores, then probabilities
+  const ch = new Float32Array(T * hd); // [T, hd]   context of one head
+  for (let g = 0; g < nKvHeads; g++) {
+    for (let s = 0; s < S; s++) {
       for (let i = 0; i < hd; i++) {
-        let acc = 0;
-        for (let s = 0; s < visible; s++) acc += att[s] * v[s * kvDim + kvo + i];
-        ctx[qo + i] = acc / sum;
+        kg[s * hd + i] = k[s * kvDim + g * hd + i];
+        vgT[i * S + s] = v[s * kvDim + g * hd + i];
       }
+    }
+    for (let r = 0; r < group; r++) {
+      const h = g * group + r;
+      for (let t = 0; t < T; t++) for (let i = 0; i < hd; i++) qh[t * hd + i] = q[t * qDim + h * hd + i];
+      ops.matmulT(att, qh, kg, T, hd, S);
+      // Causal softmax per query row (float64 sum); masked keys get probability 0.
+      for (let t = 0; t < T; t++) {
+        const visible = past + t + 1;
+        const o = t * S;
+        let max = -Infinity;
+        for (let j = 0; j < visible; j++) if (att[o + j] > max) max = att[o + j];
+        let sum = 0;
+        for (let j = 0; j < visible; j++) {
+          const e = Math.exp((att[o + j] - max) * scale);
+          att[o + j] = e;
+          sum += e;
+        }
+        const inv = 1 / sum;
+        for (let j = 0; j < visible; j++) att[o + j] *= inv;
+        for (let j = visible; j < S; j++) att[o + j] = 0;
+      }
+      ops.matmulT(ch, att, vgT, T, S, hd);
+      for (let t = 0; t < T; t++) for (let i = 0; i < hd; i++) ctx[t * qDim + h * hd + i] = ch[t * hd + i];
     }
   }
   return ctx;

@@ -65,7 +65,7 @@ export const DEFAULT_TUNING: SearchTuning = {
   validSeqs: 8,
   evalSeqs: 32,
   seqTokens: 256,
-  clip: false,
+  clip: true,
 };
 
 export const DEFAULT_CONFIG: Omit<RunConfig, 'model' | 'bits' | 'group'> = {

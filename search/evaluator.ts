@@ -4,10 +4,15 @@
  */
 import { applyTransforms } from '../core/invariance';
 import type { Block, ModelConfig } from '../core/model/types';
-import type { Ops } from '../core/ops';
 import { quantizeBlockLinears } from '../core/quant/model';
 import type { QuantSpec } from '../core/quant/rtn';
-import type { BlockObjective } from './objective';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import workerpool, { type Pool } from 'workerpool';
+import type { F32 } from '../core/model/types';
+import { copyInto, plainAlloc, sharedAlloc, type Alloc, type BlockData, type BlockObjective } from './objective';
+import type { StintContext } from './worker';
 import type { Move } from './proposals';
 
 export interface CandidateResult {
@@ -35,27 +40,68 @@ export function candidateLoss(cfg: ModelConfig, spec: QuantSpec, obj: BlockObjec
   return obj.fullEval(nb, { ...obj.q, wq: qa.wq, wk: qa.wk, wv: qa.wv, wo: qa.wo, bq: nb.bq, bk: nb.bk, bv: nb.bv }).loss;
 }
 
+/**
+ * Scores candidates in this thread (workers = 1) or spread over a workerpool of threads
+ * that read the block state from shared memory (workers > 1). Results are in move order
+ * and identical either way.
+ */
 export class Evaluator {
   private obj?: BlockObjective;
   private cur?: Block;
+  private ctx?: StintContext;
+  private pool?: Pool;
+  private stint = 0;
 
-  constructor(private cfg: ModelConfig, private spec: QuantSpec, private ops: Ops, readonly workers: number) {}
+  constructor(private cfg: ModelConfig, private spec: QuantSpec, private backend: string, readonly workers: number) {
+    if (workers > 1) this.pool = workerpool.pool(workerScript(), { workerType: 'thread', maxWorkers: workers, minWorkers: workers });
+  }
 
-  setBlock(obj: BlockObjective, cur: Block): void {
+  /** Memory for block state: shared when workers read it. */
+  get alloc(): Alloc {
+    return this.pool ? sharedAlloc : plainAlloc;
+  }
+
+  setBlock(obj: BlockObjective, cur: Block, data: BlockData): void {
     this.obj = obj;
     this.cur = cur;
+    this.stint++;
+    this.ctx = this.pool
+      ? { stint: this.stint, cfg: this.cfg, spec: this.spec, backend: this.backend, data, state: obj.state(), cur }
+      : undefined;
   }
 
   async evaluate(moves: Move[]): Promise<CandidateResult[]> {
-    return moves.map((m) => ({ loss: candidateLoss(this.cfg, this.spec, this.obj!, this.cur!, m) }));
+    if (!this.pool) return moves.map((m) => ({ loss: candidateLoss(this.cfg, this.spec, this.obj!, this.cur!, m) }));
+    const per = Math.ceil(moves.length / this.workers);
+    const chunks: Move[][] = [];
+    for (let i = 0; i < moves.length; i += per) chunks.push(moves.slice(i, i + per));
+    const losses = await Promise.all(chunks.map((c) => this.pool!.exec('evaluate', [this.ctx, c]) as Promise<number[]>));
+    return losses.flat().map((loss) => ({ loss }));
   }
 
   /** Install an accepted move; `cur` already holds the transformed FP weights. */
   commit(move: Move, cur: Block): void {
-    this.cur = cur;
     if (move.kind === 'ffn') this.obj!.ffnMoveLoss(cur, move.units!, true);
     else this.obj!.reset(cur);
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    await this.pool?.terminate();
+  }
+}
+
+/** dist/worker.js of this package (the bundled search/worker.ts), from source or from dist. */
+function workerScript(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5 && !existsSync(join(dir, 'package.json')); i++) dir = dirname(dir);
+  const path = join(dir, 'dist', 'worker.js');
+  if (!existsSync(path)) throw new Error(`worker script ${path} is missing: run npm run build`);
+  return path;
+}
+
+/** A copy of the block whose arrays live in `alloc`'s memory. */
+export function blockIn(alloc: Alloc, b: Block): Block {
+  const out: Record<string, F32> = {};
+  for (const [k, v] of Object.entries(b)) if (v) out[k] = copyInto(alloc.f32(v.length), v as F32);
+  return out as unknown as Block;
 }

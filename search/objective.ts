@@ -58,30 +58,58 @@ function activate(cfg: ModelConfig, p1: F32, p3: F32 | undefined, b1: F32 | unde
 
 export class BlockObjective {
   readonly N: number;
-  /** Quantized weights of the current block. */
-  q!: Block;
+  /** Quantized weights of the current block (arrays owned by this object, updated in place). */
+  readonly q: Block;
   /** norm(h) of the quantized block: FFN input, [N, dim]. */
-  xn!: F32;
+  readonly xn: F32;
   /** FFN hidden activation, [N, H]. */
-  act!: F32;
+  readonly act: F32;
   /** Current error block_q(x_q) − y, [N, dim], float64. */
-  err!: F64;
+  readonly err: F64;
   /** Σ err². */
   loss = 0;
 
+  /**
+   * With `state`, wraps existing caches (a worker's view of shared memory); otherwise
+   * allocates them with `alloc` (SharedArrayBuffer-backed when workers share them).
+   */
   constructor(
     readonly cfg: ModelConfig,
     readonly data: BlockData,
     readonly spec: QuantSpec,
     private ops: Ops,
+    state?: ObjectiveState,
+    private alloc: Alloc = plainAlloc,
   ) {
     this.N = data.x.length / cfg.dim;
+    if (state) {
+      ({ q: this.q, xn: this.xn, act: this.act, err: this.err } = state);
+      return;
+    }
+    const d = cfg.dim;
+    this.xn = alloc.f32(this.N * d);
+    this.act = alloc.f32(this.N * cfg.hiddenDim);
+    this.err = alloc.f64(this.N * d);
+    this.q = {} as Block;
   }
 
-  /** Recompute every cache from the block's FP weights (full evaluation). */
+  /** The caches as plain data, to hand to workers. */
+  state(): ObjectiveState {
+    return { q: this.q, xn: this.xn, act: this.act, err: this.err };
+  }
+
+  /** Recompute every cache from the block's FP weights (full evaluation), in place. */
   reset(b: Block): number {
     const st = this.fullEval(b);
-    Object.assign(this, st);
+    this.xn.set(st.xn);
+    this.act.set(st.act);
+    this.err.set(st.err);
+    for (const [k, v] of Object.entries(st.q) as [keyof Block, F32][]) {
+      const mine = this.q[k];
+      if (mine && mine.length === v.length) mine.set(v);
+      else this.q[k] = copyInto(this.alloc.f32(v.length), v);
+    }
+    this.loss = st.loss;
     return this.loss;
   }
 
@@ -200,16 +228,42 @@ export class BlockObjective {
     if (commit) {
       for (let i = 0; i < N * d; i++) err[i] += delta[i];
       for (let n = 0; n < N; n++) for (let u = 0; u < k; u++) this.act[n * H + S[u]] = actS[n * k + u];
-      const q = (this.q = { ...this.q, w1: this.q.w1.slice(), w2: this.q.w2.slice(), w3: this.q.w3?.slice(), b1: b.b1 });
+      const q = this.q;
       for (let u = 0; u < k; u++) {
         q.w1.set(w1q.subarray(u * d, (u + 1) * d), S[u] * d);
         if (w3q) q.w3!.set(w3q.subarray(u * d, (u + 1) * d), S[u] * d);
+        if (b.b1) q.b1![S[u]] = b.b1[S[u]];
       }
       for (let i = 0; i < d; i++) for (const j of cols) q.w2[i * H + j] = w2new[i * H + j];
       this.loss = loss;
     }
     return loss;
   }
+}
+
+export interface ObjectiveState {
+  q: Block;
+  xn: F32;
+  act: F32;
+  err: F64;
+}
+
+/** Where cache arrays come from: ordinary or SharedArrayBuffer memory. */
+export interface Alloc {
+  f32(n: number): F32;
+  f64(n: number): F64;
+}
+
+export const plainAlloc: Alloc = { f32: (n) => new Float32Array(n), f64: (n) => new Float64Array(n) };
+
+export const sharedAlloc: Alloc = {
+  f32: (n) => new Float32Array(new SharedArrayBuffer(4 * n)),
+  f64: (n) => new Float64Array(new SharedArrayBuffer(8 * n)),
+};
+
+export function copyInto<T extends F32 | F64>(dst: T, src: ArrayLike<number>): T {
+  dst.set(src);
+  return dst;
 }
 
 function allUnits(H: number): Int32Array {

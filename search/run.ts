@@ -20,17 +20,18 @@ import { blockForward, forward } from '../core/forward';
 import { applyTransforms, type Transform } from '../core/invariance';
 import { loadModel } from '../core/model/load';
 import { cloneBlock, type Block, type F32, type Model } from '../core/model/types';
-import { jsOps, type Ops } from '../core/ops';
+import type { Ops } from '../core/ops';
+import { bestBackend } from '../kernels/registry';
 import { quantizeModel } from '../core/quant/model';
 import type { QuantSpec } from '../core/quant/rtn';
 import { Rng, type RngState } from '../core/rng';
 import { DEFAULT_TUNING, configHash, validateRunConfig, type SearchTuning } from './config';
 import type { FinalReport, Progress, RunConfig, SearchJob, SearchSnapshot } from './contract';
-import { BlockObjective, quantizeBlock, type BlockData } from './objective';
+import { BlockObjective, copyInto, quantizeBlock, type BlockData } from './objective';
 import { attnKindsOn, drawAttnMove, drawFfnMove, type Move } from './proposals';
 import { resolveTokenSets, type TokenSets } from './tokens';
 import { QualityProbe, type Quality } from './validation';
-import { Evaluator, type CandidateResult } from './evaluator';
+import { Evaluator, blockIn, type CandidateResult } from './evaluator';
 import { writeLlamaExports } from './export';
 
 export const SNAPSHOT_VERSION = 1;
@@ -72,7 +73,7 @@ export async function createSearchJob(config: RunConfig, opts: SearchOptions = {
   const tuning = { ...DEFAULT_TUNING, ...opts.tuning };
   const model = loadModel(config.model);
   const tokens = resolveTokenSets(model, config, tuning);
-  const ops = opts.ops ?? jsOps;
+  const ops = opts.ops ?? bestBackend();
   const search = new Search(config, tuning, model, tokens, ops, opts.log);
   await search.init(opts.resumeFrom);
   return search;
@@ -85,7 +86,6 @@ class Search implements SearchJob {
   private spec: QuantSpec;
   private on: Set<string>;
   private calibFp: F32[][]; // [layer][seq] FP residual stream entering each block, plus the final
-  private xq: F32[] = []; // quantized-model input of the current block, per calibration sequence
   private obj?: BlockObjective;
   private evaluator: Evaluator;
   private probe: QualityProbe;
@@ -114,7 +114,7 @@ class Search implements SearchJob {
     this.cur = model.blocks.map(cloneBlock);
     this.qBlocks = [];
     this.calibFp = [];
-    this.evaluator = new Evaluator(model.config, this.spec, ops, config.workers);
+    this.evaluator = new Evaluator(model.config, this.spec, ops.name, config.workers);
     this.probe = new QualityProbe(model, tokens.valid, ops);
     this.b = this.freshBoundary();
   }
@@ -185,10 +185,13 @@ class Search implements SearchJob {
     const l = this.block;
     let xs = this.calibFp[0];
     for (let i = 0; i < l; i++) xs = this.runQuantBlock(i, xs);
-    this.xq = xs;
-    this.obj = new BlockObjective(this.model.config, this.blockData(l, xs), this.spec, this.ops);
+    const alloc = this.evaluator.alloc;
+    const plain = this.blockData(l, xs);
+    const data = { ...plain, x: copyInto(alloc.f32(plain.x.length), plain.x), y: copyInto(alloc.f32(plain.y.length), plain.y) };
+    this.cur[l] = blockIn(alloc, this.cur[l]);
+    this.obj = new BlockObjective(this.model.config, data, this.spec, this.ops, undefined, alloc);
     this.obj.reset(this.cur[l]);
-    this.evaluator.setBlock(this.obj, this.cur[l]);
+    this.evaluator.setBlock(this.obj, this.cur[l], data);
   }
 
   private drawMove(): Move {

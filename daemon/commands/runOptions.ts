@@ -1,0 +1,51 @@
+/**
+ * The options of `invarx run`, shared with `invarx submit` so both take the same job.
+ */
+import type { Command } from 'commander';
+import { fail } from '../../core/errors';
+import { DEFAULT_CONFIG, parseInvariances } from '../../search/config';
+import type { RunConfig } from '../../search/contract';
+
+export function addRunOptions(cmd: Command): Command {
+  return cmd
+    .requiredOption('--model <path>', 'model: llama2.c .bin, HF safetensors directory')
+    .option('--tokenizer <path>', 'tokenizer (default: tok512.bin or tokenizer.bin beside the model)')
+    .requiredOption('--bits <n>', 'weight bits (2-8)')
+    .requiredOption('--group <n>', 'quantization group size along the input dimension')
+    .option('--base <method>', 'base quantizer the search runs on: rtn or gptq', DEFAULT_CONFIG.base)
+    .option('--steps <n>', 'step budget', String(DEFAULT_CONFIG.steps))
+    .option('--time-budget <seconds>', 'wall-clock budget in seconds (0 = none)', '0')
+    .option('--seed <n>', 'random seed of the search', String(DEFAULT_CONFIG.seed))
+    .option('--calib-tokens <file>', 'calibration tokens (JSON array of arrays, .txt, .npy); default: sampled from the model')
+    .option('--eval-tokens <file>', 'held-out evaluation tokens; default: sampled from the model with another seed')
+    .option('--invariances <list>', 'ffn, attn, all, or kinds such as ffn-perm,attn-vo-rot', 'all')
+    .option('--candidates <n>', 'candidates evaluated per step', String(DEFAULT_CONFIG.candidates))
+    .option('--workers <n>', 'worker threads for candidate evaluation (results do not depend on it)', String(DEFAULT_CONFIG.workers))
+    .option('--patience <n>', 'stop after this many validation checks without improvement (0 = never)', String(DEFAULT_CONFIG.patience));
+}
+
+function num(name: string, v: string): number {
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n)) fail('bad-config', `--${name} must be a number, got "${v}"`);
+  return n;
+}
+
+/** commander's parsed options → a RunConfig (validated later by the search). */
+export function runConfigFromOptions(o: Record<string, string>): RunConfig {
+  return {
+    model: o.model,
+    tokenizer: o.tokenizer,
+    bits: num('bits', o.bits),
+    group: num('group', o.group),
+    base: o.base as RunConfig['base'],
+    steps: num('steps', o.steps),
+    timeBudget: num('time-budget', o.timeBudget),
+    seed: num('seed', o.seed),
+    calibTokens: o.calibTokens,
+    evalTokens: o.evalTokens,
+    invariances: parseInvariances(o.invariances),
+    candidates: num('candidates', o.candidates),
+    workers: num('workers', o.workers),
+    patience: num('patience', o.patience),
+  };
+}

@@ -1,0 +1,35 @@
+/**
+ * Worker thread of the candidate-evaluation pool. The block's state lives in
+ * SharedArrayBuffers written only by the main thread between steps; a worker wraps it
+ * once per stint (keyed by `stint`) and scores the candidates it is sent.
+ */
+import workerpool from 'workerpool';
+import type { Block, ModelConfig } from '../core/model/types';
+import type { QuantSpec } from '../core/quant/rtn';
+import { getBackend } from '../kernels/registry';
+import { candidateLoss } from './evaluator';
+import { BlockObjective, type BlockData, type ObjectiveState } from './objective';
+import type { Move } from './proposals';
+
+export interface StintContext {
+  stint: number;
+  cfg: ModelConfig;
+  spec: QuantSpec;
+  backend: string;
+  data: BlockData;
+  state: ObjectiveState;
+  cur: Block;
+}
+
+let ctx: StintContext | undefined;
+let obj: BlockObjective | undefined;
+
+function evaluate(c: StintContext, moves: Move[]): number[] {
+  if (!ctx || ctx.stint !== c.stint) {
+    ctx = c;
+    obj = new BlockObjective(c.cfg, c.data, c.spec, getBackend(c.backend), c.state);
+  }
+  return moves.map((m) => candidateLoss(ctx!.cfg, ctx!.spec, obj!, ctx!.cur, m));
+}
+
+workerpool.worker({ evaluate });
