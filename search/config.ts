@@ -9,6 +9,7 @@ import type { Invariance, RunConfig } from './contract';
 export const ALL_INVARIANCES: Invariance[] = [
   'ffn-perm', 'ffn-scale', 'ffn-rot',
   'attn-head-perm', 'attn-vo-rot', 'attn-vo-scale', 'attn-qk-rot', 'attn-qk-scale',
+  'norm-scale',
 ];
 
 /** `--invariances` accepts kinds and the shorthands `ffn`, `attn`, `all`. */
@@ -16,7 +17,7 @@ export function parseInvariances(spec: string): Invariance[] {
   const out = new Set<Invariance>();
   for (const raw of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
     if (raw === 'all') ALL_INVARIANCES.forEach((k) => out.add(k));
-    else if (raw === 'ffn' || raw === 'attn') ALL_INVARIANCES.filter((k) => k.startsWith(raw)).forEach((k) => out.add(k));
+    else if (raw === 'ffn' || raw === 'attn' || raw === 'norm') ALL_INVARIANCES.filter((k) => k.startsWith(raw)).forEach((k) => out.add(k));
     else if ((ALL_INVARIANCES as string[]).includes(raw)) out.add(raw as Invariance);
     else fail('bad-config', `unknown invariance "${raw}" (known: ffn, attn, all, ${ALL_INVARIANCES.join(', ')})`);
   }
@@ -49,6 +50,8 @@ export interface SearchTuning {
   seqTokens: number;
   /** Clip-ratio search in the base RTN quantizer. */
   clip: boolean;
+  /** Activation-aware scale initialisation of each block before the discrete search. */
+  scaleInit: boolean;
 }
 
 export const DEFAULT_TUNING: SearchTuning = {
@@ -66,6 +69,7 @@ export const DEFAULT_TUNING: SearchTuning = {
   evalSeqs: 32,
   seqTokens: 256,
   clip: true,
+  scaleInit: true,
 };
 
 export const DEFAULT_CONFIG: Omit<RunConfig, 'model' | 'bits' | 'group'> = {

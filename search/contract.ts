@@ -5,7 +5,10 @@
  * inputs, or one run stopped and resumed from any checkpoint, take the same steps and end
  * with byte-identical exports. The wall-clock budget is the one exception by nature.
  */
-export type Invariance = 'ffn-perm' | 'ffn-scale' | 'ffn-rot' | 'attn-head-perm' | 'attn-vo-rot' | 'attn-vo-scale' | 'attn-qk-rot' | 'attn-qk-scale';
+export type Invariance =
+  | 'ffn-perm' | 'ffn-scale' | 'ffn-rot'
+  | 'attn-head-perm' | 'attn-vo-rot' | 'attn-vo-scale' | 'attn-qk-rot' | 'attn-qk-scale'
+  | 'norm-scale';
 
 export interface RunConfig {
   model: string;

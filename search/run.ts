@@ -30,6 +30,7 @@ import type { FinalReport, Progress, RunConfig, SearchJob, SearchSnapshot } from
 import { BlockObjective, copyInto, quantizeBlock, type BlockData } from './objective';
 import { attnKindsOn, drawAttnMove, drawFfnMove, type Move } from './proposals';
 import { resolveTokenSets, type TokenSets } from './tokens';
+import { scaleInit, type ScaleSite } from './scaleInit';
 import { QualityProbe, type Quality } from './validation';
 import { Evaluator, blockIn, type CandidateResult } from './evaluator';
 import { writeLlamaExports } from './export';
@@ -191,7 +192,19 @@ class Search implements SearchJob {
     this.cur[l] = blockIn(alloc, this.cur[l]);
     this.obj = new BlockObjective(this.model.config, data, this.spec, this.ops, undefined, alloc);
     this.obj.reset(this.cur[l]);
+    if (this.b.stint < this.model.config.nLayers && this.tuning.scaleInit) {
+      // First visit of this block: activation-aware scale initialisation.
+      scaleInit(this.model.config, this.obj, this.cur[l], xs, this.ops, this.initSites(), (t) => {
+        this.b.moves.push({ block: l, step: this.b.step, transforms: [t] });
+      });
+    }
     this.evaluator.setBlock(this.obj, this.cur[l], data);
+  }
+
+  /** Scale-init sites whose invariance is switched on. */
+  private initSites(): ScaleSite[] {
+    const sites: [ScaleSite, string][] = [['norm-attn', 'norm-scale'], ['attn-vo', 'attn-vo-scale'], ['norm-ffn', 'norm-scale'], ['ffn-gate', 'ffn-scale']];
+    return sites.filter(([, inv]) => this.on.has(inv)).map(([site]) => site);
   }
 
   private drawMove(): Move {

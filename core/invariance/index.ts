@@ -5,13 +5,15 @@
 import type { Block, ModelConfig } from '../model/types';
 import { applyAttn, touchedAttn } from './attention';
 import { applyFfn, touchedFfn } from './ffn';
+import { applyNorm, touchedNorm } from './norm';
 import type { Touched, Transform } from './types';
 import { validateTransform } from './validate';
 
 export * from './types';
 export {
-  validateTransform, ffnPerm, ffnScale, ffnRot, attnHeadPerm, attnVoRot, attnVoScale, attnQkRot, attnQkScale,
+  validateTransform, ffnPerm, ffnScale, ffnRot, attnHeadPerm, attnVoRot, attnVoScale, attnQkRot, attnQkScale, normScale,
 } from './validate';
+export { normReaders } from './norm';
 
 /** Rewrites `block`'s weights (and biases) in place; throws InvarxError('bad-transform') if t is malformed for cfg. */
 export function applyTransform(cfg: ModelConfig, block: Block, t: Transform): void {
@@ -21,6 +23,8 @@ export function applyTransform(cfg: ModelConfig, block: Block, t: Transform): vo
     case 'ffn-scale':
     case 'ffn-rot':
       return applyFfn(cfg, block, t);
+    case 'norm-scale':
+      return applyNorm(cfg, block, t);
     default:
       return applyAttn(cfg, block, t);
   }
@@ -54,6 +58,8 @@ export function invertTransform(cfg: ModelConfig, t: Transform): Transform {
       return { kind: t.kind, channels: i32(t.channels), scales: recip(f64(t.scales)) };
     case 'attn-qk-scale':
       return { kind: t.kind, ropePairs: i32(t.ropePairs), scales: recip(f64(t.scales)) };
+    case 'norm-scale':
+      return { kind: t.kind, site: t.site, channels: i32(t.channels), scales: recip(f64(t.scales)) };
     // Pairs are disjoint, so the rotations commute and negating every angle inverts them.
     case 'ffn-rot':
     case 'attn-vo-rot':
@@ -80,6 +86,8 @@ export function touched(cfg: ModelConfig, t: Transform): Touched {
     case 'ffn-scale':
     case 'ffn-rot':
       return touchedFfn(cfg, t);
+    case 'norm-scale':
+      return touchedNorm(cfg, t);
     default:
       return touchedAttn(cfg, t);
   }

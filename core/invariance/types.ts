@@ -107,7 +107,19 @@ export interface AttnQkScale {
   scales: Float64Array;
 }
 
-export type Transform = FfnPerm | FfnScale | FfnRot | AttnHeadPerm | AttnVoRot | AttnVoScale | AttnQkRot | AttnQkScale;
+/**
+ * Input-channel scale through a norm: norm weight (and bias) × s on the listed model
+ * channels, the same columns of the linears reading that norm ÷ s (site 'attn': wq wk wv;
+ * 'ffn': w1 w3). Exact.
+ */
+export interface NormScale {
+  kind: 'norm-scale';
+  site: 'attn' | 'ffn';
+  channels: Int32Array;
+  scales: Float64Array;
+}
+
+export type Transform = FfnPerm | FfnScale | FfnRot | AttnHeadPerm | AttnVoRot | AttnVoScale | AttnQkRot | AttnQkScale | NormScale;
 
 export type TransformKind = Transform['kind'];
 
@@ -120,6 +132,7 @@ export const TRANSFORM_KINDS: readonly TransformKind[] = [
   'attn-vo-scale',
   'attn-qk-rot',
   'attn-qk-scale',
+  'norm-scale',
 ];
 
 /** Kinds that leave the block function unchanged (up to float32 round-off). */

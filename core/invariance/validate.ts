@@ -5,7 +5,7 @@
 import { fail } from '../errors';
 import type { ModelConfig } from '../model/types';
 import type {
-  AttnHeadPerm, AttnQkRot, AttnQkScale, AttnVoRot, AttnVoScale, FfnPerm, FfnRot, FfnScale, Transform,
+  AttnHeadPerm, AttnQkRot, AttnQkScale, AttnVoRot, AttnVoScale, FfnPerm, FfnRot, FfnScale, NormScale, Transform,
 } from './types';
 
 function bad(t: { kind: string }, msg: string): never {
@@ -91,6 +91,7 @@ const FIELDS: Record<Transform['kind'], [string, typeof Int32Array | typeof Floa
   'attn-vo-scale': [['channels', Int32Array], ['scales', Float64Array]],
   'attn-qk-rot': [['ropePairs', Int32Array], ['angles', Float64Array]],
   'attn-qk-scale': [['ropePairs', Int32Array], ['scales', Float64Array]],
+  'norm-scale': [['channels', Int32Array], ['scales', Float64Array]],
 };
 
 /** Throws InvarxError('bad-transform') unless t is a well-formed transform for cfg. */
@@ -135,6 +136,10 @@ export function validateTransform(cfg: ModelConfig, t: Transform): void {
       checkDistinct(t, 'ropePairs', t.ropePairs, (cfg.nKvHeads * hd) / 2);
       if (t.kind === 'attn-qk-rot') return checkAngles(t, t.angles, t.ropePairs.length);
       return checkScales(t, t.scales, t.ropePairs.length);
+    case 'norm-scale':
+      if (t.site !== 'attn' && t.site !== 'ffn') bad(t, `site must be 'attn' or 'ffn', not ${JSON.stringify(t.site)}`);
+      checkDistinct(t, 'channels', t.channels, cfg.dim);
+      return checkScales(t, t.scales, t.channels.length);
     default:
       fail('bad-transform', `unknown transform kind ${JSON.stringify((t as { kind: unknown }).kind)}`);
   }
@@ -191,4 +196,9 @@ export function attnQkRot(cfg: ModelConfig, ropePairs: ArrayLike<number>, angles
 
 export function attnQkScale(cfg: ModelConfig, ropePairs: ArrayLike<number>, scales: ArrayLike<number>): AttnQkScale {
   return checked(cfg, { kind: 'attn-qk-scale', ropePairs: indices('attn-qk-scale', 'ropePairs', ropePairs), scales: Float64Array.from(scales) });
+}
+
+/** Input-channel scale through the norm of `site`: norm channel × s, reader columns ÷ s. */
+export function normScale(cfg: ModelConfig, site: NormScale['site'], channels: ArrayLike<number>, scales: ArrayLike<number>): NormScale {
+  return checked(cfg, { kind: 'norm-scale', site, channels: indices('norm-scale', 'channels', channels), scales: Float64Array.from(scales) });
 }

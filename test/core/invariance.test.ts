@@ -10,7 +10,7 @@ import { InvarxError } from '../../core/errors';
 import { blockForward, blockTrace, forward } from '../../core/forward';
 import {
   EXACT_KINDS, TRANSFORM_KINDS, applyTransform, applyTransforms, attnHeadPerm, attnQkRot, attnQkScale, attnVoRot,
-  attnVoScale, ffnPerm, ffnRot, ffnScale, invertTransform, invertTransforms, touched,
+  attnVoScale, ffnPerm, ffnRot, ffnScale, normScale, invertTransform, invertTransforms, touched,
   type Transform, type TransformKind,
 } from '../../core/invariance';
 import { cloneBlock, cloneModel, type Block, type F32, type LinearName, type ModelConfig } from '../../core/model/types';
@@ -162,6 +162,10 @@ function randomTransform(cfg: ModelConfig, kind: TransformKind, rng: Rng, d: Dra
     case 'attn-qk-scale': {
       const p = some(rng, kvDim / 2);
       return attnQkScale(cfg, p, p.map(() => scale(rng)));
+    }
+    case 'norm-scale': {
+      const ch = some(rng, cfg.dim);
+      return normScale(cfg, rng.int(2) === 0 ? 'attn' : 'ffn', ch, ch.map(() => scale(rng)));
     }
   }
 }
