@@ -1,0 +1,20 @@
+/**
+ * `npm run bench` (node dist/bench.js [module …]): runs the listed bench modules in order;
+ * each prints one JSON line per figure (see bench/emit.ts). Add a module by appending it
+ * to BENCHES; pass names on the command line to run only those.
+ */
+import type { BenchModule } from './emit';
+import { matmulBench } from './matmul';
+
+const BENCHES: BenchModule[] = [matmulBench];
+
+const wanted = process.argv.slice(2);
+const unknown = wanted.filter((w) => !BENCHES.some((b) => b.name === w));
+if (unknown.length > 0) {
+  process.stderr.write(`unknown bench ${unknown.join(', ')} (have: ${BENCHES.map((b) => b.name).join(', ')})\n`);
+  process.exit(2);
+}
+for (const b of BENCHES) {
+  if (wanted.length === 0 || wanted.includes(b.name)) await b.run();
+}
+// helper threads of the wasm backends are unref'd; nothing else keeps the process up

@@ -1,0 +1,35 @@
+/**
+ * Argument checks shared by every backend, so that a bad call fails the same way (a
+ * RangeError naming the mismatch) whichever backend runs it, before any copying.
+ */
+import type { F32 } from '../core/model/types';
+
+function isDim(v: number): boolean {
+  return Number.isInteger(v) && v >= 0;
+}
+
+export function checkMatmulT(y: F32, x: F32, w: F32, n: number, inDim: number, outDim: number): void {
+  if (!(isDim(n) && isDim(inDim) && isDim(outDim))) {
+    throw new RangeError(`matmulT: sizes must be non-negative integers, got n=${n} in=${inDim} out=${outDim}`);
+  }
+  if (x.length < n * inDim) throw new RangeError(`matmulT: x holds ${x.length} values, need ${n} × ${inDim}`);
+  if (w.length < outDim * inDim) throw new RangeError(`matmulT: w holds ${w.length} values, need ${outDim} × ${inDim}`);
+  if (y.length < n * outDim) throw new RangeError(`matmulT: y holds ${y.length} values, need ${n} × ${outDim}`);
+}
+
+/** Same bounds core's fakeQuantRtnRect enforces, checked up front. */
+export function checkQuantRect(
+  w: F32, out: F32, cols: number, nGroups: number, r0: number, r1: number, g0: number, g1: number,
+): void {
+  if (!(Number.isInteger(r0) && Number.isInteger(r1) && r0 >= 0 && r1 >= r0 && r1 * cols <= w.length && r1 * cols <= out.length)) {
+    throw new RangeError(`rows [${r0}, ${r1}) do not fit weights of ${w.length} values with ${cols} columns`);
+  }
+  if (!(Number.isInteger(g0) && Number.isInteger(g1) && g0 >= 0 && g1 >= g0 && g1 <= nGroups)) {
+    throw new RangeError(`groups [${g0}, ${g1}) outside [0, ${nGroups})`);
+  }
+}
+
+export function checkSqErr(a: F32, b: F32, n: number): void {
+  if (!isDim(n)) throw new RangeError(`sqErr: n must be a non-negative integer, got ${n}`);
+  if (a.length < n || b.length < n) throw new RangeError(`sqErr: need ${n} values, a holds ${a.length} and b ${b.length}`);
+}

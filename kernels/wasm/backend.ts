@@ -1,0 +1,164 @@
+/**
+ * The WebAssembly SIMD backend (primary on CPU). Each call copies its operands into the
+ * arena, runs a kernel from kernels.wat and copies the result out; with `threads > 1`,
+ * matmul rows are split between this thread and helper threads on the same memory.
+ */
+import type { F32 } from '../../core/model/types';
+import type { QuantSpec } from '../../core/quant/rtn';
+import type { Backend } from '../backend';
+import { checkMatmulT, checkQuantRect } from '../check';
+import { checkSpec, clipRatios, sqErrRef } from '../js';
+import { Arena } from './arena';
+import { fusedMadd, instantiate, kernelsModule, relaxedSimd, type KernelExports } from './module';
+import { HelperThreads, type MatmulArgs } from './threads';
+
+export interface WasmBackendOptions {
+  /** Threads a matmul is split over (this one plus threads − 1 helpers). Default 1. */
+  threads?: number;
+  /** K-chunk of the matmul's cache tiling (packed panels of one chunk stay in L2). */
+  kcMax?: number;
+  /** Fused multiply-add (relaxed SIMD) in the matmul; default `fusedMadd` (unfused under INVARX_WASM_STRICT=1). */
+  fused?: boolean;
+}
+
+export interface WasmBackend extends Backend {
+  readonly threads: number;
+  /** Whether the matmul uses fused multiply-add (relaxed SIMD). */
+  readonly fused: boolean;
+}
+
+/** Below this many multiply-adds a matmul runs on one thread: the hand-off (~10–50 µs) would dominate. */
+const MT_MIN_MACS = 1 << 21;
+/** Rows below which the matmul takes the unpacked dot-product path (decode steps). */
+const DOT_MAX_ROWS = 3;
+/** Spans at most this long are copied element by element (no subarray allocation). */
+const SHORT_SPAN = 48;
+
+export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
+  const threads = Math.max(1, Math.floor(opts.threads ?? 1));
+  const kcMax = opts.kcMax ?? 256;
+  if (!(Number.isInteger(kcMax) && kcMax >= 1)) throw new RangeError(`kcMax must be a positive integer, got ${kcMax}`);
+  const fused = (opts.fused ?? fusedMadd) && relaxedSimd;
+  const module = kernelsModule(fused);
+  const arena = new Arena();
+  const k: KernelExports = instantiate(module, arena.memory);
+  const helpers = threads > 1 ? new HelperThreads(module, arena.memory, threads - 1) : null;
+
+  /** Copies rows [r0, r1) × columns [c0, c0 + span) of src [·, cols] to the arena at byte p, packed. */
+  function copyIn(src: F32, cols: number, r0: number, r1: number, c0: number, span: number, p: number): void {
+    const m = arena.f32;
+    let d = p >> 2;
+    if (span === cols) {
+      m.set(src.subarray(r0 * cols, r1 * cols), d);
+      return;
+    }
+    for (let r = r0; r < r1; r++, d += span) {
+      const s = r * cols + c0;
+      if (span <= SHORT_SPAN) for (let j = 0; j < span; j++) m[d + j] = src[s + j];
+      else m.set(src.subarray(s, s + span), d);
+    }
+  }
+
+  /** The inverse of copyIn. */
+  function copyOut(dst: F32, cols: number, r0: number, r1: number, c0: number, span: number, p: number): void {
+    const m = arena.f32;
+    let s = p >> 2;
+    if (span === cols) {
+      dst.set(m.subarray(s, s + (r1 - r0) * cols), r0 * cols);
+      return;
+    }
+    for (let r = r0; r < r1; r++, s += span) {
+      const d = r * cols + c0;
+      if (span <= SHORT_SPAN) for (let j = 0; j < span; j++) dst[d + j] = m[s + j];
+      else dst.set(m.subarray(s, s + span), d);
+    }
+  }
+
+  function matmulT(y: F32, x: F32, w: F32, n: number, K: number, N: number, accumulate = false): void {
+    checkMatmulT(y, x, w, n, K, N);
+    if (n === 0 || N === 0) return;
+    if (K === 0) {
+      if (!accumulate) y.fill(0, 0, n * N);
+      return;
+    }
+    arena.reset();
+    const beta = accumulate ? 1 : 0;
+    if (n <= DOT_MAX_ROWS) {
+      const xp = arena.alloc(n * K), wp = arena.alloc(N * K), yp = arena.alloc(n * N);
+      copyIn(x, K, 0, n, 0, K, xp);
+      copyIn(w, K, 0, N, 0, K, wp);
+      if (accumulate) copyIn(y, N, 0, n, 0, N, yp);
+      k.dot_t(xp, wp, yp, n, K, N, beta);
+      copyOut(y, N, 0, n, 0, N, yp);
+      return;
+    }
+    // x and y get zero rows up to a multiple of 4 (the register tile's height);
+    // w is packed into 8-column panels (see kernels.wat).
+    const nPad = (n + 3) & ~3;
+    const Np = (N + 7) & ~7;
+    const xp = arena.alloc(nPad * K);
+    const wRaw = arena.alloc(N * K);
+    const wp = arena.alloc(Np * K);
+    const yp = arena.alloc(nPad * N);
+    const scratch = arena.alloc(32 * threads);
+    const m = arena.f32;
+    copyIn(x, K, 0, n, 0, K, xp);
+    m.fill(0, (xp >> 2) + n * K, (xp >> 2) + nPad * K);
+    copyIn(w, K, 0, N, 0, K, wRaw);
+    k.pack_w(wRaw, N, K, kcMax, wp);
+    if (accumulate) {
+      copyIn(y, N, 0, n, 0, N, yp);
+      m.fill(0, (yp >> 2) + n * N, (yp >> 2) + nPad * N);
+    }
+    const parts = helpers && n * K * N >= MT_MIN_MACS ? Math.min(threads, nPad >> 2) : 1;
+    if (parts === 1) {
+      k.matmul_t(xp, wp, yp, 0, nPad, K, N, kcMax, beta, scratch);
+    } else {
+      // bands of whole 4-row tiles; helper t takes band t, this thread band 0
+      const tiles = nPad >> 2;
+      const band = (t: number) => Math.floor((tiles * t) / parts) * 4;
+      const args = (t: number): MatmulArgs => [xp, wp, yp, band(t), band(t + 1), K, N, kcMax, beta, scratch + 128 * t];
+      for (let t = 1; t < parts; t++) helpers!.start(t, args(t));
+      try {
+        k.matmul_t(...args(0));
+      } finally {
+        for (let t = 1; t < parts; t++) helpers!.finish(t);
+      }
+    }
+    copyOut(y, N, 0, n, 0, N, yp);
+  }
+
+  function quantDequant(
+    w: F32, cols: number, spec: QuantSpec, out: F32,
+    rowStart: number, rowEnd: number, groupStart: number, groupEnd: number,
+  ): void {
+    checkSpec(spec);
+    const { group } = spec;
+    checkQuantRect(w, out, cols, Math.ceil(cols / group), rowStart, rowEnd, groupStart, groupEnd);
+    const rows = rowEnd - rowStart;
+    if (rows === 0 || groupEnd === groupStart) return;
+    // only the columns of the groups travel: [c0, c0 + span) of each row, packed
+    const c0 = groupStart * group;
+    const span = Math.min(cols, groupEnd * group) - c0;
+    const ratios = clipRatios(spec) ?? [];
+    arena.reset();
+    const rp = arena.alloc(2 * ratios.length); // float64 clip ratios
+    const wp = arena.alloc(rows * span), op = arena.alloc(rows * span);
+    if (ratios.length > 0) new Float64Array(arena.memory.buffer, rp, ratios.length).set(ratios);
+    copyIn(w, cols, rowStart, rowEnd, c0, span, wp);
+    k.qdq(wp, op, rows, span, group, 0, groupEnd - groupStart, 2 ** spec.bits - 1, rp, ratios.length);
+    copyOut(out, cols, rowStart, rowEnd, c0, span, op);
+  }
+
+  return {
+    name: 'wasm',
+    threads,
+    fused,
+    matmulT,
+    quantDequant,
+    // in TypeScript: with its eight running sums it streams at memory speed, and copying
+    // both operands into the arena cost more than wasm saved (measured)
+    sqErr: sqErrRef,
+    dispose: () => helpers?.dispose(),
+  };
+}

@@ -1,0 +1,544 @@
+;; invarx CPU kernels: WebAssembly SIMD (v128, f32x4), hand-written.
+;;
+;; All pointers are byte offsets into the imported (shared) memory; the TypeScript side
+;; (kernels/wasm/backend.ts) lays the operands out in an arena and calls these functions.
+;;
+;; Main product: y[n, N] = x[n, K] · w[N, K]ᵀ (+ y if beta), the linear layer of the
+;; forward pass. Both operands run along the contiguous K axis, so w is first packed into
+;; panels of 8 output columns with the 8 values of one k next to each other
+;; ("pack_w"); then a 4×8 register tile of y is held in 8 f32x4 accumulators while k
+;; advances: per k, 2 panel loads, 4 broadcast loads of x, 8 multiply-adds.
+;;
+;; Why 4×8 and no unrolling: V8's TurboFan hoists every load of a basic block above the
+;; arithmetic, so the live set per iteration is 2 (panel) + MR (broadcasts) + 2·MR
+;; (accumulators) vectors. x64 gives wasm 15 allocatable xmm registers: MR=4 needs 14 and
+;; stays in registers (measured ~59 GFLOP/s on one core, L1-resident); MR=5/6 or any
+;; unrolling of the k loop spills and drops to ~40.
+;;
+;; Cache tiling: K is cut into chunks of at most kc_max columns; the packed panels of one
+;; chunk (N·kc·4 bytes) stay in L2 while the 4 rows of x under the tile (4·kc·4 bytes)
+;; stay in L1. Chunks after the first accumulate into y.
+;;
+;; f32x4.relaxed_madd (a·b + c, fused on FMA hardware) is the multiply-add. The loader
+;; rewrites it to f32x4.add(f32x4.mul) when relaxed SIMD is unavailable or a strict
+;; (unfused, machine-independent) build is asked for; nothing else here changes.
+(module
+  (import "env" "memory" (memory 1 65536 shared))
+
+  ;; ---------------------------------------------------------------------------------
+  ;; Micro-kernel: the 4×8 tile y[0..4, 0..8] (+)= x[0..4, 0..kc] · panel[0..kc, 0..8].
+  ;;   $x    first of 4 rows of x at the chunk's first column; rows $ldx bytes apart
+  ;;   $wp   packed panel: kc groups of 8 floats
+  ;;   $y    first of 4 rows of y, $ldy bytes apart (8 floats written per row)
+  ;;   $beta 0: overwrite y, else add to it
+  (func $kernel_4x8 (param $x i32) (param $ldx i32) (param $wp i32) (param $kc i32)
+                    (param $y i32) (param $ldy i32) (param $beta i32)
+    (local $x1 i32) (local $x2 i32) (local $x3 i32)
+    (local $y1 i32) (local $y2 i32) (local $y3 i32)
+    (local $b0 v128) (local $b1 v128) (local $a v128)
+    (local $c00 v128) (local $c01 v128) (local $c10 v128) (local $c11 v128)
+    (local $c20 v128) (local $c21 v128) (local $c30 v128) (local $c31 v128)
+    (local.set $x1 (i32.add (local.get $x) (local.get $ldx)))
+    (local.set $x2 (i32.add (local.get $x1) (local.get $ldx)))
+    (local.set $x3 (i32.add (local.get $x2) (local.get $ldx)))
+    (if (local.get $kc) (then
+      (loop $k
+        (local.set $b0 (v128.load offset=0 (local.get $wp)))
+        (local.set $b1 (v128.load offset=16 (local.get $wp)))
+        (local.set $a (v128.load32_splat (local.get $x)))
+        (local.set $c00 (f32x4.relaxed_madd (local.get $a) (local.get $b0) (local.get $c00)))
+        (local.set $c01 (f32x4.relaxed_madd (local.get $a) (local.get $b1) (local.get $c01)))
+        (local.set $a (v128.load32_splat (local.get $x1)))
+        (local.set $c10 (f32x4.relaxed_madd (local.get $a) (local.get $b0) (local.get $c10)))
+        (local.set $c11 (f32x4.relaxed_madd (local.get $a) (local.get $b1) (local.get $c11)))
+        (local.set $a (v128.load32_splat (local.get $x2)))
+        (local.set $c20 (f32x4.relaxed_madd (local.get $a) (local.get $b0) (local.get $c20)))
+        (local.set $c21 (f32x4.relaxed_madd (local.get $a) (local.get $b1) (local.get $c21)))
+        (local.set $a (v128.load32_splat (local.get $x3)))
+        (local.set $c30 (f32x4.relaxed_madd (local.get $a) (local.get $b0) (local.get $c30)))
+        (local.set $c31 (f32x4.relaxed_madd (local.get $a) (local.get $b1) (local.get $c31)))
+        (local.set $wp (i32.add (local.get $wp) (i32.const 32)))
+        (local.set $x (i32.add (local.get $x) (i32.const 4)))
+        (local.set $x1 (i32.add (local.get $x1) (i32.const 4)))
+        (local.set $x2 (i32.add (local.get $x2) (i32.const 4)))
+        (local.set $x3 (i32.add (local.get $x3) (i32.const 4)))
+        (br_if $k (local.tee $kc (i32.sub (local.get $kc) (i32.const 1)))))))
+    (local.set $y1 (i32.add (local.get $y) (local.get $ldy)))
+    (local.set $y2 (i32.add (local.get $y1) (local.get $ldy)))
+    (local.set $y3 (i32.add (local.get $y2) (local.get $ldy)))
+    (if (local.get $beta) (then
+      (local.set $c00 (f32x4.add (local.get $c00) (v128.load offset=0 (local.get $y))))
+      (local.set $c01 (f32x4.add (local.get $c01) (v128.load offset=16 (local.get $y))))
+      (local.set $c10 (f32x4.add (local.get $c10) (v128.load offset=0 (local.get $y1))))
+      (local.set $c11 (f32x4.add (local.get $c11) (v128.load offset=16 (local.get $y1))))
+      (local.set $c20 (f32x4.add (local.get $c20) (v128.load offset=0 (local.get $y2))))
+      (local.set $c21 (f32x4.add (local.get $c21) (v128.load offset=16 (local.get $y2))))
+      (local.set $c30 (f32x4.add (local.get $c30) (v128.load offset=0 (local.get $y3))))
+      (local.set $c31 (f32x4.add (local.get $c31) (v128.load offset=16 (local.get $y3))))))
+    (v128.store offset=0 (local.get $y) (local.get $c00))
+    (v128.store offset=16 (local.get $y) (local.get $c01))
+    (v128.store offset=0 (local.get $y1) (local.get $c10))
+    (v128.store offset=16 (local.get $y1) (local.get $c11))
+    (v128.store offset=0 (local.get $y2) (local.get $c20))
+    (v128.store offset=16 (local.get $y2) (local.get $c21))
+    (v128.store offset=0 (local.get $y3) (local.get $c30))
+    (v128.store offset=16 (local.get $y3) (local.get $c31)))
+
+  ;; ---------------------------------------------------------------------------------
+  ;; Packs w[N, K] for matmul_t. Layout: for each K-chunk (k0, kc = min(kc_max, K-k0)),
+  ;; at wp + k0·Np·4 (Np = N rounded up to 8), panel p at + p·kc·32, holding
+  ;; w[p·8 + j, k0 + k] at + (k·8 + j)·4. Rows past N are zero.
+  ;; Full groups of 4 rows × 4 columns move as a 4×4 transpose in registers; the ragged
+  ;; row group and column tail go one float at a time.
+  (func $pack_w (export "pack_w") (param $w i32) (param $N i32) (param $K i32)
+                (param $kc_max i32) (param $wp i32)
+    (local $Np i32) (local $k0 i32) (local $kc i32) (local $chunk i32)
+    (local $r i32) (local $k i32) (local $j i32) (local $src i32) (local $dst i32)
+    (local $ldw i32) (local $rows i32)
+    (local $v0 v128) (local $v1 v128) (local $v2 v128) (local $v3 v128)
+    (local $t0 v128) (local $t1 v128) (local $t2 v128) (local $t3 v128)
+    (local.set $Np (i32.and (i32.add (local.get $N) (i32.const 7)) (i32.const -8)))
+    (local.set $ldw (i32.shl (local.get $K) (i32.const 2)))
+    (local.set $k0 (i32.const 0))
+    (block $chunks_done (loop $chunks
+      (br_if $chunks_done (i32.ge_u (local.get $k0) (local.get $K)))
+      (local.set $kc (select (local.get $kc_max) (i32.sub (local.get $K) (local.get $k0))
+                             (i32.lt_u (local.get $kc_max) (i32.sub (local.get $K) (local.get $k0)))))
+      (local.set $chunk (i32.add (local.get $wp)
+                                 (i32.shl (i32.mul (local.get $k0) (local.get $Np)) (i32.const 2))))
+      ;; row groups of 4: r = first row of the group
+      (local.set $r (i32.const 0))
+      (block $rows_done (loop $rowgroups
+        (br_if $rows_done (i32.ge_u (local.get $r) (local.get $Np)))
+        ;; destination of (k = 0, j = r mod 8) in panel r / 8
+        (local.set $dst (i32.add (local.get $chunk)
+          (i32.add (i32.mul (i32.shr_u (local.get $r) (i32.const 3)) (i32.shl (local.get $kc) (i32.const 5)))
+                   (i32.shl (i32.and (local.get $r) (i32.const 7)) (i32.const 2)))))
+        (local.set $src (i32.add (local.get $w)
+          (i32.add (i32.mul (local.get $r) (local.get $ldw)) (i32.shl (local.get $k0) (i32.const 2)))))
+        (local.set $rows (i32.sub (local.get $N) (local.get $r)))
+        (local.set $k (i32.const 0))
+        (if (i32.ge_s (local.get $rows) (i32.const 4)) (then
+          ;; 4 full rows: transpose 4×4 blocks
+          (block $t_done (loop $t
+            (br_if $t_done (i32.gt_u (i32.add (local.get $k) (i32.const 4)) (local.get $kc)))
+            (local.set $v0 (v128.load (local.get $src)))
+            (local.set $v1 (v128.load (i32.add (local.get $src) (local.get $ldw))))
+            (local.set $v2 (v128.load (i32.add (local.get $src) (i32.shl (local.get $ldw) (i32.const 1)))))
+            (local.set $v3 (v128.load (i32.add (local.get $src) (i32.mul (local.get $ldw) (i32.const 3)))))
+            (local.set $t0 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $v0) (local.get $v1)))
+            (local.set $t1 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $v0) (local.get $v1)))
+            (local.set $t2 (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $v2) (local.get $v3)))
+            (local.set $t3 (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $v2) (local.get $v3)))
+            (v128.store offset=0 (local.get $dst)
+              (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $t0) (local.get $t2)))
+            (v128.store offset=32 (local.get $dst)
+              (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $t0) (local.get $t2)))
+            (v128.store offset=64 (local.get $dst)
+              (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $t1) (local.get $t3)))
+            (v128.store offset=96 (local.get $dst)
+              (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $t1) (local.get $t3)))
+            (local.set $src (i32.add (local.get $src) (i32.const 16)))
+            (local.set $dst (i32.add (local.get $dst) (i32.const 128)))
+            (local.set $k (i32.add (local.get $k) (i32.const 4)))
+            (br $t)))))
+        ;; what is left of this row group (column tail, or a ragged group): one at a time,
+        ;; zero for rows past N
+        (block $s_done (loop $s
+          (br_if $s_done (i32.ge_u (local.get $k) (local.get $kc)))
+          (local.set $j (i32.const 0))
+          (loop $jj
+            (f32.store (i32.add (local.get $dst) (i32.shl (local.get $j) (i32.const 2)))
+              (if (result f32) (i32.lt_s (local.get $j) (local.get $rows))
+                (then (f32.load (i32.add (local.get $src) (i32.mul (local.get $j) (local.get $ldw)))))
+                (else (f32.const 0))))
+            (br_if $jj (i32.lt_u (local.tee $j (i32.add (local.get $j) (i32.const 1))) (i32.const 4))))
+          (local.set $src (i32.add (local.get $src) (i32.const 4)))
+          (local.set $dst (i32.add (local.get $dst) (i32.const 32)))
+          (local.set $k (i32.add (local.get $k) (i32.const 1)))
+          (br $s)))
+        (local.set $r (i32.add (local.get $r) (i32.const 4)))
+        (br $rowgroups)))
+      (local.set $k0 (i32.add (local.get $k0) (local.get $kc)))
+      (br $chunks)))
+  )
+
+  ;; ---------------------------------------------------------------------------------
+  ;; y[r0..r1, :] (+)= x[r0..r1, :] · wᵀ with w packed by pack_w (same kc_max).
+  ;; r0 and r1 are multiples of 4 and x, y have rows up to r1 (the caller pads x with
+  ;; zero rows). The ragged last panel (N mod 8 columns) goes through the 4×8 scratch
+  ;; tile at $scratch (128 bytes), so y itself is never written past column N.
+  (func $matmul_t (export "matmul_t") (param $x i32) (param $wp i32) (param $y i32)
+                  (param $r0 i32) (param $r1 i32) (param $K i32) (param $N i32)
+                  (param $kc_max i32) (param $beta i32) (param $scratch i32)
+    (local $Np i32) (local $np i32) (local $nr i32) (local $ldx i32) (local $ldy i32)
+    (local $k0 i32) (local $kc i32) (local $chunk i32) (local $b i32)
+    (local $i i32) (local $p i32) (local $xrow i32) (local $yrow i32) (local $panel i32)
+    (local $r i32) (local $j i32) (local $ytail i32)
+    (local.set $np (i32.shr_u (local.get $N) (i32.const 3)))
+    (local.set $nr (i32.and (local.get $N) (i32.const 7)))
+    (local.set $Np (i32.and (i32.add (local.get $N) (i32.const 7)) (i32.const -8)))
+    (local.set $ldx (i32.shl (local.get $K) (i32.const 2)))
+    (local.set $ldy (i32.shl (local.get $N) (i32.const 2)))
+    (local.set $k0 (i32.const 0))
+    (block $chunks_done (loop $chunks
+      (br_if $chunks_done (i32.ge_u (local.get $k0) (local.get $K)))
+      (local.set $kc (select (local.get $kc_max) (i32.sub (local.get $K) (local.get $k0))
+                             (i32.lt_u (local.get $kc_max) (i32.sub (local.get $K) (local.get $k0)))))
+      (local.set $chunk (i32.add (local.get $wp)
+                                 (i32.shl (i32.mul (local.get $k0) (local.get $Np)) (i32.const 2))))
+      (local.set $b (select (local.get $beta) (i32.const 1) (i32.eqz (local.get $k0))))
+      (local.set $i (local.get $r0))
+      (block $rows_done (loop $rows
+        (br_if $rows_done (i32.ge_u (local.get $i) (local.get $r1)))
+        (local.set $xrow (i32.add (local.get $x)
+          (i32.add (i32.mul (local.get $i) (local.get $ldx)) (i32.shl (local.get $k0) (i32.const 2)))))
+        (local.set $yrow (i32.add (local.get $y) (i32.mul (local.get $i) (local.get $ldy))))
+        (local.set $panel (local.get $chunk))
+        (local.set $p (i32.const 0))
+        (block $panels_done (loop $panels
+          (br_if $panels_done (i32.ge_u (local.get $p) (local.get $np)))
+          (call $kernel_4x8 (local.get $xrow) (local.get $ldx) (local.get $panel) (local.get $kc)
+                            (i32.add (local.get $yrow) (i32.shl (local.get $p) (i32.const 5)))
+                            (local.get $ldy) (local.get $b))
+          (local.set $panel (i32.add (local.get $panel) (i32.shl (local.get $kc) (i32.const 5))))
+          (local.set $p (i32.add (local.get $p) (i32.const 1)))
+          (br $panels)))
+        (if (local.get $nr) (then
+          (local.set $ytail (i32.add (local.get $yrow) (i32.shl (local.get $np) (i32.const 5))))
+          (if (local.get $b) (then
+            ;; bring the existing y values of the ragged columns into the scratch tile
+            (local.set $r (i32.const 0))
+            (loop $lr
+              (local.set $j (i32.const 0))
+              (loop $lj
+                (f32.store (i32.add (local.get $scratch) (i32.shl (i32.add (i32.shl (local.get $r) (i32.const 3)) (local.get $j)) (i32.const 2)))
+                  (f32.load (i32.add (local.get $ytail) (i32.add (i32.mul (local.get $r) (local.get $ldy)) (i32.shl (local.get $j) (i32.const 2))))))
+                (br_if $lj (i32.lt_u (local.tee $j (i32.add (local.get $j) (i32.const 1))) (local.get $nr))))
+              (br_if $lr (i32.lt_u (local.tee $r (i32.add (local.get $r) (i32.const 1))) (i32.const 4))))))
+          (call $kernel_4x8 (local.get $xrow) (local.get $ldx) (local.get $panel) (local.get $kc)
+                            (local.get $scratch) (i32.const 32) (local.get $b))
+          (local.set $r (i32.const 0))
+          (loop $sr
+            (local.set $j (i32.const 0))
+            (loop $sj
+              (f32.store (i32.add (local.get $ytail) (i32.add (i32.mul (local.get $r) (local.get $ldy)) (i32.shl (local.get $j) (i32.const 2))))
+                (f32.load (i32.add (local.get $scratch) (i32.shl (i32.add (i32.shl (local.get $r) (i32.const 3)) (local.get $j)) (i32.const 2)))))
+              (br_if $sj (i32.lt_u (local.tee $j (i32.add (local.get $j) (i32.const 1))) (local.get $nr))))
+            (br_if $sr (i32.lt_u (local.tee $r (i32.add (local.get $r) (i32.const 1))) (i32.const 4))))))
+        (local.set $i (i32.add (local.get $i) (i32.const 4)))
+        (br $rows)))
+      (local.set $k0 (i32.add (local.get $k0) (local.get $kc)))
+      (br $chunks)))
+  )
+
+  ;; ---------------------------------------------------------------------------------
+  ;; Horizontal sum of an f32x4, in the order (l0 + l1) + (l2 + l3).
+  (func $hsum (param $v v128) (result f32)
+    (f32.add (f32.add (f32x4.extract_lane 0 (local.get $v)) (f32x4.extract_lane 1 (local.get $v)))
+             (f32.add (f32x4.extract_lane 2 (local.get $v)) (f32x4.extract_lane 3 (local.get $v)))))
+
+  ;; y[r, j] (+)= Σ_k x[r, k]·w[j, k] for few rows (decode steps): a dot product per
+  ;; output, straight from the unpacked w (packing would cost as much as the product).
+  ;; Four rows of w at a time share each load of x.
+  (func $dot_t (export "dot_t") (param $x i32) (param $w i32) (param $y i32)
+               (param $n i32) (param $K i32) (param $N i32) (param $beta i32)
+    (local $r i32) (local $j i32) (local $k i32) (local $K4 i32) (local $ldw i32)
+    (local $xr i32) (local $w0 i32) (local $w1 i32) (local $w2 i32) (local $w3 i32) (local $yp i32)
+    (local $xv v128) (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
+    (local $s0 f32) (local $s1 f32) (local $s2 f32) (local $s3 f32) (local $xs f32)
+    (local.set $K4 (i32.and (local.get $K) (i32.const -4)))
+    (local.set $ldw (i32.shl (local.get $K) (i32.const 2)))
+    (local.set $r (i32.const 0))
+    (block $rows_done (loop $rows
+      (br_if $rows_done (i32.ge_u (local.get $r) (local.get $n)))
+      (local.set $xr (i32.add (local.get $x) (i32.mul (local.get $r) (local.get $ldw))))
+      (local.set $j (i32.const 0))
+      (block $quads_done (loop $quads
+        (br_if $quads_done (i32.gt_u (i32.add (local.get $j) (i32.const 4)) (local.get $N)))
+        (local.set $w0 (i32.add (local.get $w) (i32.mul (local.get $j) (local.get $ldw))))
+        (local.set $w1 (i32.add (local.get $w0) (local.get $ldw)))
+        (local.set $w2 (i32.add (local.get $w1) (local.get $ldw)))
+        (local.set $w3 (i32.add (local.get $w2) (local.get $ldw)))
+        (local.set $a0 (v128.const i32x4 0 0 0 0))
+        (local.set $a1 (v128.const i32x4 0 0 0 0))
+        (local.set $a2 (v128.const i32x4 0 0 0 0))
+        (local.set $a3 (v128.const i32x4 0 0 0 0))
+        (local.set $k (i32.const 0))
+        (block $v_done (loop $v
+          (br_if $v_done (i32.ge_u (local.get $k) (local.get $K4)))
+          (local.set $xv (v128.load (i32.add (local.get $xr) (i32.shl (local.get $k) (i32.const 2)))))
+          (local.set $a0 (f32x4.relaxed_madd (local.get $xv) (v128.load (i32.add (local.get $w0) (i32.shl (local.get $k) (i32.const 2)))) (local.get $a0)))
+          (local.set $a1 (f32x4.relaxed_madd (local.get $xv) (v128.load (i32.add (local.get $w1) (i32.shl (local.get $k) (i32.const 2)))) (local.get $a1)))
+          (local.set $a2 (f32x4.relaxed_madd (local.get $xv) (v128.load (i32.add (local.get $w2) (i32.shl (local.get $k) (i32.const 2)))) (local.get $a2)))
+          (local.set $a3 (f32x4.relaxed_madd (local.get $xv) (v128.load (i32.add (local.get $w3) (i32.shl (local.get $k) (i32.const 2)))) (local.get $a3)))
+          (local.set $k (i32.add (local.get $k) (i32.const 4)))
+          (br $v)))
+        (local.set $s0 (call $hsum (local.get $a0)))
+        (local.set $s1 (call $hsum (local.get $a1)))
+        (local.set $s2 (call $hsum (local.get $a2)))
+        (local.set $s3 (call $hsum (local.get $a3)))
+        (block $t_done (loop $t
+          (br_if $t_done (i32.ge_u (local.get $k) (local.get $K)))
+          (local.set $xs (f32.load (i32.add (local.get $xr) (i32.shl (local.get $k) (i32.const 2)))))
+          (local.set $s0 (f32.add (local.get $s0) (f32.mul (local.get $xs) (f32.load (i32.add (local.get $w0) (i32.shl (local.get $k) (i32.const 2)))))))
+          (local.set $s1 (f32.add (local.get $s1) (f32.mul (local.get $xs) (f32.load (i32.add (local.get $w1) (i32.shl (local.get $k) (i32.const 2)))))))
+          (local.set $s2 (f32.add (local.get $s2) (f32.mul (local.get $xs) (f32.load (i32.add (local.get $w2) (i32.shl (local.get $k) (i32.const 2)))))))
+          (local.set $s3 (f32.add (local.get $s3) (f32.mul (local.get $xs) (f32.load (i32.add (local.get $w3) (i32.shl (local.get $k) (i32.const 2)))))))
+          (local.set $k (i32.add (local.get $k) (i32.const 1)))
+          (br $t)))
+        (local.set $yp (i32.add (local.get $y) (i32.shl (i32.add (i32.mul (local.get $r) (local.get $N)) (local.get $j)) (i32.const 2))))
+        (if (local.get $beta) (then
+          (local.set $s0 (f32.add (local.get $s0) (f32.load offset=0 (local.get $yp))))
+          (local.set $s1 (f32.add (local.get $s1) (f32.load offset=4 (local.get $yp))))
+          (local.set $s2 (f32.add (local.get $s2) (f32.load offset=8 (local.get $yp))))
+          (local.set $s3 (f32.add (local.get $s3) (f32.load offset=12 (local.get $yp))))))
+        (f32.store offset=0 (local.get $yp) (local.get $s0))
+        (f32.store offset=4 (local.get $yp) (local.get $s1))
+        (f32.store offset=8 (local.get $yp) (local.get $s2))
+        (f32.store offset=12 (local.get $yp) (local.get $s3))
+        (local.set $j (i32.add (local.get $j) (i32.const 4)))
+        (br $quads)))
+      ;; remaining outputs one at a time
+      (block $ones_done (loop $ones
+        (br_if $ones_done (i32.ge_u (local.get $j) (local.get $N)))
+        (local.set $w0 (i32.add (local.get $w) (i32.mul (local.get $j) (local.get $ldw))))
+        (local.set $a0 (v128.const i32x4 0 0 0 0))
+        (local.set $k (i32.const 0))
+        (block $v1_done (loop $v1
+          (br_if $v1_done (i32.ge_u (local.get $k) (local.get $K4)))
+          (local.set $a0 (f32x4.relaxed_madd
+            (v128.load (i32.add (local.get $xr) (i32.shl (local.get $k) (i32.const 2))))
+            (v128.load (i32.add (local.get $w0) (i32.shl (local.get $k) (i32.const 2))))
+            (local.get $a0)))
+          (local.set $k (i32.add (local.get $k) (i32.const 4)))
+          (br $v1)))
+        (local.set $s0 (call $hsum (local.get $a0)))
+        (block $t1_done (loop $t1
+          (br_if $t1_done (i32.ge_u (local.get $k) (local.get $K)))
+          (local.set $s0 (f32.add (local.get $s0)
+            (f32.mul (f32.load (i32.add (local.get $xr) (i32.shl (local.get $k) (i32.const 2))))
+                     (f32.load (i32.add (local.get $w0) (i32.shl (local.get $k) (i32.const 2)))))))
+          (local.set $k (i32.add (local.get $k) (i32.const 1)))
+          (br $t1)))
+        (local.set $yp (i32.add (local.get $y) (i32.shl (i32.add (i32.mul (local.get $r) (local.get $N)) (local.get $j)) (i32.const 2))))
+        (if (local.get $beta) (then
+          (local.set $s0 (f32.add (local.get $s0) (f32.load (local.get $yp))))))
+        (f32.store (local.get $yp) (local.get $s0))
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (br $ones)))
+      (local.set $r (i32.add (local.get $r) (i32.const 1)))
+      (br $rows)))
+  )
+
+  ;; ---------------------------------------------------------------------------------
+  ;; Group fake-quantization, numerically identical to core/quant/rtn.ts's
+  ;; fakeQuantRtnRect: per group, [lo, hi] = [min(0, min w), max(0, max w)], then
+  ;;   scale = f32((hi − lo) / maxq)      (1 with zero 0 when that is not > 0)
+  ;;   zero  = clamp(round(−lo / scale), 0, maxq)
+  ;;   out   = f32((clamp(round(w / scale) + zero, 0, maxq) − zero) · scale)
+  ;; all in float64 like the JavaScript, with round = Math.round (halves toward +∞) done
+  ;; as floor(v) + (v − floor(v) ≥ 0.5); that difference is exact in float64, so this is
+  ;; Math.round for every finite v. Min/max use pmin/pmax, which are JavaScript's
+  ;; `x < lo ? x : lo`, so even ±0 and NaN behave the same.
+  ;; Clip search (when $nratios > 0): for each ratio r ≠ 1 (float64 at $ratios), the grid
+  ;; of [r·lo, r·hi] replaces the current one if its squared error over the group is
+  ;; strictly smaller; errors are summed element by element in order, as core does, so
+  ;; the comparisons come out the same.
+  ;; Rows of w and out are $cols floats long; groups [$g0, $g1) of each of $rows rows.
+  (func $qdq (export "qdq") (param $w i32) (param $out i32) (param $rows i32) (param $cols i32)
+             (param $group i32) (param $g0 i32) (param $g1 i32) (param $maxq f64)
+             (param $ratios i32) (param $nratios i32)
+    (local $r i32) (local $g i32) (local $c0 i32) (local $len i32) (local $off i32)
+    (local.set $r (i32.const 0))
+    (block $rows_done (loop $rowsl
+      (br_if $rows_done (i32.ge_u (local.get $r) (local.get $rows)))
+      (local.set $g (local.get $g0))
+      (block $groups_done (loop $groups
+        (br_if $groups_done (i32.ge_u (local.get $g) (local.get $g1)))
+        (local.set $c0 (i32.mul (local.get $g) (local.get $group)))
+        (local.set $len (i32.sub (local.get $cols) (local.get $c0)))
+        (if (i32.gt_u (local.get $len) (local.get $group)) (then (local.set $len (local.get $group))))
+        (local.set $off (i32.shl (i32.add (i32.mul (local.get $r) (local.get $cols)) (local.get $c0)) (i32.const 2)))
+        (call $qdq_group (i32.add (local.get $w) (local.get $off)) (i32.add (local.get $out) (local.get $off))
+                         (local.get $len) (local.get $maxq) (local.get $ratios) (local.get $nratios))
+        (local.set $g (i32.add (local.get $g) (i32.const 1)))
+        (br $groups)))
+      (local.set $r (i32.add (local.get $r) (i32.const 1)))
+      (br $rowsl)))
+  )
+
+  ;; Math.round(v) for finite v (see above).
+  (func $round_half_up (param $v f64) (result f64)
+    (local $f f64)
+    (local.set $f (f64.floor (local.get $v)))
+    (select (f64.add (local.get $f) (f64.const 1)) (local.get $f)
+            (f64.ge (f64.sub (local.get $v) (local.get $f)) (f64.const 0.5))))
+
+  ;; Grid (scale, zero) of the range [lo, hi], lo ≤ 0 ≤ hi (core's rangeParams).
+  (func $grid (param $lo f64) (param $hi f64) (param $maxq f64) (result f64 f64)
+    (local $s f64) (local $z f64)
+    (local.set $s (f64.promote_f32 (f32.demote_f64 (f64.div (f64.sub (local.get $hi) (local.get $lo)) (local.get $maxq)))))
+    (if (i32.eqz (f64.gt (local.get $s) (f64.const 0))) (then (return (f64.const 1) (f64.const 0))))
+    (local.set $z (call $round_half_up (f64.div (f64.neg (local.get $lo)) (local.get $s))))
+    (if (f64.lt (local.get $z) (f64.const 0)) (then (local.set $z (f64.const 0))))
+    (if (f64.gt (local.get $z) (local.get $maxq)) (then (local.set $z (local.get $maxq))))
+    (local.get $s) (local.get $z))
+
+  ;; Two lanes of (clamp(round(v / S) + Z, 0, M) − Z) · S, in float64 (not yet rounded to f32).
+  (func $deq2 (param $v v128) (param $S v128) (param $Z v128) (param $M v128) (result v128)
+    (local $f v128)
+    (local.set $v (f64x2.div (local.get $v) (local.get $S)))
+    (local.set $f (f64x2.floor (local.get $v)))
+    (local.set $v (f64x2.add (local.get $f)
+      (v128.and (f64x2.ge (f64x2.sub (local.get $v) (local.get $f)) (f64x2.splat (f64.const 0.5)))
+                (f64x2.splat (f64.const 1)))))
+    (local.set $v (f64x2.pmin (f64x2.pmax (f64x2.add (local.get $v) (local.get $Z)) (f64x2.splat (f64.const 0))) (local.get $M)))
+    (f64x2.mul (f64x2.sub (local.get $v) (local.get $Z)) (local.get $S)))
+
+  ;; One element: f32((clamp(round(x / s) + z, 0, maxq) − z) · s).
+  (func $deq1 (param $x f64) (param $s f64) (param $z f64) (param $maxq f64) (result f32)
+    (local $q f64)
+    (local.set $q (f64.add (call $round_half_up (f64.div (local.get $x) (local.get $s))) (local.get $z)))
+    (if (f64.lt (local.get $q) (f64.const 0)) (then (local.set $q (f64.const 0))))
+    (if (f64.gt (local.get $q) (local.get $maxq)) (then (local.set $q (local.get $maxq))))
+    (f32.demote_f64 (f64.mul (f64.sub (local.get $q) (local.get $z)) (local.get $s))))
+
+;; Clip search of one group (core's groupParams): starting from the min–max grid (s, z),
+  ;; try the ratios ≠ 1 in order and keep a grid only when its squared error is strictly
+  ;; below the best so far. Each error is summed element by element in order, as core
+  ;; does, so every comparison comes out the same. Two ratios share a pass over the
+  ;; group, one per f64x2 lane: the two sums are independent chains, which hides the
+  ;; latency of the in-order additions.
+  (func $clip_search (param $src i32) (param $len i32) (param $lo f32) (param $hi f32) (param $maxq f64)
+                     (param $ratios i32) (param $nratios i32) (param $s f64) (param $z f64) (result f64 f64)
+    (local $best f64) (local $i i32) (local $k i32) (local $n i32) (local $ra f64) (local $rb f64)
+    (local $sa f64) (local $za f64) (local $sb f64) (local $zb f64) (local $e v128)
+    (local $S v128) (local $Z v128) (local $M v128) (local $x v128) (local $v v128) (local $f v128)
+    (local $HALF v128) (local $ONE v128) (local $ZERO v128)
+    (local.set $M (f64x2.splat (local.get $maxq)))
+    (local.set $HALF (f64x2.splat (f64.const 0.5)))
+    (local.set $ONE (f64x2.splat (f64.const 1)))
+    ;; the min–max grid's own error: both lanes the same grid
+    (local.set $S (f64x2.splat (local.get $s)))
+    (local.set $Z (f64x2.splat (local.get $z)))
+    (local.set $n (i32.const -1))
+    (block $pairs_done (loop $pairs
+      ;; the lanes' squared errors over the group, in element order
+      (local.set $e (local.get $ZERO))
+      (local.set $i (i32.const 0))
+      (block $el_done (loop $el
+        (br_if $el_done (i32.ge_u (local.get $i) (local.get $len)))
+        (local.set $x (f64x2.splat (f64.promote_f32 (f32.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2)))))))
+        (local.set $v (f64x2.div (local.get $x) (local.get $S)))
+        (local.set $f (f64x2.floor (local.get $v)))
+        (local.set $v (f64x2.add (local.get $f)
+          (v128.and (f64x2.ge (f64x2.sub (local.get $v) (local.get $f)) (local.get $HALF)) (local.get $ONE))))
+        (local.set $v (f64x2.pmin (f64x2.pmax (f64x2.add (local.get $v) (local.get $Z)) (local.get $ZERO)) (local.get $M)))
+        (local.set $v (f64x2.sub (f64x2.promote_low_f32x4 (f32x4.demote_f64x2_zero
+          (f64x2.mul (f64x2.sub (local.get $v) (local.get $Z)) (local.get $S)))) (local.get $x)))
+        (local.set $e (f64x2.add (local.get $e) (f64x2.mul (local.get $v) (local.get $v))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $el)))
+      ;; compare in ratio order: lane 0, then lane 1 (when it holds a second ratio)
+      (if (i32.lt_s (local.get $n) (i32.const 0))
+        (then (local.set $best (f64x2.extract_lane 0 (local.get $e))))
+        (else
+          (if (f64.lt (f64x2.extract_lane 0 (local.get $e)) (local.get $best)) (then
+            (local.set $best (f64x2.extract_lane 0 (local.get $e)))
+            (local.set $s (local.get $sa))
+            (local.set $z (local.get $za))))
+          (if (i32.eq (local.get $n) (i32.const 2)) (then
+            (if (f64.lt (f64x2.extract_lane 1 (local.get $e)) (local.get $best)) (then
+              (local.set $best (f64x2.extract_lane 1 (local.get $e)))
+              (local.set $s (local.get $sb))
+              (local.set $z (local.get $zb))))))))
+      ;; the next one or two ratios ≠ 1
+      (local.set $n (i32.const 0))
+      (block $got (loop $next
+        (br_if $got (i32.ge_u (local.get $k) (local.get $nratios)))
+        (local.set $rb (f64.load (i32.add (local.get $ratios) (i32.shl (local.get $k) (i32.const 3)))))
+        (local.set $k (i32.add (local.get $k) (i32.const 1)))
+        (if (f64.ne (local.get $rb) (f64.const 1)) (then
+          (if (i32.eqz (local.get $n)) (then (local.set $ra (local.get $rb))))
+          (local.set $n (i32.add (local.get $n) (i32.const 1)))
+          (br_if $got (i32.eq (local.get $n) (i32.const 2)))))
+        (br $next)))
+      (br_if $pairs_done (i32.eqz (local.get $n)))
+      (if (i32.eq (local.get $n) (i32.const 1)) (then (local.set $rb (local.get $ra))))
+      (call $grid (f64.mul (local.get $ra) (f64.promote_f32 (local.get $lo)))
+                  (f64.mul (local.get $ra) (f64.promote_f32 (local.get $hi))) (local.get $maxq))
+      (local.set $za)
+      (local.set $sa)
+      (call $grid (f64.mul (local.get $rb) (f64.promote_f32 (local.get $lo)))
+                  (f64.mul (local.get $rb) (f64.promote_f32 (local.get $hi))) (local.get $maxq))
+      (local.set $zb)
+      (local.set $sb)
+      (local.set $S (f64x2.replace_lane 1 (f64x2.splat (local.get $sa)) (local.get $sb)))
+      (local.set $Z (f64x2.replace_lane 1 (f64x2.splat (local.get $za)) (local.get $zb)))
+      (br $pairs)))
+    (local.get $s) (local.get $z))
+
+  ;; One group of $len floats at $src into $dst.
+  (func $qdq_group (param $src i32) (param $dst i32) (param $len i32) (param $maxq f64)
+                   (param $ratios i32) (param $nratios i32)
+    (local $i i32) (local $x f32) (local $lo f32) (local $hi f32)
+    (local $s f64) (local $z f64)
+    (local $v v128) (local $vlo v128) (local $vhi v128)
+    (local $S v128) (local $Z v128) (local $M v128)
+    ;; range, widened to contain 0 (the accumulators start at 0)
+    (block $mm_done (loop $mm
+      (br_if $mm_done (i32.gt_u (i32.add (local.get $i) (i32.const 4)) (local.get $len)))
+      (local.set $v (v128.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2)))))
+      (local.set $vlo (f32x4.pmin (local.get $vlo) (local.get $v)))
+      (local.set $vhi (f32x4.pmax (local.get $vhi) (local.get $v)))
+      (local.set $i (i32.add (local.get $i) (i32.const 4)))
+      (br $mm)))
+    ;; fold the four lanes (each is +0 or a value past it, never -0 or NaN, so the order
+    ;; of folding cannot change the result)
+    (local.set $vlo (f32x4.pmin (local.get $vlo) (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $vlo) (local.get $vlo))))
+    (local.set $vhi (f32x4.pmax (local.get $vhi) (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $vhi) (local.get $vhi))))
+    (local.set $vlo (f32x4.pmin (local.get $vlo) (i8x16.shuffle 4 5 6 7 0 1 2 3 4 5 6 7 0 1 2 3 (local.get $vlo) (local.get $vlo))))
+    (local.set $vhi (f32x4.pmax (local.get $vhi) (i8x16.shuffle 4 5 6 7 0 1 2 3 4 5 6 7 0 1 2 3 (local.get $vhi) (local.get $vhi))))
+    (local.set $lo (f32x4.extract_lane 0 (local.get $vlo)))
+    (local.set $hi (f32x4.extract_lane 0 (local.get $vhi)))
+    (block $mt_done (loop $mt
+      (br_if $mt_done (i32.ge_u (local.get $i) (local.get $len)))
+      (local.set $x (f32.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2)))))
+      (if (f32.lt (local.get $x) (local.get $lo)) (then (local.set $lo (local.get $x))))
+      (if (f32.gt (local.get $x) (local.get $hi)) (then (local.set $hi (local.get $x))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $mt)))
+    (call $grid (f64.promote_f32 (local.get $lo)) (f64.promote_f32 (local.get $hi)) (local.get $maxq))
+    (local.set $z)
+    (local.set $s)
+    (if (i32.and (i32.ne (local.get $nratios) (i32.const 0)) (f32.ne (local.get $lo) (local.get $hi))) (then
+      (call $clip_search (local.get $src) (local.get $len) (local.get $lo) (local.get $hi) (local.get $maxq)
+                         (local.get $ratios) (local.get $nratios) (local.get $s) (local.get $z))
+      (local.set $z)
+      (local.set $s)))
+    ;; codes and dequantized values, 4 at a time as two f64x2 halves
+    (local.set $S (f64x2.splat (local.get $s)))
+    (local.set $Z (f64x2.splat (local.get $z)))
+    (local.set $M (f64x2.splat (local.get $maxq)))
+    (local.set $i (i32.const 0))
+    (block $q_done (loop $ql
+      (br_if $q_done (i32.gt_u (i32.add (local.get $i) (i32.const 4)) (local.get $len)))
+      (local.set $v (v128.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2)))))
+      (v128.store (i32.add (local.get $dst) (i32.shl (local.get $i) (i32.const 2)))
+        (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23
+          (f32x4.demote_f64x2_zero (call $deq2 (f64x2.promote_low_f32x4 (local.get $v)) (local.get $S) (local.get $Z) (local.get $M)))
+          (f32x4.demote_f64x2_zero (call $deq2
+            (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $v) (local.get $v)))
+            (local.get $S) (local.get $Z) (local.get $M)))))
+      (local.set $i (i32.add (local.get $i) (i32.const 4)))
+      (br $ql)))
+    (block $qt_done (loop $qt
+      (br_if $qt_done (i32.ge_u (local.get $i) (local.get $len)))
+      (f32.store (i32.add (local.get $dst) (i32.shl (local.get $i) (i32.const 2)))
+        (call $deq1 (f64.promote_f32 (f32.load (i32.add (local.get $src) (i32.shl (local.get $i) (i32.const 2)))))
+                    (local.get $s) (local.get $z) (local.get $maxq)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $qt)))
+  )
+)

@@ -1,0 +1,221 @@
+/**
+ * One conformance suite, run against every registered backend (tfjs-core style) plus the
+ * wasm variants (2 threads, unfused): backends may differ only in speed.
+ *  - matmulT: within 1e-4·√K of a float64 reference, relative to the size of the terms
+ *    summed (√Σ_k (x_ik·w_jk)²), on random and odd shapes, with and without accumulate;
+ *  - quantDequant: bit-identical to core's fakeQuantRtnRect;
+ *  - sqErr: bit-identical to sqErrRef and within 1e-12 of a plain float64 sum.
+ * The gpu backend runs only where the probe finds a GL context (under `xvfb-run -a`);
+ * elsewhere its block is reported as skipped with the probe's reason.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { Rng } from '../../core/rng';
+import { fakeQuantRtnRect, type QuantSpec } from '../../core/quant/rtn';
+import {
+  backendNames, createWasmBackend, getBackend, probeGpu, sqErrRef, relaxedSimd, type Backend,
+} from '../../kernels';
+import { firstMismatch, randomArray } from './util';
+
+interface Subject {
+  name: string;
+  make: () => Backend;
+  /** Why the block is skipped, if it is. */
+  skip?: string;
+  /** Cap on n·K·N per random case (the gpu runs on a software rasterizer here). */
+  maxMacs: number;
+  runs: number;
+}
+
+const gpu = probeGpu();
+const subjects: Subject[] = [
+  ...backendNames().map((name) => ({
+    name,
+    make: () => getBackend(name),
+    skip: name === 'gpu' && !gpu.available ? gpu.reason : undefined,
+    maxMacs: name === 'gpu' ? 2e6 : 2e7,
+    runs: name === 'gpu' ? 12 : 40,
+  })),
+  { name: 'wasm, 2 threads', make: () => createWasmBackend({ threads: 2 }), maxMacs: 2e7, runs: 40 },
+  { name: 'wasm, unfused', make: () => createWasmBackend({ fused: false }), maxMacs: 2e7, runs: 25 },
+];
+
+/** max over outputs of |y − ref| / (√Σ_k (x_ik w_jk)² · √K), ref in float64. */
+function matmulError(y: Float32Array, y0: Float32Array | null, x: Float32Array, w: Float32Array, n: number, K: number, N: number): number {
+  let worst = 0;
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < N; j++) {
+      let s = y0 ? y0[i * N + j] : 0;
+      let mag = y0 ? y0[i * N + j] ** 2 : 0;
+      for (let k = 0; k < K; k++) {
+        const t = x[i * K + k] * w[j * K + k];
+        s += t;
+        mag += t * t;
+      }
+      const err = Math.abs(y[i * N + j] - s) / ((Math.sqrt(mag) + 1e-30) * Math.sqrt(Math.max(K, 1)));
+      if (!(err <= worst)) worst = err; // NaN-propagating max
+    }
+  }
+  return worst;
+}
+
+function runMatmul(b: Backend, seed: number, n: number, K: number, N: number, accumulate: boolean): number {
+  const rng = Rng.fromSeed(seed);
+  const x = randomArray(rng, n * K);
+  const w = randomArray(rng, N * K, 0.5);
+  const y0 = randomArray(rng, n * N);
+  const y = y0.slice();
+  b.matmulT(y, x, w, n, K, N, accumulate);
+  return matmulError(y, accumulate ? y0 : null, x, w, n, K, N);
+}
+
+const ODD = [1, 7, 63, 65, 172, 1023];
+const dimArb = fc.oneof(fc.constantFrom(1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 63, 64, 65, 172, 1023), fc.integer({ min: 1, max: 300 }));
+
+for (const s of subjects) {
+  describe.skipIf(s.skip !== undefined)(`backend ${s.name}${s.skip ? ` (skipped: ${s.skip})` : ''}`, () => {
+    let b: Backend;
+    const get = () => (b ??= s.make());
+    afterAll(() => {
+      if (s.name.startsWith('wasm,')) b?.dispose?.();
+    });
+
+    it('matmulT matches float64 on every odd size in every position', () => {
+      const others = s.name === 'gpu' ? [7, 9] : [63, 65];
+      let seed = 1;
+      for (const d of ODD) {
+        for (const [n, K, N] of [[d, others[0], others[1]], [others[1], d, others[0]], [others[0], others[1], d]]) {
+          for (const acc of [false, true]) {
+            const e = runMatmul(get(), seed++, n, K, N, acc);
+            expect(e, `${n}×${K}×${N} accumulate=${acc}`).toBeLessThanOrEqual(1e-4);
+          }
+        }
+      }
+    });
+
+    it('matmulT matches float64 on random shapes', () => {
+      fc.assert(
+        fc.property(
+          fc.tuple(dimArb, dimArb, dimArb).filter(([n, K, N]) => n * K * N <= s.maxMacs),
+          fc.boolean(), fc.integer({ min: 1, max: 2 ** 31 - 1 }),
+          ([n, K, N], acc, seed) => {
+            expect(runMatmul(get(), seed, n, K, N, acc)).toBeLessThanOrEqual(1e-4);
+          },
+        ),
+        { numRuns: s.runs },
+      );
+    });
+
+    it('matmulT reads SharedArrayBuffer and offset views, writes nothing past n·out, and handles empty sizes', () => {
+      const rng = Rng.fromSeed(7);
+      const [n, K, N] = [37, 70, 45];
+      const x = new Float32Array(new SharedArrayBuffer(4 * (n * K + 3)), 12, n * K);
+      x.set(randomArray(rng, n * K));
+      const wBuf = new Float32Array(N * K + 10);
+      wBuf.set(randomArray(rng, N * K), 5);
+      const w = wBuf.subarray(5, 5 + N * K);
+      const y = new Float32Array(n * N + 4).fill(123);
+      get().matmulT(y, x, w, n, K, N);
+      expect(matmulError(y, null, x, w, n, K, N)).toBeLessThanOrEqual(1e-4);
+      expect(Array.from(y.subarray(n * N))).toEqual([123, 123, 123, 123]);
+      const z = new Float32Array(6).fill(5);
+      get().matmulT(z, new Float32Array(0), new Float32Array(0), 2, 0, 3);
+      expect(Array.from(z)).toEqual([0, 0, 0, 0, 0, 0]);
+      get().matmulT(z, new Float32Array(0), new Float32Array(0), 2, 0, 3, true);
+      expect(Array.from(z)).toEqual([0, 0, 0, 0, 0, 0]);
+      get().matmulT(z, new Float32Array(0), new Float32Array(9), 0, 3, 3);
+      expect(() => get().matmulT(new Float32Array(5), new Float32Array(6), new Float32Array(9), 2, 3, 3)).toThrow(RangeError);
+    });
+
+    it('quantDequant is bit-identical to core fakeQuantRtnRect (ragged groups, rectangles, clip, ties)', () => {
+      const caseArb = fc
+        .record({
+          rows: fc.integer({ min: 1, max: 12 }),
+          cols: fc.integer({ min: 1, max: 130 }),
+          bits: fc.integer({ min: 2, max: 8 }),
+          groupFrac: fc.double({ min: 0, max: 1.2, noNaN: true }),
+          kind: fc.constantFrom('uniform', 'grid', 'positive', 'wild'),
+          clip: fc.constantFrom<QuantSpec['clip']>(undefined, false, true, [0.9, 0.7]),
+          seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }),
+        })
+        .chain((c) => {
+          const group = Math.max(1, Math.round(c.groupFrac * c.cols));
+          const nG = Math.ceil(c.cols / group);
+          return fc.record({
+            c: fc.constant({ ...c, group }),
+            rows: fc.tuple(fc.integer({ min: 0, max: c.rows }), fc.integer({ min: 0, max: c.rows })),
+            groups: fc.tuple(fc.integer({ min: 0, max: nG }), fc.integer({ min: 0, max: nG })),
+            wild: fc.float32Array({ minLength: c.rows * c.cols, maxLength: c.rows * c.cols, noNaN: true, noDefaultInfinity: true, min: -1e6, max: 1e6 }),
+          });
+        });
+      fc.assert(
+        fc.property(caseArb, ({ c, rows: [ra, rb], groups: [ga, gb], wild }) => {
+          const rng = Rng.fromSeed(c.seed);
+          const size = c.rows * c.cols;
+          let w: Float32Array;
+          if (c.kind === 'wild') w = wild;
+          else {
+            w = randomArray(rng, size);
+            // 'grid': multiples of 1/8, so w/scale lands exactly on .5 ties
+            if (c.kind === 'grid') for (let i = 0; i < size; i++) w[i] = Math.round(w[i] * 16) / 8;
+            if (c.kind === 'positive') for (let i = 0; i < size; i++) w[i] = Math.abs(w[i]) + 0.5;
+          }
+          const spec: QuantSpec = { bits: c.bits, group: c.group, clip: c.clip };
+          const [r0, r1] = [Math.min(ra, rb), Math.max(ra, rb)];
+          const [g0, g1] = [Math.min(ga, gb), Math.max(ga, gb)];
+          const want = new Float32Array(size).fill(NaN);
+          fakeQuantRtnRect(w, c.cols, spec, want, r0, r1, g0, g1);
+          const got = new Float32Array(size).fill(NaN);
+          get().quantDequant(w, c.cols, spec, got, r0, r1, g0, g1);
+          const at = firstMismatch(got, want);
+          expect(at, at < 0 ? '' : `at ${at}: got ${got[at]}, core ${want[at]}`).toBe(-1);
+        }),
+        { numRuns: 300 },
+      );
+    });
+
+    it('quantDequant of whole model-sized matrices matches core', () => {
+      const rng = Rng.fromSeed(3);
+      const cases: [number, number, number, number, boolean][] = [
+        [172, 64, 32, 3, false], [64, 172, 32, 2, true], [512, 512, 128, 4, false], [33, 1023, 64, 8, true],
+      ];
+      for (const [rows, cols, group, bits, clip] of cases) {
+        const w = randomArray(rng, rows * cols, 0.1);
+        const want = new Float32Array(rows * cols);
+        const got = new Float32Array(rows * cols);
+        const nG = Math.ceil(cols / group);
+        fakeQuantRtnRect(w, cols, { bits, group, clip }, want, 0, rows, 0, nG);
+        get().quantDequant(w, cols, { bits, group, clip }, got, 0, rows, 0, nG);
+        expect(firstMismatch(got, want)).toBe(-1);
+      }
+    });
+
+    it('sqErr is bit-identical to sqErrRef and matches a float64 sum', () => {
+      fc.assert(
+        fc.property(fc.integer({ min: 0, max: 5000 }), fc.integer({ min: 1, max: 2 ** 31 - 1 }), (n, seed) => {
+          const rng = Rng.fromSeed(seed);
+          const a = randomArray(rng, n);
+          const bb = randomArray(rng, n);
+          const got = get().sqErr(a, bb, n);
+          expect(got).toBe(sqErrRef(a, bb, n));
+          let plain = 0;
+          for (let i = 0; i < n; i++) plain += (a[i] - bb[i]) ** 2;
+          expect(Math.abs(got - plain)).toBeLessThanOrEqual(1e-12 * plain);
+        }),
+        { numRuns: 60 },
+      );
+      const big = 300_001;
+      const rng = Rng.fromSeed(11);
+      const a = randomArray(rng, big), c = randomArray(rng, big);
+      expect(get().sqErr(a, c, big)).toBe(sqErrRef(a, c, big));
+    });
+  });
+}
+
+describe('test setup', () => {
+  it('reports what ran', () => {
+    // visible in the vitest output when a reporter shows console lines
+    console.log(`gpu probe: ${gpu.reason}; relaxed SIMD: ${relaxedSimd}`);
+    expect(backendNames()).toEqual(expect.arrayContaining(['js', 'wasm', 'gpu']));
+  });
+});

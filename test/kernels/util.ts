@@ -1,0 +1,15 @@
+import type { Rng } from '../../core/rng';
+
+/** Uniform in [−scale, scale). */
+export function randomArray(rng: Rng, n: number, scale = 1): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = (rng.float() * 2 - 1) * scale;
+  return a;
+}
+
+/** Index of the first element where a and b differ (Object.is: NaN = NaN, +0 ≠ −0), or −1. */
+export function firstMismatch(a: Float32Array, b: Float32Array): number {
+  if (a.length !== b.length) return Math.min(a.length, b.length);
+  for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return i;
+  return -1;
+}

@@ -1,0 +1,65 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { Rng } from '../../core/rng';
+import { createWasmBackend } from '../../kernels';
+import { unfuseMadd } from '../../kernels/wasm/module';
+import { firstMismatch, randomArray } from './util';
+
+describe('wasm backend', () => {
+  it('gives bit-identical matmuls for 1, 2 and 3 threads (rows are split, sums are not)', () => {
+    const one = createWasmBackend({ threads: 1 });
+    const two = createWasmBackend({ threads: 2 });
+    const three = createWasmBackend({ threads: 3 });
+    try {
+      fc.assert(
+        fc.property(
+          fc.integer({ min: 1, max: 700 }), fc.integer({ min: 1, max: 600 }), fc.integer({ min: 1, max: 300 }),
+          fc.boolean(), fc.integer({ min: 1, max: 1e9 }),
+          (n, K, N, acc, seed) => {
+            const rng = Rng.fromSeed(seed);
+            const x = randomArray(rng, n * K), w = randomArray(rng, N * K), y0 = randomArray(rng, n * N);
+            const ys = [one, two, three].map((b) => {
+              const y = y0.slice();
+              b.matmulT(y, x, w, n, K, N, acc);
+              return y;
+            });
+            expect(firstMismatch(ys[1], ys[0])).toBe(-1);
+            expect(firstMismatch(ys[2], ys[0])).toBe(-1);
+          },
+        ),
+        { numRuns: 25 },
+      );
+    } finally {
+      two.dispose?.();
+      three.dispose?.();
+    }
+  });
+
+  it('grows its memory for a large call after small ones and stays correct', () => {
+    const b = createWasmBackend();
+    const rng = Rng.fromSeed(5);
+    const small = randomArray(rng, 16);
+    const ys = new Float32Array(16);
+    b.matmulT(ys, small, small, 4, 4, 4);
+    // 2048×1024 inputs: ~25 MB of arena, well past the initial 1 MiB
+    const [n, K, N] = [2048, 1024, 40];
+    const x = randomArray(rng, n * K), w = randomArray(rng, N * K), y = new Float32Array(n * N);
+    b.matmulT(y, x, w, n, K, N);
+    for (const [i, j] of [[0, 0], [2047, 39], [1000, 17]]) {
+      let s = 0;
+      for (let k = 0; k < K; k++) s += x[i * K + k] * w[j * K + k];
+      expect(Math.abs(y[i * N + j] - s)).toBeLessThan(1e-3);
+    }
+    b.matmulT(ys, small, small, 4, 4, 4);
+    let s = 0;
+    for (let k = 0; k < 4; k++) s += small[k] * small[4 + k];
+    expect(ys[1]).toBeCloseTo(s, 5);
+  });
+
+  it('unfuseMadd rewrites nested relaxed_madd into mul + add', () => {
+    const src = '(local.set $c (f32x4.relaxed_madd (local.get $a) (v128.load (i32.add (local.get $p) (i32.const 4))) (f32x4.relaxed_madd (local.get $a) (local.get $b) (local.get $c))))';
+    expect(unfuseMadd(src)).toBe(
+      '(local.set $c (f32x4.add (f32x4.mul (local.get $a) (v128.load (i32.add (local.get $p) (i32.const 4)))) (f32x4.add (f32x4.mul (local.get $a) (local.get $b)) (local.get $c))))',
+    );
+  });
+});
