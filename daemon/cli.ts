@@ -5,6 +5,9 @@
  */
 import { Command } from 'commander';
 import { InvarxError } from '../core/errors';
+import { register as registerRun } from './commands/run';
+import { register as registerGenerate } from './commands/generate';
+import { register as registerEval } from './commands/eval';
 
 const program = new Command('invarx')
   .description('Better 2-4 bit quantization of transformer LMs by search over model invariances')
@@ -12,7 +15,7 @@ const program = new Command('invarx')
   .configureOutput({ outputError: (str, write) => write(str) });
 
 // Each command module: `export function register(program: Command): void`.
-const commands: Array<(p: Command) => void> = [];
+const commands: Array<(p: Command) => void> = [registerRun, registerGenerate, registerEval];
 for (const register of commands) register(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {

@@ -5,6 +5,8 @@
  * inputs, or one run stopped and resumed from any checkpoint, take the same steps and end
  * with byte-identical exports. The wall-clock budget is the one exception by nature.
  */
+import type { Model } from '../core/model/types';
+
 export type Invariance =
   | 'ffn-perm' | 'ffn-scale' | 'ffn-rot'
   | 'attn-head-perm' | 'attn-vo-rot' | 'attn-vo-scale' | 'attn-qk-rot' | 'attn-qk-scale'
@@ -53,8 +55,13 @@ export interface QualityRow {
 
 export interface FinalReport {
   fp: QualityRow;
+  /** The base quantizer as asked for (plain min–max grid): the reference. */
   base: QualityRow;
+  /** The base quantizer with clip-ratio search, on the untransformed model. */
+  baseClip: QualityRow;
   searched: QualityRow;
+  /** Share of the base's log-perplexity gap to FP that the search closes. */
+  closes: number;
   steps: number;
   accepted: number;
   candidatesPerSec: number;
@@ -62,6 +69,8 @@ export interface FinalReport {
   blocks: { block: number; startLoss: number; endLoss: number }[];
   /** Loss/validation history: one entry per validation check. */
   history: { step: number; loss: number; validation: number }[];
+  /** The three models compared (for samples); not serialized. */
+  models?: { fp: Model; base: Model; searched: Model };
 }
 
 /**

@@ -22,6 +22,7 @@ import { loadModel } from '../core/model/load';
 import { cloneBlock, type Block, type F32, type Model } from '../core/model/types';
 import type { Ops } from '../core/ops';
 import { bestBackend } from '../kernels/registry';
+import { evaluateModels, gapClosed } from '../core/metrics';
 import { quantizeModel } from '../core/quant/model';
 import type { QuantSpec } from '../core/quant/rtn';
 import { Rng, type RngState } from '../core/rng';
@@ -31,7 +32,7 @@ import { BlockObjective, copyInto, quantizeBlock, type BlockData } from './objec
 import { attnKindsOn, drawAttnMove, drawFfnMove, type Move } from './proposals';
 import { resolveTokenSets, type TokenSets } from './tokens';
 import { scaleInit, type ScaleSite } from './scaleInit';
-import { QualityProbe, type Quality } from './validation';
+import { QualityProbe } from './validation';
 import { Evaluator, blockIn, type CandidateResult } from './evaluator';
 import { writeLlamaExports } from './export';
 
@@ -73,8 +74,8 @@ export async function createSearchJob(config: RunConfig, opts: SearchOptions = {
   validateRunConfig(config);
   const tuning = { ...DEFAULT_TUNING, ...opts.tuning };
   const model = loadModel(config.model);
-  const tokens = resolveTokenSets(model, config, tuning);
   const ops = opts.ops ?? bestBackend();
+  const tokens = resolveTokenSets(model, config, tuning, ops);
   const search = new Search(config, tuning, model, tokens, ops, opts.log);
   await search.init(opts.resumeFrom);
   return search;
@@ -326,19 +327,29 @@ class Search implements SearchJob {
     return quantizeModel(transformed, { bits: this.config.bits, group: this.config.group, method: 'gptq', clip: this.tuning.clip, calib: this.tokens.calib, ops: this.ops });
   }
 
+  /** The base quantizer on the untransformed model: plain (the reference) or with clip search. */
+  private baseModel(clip: boolean): Model {
+    const c = this.config;
+    return quantizeModel(this.model, { bits: c.bits, group: c.group, method: c.base, clip, calib: this.tokens.calib, ops: this.ops });
+  }
+
   async report(): Promise<FinalReport> {
-    const evalProbe = new QualityProbe(this.model, this.tokens.eval, this.ops);
-    const base = quantizeModel(this.model, { bits: this.config.bits, group: this.config.group, method: this.config.base, clip: this.tuning.clip, calib: this.tokens.calib, ops: this.ops });
-    const row = (q: Quality) => ({ ppl: Math.exp(q.ce), kl: q.kl });
+    const searched = this.searchedModel();
+    const models = { base: this.baseModel(false), baseClip: this.baseModel(true), searched };
+    const q = evaluateModels(this.model, models, this.tokens.eval, { ops: this.ops });
+    const row = (k: keyof typeof models) => ({ ppl: q.models[k].ppl, kl: q.models[k].kl });
     return {
-      fp: { ppl: Math.exp(evalProbe.fpQuality.ce) },
-      base: row(evalProbe.measure(base)),
-      searched: row(evalProbe.measure(this.searchedModel())),
+      fp: { ppl: q.fp.ppl },
+      base: row('base'),
+      baseClip: row('baseClip'),
+      searched: row('searched'),
+      closes: gapClosed(q.models.base.ppl, q.models.searched.ppl, q.fp.ppl),
       steps: this.b.step,
       accepted: this.b.accepted,
       candidatesPerSec: this.progress().candidatesPerSec,
       blocks: this.b.startLoss.map((s, i) => ({ block: i, startLoss: s, endLoss: this.b.blockLoss[i] })),
       history: this.b.history,
+      models: { fp: this.model, base: models.base, searched },
     };
   }
 

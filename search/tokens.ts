@@ -4,8 +4,9 @@
  * Given files are used as they are; otherwise each set is sampled from the FP model with
  * its own fixed seed, so the sets differ and depend only on the model.
  */
-import { loadTokenFile, sampleTokens } from '../core/data';
+import { DEFAULT_CALIB, DEFAULT_HELD_OUT, loadTokenFile, sampleSet } from '../core/data';
 import type { Model } from '../core/model/types';
+import type { Ops } from '../core/ops';
 import type { SearchTuning } from './config';
 import type { RunConfig } from './contract';
 
@@ -15,14 +16,14 @@ export interface TokenSets {
   eval: number[][];
 }
 
-/** Fixed seeds of the sampled sets (independent of the run's seed, so runs share data). */
-export const DATA_SEEDS = { calib: 1001, valid: 2002, eval: 3003 } as const;
+/** The validation set: like the others, with a seed of its own. */
+export const VALIDATION_SEED = 2002;
 
-export function resolveTokenSets(model: Model, config: RunConfig, t: SearchTuning): TokenSets {
-  const sample = (count: number, seed: number) => sampleTokens(model, { count, length: t.seqTokens, seed });
+export function resolveTokenSets(model: Model, config: RunConfig, t: SearchTuning, ops: Ops): TokenSets {
+  const length = Math.min(t.seqTokens, model.config.seqLen);
   return {
-    calib: config.calibTokens ? loadTokenFile(config.calibTokens, model.config) : sample(t.calibSeqs, DATA_SEEDS.calib),
-    valid: sample(t.validSeqs, DATA_SEEDS.valid),
-    eval: config.evalTokens ? loadTokenFile(config.evalTokens, model.config) : sample(t.evalSeqs, DATA_SEEDS.eval),
+    calib: config.calibTokens ? loadTokenFile(config.calibTokens, model.config) : sampleSet(model, { ...DEFAULT_CALIB, count: t.calibSeqs, length }, ops),
+    valid: sampleSet(model, { count: t.validSeqs, length, seed: VALIDATION_SEED }, ops),
+    eval: config.evalTokens ? loadTokenFile(config.evalTokens, model.config) : sampleSet(model, { ...DEFAULT_HELD_OUT, count: t.evalSeqs, length }, ops),
   };
 }

@@ -1,0 +1,104 @@
+/**
+ * `invarx run`: the search in the foreground with a progress bar, then the quality table
+ * (FP / base / base+clip / searched on held-out tokens) and greedy samples side by side.
+ */
+import type { Command } from 'commander';
+import { SingleBar } from 'cli-progress';
+import { argmax } from '../../core/data';
+import { Decoder } from '../../core/forward';
+import type { Model } from '../../core/model/types';
+import { loadTokenizer, tokenizerPathFor } from '../../core/tokenizer';
+import type { FinalReport } from '../../search/contract';
+import { createSearchJob } from '../../search/run';
+import { addRunOptions, runConfigFromOptions } from './runOptions';
+
+export function register(program: Command): void {
+  addRunOptions(program.command('run').description('search invariances in the foreground and print the before/after quality table'))
+    .option('--out <dir>', 'write the searched transforms and the quantized model here')
+    .option('--json', 'print one JSON object on stdout instead of the table')
+    .option('--sample <n>', 'tokens of greedy text to print per model (0 = none)', '40')
+    .action(async (o: Record<string, string>) => {
+      const config = runConfigFromOptions(o);
+      const json = Boolean(o.json);
+      const job = await createSearchJob(config);
+      const bar = new SingleBar({
+        format: 'search |{bar}| {value}/{total} steps | loss {loss} | valid KL {valid} | accept {accept} | {cps} cand/s | ETA {eta_formatted}',
+        stream: process.stderr,
+        hideCursor: true,
+      });
+      const show = process.stderr.isTTY || !json;
+      if (show) bar.start(config.steps, 0, fields(job.progress()));
+      try {
+        while (!job.done) {
+          await job.step();
+          const p = job.progress();
+          if (show) bar.update(p.step, fields(p));
+        }
+        if (show) bar.stop();
+        const report = await job.report();
+        if (o.out) await job.exportTo(o.out);
+        if (json) {
+          const { models: _m, history: _h, blocks: _b, ...rest } = report;
+          process.stdout.write(JSON.stringify(rest) + '\n');
+        } else {
+          process.stdout.write(table(report, config.base, config.bits, config.group));
+          const n = Number(o.sample);
+          if (n > 0 && report.models) process.stdout.write(samples(report.models, config.model, config.tokenizer, n));
+          if (o.out) process.stdout.write(`\nwrote ${o.out}\n`);
+        }
+      } finally {
+        if (show) bar.stop();
+        await job.close();
+      }
+    });
+}
+
+function fields(p: ReturnType<Awaited<ReturnType<typeof createSearchJob>>['progress']>) {
+  return {
+    loss: p.bestLoss.toFixed(4),
+    valid: p.validationLoss === null ? '-' : p.validationLoss.toFixed(4),
+    accept: `${Math.round(p.acceptRate * 100)}%`,
+    cps: p.candidatesPerSec.toFixed(1),
+  };
+}
+
+function table(r: FinalReport, base: string, bits: number, group: number): string {
+  const rows: [string, number, number | undefined][] = [
+    ['FP', r.fp.ppl, undefined],
+    [`${base.toUpperCase()} W${bits} g${group}`, r.base.ppl, r.base.kl],
+    [`${base.toUpperCase()}+clip`, r.baseClip.ppl, r.baseClip.kl],
+    ['searched', r.searched.ppl, r.searched.kl],
+  ];
+  const closes = (ppl: number) => (Math.log(r.base.ppl) - Math.log(ppl)) / (Math.log(r.base.ppl) - Math.log(r.fp.ppl));
+  const lines = [`${'model'.padEnd(18)} ${'ppl'.padStart(9)} ${'KL'.padStart(8)} ${'closes'.padStart(7)}`];
+  for (const [name, ppl, kl] of rows) {
+    const c = kl === undefined ? '' : `${(100 * closes(ppl)).toFixed(1)}%`;
+    lines.push(`${name.padEnd(18)} ${ppl.toFixed(3).padStart(9)} ${kl === undefined ? '-'.padStart(8) : kl.toFixed(4).padStart(8)} ${c.padStart(7)}`);
+  }
+  lines.push(`(held-out tokens; "closes" = share of ${base.toUpperCase()}'s log-perplexity gap to FP removed; ${r.steps} steps, ${r.accepted} accepted, ${r.candidatesPerSec.toFixed(1)} candidates/s)`);
+  return lines.join('\n') + '\n';
+}
+
+/** Greedy continuation from BOS. */
+function greedy(m: Model, steps: number): number[] {
+  const dec = new Decoder(m);
+  const out: number[] = [];
+  let tok = m.config.bosId;
+  for (let i = 0; i < steps && dec.position < m.config.seqLen; i++) {
+    tok = argmax(dec.step(tok));
+    out.push(tok);
+  }
+  return out;
+}
+
+function samples(models: NonNullable<FinalReport['models']>, modelPath: string, tokenizer: string | undefined, n: number): string {
+  let tok;
+  try {
+    tok = loadTokenizer(tokenizerPathFor(modelPath, tokenizer));
+  } catch {
+    return '\n(no tokenizer found beside the model: samples skipped; pass --tokenizer)\n';
+  }
+  const lines = ['', 'greedy samples from BOS:'];
+  for (const [name, m] of Object.entries(models)) lines.push(`  ${name.padEnd(9)} ${JSON.stringify(tok.decode(greedy(m, n)))}`);
+  return lines.join('\n') + '\n';
+}
