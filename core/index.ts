@@ -10,3 +10,6 @@ export * from './quant/rtn';
 export * from './quant/gptq';
 export * from './quant/model';
 export * from './invariance';
+export * from './tokenizer';
+export * from './metrics';
+export * from './data';

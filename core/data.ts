@@ -1,0 +1,279 @@
+/**
+ * Token sets (DESIGN.md §9): sequences sampled from the FP model (data-free calibration and
+ * held-out evaluation when the user gives no corpus), and users' own tokens or text.
+ *
+ * A token set is `number[][]`, one array of ids per sequence. Every loader validates ids
+ * against the model's vocabulary and cuts sequences longer than the model's seqLen to
+ * seqLen tokens (as `--text` must; the cut tail is dropped, not wrapped into a new sequence).
+ */
+import { readFileSync } from 'node:fs';
+import { fail } from './errors';
+import { Decoder } from './forward';
+import type { Ops } from './ops';
+import { Rng } from './rng';
+import type { Model, ModelConfig } from './model/types';
+import type { Tokenizer } from './tokenizer';
+
+export interface SampleOptions {
+  /** Number of sequences. */
+  count: number;
+  /** Tokens per sequence, BOS included (≤ the model's seqLen). */
+  length: number;
+  seed: number;
+  /** Softmax temperature; 0 = greedy (every sequence the same). Default 1. */
+  temperature?: number;
+  ops?: Ops;
+}
+
+/**
+ * `count` sequences of `length` tokens drawn from the model: each starts at BOS and continues
+ * by sampling softmax(logits / temperature) with one Rng seeded by `seed`, sequence after
+ * sequence, so the set depends only on (model, options). A sampled BOS does not end a
+ * sequence: llama2.c's training data packs stories, BOS-separated, into seqLen windows, so a
+ * mid-sequence BOS is in distribution.
+ */
+export function sampleTokens(model: Model, opts: SampleOptions): number[][] {
+  const { count, length, seed } = opts;
+  const temperature = opts.temperature ?? 1;
+  const { vocabSize: V, seqLen, bosId } = model.config;
+  if (!(Number.isInteger(count) && count >= 1)) fail('bad-config', `sample count must be a positive integer, got ${count}`);
+  if (!(Number.isInteger(length) && length >= 1 && length <= seqLen)) {
+    fail('bad-config', `sample length must be an integer from 1 to the model's seqLen ${seqLen}, got ${length}`);
+  }
+  if (!(Number.isFinite(temperature) && temperature >= 0)) fail('bad-config', `temperature must be a number ≥ 0, got ${temperature}`);
+  const rng = Rng.fromSeed(seed);
+  const weights = new Float64Array(V);
+  const seqs: number[][] = [];
+  for (let s = 0; s < count; s++) {
+    const dec = new Decoder(model, opts.ops);
+    const seq = [bosId];
+    while (seq.length < length) {
+      const logits = dec.step(seq[seq.length - 1]);
+      seq.push(temperature === 0 ? argmax(logits) : sampleSoftmax(logits, temperature, weights, rng));
+    }
+    seqs.push(seq);
+  }
+  return seqs;
+}
+
+/** Index of the largest logit (the first on ties, as run.c's argmax). */
+export function argmax(logits: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
+  return best;
+}
+
+/** One draw from softmax(logits / temperature); `w` (length = vocabulary) receives the float64 weights. */
+export function sampleSoftmax(logits: ArrayLike<number>, temperature: number, w: Float64Array, rng: Rng): number {
+  const V = w.length;
+  let max = -Infinity;
+  for (let i = 0; i < V; i++) if (logits[i] > max) max = logits[i];
+  for (let i = 0; i < V; i++) w[i] = Math.exp((logits[i] - max) / temperature);
+  return rng.categorical(w);
+}
+
+/** A default sampled set: how many sequences, how long, from which seed. */
+export interface SampledSet {
+  count: number;
+  length: number;
+  seed: number;
+}
+
+/**
+ * Default data-free sets. Sampling is the slow part of a default `invarx eval`: 64 × 255
+ * decoder steps of stories260K take ~10 s in plain JS on 2 cores (Decoder ≈ 0.65 ms/step at
+ * these lengths), so each set is 32 × 256 tokens — 8,160 predicted positions, enough for
+ * perplexities stable to ~1%. The seeds match search/tokens.ts (calib 1001, eval 3003), so
+ * `invarx eval` reports on the same held-out set the search's final table uses.
+ */
+export const DEFAULT_CALIB: Readonly<SampledSet> = Object.freeze({ count: 32, length: 256, seed: 1001 });
+export const DEFAULT_HELD_OUT: Readonly<SampledSet> = Object.freeze({ count: 32, length: 256, seed: 3003 });
+
+/** A sampled set, its length capped at the model's seqLen (for models shorter than 256). */
+export function sampleSet(model: Model, set: SampledSet, ops?: Ops): number[][] {
+  return sampleTokens(model, { count: set.count, length: Math.min(set.length, model.config.seqLen), seed: set.seed, ops });
+}
+
+export function defaultCalibTokens(model: Model, ops?: Ops): number[][] {
+  return sampleSet(model, DEFAULT_CALIB, ops);
+}
+
+export function defaultHeldOutTokens(model: Model, ops?: Ops): number[][] {
+  return sampleSet(model, DEFAULT_HELD_OUT, ops);
+}
+
+/** How many sequences of `b` also occur (identically) in `a`. */
+export function overlapCount(a: number[][], b: number[][]): number {
+  const seen = new Set(a.map((s) => s.join(',')));
+  return b.filter((s) => seen.has(s.join(','))).length;
+}
+
+// ---------------------------------------------------------------------------------------
+// Users' token files
+
+type VocabLimits = Pick<ModelConfig, 'vocabSize' | 'seqLen'>;
+
+/**
+ * Check ids against the vocabulary and cut sequences to seqLen. `name` (the file) starts
+ * every error message. Empty sequences are an error (they would be silently meaningless).
+ */
+export function validateTokens(seqs: number[][], cfg: VocabLimits, name: string): number[][] {
+  if (seqs.length === 0) fail('bad-tokens', `${name}: no token sequences`);
+  return seqs.map((seq, i) => {
+    if (seq.length === 0) fail('bad-tokens', `${name}: sequence ${i} is empty`);
+    for (let t = 0; t < seq.length; t++) {
+      const id = seq[t];
+      if (!(Number.isInteger(id) && id >= 0 && id < cfg.vocabSize)) {
+        fail('bad-tokens', `${name}: sequence ${i}, position ${t}: token id ${id} is outside the vocabulary [0, ${cfg.vocabSize})`);
+      }
+    }
+    return seq.length > cfg.seqLen ? seq.slice(0, cfg.seqLen) : seq;
+  });
+}
+
+/**
+ * Read a token file: a JSON array of arrays of ids (a flat array is one sequence), a `.npy`
+ * int32/int64 (also int8/16, uint8/16/32) array — 1-D is one sequence, 2-D is one sequence
+ * per row — or text with whitespace-separated ids, one sequence per line (blank lines
+ * skipped). The format is recognised by content (npy magic, leading "["), so the extension
+ * does not matter.
+ */
+export function loadTokenFile(path: string, cfg: VocabLimits): number[][] {
+  let buf: Buffer;
+  try {
+    buf = readFileSync(path);
+  } catch (e) {
+    fail('bad-tokens', `cannot read token file ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  return validateTokens(parseTokenFile(buf, path), cfg, path);
+}
+
+/** The sequences in a token file's bytes, not yet validated against a vocabulary. */
+export function parseTokenFile(buf: Uint8Array, name: string): number[][] {
+  if (isNpy(buf)) return parseNpy(buf, name);
+  const text = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength).toString('utf8');
+  if (text.trimStart().startsWith('[')) return parseJsonTokens(text, name);
+  return parseTxtTokens(text, name);
+}
+
+function parseJsonTokens(text: string, name: string): number[][] {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    fail('bad-tokens', `${name}: invalid JSON (${(e as Error).message})`);
+  }
+  if (!Array.isArray(v)) fail('bad-tokens', `${name}: expected a JSON array of arrays of token ids`);
+  const rows = v.length > 0 && v.every((x) => typeof x === 'number') ? [v] : v;
+  return rows.map((row: unknown, i: number) => {
+    if (!Array.isArray(row)) fail('bad-tokens', `${name}: element ${i} is not an array of token ids`);
+    return row.map((id: unknown, t: number) => {
+      if (typeof id !== 'number') fail('bad-tokens', `${name}: sequence ${i}, position ${t}: ${JSON.stringify(id)} is not a token id`);
+      return id;
+    });
+  });
+}
+
+function parseTxtTokens(text: string, name: string): number[][] {
+  const seqs: number[][] = [];
+  text.split('\n').forEach((line, ln) => {
+    const words = line.trim().split(/\s+/).filter((w) => w !== '');
+    if (words.length === 0) return;
+    seqs.push(words.map((w) => {
+      if (!/^[+-]?\d+$/.test(w)) fail('bad-tokens', `${name}: line ${ln + 1}: "${w.slice(0, 20)}" is not an integer token id`);
+      return Number(w);
+    }));
+  });
+  return seqs;
+}
+
+const NPY_MAGIC = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]; // "\x93NUMPY"
+
+function isNpy(buf: Uint8Array): boolean {
+  return buf.length >= 6 && NPY_MAGIC.every((b, i) => buf[i] === b);
+}
+
+/** Integer dtypes a token array may have: npy type char + size → reader. */
+const NPY_READERS: Record<string, (dv: DataView, off: number, le: boolean) => number> = {
+  i1: (dv, o) => dv.getInt8(o),
+  u1: (dv, o) => dv.getUint8(o),
+  i2: (dv, o, le) => dv.getInt16(o, le),
+  u2: (dv, o, le) => dv.getUint16(o, le),
+  i4: (dv, o, le) => dv.getInt32(o, le),
+  u4: (dv, o, le) => dv.getUint32(o, le),
+  // Beyond 2^53 the id is out of any vocabulary anyway; Number() keeps it visibly huge.
+  i8: (dv, o, le) => Number(dv.getBigInt64(o, le)),
+  u8: (dv, o, le) => Number(dv.getBigUint64(o, le)),
+};
+
+/**
+ * NumPy .npy (format versions 1–3): magic, version, header length (uint16, or uint32 from
+ * version 2), then a Python dict literal {'descr': '<i4', 'fortran_order': False,
+ * 'shape': (N, T), } padded with spaces, then the raw array.
+ */
+function parseNpy(buf: Uint8Array, name: string): number[][] {
+  const bad = (why: string): never => fail('bad-tokens', `${name}: bad .npy file: ${why}`);
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (buf.length < 10) bad('truncated header');
+  const major = buf[6];
+  if (major < 1 || major > 3) bad(`unknown format version ${major}`);
+  const lenBytes = major === 1 ? 2 : 4;
+  if (buf.length < 8 + lenBytes) bad('truncated header');
+  const hlen = major === 1 ? dv.getUint16(8, true) : dv.getUint32(8, true);
+  const dataStart = 8 + lenBytes + hlen;
+  if (dataStart > buf.length) bad('truncated header');
+  const header = Buffer.from(buf.subarray(8 + lenBytes, dataStart)).toString(major === 3 ? 'utf8' : 'latin1');
+  const descr = /'descr'\s*:\s*'([<>|=])([a-z])(\d+)'/.exec(header);
+  const fortran = /'fortran_order'\s*:\s*(True|False)/.exec(header);
+  const shapeM = /'shape'\s*:\s*\(([^)]*)\)/.exec(header);
+  if (!descr || !fortran || !shapeM) bad(`unreadable header ${JSON.stringify(header.trim().slice(0, 80))}`);
+  const [, order, kind, sizeStr] = descr!;
+  const reader = NPY_READERS[kind + sizeStr];
+  if (!reader) bad(`dtype '${order}${kind}${sizeStr}' is not an integer type (use int32 or int64)`);
+  const size = Number(sizeStr);
+  const le = order !== '>'; // '<' little, '|' not applicable (1 byte), '=' native: little on every platform Node runs on
+  const shape = shapeM![1].split(',').map((s) => s.trim()).filter((s) => s !== '').map(Number);
+  if (shape.some((d) => !Number.isInteger(d) || d < 0)) bad(`bad shape (${shapeM![1]})`);
+  if (shape.length !== 1 && shape.length !== 2) bad(`expected a 1-D or 2-D array, got shape (${shape.join(', ')})`);
+  const [rows, cols] = shape.length === 1 ? [1, shape[0]] : shape;
+  const need = dataStart + rows * cols * size;
+  if (buf.length < need) bad(`truncated: shape (${shape.join(', ')}) needs ${need} bytes, file has ${buf.length}`);
+  const colMajor = fortran![1] === 'True';
+  const seqs: number[][] = [];
+  for (let r = 0; r < rows; r++) {
+    const seq = new Array<number>(cols);
+    for (let c = 0; c < cols; c++) {
+      const idx = colMajor ? c * rows + r : r * cols + c;
+      seq[c] = reader!(dv, dataStart + idx * size, le);
+    }
+    seqs.push(seq);
+  }
+  return seqs;
+}
+
+/**
+ * `--text FILE`: UTF-8, one document per line (blank lines skipped, a trailing "\r"
+ * dropped), each encoded with BOS and cut to the model's seqLen.
+ */
+export function loadTextFile(path: string, tokenizer: Tokenizer, cfg: VocabLimits): number[][] {
+  let buf: Buffer;
+  try {
+    buf = readFileSync(path);
+  } catch (e) {
+    fail('bad-tokens', `cannot read text file ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  const seqs: number[][] = [];
+  let start = 0;
+  // Split the bytes, not a decoded string, so the text reaches the encoder byte for byte.
+  while (start <= buf.length) {
+    let end = buf.indexOf(0x0a, start);
+    if (end === -1) end = buf.length;
+    let stop = end;
+    if (stop > start && buf[stop - 1] === 0x0d) stop--;
+    const line = buf.subarray(start, stop);
+    if (line.some((b) => b !== 0x20 && b !== 0x09)) seqs.push(tokenizer.encode(line, { bos: true }));
+    start = end + 1;
+  }
+  if (seqs.length === 0) fail('bad-tokens', `${path}: no text (every line is blank)`);
+  return validateTokens(seqs, cfg, path);
+}

@@ -1,0 +1,129 @@
+/**
+ * `invarx eval`: perplexity and KL(FP ‖ quantized) of FP, RTN and GPTQ on held-out tokens,
+ * as a table or (with --json) one JSON object on stdout. The headline column "closes" is the
+ * share of RTN's log-perplexity gap to FP that GPTQ closes (DESIGN.md §9).
+ *
+ * Held-out tokens: --tokens FILE, --text FILE, or the default set sampled from the FP model.
+ * GPTQ calibrates on --calib-tokens FILE or the default calibration set (another seed).
+ */
+import { basename } from 'node:path';
+import type { Command } from 'commander';
+import { fail } from '../../core/errors';
+import { loadModel } from '../../core/model/load';
+import { blockLinears, linearShape, type Model } from '../../core/model/types';
+import { validateSpec } from '../../core/quant/rtn';
+import { quantizeModel } from '../../core/quant/model';
+import { evaluateModels, gapClosed, type Perplexity, type Quality } from '../../core/metrics';
+import {
+  DEFAULT_CALIB, DEFAULT_HELD_OUT, defaultCalibTokens, defaultHeldOutTokens, loadTextFile, loadTokenFile, overlapCount,
+} from '../../core/data';
+import { loadTokenizer, tokenizerPathFor } from '../../core/tokenizer';
+import { parseBits, parseGroup, parseMethods, type EvalMethod } from './modelArgs';
+
+interface EvalOptions {
+  model: string;
+  tokenizer?: string;
+  tokens?: string;
+  text?: string;
+  calibTokens?: string;
+  bits: string;
+  group: string;
+  method: string;
+  json?: boolean;
+}
+
+export function register(program: Command): void {
+  program
+    .command('eval')
+    .description('perplexity and KL(FP || quantized) of FP, RTN and GPTQ on held-out tokens')
+    .requiredOption('--model <path>', 'model: llama2.c .bin')
+    .option('--tokenizer <path>', 'tokenizer for --text (default: tok512.bin or tokenizer.bin beside the model)')
+    .option('--tokens <file>', 'held-out tokens: JSON array of arrays of ids, .txt (one sequence per line) or .npy')
+    .option('--text <file>', 'held-out text: UTF-8, one document per line')
+    .option('--calib-tokens <file>', 'GPTQ calibration tokens (default: sampled from the model)')
+    .option('--bits <n>', 'weight bits (2-8)', '3')
+    .option('--group <n>', 'quantization group size along the input dimension', '32')
+    .option('--method <list>', 'comma-separated: fp, rtn, gptq', 'fp,rtn,gptq')
+    .option('--json', 'print one JSON object instead of a table')
+    .action((o: EvalOptions) => evaluate(o));
+}
+
+/** Progress lines for people at a terminal; scripts and tests get clean streams. */
+function note(msg: string): void {
+  if (process.stderr.isTTY) process.stderr.write(`${msg}\n`);
+}
+
+function evaluate(o: EvalOptions): void {
+  const bits = parseBits(o.bits);
+  const group = parseGroup(o.group);
+  const methods = parseMethods(o.method);
+  if (o.tokens && o.text) fail('bad-config', 'give --tokens or --text, not both');
+  const quantized = methods.filter((m): m is 'rtn' | 'gptq' => m !== 'fp');
+  if (o.calibTokens && !quantized.includes('gptq')) fail('bad-config', '--calib-tokens only applies to --method gptq');
+
+  const fp = loadModel(o.model);
+  for (const name of blockLinears(fp.config)) validateSpec({ bits, group }, linearShape(fp.config, name)[1]);
+
+  let heldOut: number[][];
+  let source: string;
+  if (o.tokens) {
+    heldOut = loadTokenFile(o.tokens, fp.config);
+    source = o.tokens;
+  } else if (o.text) {
+    const tok = loadTokenizer(tokenizerPathFor(o.model, o.tokenizer), fp.config.vocabSize);
+    heldOut = loadTextFile(o.text, tok, fp.config);
+    source = o.text;
+  } else {
+    note('sampling the default held-out set…');
+    heldOut = defaultHeldOutTokens(fp);
+    const len = Math.min(DEFAULT_HELD_OUT.length, fp.config.seqLen);
+    source = `sampled from the model (${DEFAULT_HELD_OUT.count} × ${len} tokens, seed ${DEFAULT_HELD_OUT.seed})`;
+  }
+
+  const models: Partial<Record<'rtn' | 'gptq', Model>> = {};
+  for (const method of quantized) {
+    let calib: number[][] | undefined;
+    if (method === 'gptq') {
+      note('sampling the default calibration set…');
+      calib = o.calibTokens ? loadTokenFile(o.calibTokens, fp.config) : defaultCalibTokens(fp);
+      const shared = overlapCount(calib, heldOut);
+      if (shared > 0) process.stderr.write(`invarx: warning: ${shared} held-out sequences also occur in the calibration set\n`);
+    }
+    note(`quantizing with ${method}…`);
+    models[method] = quantizeModel(fp, { bits, group, method, calib });
+  }
+  note('evaluating…');
+  const res = evaluateModels(fp, models as Record<string, Model>, heldOut);
+  const rows: Partial<Record<EvalMethod, Perplexity | Quality>> = { fp: res.fp, ...res.models };
+
+  if (o.json) {
+    const obj: Record<string, { ppl: number; kl?: number }> = {};
+    for (const m of methods) {
+      const r = rows[m]!;
+      obj[m] = 'kl' in r ? { ppl: r.ppl, kl: r.kl } : { ppl: r.ppl };
+    }
+    process.stdout.write(JSON.stringify(obj) + '\n');
+    return;
+  }
+  const calibNote = quantized.includes('gptq')
+    ? `; GPTQ calibration: ${o.calibTokens ?? `sampled (${DEFAULT_CALIB.count} sequences, seed ${DEFAULT_CALIB.seed})`}`
+    : '';
+  const lines = [
+    `model ${basename(o.model)}, ${bits}-bit, group ${group}`,
+    `held-out: ${source}, ${res.fp.positions} predicted tokens${calibNote}`,
+    '',
+    `${'method'.padEnd(8)}${'ppl'.padStart(10)}${'KL(FP||q)'.padStart(12)}${'closes'.padStart(9)}`,
+  ];
+  for (const m of methods) {
+    const r = rows[m]!;
+    const kl = 'kl' in r ? r.kl.toFixed(4) : '-';
+    let closes = '';
+    if (m === 'gptq' && rows.rtn) {
+      const c = gapClosed(rows.rtn.ppl, r.ppl, res.fp.ppl);
+      closes = Number.isNaN(c) ? '-' : `${(100 * c).toFixed(1)}%`;
+    }
+    lines.push(`${m.padEnd(8)}${r.ppl.toFixed(4).padStart(10)}${kl.padStart(12)}${closes.padStart(9)}`);
+  }
+  if (rows.rtn && rows.gptq) lines.push('', 'closes: share of the RTN log-perplexity gap to FP that GPTQ closes');
+  process.stdout.write(lines.join('\n') + '\n');
+}
