@@ -60,7 +60,9 @@ export class BlockObjective {
   readonly N: number;
   /** Quantized weights of the current block (arrays owned by this object, updated in place). */
   readonly q: Block;
-  /** norm(h) of the quantized block: FFN input, [N, dim]. */
+  /** x + attention of the quantized block: the FFN sublayer's input, [N, dim]. */
+  readonly h: F32;
+  /** norm(h): FFN input, [N, dim]. */
   readonly xn: F32;
   /** FFN hidden activation, [N, H]. */
   readonly act: F32;
@@ -83,10 +85,11 @@ export class BlockObjective {
   ) {
     this.N = data.x.length / cfg.dim;
     if (state) {
-      ({ q: this.q, xn: this.xn, act: this.act, err: this.err } = state);
+      ({ q: this.q, h: this.h, xn: this.xn, act: this.act, err: this.err } = state);
       return;
     }
     const d = cfg.dim;
+    this.h = alloc.f32(this.N * d);
     this.xn = alloc.f32(this.N * d);
     this.act = alloc.f32(this.N * cfg.hiddenDim);
     this.err = alloc.f64(this.N * d);
@@ -95,12 +98,13 @@ export class BlockObjective {
 
   /** The caches as plain data, to hand to workers. */
   state(): ObjectiveState {
-    return { q: this.q, xn: this.xn, act: this.act, err: this.err };
+    return { q: this.q, h: this.h, xn: this.xn, act: this.act, err: this.err };
   }
 
   /** Recompute every cache from the block's FP weights (full evaluation), in place. */
   reset(b: Block): number {
     const st = this.fullEval(b);
+    this.h.set(st.h);
     this.xn.set(st.xn);
     this.act.set(st.act);
     this.err.set(st.err);
@@ -113,8 +117,12 @@ export class BlockObjective {
     return this.loss;
   }
 
-  /** Full evaluation of a block; returns the caches without installing them. */
-  fullEval(b: Block, qIn?: Block): { q: Block; xn: F32; act: F32; err: F64; loss: number } {
+  /**
+   * Full evaluation of a block; returns the caches without installing them. With
+   * `reuseAttn` the attention sublayer is known to be unchanged (only FFN weights or the
+   * FFN norm differ), so the cached h is used instead of recomputing attention.
+   */
+  fullEval(b: Block, qIn?: Block, reuseAttn = false): { q: Block; h: F32; xn: F32; act: F32; err: F64; loss: number } {
     const { cfg, N } = this;
     const d = cfg.dim;
     const H = cfg.hiddenDim;
@@ -124,23 +132,23 @@ export class BlockObjective {
     const act = new Float32Array(N * H);
     const err = new Float64Array(N * d);
     const qDim = cfg.nHeads * cfg.headDim;
-    for (let s = 0; s + 1 < seqStarts.length; s++) {
-      const r0 = seqStarts[s];
-      const T = seqStarts[s + 1] - r0;
-      const xs = x.subarray(r0 * d, (r0 + T) * d);
-      const xa = new Float32Array(T * d);
-      norm(cfg, xa, xs, q.attnNorm, q.attnNormBias, T);
-      const ctx = attentionContext(cfg, q, xa, T, this.ops);
-      const h = xs.slice();
-      this.ops.matmulT(h, ctx, q.wo, T, qDim, d, true);
-      if (q.bo) for (let t = 0; t < T; t++) for (let i = 0; i < d; i++) h[t * d + i] += q.bo[i];
-      const xnS = xn.subarray(r0 * d, (r0 + T) * d);
-      norm(cfg, xnS, h, q.ffnNorm, q.ffnNormBias, T);
-      for (let t = 0; t < T; t++) {
-        const row = r0 + t;
-        for (let i = 0; i < d; i++) err[row * d + i] = h[t * d + i] - y[row * d + i] + (q.b2 ? q.b2[i] : 0);
+    const h = reuseAttn ? this.h : new Float32Array(N * d);
+    if (!reuseAttn) {
+      for (let s = 0; s + 1 < seqStarts.length; s++) {
+        const r0 = seqStarts[s];
+        const T = seqStarts[s + 1] - r0;
+        const xs = x.subarray(r0 * d, (r0 + T) * d);
+        const xa = new Float32Array(T * d);
+        norm(cfg, xa, xs, q.attnNorm, q.attnNormBias, T);
+        const ctx = attentionContext(cfg, q, xa, T, this.ops);
+        const hs = h.subarray(r0 * d, (r0 + T) * d);
+        hs.set(xs);
+        this.ops.matmulT(hs, ctx, q.wo, T, qDim, d, true);
+        if (q.bo) for (let t = 0; t < T; t++) for (let i = 0; i < d; i++) hs[t * d + i] += q.bo[i];
       }
     }
+    norm(cfg, xn, h, q.ffnNorm, q.ffnNormBias, N);
+    for (let i = 0; i < N * d; i++) err[i] = h[i] - y[i] + (q.b2 ? q.b2[i % d] : 0);
     this.unitActs(act, xn, q.w1, q.w3, q.b1, allUnits(H));
     // err += act · w2qᵀ, then Σ err² in float64.
     const out = new Float32Array(N * d);
@@ -151,7 +159,7 @@ export class BlockObjective {
       err[i] = e;
       loss += e * e;
     }
-    return { q, xn, act, err, loss };
+    return { q, h, xn, act, err, loss };
   }
 
   /** act[N, k] of the given units from their quantized rows w1q/w3q [k, dim]. */
@@ -243,6 +251,7 @@ export class BlockObjective {
 
 export interface ObjectiveState {
   q: Block;
+  h: F32;
   xn: F32;
   act: F32;
   err: F64;

@@ -95,7 +95,8 @@ export function scaleInit(
       const nb: Block = { ...cur };
       for (const [k, v] of Object.entries(cur)) (nb as unknown as Record<string, F32>)[k] = (v as F32).slice();
       applyTransform(cfg, nb, t);
-      const loss = obj.fullEval(nb).loss;
+      // Only the attention-norm site changes the attention sublayer.
+      const loss = obj.fullEval(nb, undefined, site === 'norm-ffn' || site === 'ffn-gate').loss;
       if (loss < best.loss) best = { loss, t };
     }
     if (best.t) {

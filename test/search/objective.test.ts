@@ -42,6 +42,8 @@ describe('block objective', () => {
       const inc = obj.ffnMoveLoss(nb, move.units!);
       const full = obj.fullEval(nb).loss;
       expect(Math.abs(inc - full) / full).toBeLessThan(1e-6);
+      // An FFN move leaves attention alone, so reusing the cached attention output is exact.
+      expect(obj.fullEval(nb, undefined, true).loss).toBe(full);
       expect(inc).not.toBe(obj.loss); // the move really changed something
       if (i % 3 === 0) {
         applyTransforms(m.config, cur, move.transforms);
