@@ -18,6 +18,7 @@ import {
   DEFAULT_CALIB, DEFAULT_HELD_OUT, defaultCalibTokens, defaultHeldOutTokens, loadTextFile, loadTokenFile, overlapCount,
 } from '../../core/data';
 import { loadTokenizer, tokenizerPathFor } from '../../core/tokenizer';
+import { bestBackend } from '../../kernels/registry';
 import { parseBits, parseGroup, parseMethods, type EvalMethod } from './modelArgs';
 
 interface EvalOptions {
@@ -63,6 +64,9 @@ function evaluate(o: EvalOptions): void {
 
   const fp = loadModel(o.model);
   for (const name of blockLinears(fp.config)) validateSpec({ bits, group }, linearShape(fp.config, name)[1]);
+  // The fastest backend for forward passes and sampling (as `invarx run` uses), so the
+  // default sets are the ones the search samples too.
+  const ops = bestBackend();
 
   let heldOut: number[][];
   let source: string;
@@ -75,7 +79,7 @@ function evaluate(o: EvalOptions): void {
     source = o.text;
   } else {
     note('sampling the default held-out set…');
-    heldOut = defaultHeldOutTokens(fp);
+    heldOut = defaultHeldOutTokens(fp, ops);
     const len = Math.min(DEFAULT_HELD_OUT.length, fp.config.seqLen);
     source = `sampled from the model (${DEFAULT_HELD_OUT.count} × ${len} tokens, seed ${DEFAULT_HELD_OUT.seed})`;
   }
@@ -84,16 +88,16 @@ function evaluate(o: EvalOptions): void {
   for (const method of quantized) {
     let calib: number[][] | undefined;
     if (method === 'gptq') {
-      note('sampling the default calibration set…');
-      calib = o.calibTokens ? loadTokenFile(o.calibTokens, fp.config) : defaultCalibTokens(fp);
+      if (!o.calibTokens) note('sampling the default calibration set…');
+      calib = o.calibTokens ? loadTokenFile(o.calibTokens, fp.config) : defaultCalibTokens(fp, ops);
       const shared = overlapCount(calib, heldOut);
       if (shared > 0) process.stderr.write(`invarx: warning: ${shared} held-out sequences also occur in the calibration set\n`);
     }
     note(`quantizing with ${method}…`);
-    models[method] = quantizeModel(fp, { bits, group, method, calib });
+    models[method] = quantizeModel(fp, { bits, group, method, calib, ops });
   }
   note('evaluating…');
-  const res = evaluateModels(fp, models as Record<string, Model>, heldOut);
+  const res = evaluateModels(fp, models as Record<string, Model>, heldOut, { ops });
   const rows: Partial<Record<EvalMethod, Perplexity | Quality>> = { fp: res.fp, ...res.models };
 
   if (o.json) {

@@ -18,6 +18,7 @@ import { Rng } from '../../core/rng';
 import { argmax, defaultCalibTokens, loadTokenFile, sampleSoftmax } from '../../core/data';
 import { loadTokenizer, tokenizerPathFor, type Tokenizer } from '../../core/tokenizer';
 import { quantizeModel } from '../../core/quant/model';
+import { bestBackend } from '../../kernels/registry';
 import { parseBits, parseGroup, parseInteger, parseMethods, parseNumber, parseSeed } from './modelArgs';
 
 interface GenerateOptions {
@@ -67,10 +68,11 @@ function generate(o: GenerateOptions, cmd: Command): void {
 
   let model = loadModel(o.model);
   const tok = loadTokenizer(tokenizerPathFor(o.model, o.tokenizer), model.config.vocabSize);
+  const ops = bestBackend();
   if (quantize) {
     const calib = method !== 'gptq' ? undefined
-      : o.calibTokens ? loadTokenFile(o.calibTokens, model.config) : defaultCalibTokens(model);
-    model = quantizeModel(model, { bits, group, method: method as 'rtn' | 'gptq', calib });
+      : o.calibTokens ? loadTokenFile(o.calibTokens, model.config) : defaultCalibTokens(model, ops);
+    model = quantizeModel(model, { bits, group, method: method as 'rtn' | 'gptq', calib, ops });
   }
 
   const prompt = tok.encode(o.prompt, { bos: true });
@@ -79,7 +81,7 @@ function generate(o: GenerateOptions, cmd: Command): void {
   const rng = Rng.fromSeed(seed);
   const weights = new Float64Array(vocabSize);
   const out = new PieceWriter(tok);
-  const dec = new Decoder(model);
+  const dec = new Decoder(model, ops);
   let token = prompt[0];
   for (let pos = 0; pos < total; ) {
     const logits = dec.step(token);
