@@ -80,11 +80,14 @@ export interface SampledSet {
 }
 
 /**
- * Default data-free sets. Sampling is the slow part of a default `invarx eval`: 64 × 255
- * decoder steps of stories260K take ~10 s in plain JS on 2 cores (Decoder ≈ 0.65 ms/step at
- * these lengths), so each set is 32 × 256 tokens — 8,160 predicted positions, enough for
- * perplexities stable to ~1%. The seeds match search/tokens.ts (calib 1001, eval 3003), so
- * `invarx eval` reports on the same held-out set the search's final table uses.
+ * Default data-free sets, 32 × 256 tokens each (8,160 predicted positions). Sampling is a
+ * large part of a default `invarx eval`, so the size is set by its cost: on stories260K the
+ * Decoder takes ~0.6 ms a step in plain JS, and both sets together (2 × 32 × 255 steps) took
+ * 9.9 s on the 2-core dev machine (5.3 s on the wasm backend the CLI uses). Sequence length
+ * barely changes the cost per step at this size; fewer sequences would make the GPTQ
+ * Hessians and the held-out perplexity noisier. The same counts and seeds are what
+ * search/tokens.ts samples by default, so `invarx eval` and `invarx run` report on the
+ * same held-out set.
  */
 export const DEFAULT_CALIB: Readonly<SampledSet> = Object.freeze({ count: 32, length: 256, seed: 1001 });
 export const DEFAULT_HELD_OUT: Readonly<SampledSet> = Object.freeze({ count: 32, length: 256, seed: 3003 });
