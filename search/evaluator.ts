@@ -4,7 +4,6 @@
  */
 import { applyTransforms } from '../core/invariance';
 import type { Block, ModelConfig } from '../core/model/types';
-import { quantizeBlockLinears } from '../core/quant/model';
 import type { QuantSpec } from '../core/quant/rtn';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -30,14 +29,14 @@ export function candidateBlock(cur: Block, move: Move): Block {
 }
 
 /** Loss of one candidate move against the objective's current state. */
-export function candidateLoss(cfg: ModelConfig, spec: QuantSpec, obj: BlockObjective, cur: Block, move: Move): number {
+export function candidateLoss(cfg: ModelConfig, obj: BlockObjective, cur: Block, move: Move): number {
   const nb = candidateBlock(cur, move);
   applyTransforms(cfg, nb, move.transforms);
-  if (move.kind === 'ffn') return obj.ffnMoveLoss(nb, move.units!);
-  // Attention moves change h and so the whole FFN input: evaluate the block in full,
-  // re-quantizing only the attention linears.
-  const qa = quantizeBlockLinears(cfg, nb, spec, { method: 'rtn', names: ['wq', 'wk', 'wv', 'wo'] });
-  return obj.fullEval(nb, { ...obj.q, wq: qa.wq, wk: qa.wk, wv: qa.wv, wo: qa.wo, bq: nb.bq, bk: nb.bk, bv: nb.bv }).loss;
+  // RTN: FFN moves re-quantize only the rows and groups they touch. GPTQ's rounding of a
+  // linear depends on all of it, so its FFN moves redo the FFN side in full. Attention
+  // moves change the FFN's input, so they redo the whole block.
+  if (move.kind === 'ffn') return obj.method === 'rtn' ? obj.ffnMoveLoss(nb, move.units!) : obj.fullEval(nb, 'ffn').loss;
+  return obj.fullEval(nb, 'attn').loss;
 }
 
 /**
@@ -66,12 +65,12 @@ export class Evaluator {
     this.cur = cur;
     this.stint++;
     this.ctx = this.pool
-      ? { stint: this.stint, cfg: this.cfg, spec: this.spec, backend: this.backend, data, state: obj.state(), cur }
+      ? { stint: this.stint, cfg: this.cfg, spec: this.spec, method: obj.method, backend: this.backend, data, state: obj.state(), cur }
       : undefined;
   }
 
   async evaluate(moves: Move[]): Promise<CandidateResult[]> {
-    if (!this.pool) return moves.map((m) => ({ loss: candidateLoss(this.cfg, this.spec, this.obj!, this.cur!, m) }));
+    if (!this.pool) return moves.map((m) => ({ loss: candidateLoss(this.cfg, this.obj!, this.cur!, m) }));
     const per = Math.ceil(moves.length / this.workers);
     const chunks: Move[][] = [];
     for (let i = 0; i < moves.length; i += per) chunks.push(moves.slice(i, i + per));
@@ -81,8 +80,8 @@ export class Evaluator {
 
   /** Install an accepted move; `cur` already holds the transformed FP weights. */
   commit(move: Move, cur: Block): void {
-    if (move.kind === 'ffn') this.obj!.ffnMoveLoss(cur, move.units!, true);
-    else this.obj!.reset(cur);
+    if (move.kind === 'ffn' && this.obj!.method === 'rtn') this.obj!.ffnMoveLoss(cur, move.units!, true);
+    else this.obj!.reset(cur, move.kind);
   }
 
   async close(): Promise<void> {

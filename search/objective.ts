@@ -13,9 +13,9 @@
  */
 import { attentionContext, norm } from '../core/forward';
 import type { Ops } from '../core/ops';
-import type { Block, F32, ModelConfig } from '../core/model/types';
+import type { Block, F32, LinearName, ModelConfig } from '../core/model/types';
 import { fakeQuantRtnRect, type QuantSpec } from '../core/quant/rtn';
-import { quantizeBlockLinears } from '../core/quant/model';
+import { gptqAttention, gptqFfn, rtnLinears, type BaseMethod } from './blockQuant';
 
 /** Fake-quantize one row (groups along it) into out. */
 function fakeQuantRtnRow(row: F32, spec: QuantSpec, out: F32): void {
@@ -34,10 +34,8 @@ export interface BlockData {
   seqStarts: number[];
 }
 
-/** Fake-quantized (RTN) copy of a block's linear weights; norms and biases are kept. */
-export function quantizeBlock(cfg: ModelConfig, b: Block, spec: QuantSpec): Block {
-  return quantizeBlockLinears(cfg, b, spec, { method: 'rtn' });
-}
+/** What a full evaluation must redo: everything, the attention side only, or the FFN side only. */
+export type Change = 'all' | 'attn' | 'ffn';
 
 /** FFN hidden activation from projections: silu(p1)·p3 (llama) or relu(p1 + b1) (opt), in place in p1. */
 function activate(cfg: ModelConfig, p1: F32, p3: F32 | undefined, b1: F32 | undefined, units: ArrayLike<number>, n: number): void {
@@ -80,6 +78,7 @@ export class BlockObjective {
     readonly data: BlockData,
     readonly spec: QuantSpec,
     private ops: Ops,
+    readonly method: BaseMethod = 'rtn',
     state?: ObjectiveState,
     private alloc: Alloc = plainAlloc,
   ) {
@@ -101,9 +100,9 @@ export class BlockObjective {
     return { q: this.q, h: this.h, xn: this.xn, act: this.act, err: this.err };
   }
 
-  /** Recompute every cache from the block's FP weights (full evaluation), in place. */
-  reset(b: Block): number {
-    const st = this.fullEval(b);
+  /** Recompute the caches from the block's FP weights (full evaluation of `change`), in place. */
+  reset(b: Block, change: Change = 'all'): number {
+    const st = this.fullEval(b, change);
     this.h.set(st.h);
     this.xn.set(st.xn);
     this.act.set(st.act);
@@ -117,37 +116,54 @@ export class BlockObjective {
     return this.loss;
   }
 
+  /** The block's inputs, one [T, dim] per calibration sequence. */
+  private inputs(): F32[] {
+    const { x, seqStarts } = this.data;
+    const d = this.cfg.dim;
+    return seqStarts.slice(0, -1).map((r0, s) => x.subarray(r0 * d, seqStarts[s + 1] * d));
+  }
+
   /**
-   * Full evaluation of a block; returns the caches without installing them. With
-   * `reuseAttn` the attention sublayer is known to be unchanged (only FFN weights or the
-   * FFN norm differ), so the cached h is used instead of recomputing attention.
+   * Full evaluation of a transformed block `b` (FP weights); returns the caches without
+   * installing them. `change` says what differs from the current state: with 'ffn' the
+   * attention sublayer is unchanged and its cached output h is reused; with 'attn' an RTN
+   * FFN keeps its quantized weights (GPTQ's depend on the FFN input, so they are redone).
    */
-  fullEval(b: Block, qIn?: Block, reuseAttn = false): { q: Block; h: F32; xn: F32; act: F32; err: F64; loss: number } {
-    const { cfg, N } = this;
+  fullEval(b: Block, change: Change = 'all'): { q: Block; h: F32; xn: F32; act: F32; err: F64; loss: number } {
+    const { cfg, N, spec, ops } = this;
     const d = cfg.dim;
     const H = cfg.hiddenDim;
-    const q = qIn ?? quantizeBlock(cfg, b, this.spec);
     const { x, y, seqStarts } = this.data;
+    const gptq = this.method === 'gptq';
+    const attnQ: Partial<Block> = change === 'ffn'
+      ? { wq: this.q.wq, wk: this.q.wk, wv: this.q.wv, wo: this.q.wo }
+      : gptq ? gptqAttention(cfg, b, this.inputs(), spec, ops) : rtnLinears(cfg, b, spec, ['wq', 'wk', 'wv', 'wo']);
+    const q: Block = { ...b, ...attnQ };
     const xn = new Float32Array(N * d);
     const act = new Float32Array(N * H);
     const err = new Float64Array(N * d);
     const qDim = cfg.nHeads * cfg.headDim;
-    const h = reuseAttn ? this.h : new Float32Array(N * d);
-    if (!reuseAttn) {
+    const h = change === 'ffn' ? this.h : new Float32Array(N * d);
+    if (change !== 'ffn') {
       for (let s = 0; s + 1 < seqStarts.length; s++) {
         const r0 = seqStarts[s];
         const T = seqStarts[s + 1] - r0;
         const xs = x.subarray(r0 * d, (r0 + T) * d);
         const xa = new Float32Array(T * d);
         norm(cfg, xa, xs, q.attnNorm, q.attnNormBias, T);
-        const ctx = attentionContext(cfg, q, xa, T, this.ops);
+        const ctx = attentionContext(cfg, q, xa, T, ops);
         const hs = h.subarray(r0 * d, (r0 + T) * d);
         hs.set(xs);
-        this.ops.matmulT(hs, ctx, q.wo, T, qDim, d, true);
+        ops.matmulT(hs, ctx, q.wo, T, qDim, d, true);
         if (q.bo) for (let t = 0; t < T; t++) for (let i = 0; i < d; i++) hs[t * d + i] += q.bo[i];
       }
     }
     norm(cfg, xn, h, q.ffnNorm, q.ffnNormBias, N);
+    const ffnNames: LinearName[] = b.w3 ? ['w1', 'w3', 'w2'] : ['w1', 'w2'];
+    const ffnQ: Partial<Block> = gptq
+      ? gptqFfn(cfg, b, xn, N, spec, ops)
+      : change === 'attn' ? { w1: this.q.w1, w3: this.q.w3, w2: this.q.w2 } : rtnLinears(cfg, b, spec, ffnNames);
+    for (const n of ffnNames) q[n] = ffnQ[n]!;
     for (let i = 0; i < N * d; i++) err[i] = h[i] - y[i] + (q.b2 ? q.b2[i % d] : 0);
     this.unitActs(act, xn, q.w1, q.w3, q.b1, allUnits(H));
     // err += act · w2qᵀ, then Σ err² in float64.

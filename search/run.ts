@@ -28,7 +28,8 @@ import type { QuantSpec } from '../core/quant/rtn';
 import { Rng, type RngState } from '../core/rng';
 import { DEFAULT_TUNING, configHash, validateRunConfig, type SearchTuning } from './config';
 import type { FinalReport, Progress, RunConfig, SearchJob, SearchSnapshot } from './contract';
-import { BlockObjective, copyInto, quantizeBlock, type BlockData } from './objective';
+import { BlockObjective, copyInto, type BlockData } from './objective';
+import { rtnLinears } from './blockQuant';
 import { attnKindsOn, drawAttnMove, drawFfnMove, type Move } from './proposals';
 import { resolveTokenSets, type TokenSets } from './tokens';
 import { scaleInit, type ScaleSite } from './scaleInit';
@@ -135,16 +136,11 @@ class Search implements SearchJob {
     const perSeq = this.tokens.calib.map((seq) => forward(this.model, seq, { ops: this.ops, capture: true }).hidden!);
     this.calibFp = Array.from({ length: cfg.nLayers + 1 }, (_, l) => perSeq.map((h) => h[l]));
     if (resumeFrom) this.restore(resumeFrom);
-    this.qBlocks = this.cur.map((blk) => quantizeBlock(cfg, blk, this.spec));
+    const startLoss = this.quantizeFrom(0);
     if (!resumeFrom) {
       // Starting loss of every block (base quantization, identity transform) normalizes the objective.
-      let xs = this.calibFp[0];
-      for (let l = 0; l < cfg.nLayers; l++) {
-        const obj = new BlockObjective(cfg, this.blockData(l, xs), this.spec, this.ops);
-        this.b.startLoss[l] = obj.reset(this.cur[l]);
-        this.b.blockLoss[l] = this.b.startLoss[l];
-        xs = this.runQuantBlock(l, xs);
-      }
+      this.b.startLoss = startLoss;
+      this.b.blockLoss = startLoss.slice();
       const v = this.validate();
       this.b.best = { validation: v, moves: 0, step: 0 };
       this.b.history.push({ step: 0, loss: 1, validation: v });
@@ -170,6 +166,25 @@ class Search implements SearchJob {
     return { x: concat(xs), y: concat(this.calibFp[l + 1]), seqStarts };
   }
 
+  /**
+   * Re-quantizes blocks from..L-1 of the transformed model with the base quantizer, each on
+   * its inputs in the quantized model (RTN ignores them; GPTQ's rounding depends on them),
+   * and returns their losses. The quantized model is so a pure function of the FP weights.
+   */
+  private quantizeFrom(from: number): number[] {
+    const cfg = this.model.config;
+    let xs = this.calibFp[0];
+    for (let l = 0; l < from; l++) xs = this.runQuantBlock(l, xs);
+    const losses: number[] = [];
+    for (let l = from; l < cfg.nLayers; l++) {
+      const obj = new BlockObjective(cfg, this.blockData(l, xs), this.spec, this.ops, this.config.base);
+      losses[l] = obj.reset(this.cur[l]);
+      this.qBlocks[l] = obj.q;
+      if (l + 1 < cfg.nLayers) xs = this.runQuantBlock(l, xs);
+    }
+    return losses;
+  }
+
   private runQuantBlock(l: number, xs: F32[]): F32[] {
     const d = this.model.config.dim;
     return xs.map((x) => blockForward(this.model.config, this.qBlocks[l], x, x.length / d, this.ops));
@@ -191,7 +206,7 @@ class Search implements SearchJob {
     const plain = this.blockData(l, xs);
     const data = { ...plain, x: copyInto(alloc.f32(plain.x.length), plain.x), y: copyInto(alloc.f32(plain.y.length), plain.y) };
     this.cur[l] = blockIn(alloc, this.cur[l]);
-    this.obj = new BlockObjective(this.model.config, data, this.spec, this.ops, undefined, alloc);
+    this.obj = new BlockObjective(this.model.config, data, this.spec, this.ops, this.config.base, undefined, alloc);
     this.obj.reset(this.cur[l]);
     if (this.b.stint < this.model.config.nLayers && this.tuning.scaleInit) {
       // First visit of this block: activation-aware scale initialisation.
@@ -248,7 +263,9 @@ class Search implements SearchJob {
     const l = this.block;
     const cfg = this.model.config;
     this.b.blockLoss[l] = this.obj!.loss;
-    this.qBlocks[l] = quantizeBlock(cfg, this.cur[l], this.spec);
+    // RTN re-quantizes only this block; GPTQ also every later one, whose inputs changed.
+    if (this.config.base === 'gptq') this.quantizeFrom(l);
+    else this.qBlocks[l] = cloneBlock({ ...this.cur[l], ...rtnLinears(cfg, this.cur[l], this.spec) });
     this.b.stint++;
     this.stepInStint = 0;
     const v = this.validate();
@@ -290,7 +307,7 @@ class Search implements SearchJob {
       this.b.moves = this.b.moves.slice(0, this.b.best.moves);
       this.cur = this.model.blocks.map(cloneBlock);
       for (const m of this.b.moves) applyTransforms(this.model.config, this.cur[m.block], m.transforms);
-      this.qBlocks = this.cur.map((blk) => quantizeBlock(this.model.config, blk, this.spec));
+      this.quantizeFrom(0);
     }
     this.log?.info({ reason, step: this.b.step, kept: this.b.moves.length, bestStep: this.b.best.step }, 'search stopped');
   }
@@ -321,10 +338,9 @@ class Search implements SearchJob {
     return structuredClone(this.boundary) as unknown as SearchSnapshot;
   }
 
+  /** The quantized transformed model the objective scored. */
   private searchedModel(): Model {
-    const transformed = { ...this.model, blocks: this.cur };
-    if (this.config.base === 'rtn') return { ...this.model, blocks: this.qBlocks };
-    return quantizeModel(transformed, { bits: this.config.bits, group: this.config.group, method: 'gptq', clip: this.tuning.clip, calib: this.tokens.calib, ops: this.ops });
+    return { ...this.model, blocks: this.qBlocks };
   }
 
   /** The base quantizer on the untransformed model: plain (the reference) or with clip search. */

@@ -12,7 +12,7 @@ import { blockTrace } from '../core/forward';
 import { applyTransform, type Transform } from '../core/invariance';
 import type { Block, F32, ModelConfig } from '../core/model/types';
 import type { Ops } from '../core/ops';
-import type { BlockObjective } from './objective';
+import type { BlockObjective, Change } from './objective';
 
 export type ScaleSite = 'norm-attn' | 'attn-vo' | 'norm-ffn' | 'ffn-gate';
 
@@ -82,6 +82,11 @@ function siteStats(cfg: ModelConfig, b: Block, xs: F32[], ops: Ops, site: ScaleS
   }
 }
 
+/** Which side of the block a site's scale changes. */
+function change(site: ScaleSite): Change {
+  return site === 'norm-ffn' || site === 'ffn-gate' ? 'ffn' : 'attn';
+}
+
 /** Runs the α search for every site in order; returns the accepted transforms (already applied to `cur` and `obj`). */
 export function scaleInit(
   cfg: ModelConfig, obj: BlockObjective, cur: Block, xs: F32[], ops: Ops, sites: ScaleSite[],
@@ -96,12 +101,12 @@ export function scaleInit(
       for (const [k, v] of Object.entries(cur)) (nb as unknown as Record<string, F32>)[k] = (v as F32).slice();
       applyTransform(cfg, nb, t);
       // Only the attention-norm site changes the attention sublayer.
-      const loss = obj.fullEval(nb, undefined, site === 'norm-ffn' || site === 'ffn-gate').loss;
+      const loss = obj.fullEval(nb, change(site)).loss;
       if (loss < best.loss) best = { loss, t };
     }
     if (best.t) {
       applyTransform(cfg, cur, best.t);
-      obj.reset(cur);
+      obj.reset(cur, change(site));
       onAccept(best.t);
     }
   }

@@ -7,6 +7,7 @@ import workerpool from 'workerpool';
 import type { Block, ModelConfig } from '../core/model/types';
 import type { QuantSpec } from '../core/quant/rtn';
 import { getBackend } from '../kernels/registry';
+import type { BaseMethod } from './blockQuant';
 import { candidateLoss } from './evaluator';
 import { BlockObjective, type BlockData, type ObjectiveState } from './objective';
 import type { Move } from './proposals';
@@ -15,6 +16,7 @@ export interface StintContext {
   stint: number;
   cfg: ModelConfig;
   spec: QuantSpec;
+  method: BaseMethod;
   backend: string;
   data: BlockData;
   state: ObjectiveState;
@@ -27,9 +29,9 @@ let obj: BlockObjective | undefined;
 function evaluate(c: StintContext, moves: Move[]): number[] {
   if (!ctx || ctx.stint !== c.stint) {
     ctx = c;
-    obj = new BlockObjective(c.cfg, c.data, c.spec, getBackend(c.backend), c.state);
+    obj = new BlockObjective(c.cfg, c.data, c.spec, getBackend(c.backend), c.method, c.state);
   }
-  return moves.map((m) => candidateLoss(ctx!.cfg, ctx!.spec, obj!, ctx!.cur, m));
+  return moves.map((m) => candidateLoss(ctx!.cfg, obj!, ctx!.cur, m));
 }
 
 workerpool.worker({ evaluate });
