@@ -55,13 +55,17 @@ export interface QualityRow {
 
 export interface FinalReport {
   fp: QualityRow;
+  /** Plain round-to-nearest: the headline reference ("closes" is measured against it). */
+  rtn: QualityRow;
   /** The base quantizer as asked for (plain min–max grid): the reference. */
   base: QualityRow;
   /** The base quantizer with clip-ratio search, on the untransformed model. */
   baseClip: QualityRow;
   searched: QualityRow;
-  /** Share of the base's log-perplexity gap to FP that the search closes. */
+  /** Share of RTN's log-perplexity gap to FP that the searched model closes. */
   closes: number;
+  /** The same share measured against the base quantizer (equal to `closes` on an RTN base). */
+  closesBase: number;
   steps: number;
   accepted: number;
   candidatesPerSec: number;

@@ -343,29 +343,37 @@ class Search implements SearchJob {
     return { ...this.model, blocks: this.qBlocks };
   }
 
-  /** The base quantizer on the untransformed model: plain (the reference) or with clip search. */
-  private baseModel(clip: boolean): Model {
+  /** A quantizer on the untransformed model: the base (plain, or with clip search) or plain RTN. */
+  private referenceModel(method: 'rtn' | 'gptq', clip: boolean): Model {
     const c = this.config;
-    return quantizeModel(this.model, { bits: c.bits, group: c.group, method: c.base, clip, calib: this.tokens.calib, ops: this.ops });
+    return quantizeModel(this.model, { bits: c.bits, group: c.group, method, clip, calib: this.tokens.calib, ops: this.ops });
   }
 
   async report(): Promise<FinalReport> {
     const searched = this.searchedModel();
-    const models = { base: this.baseModel(false), baseClip: this.baseModel(true), searched };
+    const base = this.referenceModel(this.config.base, false);
+    const models = {
+      rtn: this.config.base === 'rtn' ? base : this.referenceModel('rtn', false),
+      base,
+      baseClip: this.referenceModel(this.config.base, true),
+      searched,
+    };
     const q = evaluateModels(this.model, models, this.tokens.eval, { ops: this.ops });
     const row = (k: keyof typeof models) => ({ ppl: q.models[k].ppl, kl: q.models[k].kl });
     return {
       fp: { ppl: q.fp.ppl },
+      rtn: row('rtn'),
       base: row('base'),
       baseClip: row('baseClip'),
       searched: row('searched'),
-      closes: gapClosed(q.models.base.ppl, q.models.searched.ppl, q.fp.ppl),
+      closes: gapClosed(q.models.rtn.ppl, q.models.searched.ppl, q.fp.ppl),
+      closesBase: gapClosed(q.models.base.ppl, q.models.searched.ppl, q.fp.ppl),
       steps: this.b.step,
       accepted: this.b.accepted,
       candidatesPerSec: this.progress().candidatesPerSec,
       blocks: this.b.startLoss.map((s, i) => ({ block: i, startLoss: s, endLoss: this.b.blockLoss[i] })),
       history: this.b.history,
-      models: { fp: this.model, base: models.base, searched },
+      models: { fp: this.model, base, searched },
     };
   }
 

@@ -63,19 +63,17 @@ function fields(p: ReturnType<Awaited<ReturnType<typeof createSearchJob>>['progr
 }
 
 function table(r: FinalReport, base: string, bits: number, group: number): string {
-  const rows: [string, number, number | undefined][] = [
-    ['FP', r.fp.ppl, undefined],
-    [`${base.toUpperCase()} W${bits} g${group}`, r.base.ppl, r.base.kl],
-    [`${base.toUpperCase()}+clip`, r.baseClip.ppl, r.baseClip.kl],
-    ['searched', r.searched.ppl, r.searched.kl],
-  ];
-  const closes = (ppl: number) => (Math.log(r.base.ppl) - Math.log(ppl)) / (Math.log(r.base.ppl) - Math.log(r.fp.ppl));
+  const B = base.toUpperCase();
+  const rows: [string, number, number | undefined][] = [['FP', r.fp.ppl, undefined]];
+  if (base !== 'rtn') rows.push([`RTN W${bits} g${group}`, r.rtn.ppl, r.rtn.kl]);
+  rows.push([`${B} W${bits} g${group}`, r.base.ppl, r.base.kl], [`${B}+clip`, r.baseClip.ppl, r.baseClip.kl], [`${B}+search`, r.searched.ppl, r.searched.kl]);
+  const closes = (ppl: number) => (Math.log(r.rtn.ppl) - Math.log(ppl)) / (Math.log(r.rtn.ppl) - Math.log(r.fp.ppl));
   const lines = [`${'model'.padEnd(18)} ${'ppl'.padStart(9)} ${'KL'.padStart(8)} ${'closes'.padStart(7)}`];
   for (const [name, ppl, kl] of rows) {
     const c = kl === undefined ? '' : `${(100 * closes(ppl)).toFixed(1)}%`;
     lines.push(`${name.padEnd(18)} ${ppl.toFixed(3).padStart(9)} ${kl === undefined ? '-'.padStart(8) : kl.toFixed(4).padStart(8)} ${c.padStart(7)}`);
   }
-  lines.push(`(held-out tokens; "closes" = share of ${base.toUpperCase()}'s log-perplexity gap to FP removed; ${r.steps} steps, ${r.accepted} accepted, ${r.candidatesPerSec.toFixed(1)} candidates/s)`);
+  lines.push(`(held-out tokens; "closes" = share of RTN's log-perplexity gap to FP removed; ${r.steps} steps, ${r.accepted} accepted, ${r.candidatesPerSec.toFixed(1)} candidates/s)`);
   return lines.join('\n') + '\n';
 }
 
