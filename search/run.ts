@@ -58,6 +58,8 @@ interface Boundary {
   startLoss: number[];
   blockLoss: number[];
   best: { validation: number; moves: number; step: number };
+  /** The scale-initialisation pass has run. */
+  initDone: boolean;
   checksSinceBest: number;
   history: FinalReport['history'];
   done: boolean;
@@ -126,7 +128,7 @@ class Search implements SearchJob {
     return {
       version: SNAPSHOT_VERSION, configHash: this.hash, step: 0, stint: 0, rng: this.rng.state(), moves: [],
       evaluated: 0, accepted: 0, startLoss: [], blockLoss: [], best: { validation: Infinity, moves: 0, step: 0 },
-      checksSinceBest: 0, history: [], done: false,
+      checksSinceBest: 0, history: [], done: false, initDone: false,
     };
   }
 
@@ -208,12 +210,6 @@ class Search implements SearchJob {
     this.cur[l] = blockIn(alloc, this.cur[l]);
     this.obj = new BlockObjective(this.model.config, data, this.spec, this.ops, this.config.base, undefined, alloc);
     this.obj.reset(this.cur[l]);
-    if (this.b.stint < this.model.config.nLayers && this.tuning.scaleInit) {
-      // First visit of this block: activation-aware scale initialisation.
-      scaleInit(this.model.config, this.obj, this.cur[l], xs, this.ops, this.initSites(), (t) => {
-        this.b.moves.push({ block: l, step: this.b.step, transforms: [t] });
-      });
-    }
     this.evaluator.setBlock(this.obj, this.cur[l], data);
   }
 
@@ -231,8 +227,36 @@ class Search implements SearchJob {
     return attn ? drawAttnMove(cfg, this.rng, attnKinds, this.tuning) : drawFfnMove(cfg, this.rng, this.on as Set<never>, this.tuning, this.config.group);
   }
 
+  /**
+   * Activation-aware scale initialisation of every block in order (each on its inputs in
+   * the quantized model as initialised so far), then one validation check, so the stop
+   * rule can keep this state even if no discrete move generalises. Counts as no step.
+   */
+  private initPass(): void {
+    const cfg = this.model.config;
+    const sites = this.initSites();
+    let xs = this.calibFp[0];
+    for (let l = 0; l < cfg.nLayers; l++) {
+      const obj = new BlockObjective(cfg, this.blockData(l, xs), this.spec, this.ops, this.config.base);
+      obj.reset(this.cur[l]);
+      scaleInit(cfg, obj, this.cur[l], xs, this.ops, sites, (t) => this.b.moves.push({ block: l, step: 0, transforms: [t] }));
+      this.qBlocks[l] = obj.q;
+      if (l + 1 < cfg.nLayers) xs = this.runQuantBlock(l, xs);
+    }
+    // The canonical quantized model of the new weights (what a resumed run rebuilds).
+    this.b.blockLoss = this.quantizeFrom(0);
+    this.b.initDone = true;
+    this.checkValidation();
+    this.log?.info({ moves: this.b.moves.length, validation: this.lastValidation }, 'scale initialisation done');
+    this.markBoundary();
+  }
+
   async step(): Promise<void> {
     if (this.b.done) return;
+    if (!this.b.initDone) {
+      if (this.tuning.scaleInit && this.initSites().length > 0) return this.initPass();
+      this.b.initDone = true;
+    }
     if (this.stepInStint === 0) this.beginStint();
     const l = this.block;
     const obj = this.obj!;
@@ -268,16 +292,8 @@ class Search implements SearchJob {
     else this.qBlocks[l] = cloneBlock({ ...this.cur[l], ...rtnLinears(cfg, this.cur[l], this.spec) });
     this.b.stint++;
     this.stepInStint = 0;
-    const v = this.validate();
-    const meanLoss = this.b.blockLoss.reduce((s, x, i) => s + x / this.b.startLoss[i], 0) / cfg.nLayers;
-    this.b.history.push({ step: this.b.step, loss: meanLoss, validation: v });
-    if (v < this.b.best.validation) {
-      this.b.best = { validation: v, moves: this.b.moves.length, step: this.b.step };
-      this.b.checksSinceBest = 0;
-    } else {
-      this.b.checksSinceBest++;
-    }
-    this.log?.info({ step: this.b.step, block: l, loss: meanLoss, validation: v }, 'stint done');
+    const v = this.checkValidation();
+    this.log?.info({ step: this.b.step, block: l, loss: this.progress().bestLoss, validation: v }, 'stint done');
     let reason: string | undefined;
     if (this.b.step >= this.config.steps) reason = 'steps';
     else if (outOfTime) reason = 'time';
@@ -289,6 +305,21 @@ class Search implements SearchJob {
   private markBoundary(): void {
     this.b.rng = this.rng.state();
     this.boundary = structuredClone(this.b);
+  }
+
+  /** Validate, record history, and track the best state (for patience and the final rollback). */
+  private checkValidation(): number {
+    const cfg = this.model.config;
+    const v = this.validate();
+    const meanLoss = this.b.blockLoss.reduce((s, x, i) => s + x / this.b.startLoss[i], 0) / cfg.nLayers;
+    this.b.history.push({ step: this.b.step, loss: meanLoss, validation: v });
+    if (v < this.b.best.validation) {
+      this.b.best = { validation: v, moves: this.b.moves.length, step: this.b.step };
+      this.b.checksSinceBest = 0;
+    } else {
+      this.b.checksSinceBest++;
+    }
+    return v;
   }
 
   /** Validation objective: KL(FP ‖ quantized) on the held-out validation tokens. */
