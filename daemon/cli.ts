@@ -8,6 +8,8 @@ import { InvarxError } from '../core/errors';
 import { register as registerRun } from './commands/run';
 import { register as registerGenerate } from './commands/generate';
 import { register as registerEval } from './commands/eval';
+import { register as registerDaemon } from './commands/daemon';
+import { register as registerClient } from './commands/client';
 
 const program = new Command('invarx')
   .description('Better 2-4 bit quantization of transformer LMs by search over model invariances')
@@ -15,7 +17,7 @@ const program = new Command('invarx')
   .configureOutput({ outputError: (str, write) => write(str) });
 
 // Each command module: `export function register(program: Command): void`.
-const commands: Array<(p: Command) => void> = [registerRun, registerGenerate, registerEval];
+const commands: Array<(p: Command) => void> = [registerRun, registerGenerate, registerEval, registerDaemon, registerClient];
 for (const register of commands) register(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {

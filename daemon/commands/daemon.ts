@@ -1,0 +1,51 @@
+/**
+ * `invarx daemon`, and the hidden `__job-runner` that the daemon's job threads run (each
+ * job's worker thread executes this same bundle with argv `__job-runner`; see
+ * daemon/runner.ts for why jobs get threads).
+ */
+import type { Command } from 'commander';
+import { isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { fail } from '../../core/errors';
+import { runDaemon } from '../daemon';
+import { resolveHome } from '../home';
+import { runJob, type RunnerInit, type ToRunner } from '../runner';
+import { parseInteger, parseNumber } from './modelArgs';
+
+export function register(program: Command): void {
+  program
+    .command('daemon')
+    .description('run the invarx daemon: a job queue with crash-safe checkpoints behind a local Unix socket')
+    .option('--home <dir>', 'daemon home: socket, logs, jobs (default: $INVARX_HOME, else $XDG_RUNTIME_DIR/invarx, else ~/.invarx)')
+    .option('--concurrency <n>', 'jobs running at once', '1')
+    .option('--checkpoint-steps <n>', 'checkpoint a running job every this many steps (0 = not by steps)', '50')
+    .option('--checkpoint-seconds <s>', 'and at least every this many seconds (0 = not by time)', '60')
+    .option('--stop-timeout <s>', 'on pause or shutdown, seconds a job may take to finish its step and checkpoint', '30')
+    .action(async (o: Record<string, string>) => {
+      const stopTimeout = parseNumber('--stop-timeout', o.stopTimeout);
+      const checkpointSeconds = parseNumber('--checkpoint-seconds', o.checkpointSeconds);
+      if (stopTimeout < 0) fail('bad-config', `--stop-timeout must be ≥ 0, got ${o.stopTimeout}`);
+      if (checkpointSeconds < 0) fail('bad-config', `--checkpoint-seconds must be ≥ 0, got ${o.checkpointSeconds}`);
+      await runDaemon({
+        home: resolveHome(o.home),
+        concurrency: parseInteger('--concurrency', o.concurrency, 1, 256),
+        checkpointSteps: parseInteger('--checkpoint-steps', o.checkpointSteps, 0),
+        checkpointSeconds,
+        stopTimeoutMs: stopTimeout * 1000,
+      });
+    });
+
+  program
+    .command('__job-runner', { hidden: true })
+    .description('internal: runs one job inside a daemon worker thread')
+    .action(async () => {
+      if (isMainThread || !parentPort) fail('bad-usage', '__job-runner is internal to `invarx daemon`');
+      const port = parentPort;
+      await runJob(workerData as RunnerInit, {
+        post: (m) => port.postMessage(m),
+        onStop: (cb) => port.on('message', (m: ToRunner) => m?.type === 'stop' && cb(m.reason)),
+      });
+      // Let the thread end once its last message is out (an unref'd port keeps nothing alive).
+      port.removeAllListeners('message');
+      port.unref();
+    });
+}

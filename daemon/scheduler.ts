@@ -1,0 +1,399 @@
+/**
+ * Jobs and their lifecycle: a queue in submission order, at most `concurrency` running at
+ * once, each running job in a worker thread of its own (daemon/runner.ts).
+ *
+ *   queued ──start──▶ running ──▶ done | failed
+ *     │  ▲               │
+ *     │  └──resume── paused ◀──pause──┘      any non-terminal state ──cancel──▶ cancelled
+ *
+ * state.json is written on every state change, so the daemon restarts into the same
+ * picture: jobs that were running or queued go back to the queue (and resume from their
+ * checkpoints), paused ones stay paused. A pause checkpoints and ends the thread (the
+ * slot is free for the next job; resuming later continues from that checkpoint). A
+ * shutdown does the same for every running job but leaves them `running` on disk.
+ */
+import { EventEmitter } from 'node:events';
+import { copyFile, mkdir, readdir, realpath } from 'node:fs/promises';
+import { basename, dirname, join, resolve, sep } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import type { Logger } from 'pino';
+import type { SearchTuning } from '../search/config';
+import type { FinalReport, Progress, RunConfig } from '../search/contract';
+import { ProtocolError } from './protocol';
+import type { FromRunner, RunnerInit, StopReason } from './runner';
+import { TERMINAL, type JobError, type JobSpec, type JobState, type JobStatus, type JobStore } from './store';
+
+export interface SchedulerOptions {
+  concurrency: number;
+  checkpointSteps: number;
+  checkpointSeconds: number;
+  /** How long a stopping job may take to checkpoint before its thread is terminated. */
+  stopTimeoutMs: number;
+  /** The bundled CLI, which runs a job when started as a worker with argv `__job-runner`. */
+  workerScript: string;
+  log: Logger;
+}
+
+/** What `status`, `list` and `watch` report about a job. */
+export interface JobView {
+  id: string;
+  state: JobState;
+  model: string;
+  bits: number;
+  group: number;
+  base: string;
+  seed: number;
+  step: number;
+  totalSteps: number;
+  bestLoss: number | null;
+  validationLoss: number | null;
+  acceptRate: number | null;
+  candidatesPerSec: number | null;
+  etaSeconds: number | null;
+  stopReason: string | null;
+  /** 1-based place in the queue while queued. */
+  queuePosition: number | null;
+  error: JobError | null;
+  checkpointError: JobError | null;
+  lastCheckpoint: { step: number; savedAt: string } | null;
+  warnings: string[];
+  createdAt: string;
+  updatedAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+}
+
+interface Job {
+  spec: JobSpec;
+  status: JobStatus;
+  worker?: Worker;
+  /** Why the live thread is being stopped (its state may already say paused/cancelled). */
+  stopping?: StopReason | 'cancel';
+  /** The thread sent its last word (done/stopped/failed); an exit after that is expected. */
+  settled?: boolean;
+  killTimer?: NodeJS.Timeout;
+  log: Logger;
+}
+
+const MAX_WARNINGS = 5;
+
+/** realpath of the longest existing prefix of `p`, with the rest appended. */
+async function realpathOfPrefix(p: string): Promise<string> {
+  const rest: string[] = [];
+  for (let cur = resolve(p); ; cur = dirname(cur)) {
+    try {
+      return join(await realpath(cur), ...rest.reverse());
+    } catch {
+      if (dirname(cur) === cur) return resolve(p);
+      rest.push(basename(cur));
+    }
+  }
+}
+
+export class Scheduler extends EventEmitter {
+  private jobs = new Map<string, Job>();
+  private shuttingDown = false;
+
+  constructor(
+    private readonly store: JobStore,
+    private readonly opts: SchedulerOptions,
+  ) {
+    super();
+    this.setMaxListeners(0);
+  }
+
+  /** Reads the store; jobs that were running or queued are queued again, in submission order. */
+  load(): void {
+    for (const { spec, status } of this.store.loadAll((m) => this.opts.log.warn(m))) {
+      const job: Job = { spec, status, log: this.opts.log.child({ job: spec.id }) };
+      this.jobs.set(spec.id, job);
+      if (status.state === 'running' || status.state === 'queued') {
+        if (status.state === 'running') job.log.info({ step: status.progress?.step ?? 0 }, 'was running when the daemon stopped: queued to resume');
+        this.setState(job, 'queued');
+      }
+    }
+  }
+
+  start(): void {
+    this.pump();
+  }
+
+  submit(config: RunConfig, tuning?: Partial<SearchTuning>): JobView {
+    if (this.shuttingDown) throw new ProtocolError('shutting-down', 'the daemon is shutting down');
+    const id = this.store.newId();
+    const seq = Math.max(0, ...[...this.jobs.values()].map((j) => j.spec.seq)) + 1;
+    const now = new Date().toISOString();
+    const spec: JobSpec = { id, seq, createdAt: now, config, ...(tuning && Object.keys(tuning).length ? { tuning } : {}) };
+    const status: JobStatus = { state: 'queued', updatedAt: now };
+    this.store.create(spec, status);
+    const job: Job = { spec, status, log: this.opts.log.child({ job: id }) };
+    this.jobs.set(id, job);
+    job.log.info({ model: config.model, bits: config.bits, group: config.group, steps: config.steps }, 'submitted');
+    this.emitUpdate(job);
+    this.pump();
+    return this.view(id);
+  }
+
+  list(): JobView[] {
+    return [...this.jobs.keys()].map((id) => this.view(id));
+  }
+
+  view(id: string): JobView {
+    const j = this.get(id);
+    const p: Progress | undefined = j.status.progress;
+    const c = j.spec.config;
+    const s = j.status;
+    return {
+      id,
+      state: s.state,
+      model: c.model,
+      bits: c.bits,
+      group: c.group,
+      base: c.base,
+      seed: c.seed,
+      step: p?.step ?? 0,
+      totalSteps: p?.totalSteps ?? c.steps,
+      bestLoss: p?.bestLoss ?? null,
+      validationLoss: p?.validationLoss ?? null,
+      acceptRate: p ? p.acceptRate : null,
+      candidatesPerSec: p ? p.candidatesPerSec : null,
+      etaSeconds: s.state === 'running' ? (p?.etaSeconds ?? null) : s.state === 'done' ? 0 : null,
+      stopReason: p?.stopReason ?? null,
+      queuePosition: s.state === 'queued' ? this.queued().indexOf(j) + 1 : null,
+      error: s.error ?? null,
+      checkpointError: s.checkpointError ?? null,
+      lastCheckpoint: s.lastCheckpoint ?? null,
+      warnings: s.warnings ?? [],
+      createdAt: j.spec.createdAt,
+      updatedAt: s.updatedAt,
+      startedAt: s.startedAt ?? null,
+      finishedAt: s.finishedAt ?? null,
+    };
+  }
+
+  pause(id: string): JobView {
+    const j = this.get(id);
+    const st = j.status.state;
+    if (st === 'paused') return this.view(id);
+    if (TERMINAL.has(st)) throw new ProtocolError('bad-state', `job ${id} is ${st}; only queued or running jobs can be paused`);
+    this.setState(j, 'paused');
+    if (j.worker) this.stopThread(j, 'pause');
+    this.pump();
+    return this.view(id);
+  }
+
+  resume(id: string): JobView {
+    const j = this.get(id);
+    const st = j.status.state;
+    if (st === 'queued' || st === 'running') return this.view(id);
+    if (st !== 'paused') throw new ProtocolError('bad-state', `job ${id} is ${st}; only paused jobs can be resumed`);
+    this.setState(j, 'queued');
+    this.pump();
+    return this.view(id);
+  }
+
+  cancel(id: string): JobView {
+    const j = this.get(id);
+    const st = j.status.state;
+    if (st === 'cancelled') return this.view(id);
+    if (TERMINAL.has(st)) throw new ProtocolError('bad-state', `job ${id} is already ${st}`);
+    this.setState(j, 'cancelled', { finishedAt: new Date().toISOString() });
+    if (j.worker) {
+      // Nothing of a cancelled job is kept, so its thread need not finish its step.
+      j.stopping = 'cancel';
+      void j.worker.terminate();
+    }
+    return this.view(id);
+  }
+
+  /** Copies the finished job's export into `out` (absolute; created if needed; never inside the home). */
+  async exportTo(id: string, out: string): Promise<{ out: string; files: string[] }> {
+    const j = this.get(id);
+    if (j.status.state !== 'done') throw new ProtocolError('not-done', `job ${id} is ${j.status.state}; its export exists once it is done`);
+    const src = this.store.exportDir(id);
+    // Checked before anything is created; again after, as a symlink may have been followed.
+    const realHome = await realpath(this.store.home);
+    const inHome = (p: string) => p === realHome || p.startsWith(realHome + sep);
+    const refuse = () => new ProtocolError('bad-args', `--out ${out} is inside the daemon's home ${this.store.home}; choose a directory outside it`);
+    if (inHome(await realpathOfPrefix(out))) throw refuse();
+    await mkdir(out, { recursive: true });
+    const realOut = await realpath(out);
+    if (inHome(realOut)) throw refuse();
+    const files = (await readdir(src)).sort();
+    for (const f of files) await copyFile(join(src, f), join(realOut, f));
+    j.log.info({ out: realOut, files }, 'exported');
+    return { out: realOut, files };
+  }
+
+  report(id: string): { id: string; config: RunConfig; report: Omit<FinalReport, 'models'> } {
+    const j = this.get(id);
+    if (j.status.state !== 'done') throw new ProtocolError('not-done', `job ${id} is ${j.status.state}; its report exists once it is done`);
+    const report = this.store.readReport(id);
+    if (!report) throw new ProtocolError('no-report', `job ${id} has no readable report.json`);
+    return { id, config: j.spec.config, report };
+  }
+
+  /** Stops every running job at its next step boundary with a checkpoint; they stay `running` on disk. */
+  async shutdown(): Promise<void> {
+    this.shuttingDown = true;
+    const live = [...this.jobs.values()].filter((j) => j.worker);
+    await Promise.all(
+      live.map(
+        (j) =>
+          new Promise<void>((resolve) => {
+            j.worker!.once('exit', () => resolve());
+            if (!j.stopping) this.stopThread(j, 'shutdown');
+          }),
+      ),
+    );
+  }
+
+  runningCount(): number {
+    return [...this.jobs.values()].filter((j) => j.worker).length;
+  }
+
+  private get(id: string): Job {
+    const j = this.jobs.get(id);
+    if (!j) throw new ProtocolError('no-such-job', `no job ${id}`);
+    return j;
+  }
+
+  private queued(): Job[] {
+    return [...this.jobs.values()].filter((j) => j.status.state === 'queued').sort((a, b) => a.spec.seq - b.spec.seq);
+  }
+
+  /** Starts queued jobs while slots are free (a slot is a live thread, stopping ones included). */
+  private pump(): void {
+    if (this.shuttingDown) return;
+    let live = this.runningCount();
+    for (const j of this.queued()) {
+      if (live >= this.opts.concurrency) break;
+      if (j.worker) continue; // its previous thread is still stopping; its exit pumps again
+      this.launch(j);
+      live++;
+    }
+  }
+
+  private launch(j: Job): void {
+    const id = j.spec.id;
+    const init: RunnerInit = {
+      id,
+      jobDir: this.store.dir(id),
+      config: j.spec.config,
+      tuning: j.spec.tuning,
+      checkpointSteps: this.opts.checkpointSteps,
+      checkpointSeconds: this.opts.checkpointSeconds,
+    };
+    this.setState(j, 'running', { startedAt: new Date().toISOString(), error: undefined });
+    j.stopping = undefined;
+    j.settled = false;
+    const w = new Worker(this.opts.workerScript, { argv: ['__job-runner'], workerData: init });
+    j.worker = w;
+    j.log.info('started');
+    w.on('message', (m: FromRunner) => this.onMessage(j, w, m));
+    w.on('error', (e) => {
+      // An exception the runner did not catch (or the thread ran out of memory).
+      j.log.error({ err: e }, 'job thread crashed');
+      if (j.worker === w && !j.settled) this.fail(j, { code: 'crashed', message: `job thread crashed: ${e.message.split('\n')[0]}` });
+      j.settled = true;
+    });
+    w.on('exit', (code) => {
+      if (j.worker !== w) return;
+      clearTimeout(j.killTimer);
+      j.worker = undefined;
+      if (!j.settled && !j.stopping && j.status.state === 'running') {
+        this.fail(j, { code: 'crashed', message: `job thread exited unexpectedly (code ${code})` });
+      }
+      j.stopping = undefined;
+      this.pump();
+    });
+  }
+
+  private onMessage(j: Job, w: Worker, m: FromRunner): void {
+    if (j.worker !== w || !m || typeof m !== 'object') return;
+    const live = j.status.state === 'running' || j.status.state === 'paused';
+    switch (m.type) {
+      case 'started':
+        j.log.info({ resumedFromStep: m.resumedFromStep }, m.resumedFromStep === null ? 'search started' : 'search resumed from checkpoint');
+        break;
+      case 'progress':
+        if (live) {
+          j.status.progress = m.progress;
+          this.emitUpdate(j);
+        }
+        break;
+      case 'checkpoint':
+        j.status.lastCheckpoint = { step: m.step, savedAt: m.savedAt };
+        j.status.checkpointError = undefined;
+        this.persist(j);
+        break;
+      case 'checkpoint-error':
+        j.status.checkpointError = m.error;
+        j.log.error(m.error, 'checkpoint write failed; the job goes on and retries');
+        this.persist(j);
+        this.emitUpdate(j);
+        break;
+      case 'warning':
+        j.status.warnings = [...(j.status.warnings ?? []), m.message].slice(-MAX_WARNINGS);
+        j.log.warn(m.message);
+        this.persist(j);
+        break;
+      case 'done':
+        j.settled = true;
+        if (j.status.state === 'cancelled') break;
+        j.status.progress = m.progress;
+        j.log.info({ step: m.progress.step, reason: m.progress.stopReason }, 'done');
+        this.setState(j, 'done', { finishedAt: new Date().toISOString() });
+        break;
+      case 'stopped':
+        j.settled = true;
+        j.status.progress = m.progress;
+        j.log.info({ reason: m.reason, step: m.progress.step }, 'stopped at a step boundary');
+        this.persist(j);
+        break;
+      case 'failed':
+        j.settled = true;
+        if (j.status.state !== 'cancelled') this.fail(j, m.error);
+        break;
+    }
+  }
+
+  private fail(j: Job, error: JobError): void {
+    j.log.error(error, 'failed');
+    this.setState(j, 'failed', { error, finishedAt: new Date().toISOString() });
+  }
+
+  /** Asks the thread to checkpoint and end at its next step boundary; terminates it if it takes too long. */
+  private stopThread(j: Job, reason: StopReason): void {
+    const w = j.worker!;
+    j.stopping = reason;
+    w.postMessage({ type: 'stop', reason });
+    j.killTimer = setTimeout(() => {
+      // Still inside one long step: the last checkpoint is what a restart resumes from anyway.
+      j.log.warn({ reason }, 'job did not stop in time; terminating its thread');
+      void w.terminate();
+    }, this.opts.stopTimeoutMs);
+  }
+
+  private setState(j: Job, state: JobState, extra: Partial<JobStatus> = {}): void {
+    Object.assign(j.status, extra, { state });
+    for (const k of Object.keys(extra) as (keyof JobStatus)[]) if (extra[k] === undefined) delete j.status[k];
+    this.persist(j);
+    this.emitUpdate(j);
+  }
+
+  /** A failed state write (full disk) is logged; the in-memory state stays authoritative. */
+  private persist(j: Job): void {
+    j.status.updatedAt = new Date().toISOString();
+    try {
+      this.store.writeStatus(j.spec.id, j.status);
+    } catch (e) {
+      j.log.error({ err: e }, 'could not write state.json');
+    }
+  }
+
+  private emitUpdate(j: Job): void {
+    if (this.listenerCount(`job:${j.spec.id}`) > 0) this.emit(`job:${j.spec.id}`, this.view(j.spec.id));
+  }
+}
+
