@@ -56,7 +56,8 @@ describe('daemon process', () => {
     expect(statSync(join(home, 'daemon.log')).mode & 0o077).toBe(0);
     expect(statSync(join(home, 'jobs')).mode & 0o077).toBe(0);
     expect(statSync(join(home, 'jobs', longJob, 'config.json')).mode & 0o077).toBe(0);
-    // Only the Unix socket: no listening TCP socket belongs to the daemon's process.
+    // Only the Unix socket: no listening TCP socket belongs to the daemon's process (Linux /proc).
+    if (!existsSync(`/proc/${daemon.proc.pid}/fd`)) return;
     const fds = readdirSync(`/proc/${daemon.proc.pid}/fd`).map((f) => {
       try {
         return readlinkSync(`/proc/${daemon.proc.pid}/fd/${f}`);
