@@ -1,10 +1,31 @@
 /**
- * Open any supported model by path. Today: llama2.c `.bin`. (HF safetensors directories
- * and packed GPTQ exports are added by the formats work.)
+ * Open any supported model by path:
+ *   a directory with config.json declaring GPTQ quantization -> packed GPTQ checkpoint, dequantized
+ *   a directory with config.json (+ model.safetensors or a sharded index) -> HF checkpoint
+ *   a `.bin` file -> llama2.c
  */
+import { statSync } from 'node:fs';
+import { fail } from '../errors';
+import { isGptqDir, loadGptqModel } from '../export/gptq';
+import { isHfDir, loadHfModel } from './hf';
 import { readLlama2c } from './llama2c';
 import type { Model } from './types';
 
 export function loadModel(path: string): Model {
-  return readLlama2c(path);
+  let isDir: boolean;
+  try {
+    isDir = statSync(path).isDirectory();
+  } catch (e) {
+    return fail('bad-model', `cannot read model file ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  if (isDir) {
+    if (isGptqDir(path)) return loadGptqModel(path);
+    if (isHfDir(path)) return loadHfModel(path);
+    return fail('bad-model', `${path}: a model directory needs a config.json (Hugging Face checkpoint)`);
+  }
+  if (path.endsWith('.bin')) return readLlama2c(path);
+  if (path.endsWith('.safetensors') || path.endsWith('.json')) {
+    return fail('bad-model', `${path}: give the checkpoint directory (with config.json), not one of its files`);
+  }
+  return fail('bad-model', `${path}: unknown model format (expected a llama2.c .bin file or a Hugging Face checkpoint directory)`);
 }

@@ -1,0 +1,402 @@
+/**
+ * Packed GPTQ checkpoints: the layout AutoGPTQ writes and AutoGPTQ, GPTQModel, transformers'
+ * GPTQ integration (optimum), vLLM and ExLlama read.
+ *
+ * For every quantized block linear, under its HF module name M (e.g. model.layers.0.mlp.up_proj):
+ *
+ *   M.qweight  I32 [in·b/32, out]      codes packed along `in`, little end first (pack.ts)
+ *   M.qzeros   I32 [nGroups, out·b/32] stored zero points packed along `out`
+ *   M.scales   F16 [nGroups, out]
+ *   M.g_idx    I32 [in]                g_idx[i] = floor(i / group)   (desc_act: false)
+ *   M.bias     [out]                   only where the layer has a bias (opt, qwen2 q/k/v)
+ *
+ * and weight(o, i) = scales[g, o] · (code(i, o) − zero(g, o)) with g = g_idx[i]. Everything
+ * else (embeddings, norms, positions, an untied lm_head) is written unchanged under its HF
+ * name, plus config.json with `quantization_config` and AutoGPTQ's quantize_config.json.
+ *
+ * Zero points. checkpointFormat 'gptq' (the default, AutoGPTQ's "v1") stores zero − 1 and
+ * every v1 loader adds the 1 back; a zero of 0 is therefore not representable (AutoGPTQ's own
+ * pack overflows it, GPTQModel clamps it to 1). We keep such groups exact instead: if no code
+ * of the group is 2^b − 1 we store codes + 1 with zero 1; otherwise we mirror the group,
+ * code' = 2^b − 1 − code, zero' = 2^b − 1, scale' = −scale, which dequantizes to the same
+ * numbers ((−code)·(−scale)) under the same linear formula every loader uses.
+ * checkpointFormat 'gptq_v2' (GPTQModel) stores zero points as they are.
+ *
+ * Scales are fp16 in the file. The export equals the fake-quantized model exactly only when
+ * the scales it came from are fp16 values already (see `withF16Scales`); otherwise they are
+ * rounded and the report counts them.
+ *
+ * A llama2.c model (interleaved RoPE) is written in HF's half layout: the rows of its wq/wk
+ * codes, scales and zeros are permuted like its weights (rows quantize independently, so
+ * this is exact).
+ *
+ * Shapes: GPTQ loaders allocate qweight as [in/32·b, out] and qzeros as [nGroups, out/32·b],
+ * and their dequantizers reshape `in` into groups of group_size, so every quantized linear
+ * needs in % 32 = 0, out % 32 = 0 and in % group = 0. A ragged last group (which core/quant
+ * allows) is refused with an error naming the layer rather than padded: padding would change
+ * tensor shapes that loaders check against config.json. One group per row (group ≥ in for
+ * every linear) is written as group_size −1.
+ */
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fail } from '../errors';
+import type { Quantized } from '../quant/rtn';
+import { blockLinears, linearShape, type LinearName, type Model } from '../model/types';
+import {
+  hfConfigOf, hfLayoutOf, hfLinearModule, hfModelSpec, hfTensors, modelFromHf, readHfConfig, ropeRowOrder, type TensorSource,
+} from '../model/hf';
+import {
+  INDEX_FILE, SINGLE_FILE, SafetensorsReader, f16BitsToF32, f32ToF16Bits, writeSafetensorsCheckpoint,
+  type TensorToWrite,
+} from '../model/safetensors';
+import { packQweight, packQzeros, unpackQweight, unpackQzeros } from './pack';
+
+/** Integer codes of a block's linears (the ones core/quant hands out through onQuantized). */
+export type BlockQuantized = Partial<Record<LinearName, Quantized>>;
+
+export type CheckpointFormat = 'gptq' | 'gptq_v2';
+export type FloatDtype = 'F32' | 'F16' | 'BF16';
+
+export const GPTQ_BITS: readonly number[] = [2, 3, 4, 8];
+
+export interface GptqExportOptions {
+  /** 'gptq' (AutoGPTQ v1, zero − 1 stored; default) or 'gptq_v2' (GPTQModel, zero stored). */
+  checkpointFormat?: CheckpointFormat;
+  /**
+   * dtype of the tensors that are not packed (embeddings, norms, biases, positions, lm_head).
+   * F32 (default) keeps them bit-exact, so reloading gives the fake-quantized model exactly;
+   * loaders cast them to the dtype they run in.
+   */
+  floatDtype?: FloatDtype;
+  /** The source checkpoint's config.json, whose non-structural fields are carried over. */
+  baseConfig?: Record<string, unknown>;
+  /** Shard above this many bytes (default 4 GiB). */
+  maxShardBytes?: number;
+}
+
+export interface GptqExportReport {
+  files: string[];
+  bits: number;
+  /** As written to quantization_config (−1: one group per row). */
+  groupSize: number;
+  checkpointFormat: CheckpointFormat;
+  /** Scales that were not fp16 values and had to be rounded (0 = the export is exact). */
+  scalesRounded: number;
+  /** Largest |fp16(s) − s| / |s| over the rounded scales. */
+  maxScaleRelError: number;
+  /** v1 only: groups with zero point 0 stored as codes + 1 / zero 1. */
+  zeroShiftedGroups: number;
+  /** v1 only: groups with zero point 0 stored mirrored with a negative scale. */
+  mirroredGroups: number;
+}
+
+/** A copy of qz whose scales are rounded to fp16 (codes and zeros unchanged): what an export of qz holds. */
+export function withF16Scales(qz: Quantized): Quantized {
+  return { ...qz, scale: qz.scale.map((s) => f16BitsToF32(f32ToF16Bits(s))) };
+}
+
+/** Rows of wq/wk codes (and their scales/zeros) reordered from interleaved to half RoPE layout. */
+function halfLayoutCodes(model: Model, bq: BlockQuantized): BlockQuantized {
+  const { headDim: hd, nHeads, nKvHeads } = model.config;
+  const from = ropeRowOrder(hd, 'half');
+  const permute = (qz: Quantized | undefined, heads: number): Quantized | undefined => {
+    if (!qz) return qz;
+    const nG = qz.scale.length / qz.rows;
+    const out: Quantized = { ...qz, q: new Uint8Array(qz.q.length), scale: new Float32Array(qz.scale.length), zero: new Uint8Array(qz.zero.length) };
+    for (let h = 0; h < heads; h++) {
+      for (let r = 0; r < hd; r++) {
+        const src = h * hd + from[r];
+        const dst = h * hd + r;
+        out.q.set(qz.q.subarray(src * qz.cols, (src + 1) * qz.cols), dst * qz.cols);
+        out.scale.set(qz.scale.subarray(src * nG, (src + 1) * nG), dst * nG);
+        out.zero.set(qz.zero.subarray(src * nG, (src + 1) * nG), dst * nG);
+      }
+    }
+    return out;
+  };
+  return { ...bq, wq: permute(bq.wq, nHeads), wk: permute(bq.wk, nKvHeads) };
+}
+
+/** bits and group_size shared by every quantized linear, after checking each against the GPTQ layout. */
+function checkLayout(model: Model, quant: readonly BlockQuantized[]): { bits: number; group: number; groupSize: number } {
+  const cfg = model.config;
+  if (quant.length !== cfg.nLayers) fail('bad-config', `GPTQ export: codes for ${quant.length} blocks, the model has ${cfg.nLayers}`);
+  let bits = -1;
+  let group = -1;
+  let perRow = true;
+  quant.forEach((bq, l) => {
+    for (const name of blockLinears(cfg)) {
+      const qz = bq[name];
+      const where = `GPTQ export: block ${l} ${name}`;
+      if (!qz) fail('bad-config', `${where} has no quantized codes (every block linear must be quantized)`);
+      const [out, inDim] = linearShape(cfg, name);
+      if (qz.rows !== out || qz.cols !== inDim) fail('bad-config', `${where}: codes are [${qz.rows}, ${qz.cols}], the weight is [${out}, ${inDim}]`);
+      if (bits === -1) {
+        bits = qz.bits;
+        group = qz.group;
+      }
+      if (qz.bits !== bits || qz.group !== group) {
+        fail('bad-config', `${where}: ${qz.bits} bits / group ${qz.group} differs from ${bits} bits / group ${group} elsewhere (GPTQ stores one setting)`);
+      }
+      if (!GPTQ_BITS.includes(bits)) fail('bad-config', `GPTQ export: ${bits}-bit weights cannot be packed (GPTQ loaders take ${GPTQ_BITS.join(', ')} bits)`);
+      if (inDim % 32 !== 0 || out % 32 !== 0) {
+        fail('bad-config', `${where}: GPTQ loaders need both dimensions of a packed linear divisible by 32, it is [${out}, ${inDim}]`);
+      }
+      if (group < inDim) {
+        perRow = false;
+        if (inDim % group !== 0) {
+          fail('bad-config', `${where}: input dimension ${inDim} is not a multiple of group size ${group}; GPTQ loaders cannot read a ragged last group (choose a group size that divides ${inDim})`);
+        }
+      }
+      const nG = Math.ceil(inDim / group);
+      if (qz.q.length !== out * inDim || qz.scale.length !== out * nG || qz.zero.length !== out * nG) {
+        fail('bad-config', `${where}: code, scale or zero arrays have the wrong length`);
+      }
+    }
+  });
+  // group ≥ in for some linears but not all: loaders would reshape those into groups of `group`.
+  if (!perRow) {
+    for (const name of blockLinears(cfg)) {
+      const inDim = linearShape(cfg, name)[1];
+      if (group > inDim) {
+        fail('bad-config', `GPTQ export: group size ${group} exceeds the input dimension ${inDim} of ${name}; GPTQ stores one group size for all layers (choose one that divides every input dimension)`);
+      }
+    }
+  }
+  return { bits, group, groupSize: perRow ? -1 : group };
+}
+
+interface PackedLinear {
+  qweight: Int32Array;
+  qzeros: Int32Array;
+  scales: Uint16Array; // fp16 bits
+  gIdx: Int32Array;
+  nGroups: number;
+}
+
+/** Pack one linear's codes; counts go into `rep`. */
+function packLinear(qz: Quantized, format: CheckpointFormat, rep: GptqExportReport): PackedLinear {
+  const { rows: out, cols: inDim, bits } = qz;
+  const group = Math.min(qz.group, inDim);
+  const nG = inDim / group;
+  const maxq = (1 << bits) - 1;
+  const q = qz.q.slice();
+  const storedZero = new Uint8Array(nG * out); // [nG, out]
+  const scales = new Uint16Array(nG * out); // [nG, out]
+  for (let o = 0; o < out; o++) {
+    for (let g = 0; g < nG; g++) {
+      let z = qz.zero[o * nG + g];
+      let s = qz.scale[o * nG + g];
+      const c0 = o * inDim + g * group;
+      if (z > maxq) fail('bad-config', `GPTQ export: zero point ${z} exceeds ${maxq} for ${bits} bits`);
+      let stored = z;
+      if (format === 'gptq') {
+        if (z === 0) {
+          let top = 0;
+          for (let j = c0; j < c0 + group; j++) if (q[j] > top) top = q[j];
+          if (top < maxq) {
+            for (let j = c0; j < c0 + group; j++) q[j] += 1; // (q+1 − 1)·s = q·s
+            z = 1;
+            rep.zeroShiftedGroups++;
+          } else {
+            for (let j = c0; j < c0 + group; j++) q[j] = maxq - q[j]; // (maxq−q − maxq)·(−s) = q·s
+            z = maxq;
+            s = -s;
+            rep.mirroredGroups++;
+          }
+        }
+        stored = z - 1;
+      }
+      storedZero[g * out + o] = stored;
+      const h = f32ToF16Bits(s);
+      const back = f16BitsToF32(h);
+      if (!Number.isFinite(back)) fail('bad-config', `GPTQ export: scale ${s} does not fit in fp16`);
+      if (back !== s) {
+        rep.scalesRounded++;
+        rep.maxScaleRelError = Math.max(rep.maxScaleRelError, s === 0 ? 0 : Math.abs(back - s) / Math.abs(s));
+      }
+      scales[g * out + o] = h;
+    }
+  }
+  for (let j = 0; j < q.length; j++) if (q[j] > maxq) fail('bad-config', `GPTQ export: code ${q[j]} exceeds ${maxq} for ${bits} bits`);
+  const gIdx = new Int32Array(inDim);
+  for (let i = 0; i < inDim; i++) gIdx[i] = Math.floor(i / group);
+  return { qweight: packQweight(q, out, inDim, bits), qzeros: packQzeros(storedZero, nG, out, bits), scales, gIdx, nGroups: nG };
+}
+
+/** The quantization_config written into config.json (and as quantize_config.json). */
+export function gptqQuantizationConfig(bits: number, groupSize: number, format: CheckpointFormat): Record<string, unknown> {
+  return {
+    quant_method: 'gptq',
+    bits,
+    group_size: groupSize,
+    desc_act: false,
+    sym: false,
+    static_groups: false,
+    true_sequential: true,
+    lm_head: false,
+    checkpoint_format: format,
+    model_file_base_name: 'model',
+    pack_dtype: 'int32',
+    meta: { quantizer: ['invarx'] },
+  };
+}
+
+/** Remove checkpoint files a previous export left in dir (a stale index would shadow a new single file). */
+export function clearCheckpointFiles(dir: string): void {
+  if (!existsSync(dir)) return;
+  for (const f of readdirSync(dir)) {
+    if (f === SINGLE_FILE || f === INDEX_FILE || /^model-\d{5}-of-\d{5}\.safetensors$/.test(f)) rmSync(join(dir, f));
+  }
+}
+
+/**
+ * Write `model` (the transformed FP model: its non-linear tensors are written as they are)
+ * with every block linear replaced by the packed `quant[layer][name]`, into `dir`.
+ */
+export function writeGptqExport(dir: string, model: Model, quant: readonly BlockQuantized[], opts: GptqExportOptions = {}): GptqExportReport {
+  const format = opts.checkpointFormat ?? 'gptq';
+  if (format !== 'gptq' && format !== 'gptq_v2') fail('bad-config', `unknown GPTQ checkpoint format ${String(format)} (gptq or gptq_v2)`);
+  const floatDtype = opts.floatDtype ?? 'F32';
+  const { bits, groupSize } = checkLayout(model, quant);
+  // An interleaved-RoPE (llama2.c) model is written in HF's half layout: permute the rows
+  // of wq/wk codes exactly as hfTensors permutes the weights (rows quantize independently).
+  if (model.config.arch === 'llama' && model.config.ropeLayout !== 'half') quant = quant.map((bq) => halfLayoutCodes(model, bq));
+  const layout = hfLayoutOf(model, opts.baseConfig);
+  const rep: GptqExportReport = {
+    files: [], bits, groupSize, checkpointFormat: format, scalesRounded: 0, maxScaleRelError: 0, zeroShiftedGroups: 0, mirroredGroups: 0,
+  };
+  const tensors: TensorToWrite[] = [];
+  for (const t of hfTensors(model, layout)) {
+    if (!t.linear) {
+      tensors.push({ name: t.name, dtype: floatDtype, shape: t.shape, data: t.data });
+      continue;
+    }
+    const { layer, name } = t.linear;
+    const qz = quant[layer][name]!;
+    const p = packLinear(qz, format, rep);
+    const M = hfLinearModule(layout, layer, name);
+    const [out, inDim] = [qz.rows, qz.cols];
+    tensors.push(
+      { name: `${M}.qweight`, dtype: 'I32', shape: [(inDim * bits) / 32, out], data: p.qweight },
+      { name: `${M}.qzeros`, dtype: 'I32', shape: [p.nGroups, (out * bits) / 32], data: p.qzeros },
+      { name: `${M}.scales`, dtype: 'F16', shape: [p.nGroups, out], data: p.scales },
+      { name: `${M}.g_idx`, dtype: 'I32', shape: [inDim], data: p.gIdx },
+    );
+  }
+  mkdirSync(dir, { recursive: true });
+  clearCheckpointFiles(dir);
+  const qcfg = gptqQuantizationConfig(bits, groupSize, format);
+  const config = { ...hfConfigOf(model, layout, 'float16', opts.baseConfig), quantization_config: qcfg };
+  // transformers refuses safetensors without metadata {"format": "pt"}.
+  const files = writeSafetensorsCheckpoint(dir, tensors, { metadata: { format: 'pt' }, maxShardBytes: opts.maxShardBytes });
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+  writeFileSync(join(dir, 'quantize_config.json'), JSON.stringify(qcfg, null, 2) + '\n');
+  rep.files = [...files, 'config.json', 'quantize_config.json'];
+  return rep;
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading
+
+export interface GptqParams {
+  bits: number;
+  /** −1: one group per row. */
+  groupSize: number;
+  checkpointFormat: CheckpointFormat;
+}
+
+/** The GPTQ settings of an HF directory, or null if it is not a GPTQ checkpoint. */
+export function gptqParams(dir: string, json: Record<string, unknown> = readHfConfig(dir)): GptqParams | null {
+  let qc = json.quantization_config as Record<string, unknown> | undefined;
+  if (!qc && existsSync(join(dir, 'quantize_config.json'))) {
+    try {
+      qc = JSON.parse(readFileSync(join(dir, 'quantize_config.json'), 'utf8')) as Record<string, unknown>;
+    } catch (e) {
+      return fail('bad-model', `${dir}/quantize_config.json: not valid JSON: ${(e as Error).message}`);
+    }
+  }
+  if (!qc || typeof qc !== 'object') return null;
+  const method = qc.quant_method ?? 'gptq';
+  if (method !== 'gptq') fail('bad-model', `${dir}: quantization method ${JSON.stringify(method)} is not supported (only gptq)`);
+  const bits = qc.bits;
+  if (!GPTQ_BITS.includes(bits as number)) fail('bad-model', `${dir}: GPTQ bits ${JSON.stringify(bits)} not supported (${GPTQ_BITS.join(', ')})`);
+  const groupSize = qc.group_size ?? 128;
+  if (!(Number.isSafeInteger(groupSize) && ((groupSize as number) > 0 || groupSize === -1))) {
+    fail('bad-model', `${dir}: GPTQ group_size ${JSON.stringify(groupSize)} must be a positive integer or -1`);
+  }
+  const format = qc.checkpoint_format ?? 'gptq';
+  if (format !== 'gptq' && format !== 'gptq_v2') fail('bad-model', `${dir}: GPTQ checkpoint_format ${JSON.stringify(format)} is not supported (gptq or gptq_v2)`);
+  return { bits: bits as number, groupSize: groupSize as number, checkpointFormat: format };
+}
+
+/**
+ * Dequantize one packed linear M into float32 [out, in]: scale · (code − zero), with
+ * zero = stored + 1 for v1 checkpoints. g_idx (if present) maps columns to groups, so
+ * act-order (desc_act) checkpoints read correctly too.
+ */
+export function dequantizeGptqLinear(r: SafetensorsReader, M: string, out: number, inDim: number, p: GptqParams): Float32Array {
+  const { bits } = p;
+  if ((inDim * bits) % 32 !== 0 || (out * bits) % 32 !== 0) {
+    fail('bad-model', `${M}: a [${out}, ${inDim}] weight cannot be packed in ${bits}-bit words`);
+  }
+  const scalesShape = r.info(`${M}.scales`).shape;
+  const nG = scalesShape[0];
+  if (scalesShape.length !== 2 || scalesShape[1] !== out || !(nG >= 1)) {
+    fail('bad-model', `tensor "${M}.scales" has shape [${scalesShape.join(', ')}], expected [nGroups, ${out}]`);
+  }
+  const codes = unpackQweight(r.readI32(`${M}.qweight`, [(inDim * bits) / 32, out]), out, inDim, bits);
+  const zeros = unpackQzeros(r.readI32(`${M}.qzeros`, [nG, (out * bits) / 32]), nG, out, bits);
+  const scales = r.readF32(`${M}.scales`, [nG, out]);
+  const group = p.groupSize === -1 ? inDim : p.groupSize;
+  const gIdx = r.has(`${M}.g_idx`) ? r.readI32(`${M}.g_idx`, [inDim]) : Int32Array.from({ length: inDim }, (_, i) => Math.floor(i / group));
+  for (let i = 0; i < inDim; i++) if (!(gIdx[i] >= 0 && gIdx[i] < nG)) fail('bad-model', `tensor "${M}.g_idx" has group ${gIdx[i]} outside [0, ${nG})`);
+  const zOff = p.checkpointFormat === 'gptq' ? 1 : 0;
+  const w = new Float32Array(out * inDim);
+  for (let o = 0; o < out; o++) {
+    for (let i = 0; i < inDim; i++) {
+      const g = gIdx[i];
+      // + 0 turns the −0 of a mirrored group's zero code into +0.
+      w[o * inDim + i] = (codes[o * inDim + i] - (zeros[g * out + o] + zOff)) * scales[g * out + o] + 0;
+    }
+  }
+  return w;
+}
+
+/** A TensorSource over a GPTQ checkpoint: `M.weight` of a packed linear M is its dequantized weight. */
+export function gptqTensorSource(r: SafetensorsReader, p: GptqParams): TensorSource {
+  const packed = (name: string) => name.endsWith('.weight') && r.has(name.replace(/\.weight$/, '.qweight'));
+  return {
+    has: (name) => r.has(name) || packed(name),
+    readF32: (name, shape) => {
+      if (!packed(name)) return r.readF32(name, shape);
+      if (shape.length !== 2) fail('bad-model', `${name}: a packed tensor must be a matrix`);
+      return dequantizeGptqLinear(r, name.replace(/\.weight$/, ''), shape[0], shape[1], p);
+    },
+  };
+}
+
+/** Load a GPTQ checkpoint directory as a float32 model (every packed linear dequantized). */
+export function loadGptqModel(dir: string): Model {
+  const json = readHfConfig(dir);
+  const p = gptqParams(dir, json);
+  if (!p) return fail('bad-model', `${dir}: config.json has no GPTQ quantization_config`);
+  const r = SafetensorsReader.open(dir);
+  try {
+    hfModelSpec(json, (n) => r.has(n), dir); // architecture errors before tensor errors
+    return modelFromHf(json, gptqTensorSource(r, p), dir);
+  } finally {
+    r.close();
+  }
+}
+
+/** Whether dir is an HF directory whose config declares GPTQ quantization. */
+export function isGptqDir(dir: string): boolean {
+  if (!existsSync(join(dir, 'config.json'))) return false;
+  try {
+    const json = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    return (typeof json.quantization_config === 'object' && json.quantization_config !== null) || existsSync(join(dir, 'quantize_config.json'));
+  } catch {
+    return false; // the HF loader reports the broken config.json
+  }
+}
