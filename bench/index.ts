@@ -5,8 +5,9 @@
  */
 import type { BenchModule } from './emit';
 import { matmulBench } from './matmul';
+import { searchBench } from './search';
 
-const BENCHES: BenchModule[] = [matmulBench];
+const BENCHES: BenchModule[] = [matmulBench, searchBench];
 
 const wanted = process.argv.slice(2);
 const unknown = wanted.filter((w) => !BENCHES.some((b) => b.name === w));

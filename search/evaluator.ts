@@ -71,10 +71,9 @@ export class Evaluator {
 
   async evaluate(moves: Move[]): Promise<CandidateResult[]> {
     if (!this.pool) return moves.map((m) => ({ loss: candidateLoss(this.cfg, this.obj!, this.cur!, m) }));
-    const per = Math.ceil(moves.length / this.workers);
-    const chunks: Move[][] = [];
-    for (let i = 0; i < moves.length; i += per) chunks.push(moves.slice(i, i + per));
-    const losses = await Promise.all(chunks.map((c) => this.pool!.exec('evaluate', [this.ctx, c]) as Promise<number[]>));
+    // One task per candidate: costs differ (attention moves redo the whole block), so
+    // workers take the next candidate as they free up.
+    const losses = await Promise.all(moves.map((m) => this.pool!.exec('evaluate', [this.ctx, [m]]) as Promise<number[]>));
     return losses.flat().map((loss) => ({ loss }));
   }
 
