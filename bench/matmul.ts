@@ -20,17 +20,27 @@ const SHAPES: Shape[] = [[1024, 1024, 1024], [4096, 768, 288], [2048, 512, 1536]
 /** What one search candidate multiplies on the shipped model (4096 calibration rows, dim 64, hidden 172). */
 const SEARCH_SHAPES: Shape[] = [[4096, 64, 172], [4096, 172, 64]];
 
+/** Alternating rounds of NumPy and wasm per shape (see run). */
+const ROUNDS = 3;
+
 const shapeName = ([M, K, N]: Shape) => `${M}x${K}x${N}`;
 const gflops = ([M, K, N]: Shape, ms: number) => (2 * M * K * N) / (ms * 1e6);
 const round = (v: number, d = 2) => Math.round(v * 10 ** d) / 10 ** d;
 
-function operands([M, K, N]: Shape) {
+const operandCache = new Map<string, { x: Float32Array; w: Float32Array; y: Float32Array }>();
+
+function operands(shape: Shape) {
+  const hit = operandCache.get(shapeName(shape));
+  if (hit) return hit;
+  const [M, K, N] = shape;
   const rng = Rng.fromSeed(M * 31 + K * 7 + N);
   const x = new Float32Array(M * K);
   const w = new Float32Array(N * K);
   for (let i = 0; i < x.length; i++) x[i] = rng.float() * 2 - 1;
   for (let i = 0; i < w.length; i++) w[i] = rng.float() * 2 - 1;
-  return { x, w, y: new Float32Array(M * N) };
+  const ops = { x, w, y: new Float32Array(M * N) };
+  operandCache.set(shapeName(shape), ops);
+  return ops;
 }
 
 function time(b: Backend, shape: Shape, minReps: number, budgetMs: number) {
@@ -67,26 +77,38 @@ export const matmulBench: BenchModule = {
     let numpyMissing = false;
 
     for (const shape of SHAPES) {
-      // NumPy first, then ours, shape by shape: a busy neighbour hurts both alike
-      const np: Record<number, number | null> = {};
-      for (const t of [1, 2]) {
-        const r = numpyMissing ? ({ available: false, reason: 'numpy unavailable' } as const) : numpyMatmul(...shape, t);
-        if (!r.available) numpyMissing = true;
-        np[t] = numpyLine(shape, t, r);
+      // NumPy and ours alternate over a few rounds, and each keeps its best: a busy
+      // neighbour on a shared machine then rarely spoils every round of one of them
+      const np: Record<number, NumpyResult> = {};
+      const ours: Record<number, ReturnType<typeof time>> = {};
+      for (let round = 0; round < ROUNDS; round++) {
+        for (const t of [2, 1]) {
+          if (!numpyMissing) {
+            const r = numpyMatmul(...shape, t, 0.5);
+            if (!r.available) numpyMissing = true;
+            const prev = np[t];
+            if (!prev || !prev.available || (r.available && r.best_ms < prev.best_ms)) np[t] = r;
+          }
+          const m = time(t === 1 ? wasm1 : wasm2, shape, 4, 500);
+          if (!ours[t] || m.best_ms < ours[t].best_ms) ours[t] = { ...m, reps: m.reps + (ours[t]?.reps ?? 0) };
+          else ours[t].reps += m.reps;
+        }
       }
-      for (const [b, threads] of [[wasm1, 1], [wasm2, 2]] as const) {
-        const m = time(b, shape, 8, 1500);
+      const npG: Record<number, number | null> = {};
+      for (const t of [1, 2]) npG[t] = numpyLine(shape, t, np[t] ?? { available: false, reason: 'numpy unavailable' });
+      for (const t of [1, 2]) {
         emit({
-          figure: 'matmul_gflops', backend: 'wasm', threads, shape: shapeName(shape), ...m, fused_madd: fused,
-          vs_numpy: np[2] ? round(m.gflops / np[2], 3) : null,
-          vs_numpy_same_threads: np[threads] ? round(m.gflops / np[threads]!, 3) : null,
+          figure: 'matmul_gflops', backend: 'wasm', threads: t, shape: shapeName(shape), ...ours[t], fused_madd: fused,
+          vs_numpy: npG[2] ? round(ours[t].gflops / npG[2], 3) : null,
+          vs_numpy_same_threads: npG[t] ? round(ours[t].gflops / npG[t]!, 3) : null,
         });
       }
       if (gpu) {
-        const m = time(gpu, shape, 2, 0);
+        // llvmpipe runs ~1 GFLOP/s: one timed repetition after the warm-up
+        const m = time(gpu, shape, 1, 0);
         emit({
           figure: 'matmul_gflops', backend: 'gpu', threads: 1, shape: shapeName(shape), ...m, renderer: probe.renderer,
-          software: probe.software, vs_numpy: np[2] ? round(m.gflops / np[2], 4) : null,
+          software: probe.software, vs_numpy: npG[2] ? round(m.gflops / npG[2], 4) : null,
         });
       }
     }

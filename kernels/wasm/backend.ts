@@ -10,7 +10,7 @@ import { checkMatmulT, checkQuantRect } from '../check';
 import { checkSpec, clipRatios, sqErrRef } from '../js';
 import { Arena } from './arena';
 import { fusedMadd, instantiate, kernelsModule, relaxedSimd, type KernelExports } from './module';
-import { HelperThreads, type MatmulArgs } from './threads';
+import { HelperThreads } from './threads';
 
 export interface WasmBackendOptions {
   /** Threads a matmul is split over (this one plus threads − 1 helpers). Default 1. */
@@ -29,6 +29,8 @@ export interface WasmBackend extends Backend {
 
 /** Below this many multiply-adds a matmul runs on one thread: the hand-off (~10–50 µs) would dominate. */
 const MT_MIN_MACS = 1 << 21;
+/** Row chunks per thread in a multi-threaded matmul: enough to even out a core that is also busy elsewhere. */
+const CHUNKS_PER_THREAD = 8;
 /** Rows below which the matmul takes the unpacked dot-product path (decode steps). */
 const DOT_MAX_ROWS = 3;
 /** Spans at most this long are copied element by element (no subarray allocation). */
@@ -110,20 +112,12 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
       copyIn(y, N, 0, n, 0, N, yp);
       m.fill(0, (yp >> 2) + n * N, (yp >> 2) + nPad * N);
     }
-    const parts = helpers && n * K * N >= MT_MIN_MACS ? Math.min(threads, nPad >> 2) : 1;
-    if (parts === 1) {
-      k.matmul_t(xp, wp, yp, 0, nPad, K, N, kcMax, beta, scratch);
+    if (helpers && n * K * N >= MT_MIN_MACS) {
+      // chunks of whole 4-row tiles, about CHUNKS_PER_THREAD per thread
+      const chunk = Math.max(4, Math.ceil(nPad / (threads * CHUNKS_PER_THREAD) / 4) * 4);
+      helpers.matmul(k, { x: xp, wp, y: yp, rows: nPad, K, N, kcMax, beta, chunk, scratch }, threads - 1);
     } else {
-      // bands of whole 4-row tiles; helper t takes band t, this thread band 0
-      const tiles = nPad >> 2;
-      const band = (t: number) => Math.floor((tiles * t) / parts) * 4;
-      const args = (t: number): MatmulArgs => [xp, wp, yp, band(t), band(t + 1), K, N, kcMax, beta, scratch + 128 * t];
-      for (let t = 1; t < parts; t++) helpers!.start(t, args(t));
-      try {
-        k.matmul_t(...args(0));
-      } finally {
-        for (let t = 1; t < parts; t++) helpers!.finish(t);
-      }
+      k.matmul_t(xp, wp, yp, 0, nPad, K, N, kcMax, beta, scratch);
     }
     copyOut(y, N, 0, n, 0, N, yp);
   }

@@ -1,28 +1,73 @@
 /**
  * Helper threads for a multi-threaded wasm matmul: each worker_thread instantiates the
- * kernels against the same shared WebAssembly.Memory and computes a band of rows of y.
+ * kernels against the same shared WebAssembly.Memory, and all threads (the caller
+ * included) take chunks of rows of y from a shared counter until none are left.
+ * Grabbing chunks rather than fixed halves keeps both cores busy when one of them is
+ * also running something else (machines here are shared); which thread computes a row
+ * never changes its value, so results are bit-identical for any thread count.
  *
  * Hand-off is through Atomics on control words at the bottom of that memory, not
- * postMessage, so a call stays synchronous (the caller blocks in Atomics.wait while its
- * own band is done) and costs microseconds. The worker source is a string evaluated in
- * the thread, so it works the same from the TypeScript sources and from the esbuild
+ * postMessage, so a call stays synchronous (the caller blocks in Atomics.wait once its
+ * own chunks are done) and costs microseconds. The worker source is a string evaluated
+ * in the thread, so it works the same from the TypeScript sources and from the esbuild
  * bundle in dist/, with no worker file to locate.
  */
 import { Worker } from 'node:worker_threads';
 import type { WasmMemory, WasmModule } from './api';
+import type { KernelExports } from './module';
 
-/** Int32 words per thread in the control block. */
+/** Int32 words per thread in the control block; thread t (helpers 1…) owns words [t·CTL_STRIDE, +CTL_STRIDE). */
 export const CTL_STRIDE = 16;
-/** Slots: GEN (bumped by the caller per job), DONE (set to GEN when finished), STATUS, then the job. */
+const MAX_THREADS = 64;
+/** Bytes at the bottom of the memory reserved for control words. */
+export const CTL_BYTES = CTL_STRIDE * MAX_THREADS * 4;
+/** Per-thread slots: GEN (bumped by the caller per job), DONE (set to GEN when finished), STATUS, OP, then the job. */
 const GEN = 0, DONE = 1, STATUS = 2, OP = 3, ARGS = 4;
 const OP_QUIT = 0, OP_MATMUL = 1;
 /** STATUS values. */
 const READY = 1, FAILED = -1;
+/** The shared next-chunk counter lives in thread 0's (the caller's) otherwise unused slots. */
+const COUNTER = 1;
+
+/** A chunked matmul: matmul_t over rows [c·chunk, min((c+1)·chunk, rows)) for each chunk c taken. */
+export interface MatmulJob {
+  x: number;
+  wp: number;
+  y: number;
+  rows: number;
+  K: number;
+  N: number;
+  kcMax: number;
+  beta: number;
+  /** Rows per chunk, a multiple of 4. */
+  chunk: number;
+  /** Byte offset of a 128-byte scratch tile per thread (thread t at + 128·t). */
+  scratch: number;
+}
+
+/** The loop every thread runs (the workers run the same lines, in WORKER_SOURCE). */
+function runChunks(k: KernelExports, ctl: Int32Array, a: number[], t: number): void {
+  const [x, wp, y, rows, K, N, kcMax, beta, chunk, scratch] = a;
+  for (;;) {
+    const r0 = Atomics.add(ctl, COUNTER, 1) * chunk;
+    if (r0 >= rows) return;
+    k.matmul_t(x, wp, y, r0, Math.min(r0 + chunk, rows), K, N, kcMax, beta, scratch + 128 * t);
+  }
+}
 
 const WORKER_SOURCE = `
 const { workerData } = require('node:worker_threads');
-const { module, memory, base } = workerData;
-const ctl = new Int32Array(memory.buffer, 0, ${CTL_STRIDE} * 64);
+const { module, memory, t } = workerData;
+const base = t * ${CTL_STRIDE};
+const ctl = new Int32Array(memory.buffer, 0, ${CTL_STRIDE * MAX_THREADS});
+function runChunks(k, ctl, a, t) {
+  const [x, wp, y, rows, K, N, kcMax, beta, chunk, scratch] = a;
+  for (;;) {
+    const r0 = Atomics.add(ctl, ${COUNTER}, 1) * chunk;
+    if (r0 >= rows) return;
+    k.matmul_t(x, wp, y, r0, Math.min(r0 + chunk, rows), K, N, kcMax, beta, scratch + 128 * t);
+  }
+}
 let k;
 try {
   k = new WebAssembly.Instance(module, { env: { memory } }).exports;
@@ -39,11 +84,10 @@ for (;;) {
   const gen = Atomics.load(ctl, base + ${GEN});
   if (gen === seen) continue;
   seen = gen;
-  const a = base + ${ARGS};
   if (ctl[base + ${OP}] === ${OP_QUIT}) break;
   let status = ${READY};
   try {
-    k.matmul_t(ctl[a], ctl[a + 1], ctl[a + 2], ctl[a + 3], ctl[a + 4], ctl[a + 5], ctl[a + 6], ctl[a + 7], ctl[a + 8], ctl[a + 9]);
+    runChunks(k, ctl, Array.from(ctl.subarray(base + ${ARGS}, base + ${ARGS} + 10)), t);
   } catch (e) {
     status = ${FAILED};
   }
@@ -53,46 +97,51 @@ for (;;) {
 }
 `;
 
-/** Arguments of kernels.wat's matmul_t, in order. */
-export type MatmulArgs = [x: number, wp: number, y: number, r0: number, r1: number, K: number, N: number, kcMax: number, beta: number, scratch: number];
-
 export class HelperThreads {
   private readonly workers: Worker[] = [];
   private readonly ctl: Int32Array;
   private gen = 0;
 
-  /** `count` helpers; control words of helper t (1-based) at Int32 index t·CTL_STRIDE. */
+  /** `count` helpers (threads 1…count) on `memory`, which must reserve CTL_BYTES at its bottom. */
   constructor(module: WasmModule, memory: WasmMemory, readonly count: number) {
-    if (count + 1 > 64) throw new RangeError('at most 63 helper threads');
-    this.ctl = new Int32Array(memory.buffer, 0, CTL_STRIDE * 64);
+    if (count + 1 > MAX_THREADS) throw new RangeError(`at most ${MAX_THREADS - 1} helper threads`);
+    this.ctl = new Int32Array(memory.buffer, 0, CTL_STRIDE * MAX_THREADS);
     for (let t = 1; t <= count; t++) {
-      const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { module, memory, base: t * CTL_STRIDE } });
+      const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { module, memory, t } });
       w.unref(); // idle helpers must not keep the process alive
       this.workers.push(w);
     }
   }
 
-  /** Starts matmul_t(args with rows [r0, r1)) on helper t (1-based); returns at once. */
-  start(t: number, args: MatmulArgs): void {
-    const base = t * CTL_STRIDE;
+  /** Runs `job` on this thread and the first `helpers` helper threads; returns when every chunk is done. */
+  matmul(k: KernelExports, job: MatmulJob, helpers: number): void {
     const c = this.ctl;
-    if (Atomics.load(c, base + STATUS) === FAILED) throw new Error(`wasm helper thread ${t} failed`);
-    for (let i = 0; i < args.length; i++) c[base + ARGS + i] = args[i];
-    c[base + OP] = OP_MATMUL;
+    const args = [job.x, job.wp, job.y, job.rows, job.K, job.N, job.kcMax, job.beta, job.chunk, job.scratch];
+    Atomics.store(c, COUNTER, 0);
     this.gen = (this.gen + 1) | 0 || 1;
-    Atomics.store(c, base + GEN, this.gen);
-    Atomics.notify(c, base + GEN);
+    for (let t = 1; t <= helpers; t++) {
+      const base = t * CTL_STRIDE;
+      if (Atomics.load(c, base + STATUS) === FAILED) throw new Error(`wasm helper thread ${t} failed`);
+      c.set(args, base + ARGS);
+      c[base + OP] = OP_MATMUL;
+      Atomics.store(c, base + GEN, this.gen);
+      Atomics.notify(c, base + GEN);
+    }
+    try {
+      runChunks(k, c, args, 0);
+    } finally {
+      for (let t = 1; t <= helpers; t++) this.finish(t);
+    }
   }
 
-  /** Blocks until helper t has finished the job `start` gave it. */
-  finish(t: number): void {
+  /** Blocks until helper t has finished its current job. */
+  private finish(t: number): void {
     const base = t * CTL_STRIDE;
     const c = this.ctl;
-    const want = Atomics.load(c, base + GEN);
     const deadline = Date.now() + 120_000;
     for (;;) {
       const done = Atomics.load(c, base + DONE);
-      if (done === want) break;
+      if (done === this.gen) break;
       if (done === -1) throw new Error(`wasm helper thread ${t} failed to start`);
       if (Date.now() > deadline) throw new Error(`wasm helper thread ${t} did not answer within 120 s`);
       Atomics.wait(c, base + DONE, done, 1000);
@@ -111,6 +160,3 @@ export class HelperThreads {
     this.workers.length = 0;
   }
 }
-
-/** Bytes at the bottom of the memory reserved for control words. */
-export const CTL_BYTES = CTL_STRIDE * 64 * 4;
