@@ -74,7 +74,7 @@ export const DEFAULT_TUNING: SearchTuning = {
 
 export const DEFAULT_CONFIG: Omit<RunConfig, 'model' | 'bits' | 'group'> = {
   base: 'rtn',
-  steps: 1000,
+  steps: 250,
   timeBudget: 0,
   seed: 1,
   invariances: [...ALL_INVARIANCES],
