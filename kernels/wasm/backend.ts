@@ -115,11 +115,24 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
     if (helpers && n * K * N >= MT_MIN_MACS) {
       // chunks of whole 4-row tiles, about CHUNKS_PER_THREAD per thread
       const chunk = Math.max(4, Math.ceil(nPad / (threads * CHUNKS_PER_THREAD) / 4) * 4);
-      helpers.matmul(k, { x: xp, wp, y: yp, rows: nPad, K, N, kcMax, beta, chunk, scratch }, threads - 1);
+      // copying y out is serial work: this thread copies its own chunks while the helpers finish
+      const copied = new Uint8Array(Math.ceil(nPad / chunk));
+      const copyChunk = (c: number) => {
+        const r0 = c * chunk;
+        const r1 = Math.min(r0 + chunk, n);
+        if (r1 > r0) copyOut(y, N, r0, r1, 0, N, yp + r0 * N * 4);
+      };
+      helpers.matmul(k, { x: xp, wp, y: yp, rows: nPad, K, N, kcMax, beta, chunk, scratch }, threads - 1, (mine) => {
+        for (const r0 of mine) {
+          copyChunk(r0 / chunk);
+          copied[r0 / chunk] = 1;
+        }
+      });
+      for (let c = 0; c < copied.length; c++) if (!copied[c]) copyChunk(c);
     } else {
       k.matmul_t(xp, wp, yp, 0, nPad, K, N, kcMax, beta, scratch);
+      copyOut(y, N, 0, n, 0, N, yp);
     }
-    copyOut(y, N, 0, n, 0, N, yp);
   }
 
   function quantDequant(

@@ -45,13 +45,18 @@ export interface MatmulJob {
   scratch: number;
 }
 
-/** The loop every thread runs (the workers run the same lines, in WORKER_SOURCE). */
-function runChunks(k: KernelExports, ctl: Int32Array, a: number[], t: number): void {
+/**
+ * The loop every thread runs (the workers run the same lines, in WORKER_SOURCE).
+ * Returns the first rows of the chunks this thread computed.
+ */
+function runChunks(k: KernelExports, ctl: Int32Array, a: number[], t: number): number[] {
   const [x, wp, y, rows, K, N, kcMax, beta, chunk, scratch] = a;
+  const mine: number[] = [];
   for (;;) {
     const r0 = Atomics.add(ctl, COUNTER, 1) * chunk;
-    if (r0 >= rows) return;
+    if (r0 >= rows) return mine;
     k.matmul_t(x, wp, y, r0, Math.min(r0 + chunk, rows), K, N, kcMax, beta, scratch + 128 * t);
+    mine.push(r0);
   }
 }
 
@@ -113,8 +118,13 @@ export class HelperThreads {
     }
   }
 
-  /** Runs `job` on this thread and the first `helpers` helper threads; returns when every chunk is done. */
-  matmul(k: KernelExports, job: MatmulJob, helpers: number): void {
+  /**
+   * Runs `job` on this thread and the first `helpers` helper threads; returns when every
+   * chunk is done. `ownDone` gets the first rows of the chunks this thread computed, as
+   * soon as it runs out of chunks and before it waits for the helpers, so the caller can
+   * copy those rows out while the helpers finish theirs.
+   */
+  matmul(k: KernelExports, job: MatmulJob, helpers: number, ownDone?: (rowStarts: number[]) => void): void {
     const c = this.ctl;
     const args = [job.x, job.wp, job.y, job.rows, job.K, job.N, job.kcMax, job.beta, job.chunk, job.scratch];
     Atomics.store(c, COUNTER, 0);
@@ -128,7 +138,8 @@ export class HelperThreads {
       Atomics.notify(c, base + GEN);
     }
     try {
-      runChunks(k, c, args, 0);
+      const mine = runChunks(k, c, args, 0);
+      ownDone?.(mine);
     } finally {
       for (let t = 1; t <= helpers; t++) this.finish(t);
     }
