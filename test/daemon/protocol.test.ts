@@ -66,12 +66,14 @@ describe('protocol', () => {
       { numRuns: 300 },
     );
     const verbish = fc.oneof(fc.constantFrom('submit', 'status', 'list', 'watch', 'export'), fc.anything());
+    // Config keys: known ones (with hostile values) and arbitrary strings.
+    const key = fc.oneof(fc.constantFrom('bits', 'group', 'steps', 'seed', 'invariances', 'calibTokens', 'tuning'), fc.string());
     fc.assert(
-      fc.property(fc.anything(), verbish, fc.anything(), fc.anything(), (id, verb, args, config) => {
+      fc.property(fc.anything(), verbish, fc.anything(), fc.anything(), key, (id, verb, args, config, k) => {
         typed(() => parseRequest({ id, verb, args }));
         typed(() => parseRequest(packr.unpack(packr.pack({ id, verb, args }))));
         typed(() => parseSubmitArgs({ config }));
-        typed(() => parseSubmitArgs({ config: { model: '/m', bits: 3, group: 32, [String(verb)]: args } }));
+        typed(() => parseSubmitArgs({ config: { model: '/m', bits: 3, group: 32, [k]: args } }));
       }),
       { numRuns: 300 },
     );
