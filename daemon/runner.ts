@@ -222,12 +222,20 @@ async function writeExport(jobDir: string, job: SearchJob): Promise<void> {
   for (const n of readdirSync(jobDir)) if (n.startsWith('export.tmp-')) rmSync(join(jobDir, n), { recursive: true, force: true });
   const tmp = join(jobDir, `export.tmp-${randomBytes(4).toString('hex')}`);
   await job.exportTo(tmp);
-  for (const n of readdirSync(tmp)) fsyncPath(join(tmp, n));
-  fsyncPath(tmp);
+  fsyncTree(tmp);
   const final = join(jobDir, 'export');
   rmSync(final, { recursive: true, force: true });
   renameSync(tmp, final);
   fsyncPath(jobDir);
+}
+
+/** fsync every file and directory under dir (the directory last). */
+function fsyncTree(dir: string): void {
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    if (e.isDirectory()) fsyncTree(join(dir, e.name));
+    else fsyncPath(join(dir, e.name));
+  }
+  fsyncPath(dir);
 }
 
 function fsyncPath(p: string): void {

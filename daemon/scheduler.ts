@@ -13,7 +13,7 @@
  * shutdown does the same for every running job but leaves them `running` on disk.
  */
 import { EventEmitter } from 'node:events';
-import { copyFile, mkdir, readdir, realpath } from 'node:fs/promises';
+import { cp, mkdir, readdir, realpath } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
@@ -220,7 +220,7 @@ export class Scheduler extends EventEmitter {
     const realOut = await realpath(out);
     if (inHome(realOut)) throw refuse();
     const files = (await readdir(src)).sort();
-    for (const f of files) await copyFile(join(src, f), join(realOut, f));
+    for (const f of files) await cp(join(src, f), join(realOut, f), { recursive: true });
     j.log.info({ out: realOut, files }, 'exported');
     return { out: realOut, files };
   }

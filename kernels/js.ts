@@ -18,6 +18,8 @@ export function checkSpec(spec: QuantSpec): void {
   const { bits, group } = spec;
   if (!(Number.isInteger(bits) && bits >= 2 && bits <= 8)) throw new RangeError(`quantDequant: bits must be an integer 2..8, got ${bits}`);
   if (!(Number.isInteger(group) && group >= 1)) throw new RangeError(`quantDequant: group must be a positive integer, got ${group}`);
+  // Refused rather than silently done in fp32 (core/quant/rtn.ts implements fp16 scales).
+  if (spec.f16Scales) throw new RangeError('quantDequant: fp16 scales are not implemented by the kernels');
 }
 
 export function clipRatios(spec: QuantSpec): readonly number[] | null {

@@ -14,9 +14,12 @@ import type { Block, F32, LinearName, ModelConfig } from '../core/model/types';
 import type { Ops } from '../core/ops';
 import { gptqQuantize } from '../core/quant/gptq';
 import { quantizeBlockLinears } from '../core/quant/model';
-import type { QuantSpec } from '../core/quant/rtn';
+import type { QuantSpec, Quantized } from '../core/quant/rtn';
 
 export type BaseMethod = 'rtn' | 'gptq';
+
+/** Where a quantizer leaves the integer codes of the linears it quantized (for packed export). */
+export type CodeSink = Partial<Record<LinearName, Quantized>>;
 
 /** H = 2/N · XᵀX of x [N, cols] (gptq.py's add_batch over all rows), via one matmul. */
 export function hessian(x: F32, N: number, cols: number, ops: Ops): Float64Array {
@@ -29,12 +32,14 @@ export function hessian(x: F32, N: number, cols: number, ops: Ops): Float64Array
   return H;
 }
 
-function gptqLinear(cfg: ModelConfig, b: Block, name: LinearName, rows: number, cols: number, H: Float64Array, spec: QuantSpec): F32 {
-  return gptqQuantize(b[name]!, rows, cols, H, spec).deq;
+function gptqLinear(b: Block, name: LinearName, rows: number, cols: number, H: Float64Array, spec: QuantSpec, codes?: CodeSink): F32 {
+  const { qz, deq } = gptqQuantize(b[name]!, rows, cols, H, spec);
+  if (codes) codes[name] = qz;
+  return deq;
 }
 
 /** GPTQ of wq/wk/wv/wo on the block inputs xs (one [T, dim] per sequence). */
-export function gptqAttention(cfg: ModelConfig, b: Block, xs: F32[], spec: QuantSpec, ops: Ops): Partial<Block> {
+export function gptqAttention(cfg: ModelConfig, b: Block, xs: F32[], spec: QuantSpec, ops: Ops, codes?: CodeSink): Partial<Block> {
   const d = cfg.dim;
   const qDim = cfg.nHeads * cfg.headDim;
   const kvDim = cfg.nKvHeads * cfg.headDim;
@@ -50,9 +55,9 @@ export function gptqAttention(cfg: ModelConfig, b: Block, xs: F32[], spec: Quant
   });
   const Hx = hessian(xn, N, d, ops);
   const q: Block = { ...b };
-  q.wq = gptqLinear(cfg, b, 'wq', qDim, d, Hx, spec);
-  q.wk = gptqLinear(cfg, b, 'wk', kvDim, d, Hx, spec);
-  q.wv = gptqLinear(cfg, b, 'wv', kvDim, d, Hx, spec);
+  q.wq = gptqLinear(b, 'wq', qDim, d, Hx, spec, codes);
+  q.wk = gptqLinear(b, 'wk', kvDim, d, Hx, spec, codes);
+  q.wv = gptqLinear(b, 'wv', kvDim, d, Hx, spec, codes);
   const ctx = new Float32Array(N * qDim);
   o = 0;
   xnSeq.forEach((part) => {
@@ -60,26 +65,26 @@ export function gptqAttention(cfg: ModelConfig, b: Block, xs: F32[], spec: Quant
     ctx.set(attentionContext(cfg, q, part, T, ops), o * qDim);
     o += T;
   });
-  q.wo = gptqLinear(cfg, b, 'wo', d, qDim, hessian(ctx, N, qDim, ops), spec);
+  q.wo = gptqLinear(b, 'wo', d, qDim, hessian(ctx, N, qDim, ops), spec, codes);
   return { wq: q.wq, wk: q.wk, wv: q.wv, wo: q.wo };
 }
 
 /** GPTQ of w1/w3 (from norm(h) = xn [N, dim]) then w2 (from the quantized activation). */
-export function gptqFfn(cfg: ModelConfig, b: Block, xn: F32, N: number, spec: QuantSpec, ops: Ops): Partial<Block> {
+export function gptqFfn(cfg: ModelConfig, b: Block, xn: F32, N: number, spec: QuantSpec, ops: Ops, codes?: CodeSink): Partial<Block> {
   const d = cfg.dim;
   const H = cfg.hiddenDim;
   const Hx = hessian(xn, N, d, ops);
   const q: Block = { ...b };
-  q.w1 = gptqLinear(cfg, b, 'w1', H, d, Hx, spec);
-  if (b.w3) q.w3 = gptqLinear(cfg, b, 'w3', H, d, Hx, spec);
+  q.w1 = gptqLinear(b, 'w1', H, d, Hx, spec, codes);
+  if (b.w3) q.w3 = gptqLinear(b, 'w3', H, d, Hx, spec, codes);
   const act = ffnActivation(cfg, q, xn, N, ops);
-  q.w2 = gptqLinear(cfg, b, 'w2', d, H, hessian(act, N, H, ops), spec);
+  q.w2 = gptqLinear(b, 'w2', d, H, hessian(act, N, H, ops), spec, codes);
   return b.w3 ? { w1: q.w1, w3: q.w3, w2: q.w2 } : { w1: q.w1, w2: q.w2 };
 }
 
 /** RTN of the named linears (all of the block's when omitted). */
-export function rtnLinears(cfg: ModelConfig, b: Block, spec: QuantSpec, names?: LinearName[]): Partial<Block> {
-  const q = quantizeBlockLinears(cfg, b, spec, { method: 'rtn', names });
+export function rtnLinears(cfg: ModelConfig, b: Block, spec: QuantSpec, names?: LinearName[], codes?: CodeSink): Partial<Block> {
+  const q = quantizeBlockLinears(cfg, b, spec, { method: 'rtn', names, onQuantized: codes && ((n, qz) => (codes[n] = qz)) });
   const out: Partial<Block> = {};
   for (const n of names ?? (['wq', 'wk', 'wv', 'wo', 'w1', 'w2', 'w3'] as LinearName[])) if (q[n]) out[n] = q[n];
   return out;

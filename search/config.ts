@@ -52,6 +52,8 @@ export interface SearchTuning {
   clip: boolean;
   /** Activation-aware scale initialisation of each block before the discrete search. */
   scaleInit: boolean;
+  /** Quantize with fp16 scales, so the searched model is exactly its packed GPTQ export. */
+  f16Scales: boolean;
 }
 
 export const DEFAULT_TUNING: SearchTuning = {
@@ -70,6 +72,7 @@ export const DEFAULT_TUNING: SearchTuning = {
   seqTokens: 256,
   clip: true,
   scaleInit: true,
+  f16Scales: true,
 };
 
 export const DEFAULT_CONFIG: Omit<RunConfig, 'model' | 'bits' | 'group'> = {

@@ -1,16 +1,61 @@
 /**
  * What `--out DIR` / `invarx export` writes, a deterministic function of (model, config, seed):
+ *
  *   transforms.msgpack   the accepted moves (compact transforms) and the run config
- *   transformed-fp.bin   the transformed full-precision model (llama2.c format, llama models)
- *   quantized-fake.bin   the fake-quantized (dequantized float32) searched model, llama2.c format
+ *   gptq/                the searched model as a packed GPTQ checkpoint (HF safetensors,
+ *                        AutoGPTQ layout, fp16 scales): `invarx eval --model DIR/gptq`
+ *                        and GPTQ loaders read it; it dequantizes to the searched model
+ *   transformed-fp/      the transformed full-precision model, HF safetensors
+ *   transformed-fp.bin   the same in llama2.c format (llama models llama2.c can hold)
+ *   quantized-fake.bin   the fake-quantized (dequantized float32) searched model, llama2.c
+ *   export.json          what was written, the GPTQ packing report, and what was skipped and why
  */
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { encodeLlama2c } from '../core/model/llama2c';
+import { InvarxError } from '../core/errors';
+import { llama2cIncompatibility, writeGptqExport, writeHfExport, writeLlama2cExport, type BlockQuantized } from '../core/export';
 import type { Model } from '../core/model/types';
 
-export function writeLlamaExports(dir: string, transformed: Model, quantized: Model): void {
-  if (transformed.config.arch !== 'llama' || transformed.config.ropeLayout !== 'interleaved') return;
-  writeFileSync(join(dir, 'transformed-fp.bin'), encodeLlama2c(transformed));
-  writeFileSync(join(dir, 'quantized-fake.bin'), encodeLlama2c(quantized));
+export interface ExportManifest {
+  files: string[];
+  gptq: { bits: number; groupSize: number; checkpointFormat: string; paddedHidden?: { from: number; to: number }; scalesRounded: number } | null;
+  skipped: { what: string; why: string }[];
+}
+
+export interface SearchExport {
+  /** transforms.msgpack's bytes. */
+  transforms: Uint8Array;
+  /** The transformed FP model. */
+  transformed: Model;
+  /** The searched fake-quant model and its integer codes per block. */
+  quantized: Model;
+  codes: BlockQuantized[];
+}
+
+export function writeSearchExport(dir: string, { transforms, transformed, quantized, codes }: SearchExport): ExportManifest {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'transforms.msgpack'), transforms);
+  const m: ExportManifest = { files: ['transforms.msgpack'], gptq: null, skipped: [] };
+  try {
+    const rep = writeGptqExport(join(dir, 'gptq'), transformed, codes);
+    const { bits, groupSize, checkpointFormat, paddedHidden, scalesRounded } = rep;
+    m.gptq = { bits, groupSize, checkpointFormat, paddedHidden, scalesRounded };
+    m.files.push(...rep.files.map((f) => `gptq/${f}`));
+  } catch (e) {
+    // A setting GPTQ loaders cannot hold (5-7 bits, a dim not divisible by 32) is reported, not fatal.
+    if (!(e instanceof InvarxError)) throw e;
+    m.skipped.push({ what: 'gptq/', why: e.message });
+  }
+  m.files.push(...writeHfExport(join(dir, 'transformed-fp'), transformed).map((f) => `transformed-fp/${f}`));
+  const why = llama2cIncompatibility(transformed);
+  if (why) {
+    m.skipped.push({ what: 'transformed-fp.bin, quantized-fake.bin', why });
+  } else {
+    writeLlama2cExport(join(dir, 'transformed-fp.bin'), transformed);
+    writeLlama2cExport(join(dir, 'quantized-fake.bin'), quantized);
+    m.files.push('transformed-fp.bin', 'quantized-fake.bin');
+  }
+  m.files.push('export.json');
+  writeFileSync(join(dir, 'export.json'), JSON.stringify(m, null, 2) + '\n');
+  return m;
 }

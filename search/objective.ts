@@ -15,7 +15,7 @@ import { attentionContext, norm } from '../core/forward';
 import type { Ops } from '../core/ops';
 import type { Block, F32, LinearName, ModelConfig } from '../core/model/types';
 import { fakeQuantRtnRect, type QuantSpec } from '../core/quant/rtn';
-import { gptqAttention, gptqFfn, rtnLinears, type BaseMethod } from './blockQuant';
+import { gptqAttention, gptqFfn, rtnLinears, type BaseMethod, type CodeSink } from './blockQuant';
 
 /** Fake-quantize one row (groups along it) into out. */
 function fakeQuantRtnRow(row: F32, spec: QuantSpec, out: F32): void {
@@ -128,8 +128,9 @@ export class BlockObjective {
    * installing them. `change` says what differs from the current state: with 'ffn' the
    * attention sublayer is unchanged and its cached output h is reused; with 'attn' an RTN
    * FFN keeps its quantized weights (GPTQ's depend on the FFN input, so they are redone).
+   * `codes` receives the integer codes of the linears this evaluation quantizes.
    */
-  fullEval(b: Block, change: Change = 'all'): { q: Block; h: F32; xn: F32; act: F32; err: F64; loss: number } {
+  fullEval(b: Block, change: Change = 'all', codes?: CodeSink): { q: Block; h: F32; xn: F32; act: F32; err: F64; loss: number } {
     const { cfg, N, spec, ops } = this;
     const d = cfg.dim;
     const H = cfg.hiddenDim;
@@ -137,7 +138,7 @@ export class BlockObjective {
     const gptq = this.method === 'gptq';
     const attnQ: Partial<Block> = change === 'ffn'
       ? { wq: this.q.wq, wk: this.q.wk, wv: this.q.wv, wo: this.q.wo }
-      : gptq ? gptqAttention(cfg, b, this.inputs(), spec, ops) : rtnLinears(cfg, b, spec, ['wq', 'wk', 'wv', 'wo']);
+      : gptq ? gptqAttention(cfg, b, this.inputs(), spec, ops, codes) : rtnLinears(cfg, b, spec, ['wq', 'wk', 'wv', 'wo'], codes);
     const q: Block = { ...b, ...attnQ };
     const xn = new Float32Array(N * d);
     const act = new Float32Array(N * H);
@@ -161,8 +162,8 @@ export class BlockObjective {
     norm(cfg, xn, h, q.ffnNorm, q.ffnNormBias, N);
     const ffnNames: LinearName[] = b.w3 ? ['w1', 'w3', 'w2'] : ['w1', 'w2'];
     const ffnQ: Partial<Block> = gptq
-      ? gptqFfn(cfg, b, xn, N, spec, ops)
-      : change === 'attn' ? { w1: this.q.w1, w3: this.q.w3, w2: this.q.w2 } : rtnLinears(cfg, b, spec, ffnNames);
+      ? gptqFfn(cfg, b, xn, N, spec, ops, codes)
+      : change === 'attn' ? { w1: this.q.w1, w3: this.q.w3, w2: this.q.w2 } : rtnLinears(cfg, b, spec, ffnNames, codes);
     for (const n of ffnNames) q[n] = ffnQ[n]!;
     for (let i = 0; i < N * d; i++) err[i] = h[i] - y[i] + (q.b2 ? q.b2[i % d] : 0);
     this.unitActs(act, xn, q.w1, q.w3, q.b1, allUnits(H));

@@ -11,15 +11,13 @@
  * Snapshots are taken at stint boundaries; a resumed run replays the accepted moves onto
  * the original weights and repeats the same float operations in the same order.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { Packr } from 'msgpackr';
 import type { Logger } from 'pino';
 import { fail } from '../core/errors';
 import { blockForward, forward } from '../core/forward';
 import { applyTransforms, type Transform } from '../core/invariance';
 import { loadModel } from '../core/model/load';
-import { cloneBlock, type Block, type F32, type Model } from '../core/model/types';
+import { blockLinears, cloneBlock, type Block, type F32, type Model } from '../core/model/types';
 import type { Ops } from '../core/ops';
 import { bestBackend } from '../kernels/registry';
 import { evaluateModels, gapClosed } from '../core/metrics';
@@ -35,7 +33,8 @@ import { resolveTokenSets, type TokenSets } from './tokens';
 import { scaleInit, type ScaleSite } from './scaleInit';
 import { QualityProbe } from './validation';
 import { Evaluator, blockIn, type CandidateResult } from './evaluator';
-import { writeLlamaExports } from './export';
+import { writeSearchExport } from './export';
+import type { BlockQuantized } from '../core/export';
 
 export const SNAPSHOT_VERSION = 1;
 
@@ -113,7 +112,7 @@ class Search implements SearchJob {
     private log?: Logger,
   ) {
     this.hash = configHash(config, tuning);
-    this.spec = { bits: config.bits, group: config.group, clip: tuning.clip };
+    this.spec = { bits: config.bits, group: config.group, clip: tuning.clip, f16Scales: tuning.f16Scales };
     this.on = new Set(config.invariances);
     this.rng = Rng.fromSeed(config.seed);
     this.cur = model.blocks.map(cloneBlock);
@@ -377,7 +376,7 @@ class Search implements SearchJob {
   /** A quantizer on the untransformed model: the base (plain, or with clip search) or plain RTN. */
   private referenceModel(method: 'rtn' | 'gptq', clip: boolean): Model {
     const c = this.config;
-    return quantizeModel(this.model, { bits: c.bits, group: c.group, method, clip, calib: this.tokens.calib, ops: this.ops });
+    return quantizeModel(this.model, { bits: c.bits, group: c.group, method, clip, f16Scales: this.spec.f16Scales, calib: this.tokens.calib, ops: this.ops });
   }
 
   async report(): Promise<FinalReport> {
@@ -409,10 +408,33 @@ class Search implements SearchJob {
   }
 
   async exportTo(dir: string): Promise<void> {
-    mkdirSync(dir, { recursive: true });
     const packr = new Packr({ moreTypes: true });
-    writeFileSync(join(dir, 'transforms.msgpack'), packr.pack({ config: this.config, moves: this.b.moves }));
-    writeLlamaExports(dir, { ...this.model, blocks: this.cur }, this.searchedModel());
+    writeSearchExport(dir, {
+      transforms: packr.pack({ config: this.config, moves: this.b.moves }),
+      transformed: { ...this.model, blocks: this.cur },
+      quantized: this.searchedModel(),
+      codes: this.searchedCodes(),
+    });
+  }
+
+  /**
+   * Integer codes of the searched model: each block quantized again, as quantizeFrom does,
+   * with the quantizers' codes kept; checked to dequantize to the searched weights exactly.
+   */
+  private searchedCodes(): BlockQuantized[] {
+    const cfg = this.model.config;
+    let xs = this.calibFp[0];
+    return this.cur.map((b, l) => {
+      const codes: BlockQuantized = {};
+      const obj = new BlockObjective(cfg, this.blockData(l, xs), this.spec, this.ops, this.config.base);
+      const { q } = obj.fullEval(b, 'all', codes);
+      for (const name of blockLinears(cfg)) {
+        const want = this.qBlocks[l][name]!;
+        if (!q[name]!.every((v, i) => Object.is(v, want[i]))) throw new Error(`export: block ${l} ${name} re-quantizes differently from the searched model`);
+      }
+      if (l + 1 < cfg.nLayers) xs = this.runQuantBlock(l, xs);
+      return codes;
+    });
   }
 
   async close(): Promise<void> {

@@ -32,10 +32,11 @@
  *
  * Shapes: GPTQ loaders allocate qweight as [in/32·b, out] and qzeros as [nGroups, out/32·b],
  * and their dequantizers reshape `in` into groups of group_size, so every quantized linear
- * needs in % 32 = 0, out % 32 = 0 and in % group = 0. A ragged last group (which core/quant
- * allows) is refused with an error naming the layer rather than padded: padding would change
- * tensor shapes that loaders check against config.json. One group per row (group ≥ in for
- * every linear) is written as group_size −1.
+ * needs in % 32 = 0, out % 32 = 0 and in % group = 0. An FFN hidden size that breaks this
+ * (stories260K's 172) is padded with zero units (padHidden.ts: exact, the config says the
+ * padded intermediate_size); any other ragged last group (which core/quant allows) is
+ * refused with an error naming the layer. One group per row (group ≥ in for every linear)
+ * is written as group_size −1.
  */
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -50,6 +51,7 @@ import {
   type TensorToWrite,
 } from '../model/safetensors';
 import { packQweight, packQzeros, unpackQweight, unpackQzeros } from './pack';
+import { padFfnHidden, paddedHiddenDim } from './padHidden';
 
 /** Integer codes of a block's linears (the ones core/quant hands out through onQuantized). */
 export type BlockQuantized = Partial<Record<LinearName, Quantized>>;
@@ -72,6 +74,8 @@ export interface GptqExportOptions {
   baseConfig?: Record<string, unknown>;
   /** Shard above this many bytes (default 4 GiB). */
   maxShardBytes?: number;
+  /** Pad an FFN hidden size the layout cannot hold with zero units (default true). */
+  padHidden?: boolean;
 }
 
 export interface GptqExportReport {
@@ -88,6 +92,8 @@ export interface GptqExportReport {
   zeroShiftedGroups: number;
   /** v1 only: groups with zero point 0 stored mirrored with a negative scale. */
   mirroredGroups: number;
+  /** Set when the FFN hidden size was padded with zero units to fit the layout. */
+  paddedHidden?: { from: number; to: number };
 }
 
 /** A copy of qz whose scales are rounded to fp16 (codes and zeros unchanged): what an export of qz holds. */
@@ -174,6 +180,12 @@ interface PackedLinear {
   nGroups: number;
 }
 
+function lcm(a: number, b: number): number {
+  let [x, y] = [a, b];
+  while (y) [x, y] = [y, x % y];
+  return (a / x) * b;
+}
+
 /** Pack one linear's codes; counts go into `rep`. */
 function packLinear(qz: Quantized, format: CheckpointFormat, rep: GptqExportReport): PackedLinear {
   const { rows: out, cols: inDim, bits } = qz;
@@ -258,6 +270,16 @@ export function writeGptqExport(dir: string, model: Model, quant: readonly Block
   const format = opts.checkpointFormat ?? 'gptq';
   if (format !== 'gptq' && format !== 'gptq_v2') fail('bad-config', `unknown GPTQ checkpoint format ${String(format)} (gptq or gptq_v2)`);
   const floatDtype = opts.floatDtype ?? 'F32';
+  const H = model.config.hiddenDim;
+  const group = quant[0]?.w2?.group;
+  let paddedHidden: GptqExportReport['paddedHidden'];
+  if (opts.padHidden !== false && group !== undefined) {
+    const H2 = paddedHiddenDim(H, group < H ? lcm(32, group) : 32);
+    if (H2 !== H) {
+      ({ model, quant } = padFfnHidden(model, quant, H2));
+      paddedHidden = { from: H, to: H2 };
+    }
+  }
   const { bits, groupSize } = checkLayout(model, quant);
   // An interleaved-RoPE (llama2.c) model is written in HF's half layout: permute the rows
   // of wq/wk codes exactly as hfTensors permutes the weights (rows quantize independently).
@@ -265,6 +287,7 @@ export function writeGptqExport(dir: string, model: Model, quant: readonly Block
   const layout = hfLayoutOf(model, opts.baseConfig);
   const rep: GptqExportReport = {
     files: [], bits, groupSize, checkpointFormat: format, scalesRounded: 0, maxScaleRelError: 0, zeroShiftedGroups: 0, mirroredGroups: 0,
+    paddedHidden,
   };
   const tensors: TensorToWrite[] = [];
   for (const t of hfTensors(model, layout)) {

@@ -196,7 +196,7 @@ export function gptqQuantize(
       for (let g = 0; g < nG; g++) {
         const glen = Math.min(group, cols - g * group);
         for (let c = 0; c < glen; c++) cur[c] = W[r * cols + g * group + c];
-        groupParams(cur, 0, glen, maxq, grid, params);
+        groupParams(cur, 0, glen, maxq, grid, params, spec.f16Scales);
         scale[r * nG + g] = params[0];
         zero[r * nG + g] = params[1];
       }
@@ -215,7 +215,7 @@ export function gptqQuantize(
         const glen = Math.min(group, cols - i);
         for (let r = 0; r < rows; r++) {
           currentGroupRow(cur, W, Err1, Hinv, r, cols, blocksize, i1, i, i2, glen);
-          groupParams(cur, 0, glen, maxq, grid, params);
+          groupParams(cur, 0, glen, maxq, grid, params, spec.f16Scales);
           scale[r * nG + g] = params[0];
           zero[r * nG + g] = params[1];
         }

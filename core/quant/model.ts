@@ -122,6 +122,8 @@ export interface QuantizeModelOptions extends GptqOptions {
   group: number;
   method: QuantMethod;
   clip?: boolean | number[];
+  /** Scales rounded to fp16 before the codes are chosen (what a packed checkpoint holds). */
+  f16Scales?: boolean;
   /** Calibration token sequences (GPTQ only). */
   calib?: number[][];
   ops?: Ops;
@@ -132,7 +134,7 @@ export interface QuantizeModelOptions extends GptqOptions {
 /** A new model with every block linear fake-quantized; `model` is not changed. */
 export function quantizeModel(model: Model, opts: QuantizeModelOptions): Model {
   const cfg = model.config;
-  const spec: QuantSpec = { bits: opts.bits, group: opts.group, clip: opts.clip };
+  const spec: QuantSpec = { bits: opts.bits, group: opts.group, clip: opts.clip, f16Scales: opts.f16Scales };
   for (const name of blockLinears(cfg)) validateSpec(spec, linearShape(cfg, name)[1]);
   const out = cloneModel(model);
   if (opts.method === 'rtn') {

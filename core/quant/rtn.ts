@@ -25,6 +25,7 @@
  */
 import { InvarxError } from '../errors';
 import type { F32 } from '../model/types';
+import { f16Round } from '../model/safetensors';
 
 export interface QuantSpec {
   /** Bits per weight, an integer 2..8. */
@@ -33,6 +34,11 @@ export interface QuantSpec {
   group: number;
   /** Clip-ratio search: true = DEFAULT_CLIP_GRID; an array = ratios in (0, 1]. 1.0 is always tried. */
   clip?: boolean | number[];
+  /**
+   * Round every scale to fp16 before the codes are chosen, so the fake-quant weights are
+   * exactly what a packed GPTQ checkpoint (fp16 scales) holds.
+   */
+  f16Scales?: boolean;
 }
 
 /** Integer codes of a quantized weight [rows, cols] and their per-group grids. */
@@ -98,13 +104,17 @@ export function quantCode(x: number, scale: number, zero: number, maxq: number):
   return q < 0 ? 0 : q > maxq ? maxq : q;
 }
 
+/** Largest finite fp16 value: an fp16 scale is clamped to it rather than become Inf. */
+const F16_MAX = 65504;
+
 /**
- * Grid of the range [lo, hi] (lo ≤ 0 ≤ hi) into out[0] = scale (float32), out[1] = zero.
- * A zero range (an all-zero group) gets scale 1, zero 0: every weight maps to 0.0 exactly
- * and nothing divides by zero.
+ * Grid of the range [lo, hi] (lo ≤ 0 ≤ hi) into out[0] = scale (float32, or fp16 with
+ * `f16`), out[1] = zero. A zero range (an all-zero group, or one too small for an fp16
+ * scale) gets scale 1, zero 0: every weight maps to 0.0 exactly and nothing divides by zero.
  */
-function rangeParams(lo: number, hi: number, maxq: number, out: Float64Array): void {
-  const scale = Math.fround((hi - lo) / maxq);
+function rangeParams(lo: number, hi: number, maxq: number, out: Float64Array, f16: boolean): void {
+  let scale = Math.fround((hi - lo) / maxq);
+  if (f16) scale = Math.min(f16Round(scale), F16_MAX);
   if (!(scale > 0)) {
     out[0] = 1;
     out[1] = 0;
@@ -141,6 +151,7 @@ const trial = new Float64Array(2);
  */
 export function groupParams(
   w: Float32Array | Float64Array, off: number, len: number, maxq: number, grid: readonly number[] | null, out: Float64Array,
+  f16 = false,
 ): void {
   let lo = 0;
   let hi = 0;
@@ -149,13 +160,13 @@ export function groupParams(
     if (x < lo) lo = x;
     if (x > hi) hi = x;
   }
-  rangeParams(lo, hi, maxq, out);
+  rangeParams(lo, hi, maxq, out, f16);
   if (grid === null || lo === hi) return;
   let best = groupError(w, off, len, out[0], out[1], maxq, Infinity);
   for (let k = 0; k < grid.length; k++) {
     const r = grid[k];
     if (r === 1) continue;
-    rangeParams(r * lo, r * hi, maxq, trial);
+    rangeParams(r * lo, r * hi, maxq, trial, f16);
     const err = groupError(w, off, len, trial[0], trial[1], maxq, best);
     if (err < best) {
       best = err;
@@ -182,7 +193,7 @@ export function quantizeRtn(w: F32, rows: number, cols: number, spec: QuantSpec)
     for (let g = 0; g < nG; g++) {
       const off = r * cols + g * group;
       const len = Math.min(group, cols - g * group);
-      groupParams(w, off, len, maxq, grid, params);
+      groupParams(w, off, len, maxq, grid, params, spec.f16Scales);
       const s = params[0];
       const z = params[1];
       scale[r * nG + g] = s;
@@ -242,7 +253,7 @@ export function fakeQuantRtnRect(
     for (let g = groupStart; g < groupEnd; g++) {
       const off = r * cols + g * group;
       const end = r * cols + Math.min(cols, (g + 1) * group);
-      groupParams(w, off, end - off, maxq, grid, params);
+      groupParams(w, off, end - off, maxq, grid, params, spec.f16Scales);
       const s = params[0];
       const z = params[1];
       for (let j = off; j < end; j++) out[j] = (quantCode(w[j], s, z, maxq) - z) * s;

@@ -94,7 +94,7 @@ function evaluate(o: EvalOptions): void {
       if (shared > 0) process.stderr.write(`invarx: warning: ${shared} held-out sequences also occur in the calibration set\n`);
     }
     note(`quantizing with ${method}…`);
-    models[method] = quantizeModel(fp, { bits, group, method, calib, ops });
+    models[method] = quantizeModel(fp, { bits, group, method, calib, ops, f16Scales: true });
   }
   note('evaluating…');
   const res = evaluateModels(fp, models as Record<string, Model>, heldOut, { ops });

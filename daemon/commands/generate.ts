@@ -72,7 +72,7 @@ function generate(o: GenerateOptions, cmd: Command): void {
   if (quantize) {
     const calib = method !== 'gptq' ? undefined
       : o.calibTokens ? loadTokenFile(o.calibTokens, model.config) : defaultCalibTokens(model, ops);
-    model = quantizeModel(model, { bits, group, method: method as 'rtn' | 'gptq', calib, ops });
+    model = quantizeModel(model, { bits, group, method: method as 'rtn' | 'gptq', calib, ops, f16Scales: true });
   }
 
   const prompt = tok.encode(o.prompt, { bos: true });

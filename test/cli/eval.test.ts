@@ -32,8 +32,8 @@ describe('invarx eval', () => {
     expect(Object.keys(out.rtn).sort()).toEqual(['kl', 'ppl']);
     expect(Object.keys(out.gptq).sort()).toEqual(['kl', 'ppl']);
     // The same numbers in-process (plain JS; the CLI's wasm backend differs by float32 round-off).
-    const rtn = quantizeModel(m, { bits: 3, group: 32, method: 'rtn' });
-    const gptq = quantizeModel(m, { bits: 3, group: 32, method: 'gptq', calib });
+    const rtn = quantizeModel(m, { bits: 3, group: 32, method: 'rtn', f16Scales: true });
+    const gptq = quantizeModel(m, { bits: 3, group: 32, method: 'gptq', calib, f16Scales: true });
     const ref = evaluateModels(m, { rtn, gptq }, held);
     expect(out.fp.ppl).toBeCloseTo(ref.fp.ppl, 3);
     expect(out.rtn.ppl).toBeCloseTo(ref.models.rtn.ppl, 2);

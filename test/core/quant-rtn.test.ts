@@ -5,6 +5,7 @@ import { Rng } from '../../core/rng';
 import {
   DEFAULT_CLIP_GRID, dequantize, fakeQuantRtn, fakeQuantRtnRect, numGroups, quantizeRtn, validateSpec, type QuantSpec,
 } from '../../core/quant/rtn';
+import { f16Round } from '../../core/model/safetensors';
 
 /** A weight [rows, cols] plus a spec whose group may not divide cols. */
 const caseArb = fc
@@ -97,6 +98,33 @@ describe('RTN', () => {
       }),
       { numRuns: 200 },
     );
+  });
+
+  it('with fp16 scales: every scale is an fp16 value, codes are chosen on it, and weights stay within half a step of the fp16 grid', () => {
+    fc.assert(
+      fc.property(caseArb, fc.boolean(), ({ rows, cols, spec, w }, clip) => {
+        const s = { ...spec, clip, f16Scales: true };
+        const qz = quantizeRtn(w, rows, cols, s);
+        const maxq = 2 ** s.bits - 1;
+        for (const sc of qz.scale) expect(f16Round(sc)).toBe(sc);
+        expect(dequantize(qz)).toEqual(fakeQuantRtn(w, rows, cols, s));
+        if (clip) return;
+        const deq = dequantize(qz);
+        for (const { lo, hi, off, end } of groupRanges(w, rows, cols, s.group)) {
+          // The grid s·(k − z), k = 0..maxq, with s = fp16(range / maxq) (clamped to fp16's
+          // largest value) reaches within s/2 of lo; where s came out below range / maxq its
+          // top falls short of hi by the rest. A range whose fp16 scale underflows maps to 0.
+          const s16 = Math.min(f16Round(Math.fround((hi - lo) / maxq)), 65504);
+          const slack = 1e-6 * (hi - lo) + 1e-38;
+          const bound = s16 > 0 ? s16 / 2 + Math.max(0, hi - lo - maxq * s16) + slack : Math.max(-lo, hi);
+          for (let j = off; j < end; j++) expect(Math.abs(deq[j] - w[j])).toBeLessThanOrEqual(bound);
+        }
+      }),
+      { numRuns: 300 },
+    );
+    // A scale that is not an fp16 value without the option.
+    const w = Float32Array.of(0.1, -0.3, 0.77, 0.05);
+    expect(f16Round(quantizeRtn(w, 1, 4, { bits: 3, group: 4 }).scale[0])).not.toBe(quantizeRtn(w, 1, 4, { bits: 3, group: 4 }).scale[0]);
   });
 
   it('re-quantizes a rectangle of rows × groups exactly like the whole matrix, touching nothing else', () => {

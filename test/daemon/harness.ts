@@ -3,7 +3,7 @@
  * to it over its socket (raw frames) or through the CLI.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,9 +11,9 @@ import { FrameDecoder, MAX_REPLY_FRAME, encodeFrame, packr } from '../../daemon/
 import type { JobView } from '../../daemon/scheduler';
 import type { RunConfig } from '../../search/contract';
 import { CLI, ensureBuilt, type CliResult } from '../cli/cli';
-import { MODEL_PATH, ROOT } from '../helpers';
+import { MODEL_PATH, ROOT, readDir, sameFiles } from '../helpers';
 
-export { CLI, ensureBuilt, MODEL_PATH, ROOT };
+export { CLI, ensureBuilt, MODEL_PATH, ROOT, readDir, sameFiles };
 
 /** A small, quick search (as in test/search): few short sequences, 4-step stints. */
 export const TUNING = { calibSeqs: 4, validSeqs: 2, evalSeqs: 4, seqTokens: 64, blockSteps: 4 };
@@ -195,16 +195,6 @@ export function waitState(home: string, job: string, states: string[], timeoutMs
 export function cli(home: string, ...args: string[]): CliResult {
   const r = spawnSync(process.execPath, [CLI, ...args, '--home', home], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-/** name → bytes of every file in a directory. */
-export function readDir(dir: string): Map<string, Buffer> {
-  return new Map(readdirSync(dir).sort().map((n) => [n, readFileSync(join(dir, n))]));
-}
-
-/** Same file names, same bytes (Buffer.equals: a deep toEqual on megabytes is slow). */
-export function sameFiles(a: Map<string, Buffer>, b: Map<string, Buffer>): boolean {
-  return a.size === b.size && [...a].every(([name, bytes]) => b.get(name)?.equals(bytes) === true);
 }
 
 export function jobLog(home: string, job: string): Record<string, unknown>[] {

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runConfigFromOptions } from '../../daemon/commands/runOptions';
 import { createSearchJob } from '../../search/run';
 import { DaemonProc, TUNING, call, ensureBuilt, jobConfig, jobLog, readDir, sleep, status, submit, tmpHome, waitFor, waitState } from './harness';
-import { MODEL_PATH } from '../helpers';
+import { MODEL_PATH, SEARCH_EXPORT_FILES } from '../helpers';
 
 const STEPS = 60;
 const CONFIG = jobConfig({ steps: STEPS });
@@ -47,7 +47,7 @@ afterAll(async () => {
 });
 
 function expectSameExport(got: Map<string, Buffer>, want: Map<string, Buffer>): void {
-  expect([...got.keys()]).toEqual(['quantized-fake.bin', 'transformed-fp.bin', 'transforms.msgpack']);
+  expect([...got.keys()]).toEqual(SEARCH_EXPORT_FILES);
   expect([...got.keys()]).toEqual([...want.keys()]);
   for (const [name, bytes] of want) expect(got.get(name)!.equals(bytes), `${name} differs`).toBe(true);
 }

@@ -14,6 +14,7 @@ import { MAX_FRAME, encodeFrame, packr } from '../../daemon/protocol';
 import type { JobView } from '../../daemon/scheduler';
 import { expectUserError } from '../cli/cli';
 import { Conn, DaemonProc, MODEL_PATH, TUNING, call, cli, ensureBuilt, jobConfig, readDir, sameFiles, status, submit, tmpHome, waitFor, waitState } from './harness';
+import { SEARCH_EXPORT_FILES } from '../helpers';
 
 const ERROR_CODES = new Set(['bad-frame', 'bad-request', 'unknown-verb', 'bad-args', 'bad-job-id', 'no-such-job', 'frame-too-large', 'bad-state', 'not-done', 'busy']);
 
@@ -303,7 +304,7 @@ describe('daemon process', () => {
     const out = join(mkdtempSync(join(tmpdir(), 'ixe-')), 'nested', 'out');
     const ex = cli(home, 'export', id, '--out', out);
     expect(ex.code).toBe(0);
-    expect([...readDir(out).keys()]).toEqual(['quantized-fake.bin', 'transformed-fp.bin', 'transforms.msgpack']);
+    expect([...readDir(out).keys()]).toEqual(SEARCH_EXPORT_FILES);
     expect(sameFiles(readDir(out), readDir(join(home, 'jobs', id, 'export')))).toBe(true);
     expectUserError(cli(home, 'export', id, '--out', join(home, 'jobs', 'x')), /inside the daemon's home/);
     expect(existsSync(join(home, 'jobs', 'x'))).toBe(false);

@@ -340,15 +340,18 @@ describe('what GPTQ loaders cannot take is refused with a clear error', () => {
   const rng = Rng.fromSeed(2);
   const codes = (bits: number, group: number) => quantizeAll(m, (r, c) => randomQuantized(rng, r, c, bits, group)).quant;
 
-  it('dimensions not divisible by 32 (the shipped stories260K: hidden 172)', () => {
+  it('dimensions not divisible by 32 (the shipped stories260K: hidden 172) without hidden padding', () => {
     const s = shippedModel();
     const quant = quantizeAll(s, (r, c) => randomQuantized(rng, r, c, 4, 4)).quant;
-    expectConfigError(() => writeGptqExport(fresh(), s, quant), /block 0 w1: GPTQ loaders need both dimensions of a packed linear divisible by 32, it is \[172, 64\]/);
+    expectConfigError(
+      () => writeGptqExport(fresh(), s, quant, { padHidden: false }),
+      /block 0 w1: GPTQ loaders need both dimensions of a packed linear divisible by 32, it is \[172, 64\]/,
+    );
   });
 
   it('ragged last groups, group sizes above some input dimensions, unpackable bit widths, missing codes', () => {
     expectConfigError(() => writeGptqExport(fresh(), m, codes(4, 48)), /block 0 wq: input dimension 64 is not a multiple of group size 48; GPTQ loaders cannot read a ragged last group/);
-    expectConfigError(() => writeGptqExport(fresh(), m, codes(4, 64)), /block 0 w2: input dimension 96 is not a multiple of group size 64/);
+    expectConfigError(() => writeGptqExport(fresh(), m, codes(4, 64), { padHidden: false }), /block 0 w2: input dimension 96 is not a multiple of group size 64/);
     expectConfigError(() => writeGptqExport(fresh(), m, codes(5, 32)), /5-bit weights cannot be packed/);
     const partial = codes(4, 32);
     delete partial[1].w3;
@@ -360,5 +363,57 @@ describe('what GPTQ loaders cannot take is refused with a clear error', () => {
     expect(writeGptqExport(dir, m, codes(2, 1000)).groupSize).toBe(-1);
     expect(JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')).quantization_config.group_size).toBe(-1);
     expect(loadModel(dir).blocks[0].w2.length).toBe(64 * 96);
+  });
+});
+
+describe('an FFN hidden size the layout cannot hold is padded with zero units, exactly', () => {
+  const rtnCodes = (m: Model, bits: number, group: number) => {
+    let l = 0;
+    const names = blockLinears(m.config);
+    return quantizeAll(m, (rows, cols) => {
+      const w = m.blocks[Math.floor(l / names.length)][names[l++ % names.length]]!;
+      return quantizeRtn(w, rows, cols, { bits, group, clip: true, f16Scales: true });
+    });
+  };
+
+  it('the shipped stories260K (hidden 172) at 3 and 4 bits, group 32: hidden 192, same logits and perplexity', () => {
+    const s = shippedModel();
+    const seqs = [[1, 403, 407, 261, 378, 410, 284, 267, 395, 302, 261, 29], [1, 20, 300, 41, 7]];
+    for (const bits of [3, 4]) {
+      const { quant, fake } = rtnCodes(s, bits, 32);
+      const dir = fresh();
+      const rep = writeGptqExport(dir, s, quant);
+      expect(rep.paddedHidden).toEqual({ from: 172, to: 192 });
+      expect(rep.scalesRounded).toBe(0);
+      expect(JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')).intermediate_size).toBe(192);
+      const back = withRopeLayout(loadModel(dir), 'interleaved');
+      expect(back.config.hiddenDim).toBe(192);
+      back.blocks.forEach((b, l) => {
+        const f = fake.blocks[l];
+        // Real units unchanged, padding units zero in and out.
+        for (let j = 0; j < 192; j++) {
+          for (let i = 0; i < 64; i++) {
+            expect(b.w1[j * 64 + i]).toBe(j < 172 ? f.w1[j * 64 + i] : 0);
+            expect(b.w3![j * 64 + i]).toBe(j < 172 ? f.w3![j * 64 + i] : 0);
+            expect(b.w2[i * 192 + j]).toBe(j < 172 ? f.w2[i * 172 + j] : 0);
+          }
+        }
+      });
+      for (const seq of seqs) expect(forward(back, seq).logits).toEqual(forward(fake, seq).logits);
+      expect(perplexity(back, seqs).ppl).toBe(perplexity(fake, seqs).ppl);
+    }
+  });
+
+  it('opt with a ragged last w2 group (hidden 96, group 64 -> 128)', () => {
+    const m = randomModel({ arch: 'opt', dim: 64, hiddenDim: 96, nHeads: 4, nKvHeads: 4, vocabSize: 48, seed: 12 });
+    // group 32 divides 96: nothing to pad.
+    expect(writeGptqExport(fresh(), m, rtnCodes(m, 4, 32).quant).paddedHidden).toBeUndefined();
+    const q64 = rtnCodes(m, 2, 64);
+    const dir = fresh();
+    expect(writeGptqExport(dir, m, q64.quant).paddedHidden).toEqual({ from: 96, to: 128 });
+    const back = loadModel(dir);
+    expect(back.config.hiddenDim).toBe(128);
+    expect(Array.from(back.blocks[0].b1!.subarray(96))).toEqual(new Array(32).fill(0));
+    for (const seq of SEQS) expect(forward(back, seq).logits).toEqual(forward(q64.fake, seq).logits);
   });
 });

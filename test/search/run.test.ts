@@ -5,10 +5,13 @@ import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
 import { forward } from '../../core/forward';
 import { readLlama2c } from '../../core/model/llama2c';
+import { loadModel } from '../../core/model/load';
+import { withRopeLayout } from '../../core/model/hf';
+import { perplexity } from '../../core/metrics';
 import { DEFAULT_CONFIG } from '../../search/config';
 import type { RunConfig, SearchJob } from '../../search/contract';
 import { createSearchJob } from '../../search/run';
-import { MODEL_PATH, ROOT, shippedModel } from '../helpers';
+import { MODEL_PATH, ROOT, SEARCH_EXPORT_FILES, readDir, sameFiles, shippedModel } from '../helpers';
 
 /** A small, quick search: few short calibration sequences, short stints. */
 const tuning = { calibSeqs: 4, validSeqs: 2, evalSeqs: 4, seqTokens: 64, blockSteps: 4 };
@@ -34,9 +37,9 @@ describe('search run', () => {
     const [da, db] = [tmp(), tmp()];
     await a.exportTo(da);
     await b.exportTo(db);
-    for (const f of ['transforms.msgpack', 'quantized-fake.bin', 'transformed-fp.bin']) {
-      expect(readFileSync(join(da, f)).equals(readFileSync(join(db, f)))).toBe(true);
-    }
+    const [fa, fb] = [readDir(da), readDir(db)];
+    expect([...fa.keys()]).toEqual(SEARCH_EXPORT_FILES);
+    expect(sameFiles(fa, fb)).toBe(true);
     await a.close();
     await b.close();
   });
@@ -62,6 +65,42 @@ describe('search run', () => {
     expect(Array.from(transformed.blocks[0].w2)).not.toEqual(Array.from(shippedModel().blocks[0].w2));
     await job.close();
   });
+
+  for (const base of ['rtn', 'gptq'] as const) {
+    it(`exports the searched model (${base} base) as a packed GPTQ checkpoint that loads back to the same weights and perplexity`, async () => {
+      const job = await createSearchJob(config({ base, steps: 8 }), { tuning });
+      await runToEnd(job);
+      const dir = tmp();
+      await job.exportTo(dir);
+      const manifest = JSON.parse(readFileSync(join(dir, 'export.json'), 'utf8'));
+      expect(manifest.gptq).toEqual({ bits: 3, groupSize: 32, checkpointFormat: 'gptq', paddedHidden: { from: 172, to: 192 }, scalesRounded: 0 });
+      expect(manifest.skipped).toEqual([]);
+      const fake = readLlama2c(join(dir, 'quantized-fake.bin'));
+      const packed = loadModel(join(dir, 'gptq'));
+      // The packed model in llama2.c's layout, without the zero padding units, is the searched model bit for bit.
+      const back = withRopeLayout(packed, 'interleaved');
+      expect(back.config.hiddenDim).toBe(192);
+      back.blocks.forEach((b, l) => {
+        const f = fake.blocks[l];
+        for (const k of ['wq', 'wk', 'wv', 'wo'] as const) expect(b[k]).toEqual(f[k]);
+        for (let j = 0; j < 192; j++) {
+          const row = (w: Float32Array) => Array.from(w.subarray(j * 64, (j + 1) * 64));
+          expect(row(b.w1)).toEqual(j < 172 ? row(f.w1) : new Array(64).fill(0));
+          expect(row(b.w3!)).toEqual(j < 172 ? row(f.w3!) : new Array(64).fill(0));
+        }
+        for (let i = 0; i < 64; i++) {
+          expect(Array.from(b.w2.subarray(i * 192, i * 192 + 172))).toEqual(Array.from(f.w2.subarray(i * 172, (i + 1) * 172)));
+          expect(Array.from(b.w2.subarray(i * 192 + 172, (i + 1) * 192))).toEqual(new Array(20).fill(0));
+        }
+      });
+      const seqs = [[1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315], [1, 20, 300, 41, 7, 9]];
+      const want = perplexity(fake, seqs).ppl;
+      // The HF layout sums q·k in another order: float32 round-off only.
+      expect(Math.abs(perplexity(packed, seqs).ppl / want - 1)).toBeLessThan(1e-5);
+      expect(perplexity(back, seqs).ppl).toBe(want);
+      await job.close();
+    });
+  }
 
   it('resumes from a mid-run snapshot to exactly the uninterrupted result', async () => {
     const whole = await createSearchJob(config(), { tuning });
