@@ -41,8 +41,6 @@ export interface SearchTuning {
   attnShare: number;
   /** Steps spent on one block before moving to the next. */
   blockSteps: number;
-  /** Validation check every this many steps. */
-  validateEvery: number;
   /** Calibration / validation / evaluation set sizes (sequences × tokens) when sampled. */
   calibSeqs: number;
   validSeqs: number;
@@ -54,6 +52,28 @@ export interface SearchTuning {
   scaleInit: boolean;
   /** Quantize with fp16 scales, so the searched model is exactly its packed GPTQ export. */
   f16Scales: boolean;
+  /**
+   * Acceptance: 'greedy' takes the best candidate only if it lowers the loss; 'anneal' also
+   * takes a worse one with probability exp(−ΔL / (L0·T)), T falling linearly from
+   * `temperature` to 0 over the step budget.
+   */
+  accept: 'greedy' | 'anneal';
+  temperature: number;
+  /**
+   * Which block the next stint works on: 'round-robin', or 'gain' — after one visit each,
+   * the block whose last stint lowered its (normalised) loss most, with any block left
+   * unvisited for 2·nLayers stints taken first so none is starved.
+   */
+  schedule: 'round-robin' | 'gain';
+  /**
+   * Every `globalEvery`-th step (0 = never) scores candidates by L/L0 + globalWeight·KL/KL0,
+   * KL being KL(FP ‖ quantized) of the whole model's next-token distributions on the first
+   * `globalSeqs` calibration sequences with the candidate block in place (after
+   * InvarExplore's CE/CE0 + α·MSE/MSE0), KL0 its value for the base quantization.
+   */
+  globalEvery: number;
+  globalWeight: number;
+  globalSeqs: number;
 }
 
 export const DEFAULT_TUNING: SearchTuning = {
@@ -65,7 +85,6 @@ export const DEFAULT_TUNING: SearchTuning = {
   attnAngleStep: 5e-2,
   attnShare: 0.25,
   blockSteps: 25,
-  validateEvery: 25,
   calibSeqs: 32,
   validSeqs: 8,
   evalSeqs: 32,
@@ -73,7 +92,62 @@ export const DEFAULT_TUNING: SearchTuning = {
   clip: true,
   scaleInit: true,
   f16Scales: true,
+  accept: 'greedy',
+  temperature: 0.01,
+  schedule: 'round-robin',
+  globalEvery: 0,
+  globalWeight: 1,
+  globalSeqs: 8,
 };
+
+const ENUMS: Partial<Record<keyof SearchTuning, readonly string[]>> = {
+  accept: ['greedy', 'anneal'],
+  schedule: ['round-robin', 'gain'],
+};
+
+/** [min, max] and whether it must be an integer, for every numeric setting. */
+const RANGES: Partial<Record<keyof SearchTuning, [number, number, boolean]>> = {
+  unitFraction: [0, 1, false],
+  groupsPerMove: [1, 1 << 20, true],
+  scaleStep: [0, 10, false],
+  angleStep: [0, Math.PI, false],
+  attnScaleStep: [0, 10, false],
+  attnAngleStep: [0, Math.PI, false],
+  attnShare: [0, 1, false],
+  blockSteps: [1, 1e9, true],
+  calibSeqs: [1, 1e6, true],
+  validSeqs: [1, 1e6, true],
+  evalSeqs: [1, 1e6, true],
+  seqTokens: [2, 1 << 20, true],
+  temperature: [0, 1e6, false],
+  globalEvery: [0, 1e9, true],
+  globalWeight: [0, 1e6, false],
+  globalSeqs: [1, 1e6, true],
+};
+
+/** Tuning overrides merged onto the defaults; one clear InvarxError for an unknown key or impossible value. */
+export function resolveTuning(over: Partial<SearchTuning> = {}): SearchTuning {
+  const t = { ...DEFAULT_TUNING } as Record<string, unknown>;
+  for (const [k, v] of Object.entries(over)) {
+    if (v === undefined) continue;
+    const key = k as keyof SearchTuning;
+    if (!Object.hasOwn(DEFAULT_TUNING, k)) fail('bad-config', `unknown tuning key "${k}" (known: ${Object.keys(DEFAULT_TUNING).join(', ')})`);
+    const want = typeof DEFAULT_TUNING[key];
+    if (typeof v !== want) fail('bad-config', `tuning ${k} must be a ${want}, got ${JSON.stringify(v)}`);
+    const allowed = ENUMS[key];
+    if (allowed && !allowed.includes(v as string)) fail('bad-config', `tuning ${k} must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`);
+    const range = RANGES[key];
+    if (range) {
+      const [lo, hi, integer] = range;
+      const n = v as number;
+      if (!(Number.isFinite(n) && n >= lo && n <= hi) || (integer && !Number.isInteger(n))) {
+        fail('bad-config', `tuning ${k} must be ${integer ? 'an integer' : 'a number'} in [${lo}, ${hi}], got ${n}`);
+      }
+    }
+    t[k] = v;
+  }
+  return t as unknown as SearchTuning;
+}
 
 export const DEFAULT_CONFIG: Omit<RunConfig, 'model' | 'bits' | 'group'> = {
   base: 'rtn',

@@ -71,8 +71,8 @@ export interface FinalReport {
   candidatesPerSec: number;
   /** Per-block loss at start and end, for reports. */
   blocks: { block: number; startLoss: number; endLoss: number }[];
-  /** Loss/validation history: one entry per validation check. */
-  history: { step: number; loss: number; validation: number }[];
+  /** Loss/validation history: one entry per validation check (`block`: the stint's block; absent before the search). */
+  history: { step: number; loss: number; validation: number; block?: number }[];
   /** The three models compared (for samples); not serialized. */
   models?: { fp: Model; base: Model; searched: Model };
 }

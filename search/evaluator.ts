@@ -39,6 +39,13 @@ export function candidateLoss(cfg: ModelConfig, obj: BlockObjective, cur: Block,
   return obj.fullEval(nb, 'attn').loss;
 }
 
+/** The candidate's whole quantized block (for the global term, which runs the rest of the model on it). */
+export function candidateQuantBlock(cfg: ModelConfig, obj: BlockObjective, cur: Block, move: Move): Block {
+  const nb = candidateBlock(cur, move);
+  applyTransforms(cfg, nb, move.transforms);
+  return obj.fullEval(nb, move.kind).q;
+}
+
 /**
  * Scores candidates in this thread (workers = 1) or spread over a workerpool of threads
  * that read the block state from shared memory (workers > 1). Results are in move order

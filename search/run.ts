@@ -1,8 +1,9 @@
 /**
- * The search loop (DESIGN §5): stints of `blockSteps` steps on one block at a time, round
- * robin over blocks. A step draws K candidate moves from the seeded Rng, evaluates them
- * (the block-local objective, search/objective.ts), and accepts the best if it strictly
- * lowers the loss. After each stint the quantized model is checked on held-out validation
+ * The search loop (DESIGN §5): stints of `blockSteps` steps on one block at a time, the
+ * block chosen round robin or by recent gain. A step draws K candidate moves from the
+ * seeded Rng, evaluates them (the block-local objective, search/objective.ts, with the
+ * whole model's calibration KL added every `globalEvery` steps), and accepts the best if it
+ * strictly lowers the loss (or by annealing). After each stint the quantized model is checked on held-out validation
  * tokens; the run stops on its step budget, its time budget, or when validation has not
  * improved for `patience` checks, and ends in the state with the best validation loss.
  *
@@ -24,7 +25,7 @@ import { evaluateModels, gapClosed } from '../core/metrics';
 import { quantizeModel } from '../core/quant/model';
 import type { QuantSpec } from '../core/quant/rtn';
 import { Rng, type RngState } from '../core/rng';
-import { DEFAULT_TUNING, configHash, validateRunConfig, type SearchTuning } from './config';
+import { configHash, resolveTuning, validateRunConfig, type SearchTuning } from './config';
 import type { FinalReport, Progress, RunConfig, SearchJob, SearchSnapshot } from './contract';
 import { BlockObjective, copyInto, type BlockData } from './objective';
 import { rtnLinears } from './blockQuant';
@@ -32,11 +33,12 @@ import { attnKindsOn, drawAttnMove, drawFfnMove, type Move } from './proposals';
 import { resolveTokenSets, type TokenSets } from './tokens';
 import { scaleInit, type ScaleSite } from './scaleInit';
 import { QualityProbe } from './validation';
-import { Evaluator, blockIn, type CandidateResult } from './evaluator';
+import { nextBlock } from './schedule';
+import { Evaluator, blockIn, candidateQuantBlock, type CandidateResult } from './evaluator';
 import { writeSearchExport } from './export';
 import type { BlockQuantized } from '../core/export';
 
-export const SNAPSHOT_VERSION = 1;
+export const SNAPSHOT_VERSION = 2;
 
 export interface AcceptedMove {
   block: number;
@@ -50,6 +52,13 @@ interface Boundary {
   configHash: string;
   step: number;
   stint: number;
+  /** The block of the current (next) stint. */
+  block: number;
+  /** Per block: normalised loss decrease of its last stint, and the stint it was visited (−1: never). */
+  lastGain: number[];
+  lastVisit: number[];
+  /** KL of the base quantization on the global-term sequences (when the global term is on). */
+  globalKl0: number;
   rng: RngState;
   moves: AcceptedMove[];
   evaluated: number;
@@ -74,7 +83,7 @@ export interface SearchOptions {
 
 export async function createSearchJob(config: RunConfig, opts: SearchOptions = {}): Promise<SearchJob> {
   validateRunConfig(config);
-  const tuning = { ...DEFAULT_TUNING, ...opts.tuning };
+  const tuning = resolveTuning(opts.tuning);
   const model = loadModel(config.model);
   const ops = opts.ops ?? bestBackend();
   const tokens = resolveTokenSets(model, config, tuning, ops);
@@ -93,6 +102,12 @@ class Search implements SearchJob {
   private obj?: BlockObjective;
   private evaluator: Evaluator;
   private probe: QualityProbe;
+  /** FP reference of the global term (its calibration sequences), when it is on. */
+  private globalProbe?: QualityProbe;
+  /** Global-term score of the current state, or null once a move has changed it. */
+  private curGlobal: number | null = null;
+  /** Block loss when the current stint began. */
+  private stintStartLoss = 0;
   private b: Boundary;
   /** Copy of `b` taken at the last stint boundary. */
   private boundary!: Boundary;
@@ -120,12 +135,14 @@ class Search implements SearchJob {
     this.calibFp = [];
     this.evaluator = new Evaluator(model.config, this.spec, ops.name, config.workers);
     this.probe = new QualityProbe(model, tokens.valid, ops);
+    if (tuning.globalEvery > 0) this.globalProbe = new QualityProbe(model, tokens.calib.slice(0, tuning.globalSeqs), ops);
     this.b = this.freshBoundary();
   }
 
   private freshBoundary(): Boundary {
     return {
       version: SNAPSHOT_VERSION, configHash: this.hash, step: 0, stint: 0, rng: this.rng.state(), moves: [],
+      block: 0, lastGain: [], lastVisit: new Array(this.model.config.nLayers).fill(-1), globalKl0: 0,
       evaluated: 0, accepted: 0, startLoss: [], blockLoss: [], best: { validation: Infinity, moves: 0, step: 0 },
       checksSinceBest: 0, history: [], done: false, initDone: false,
     };
@@ -142,6 +159,7 @@ class Search implements SearchJob {
       // Starting loss of every block (base quantization, identity transform) normalizes the objective.
       this.b.startLoss = startLoss;
       this.b.blockLoss = startLoss.slice();
+      if (this.globalProbe) this.b.globalKl0 = this.globalProbe.measure(this.searchedModel()).kl;
       const v = this.validate();
       this.b.best = { validation: v, moves: 0, step: 0 };
       this.b.history.push({ step: 0, loss: 1, validation: v });
@@ -196,7 +214,7 @@ class Search implements SearchJob {
   }
 
   private get block(): number {
-    return this.b.stint % this.model.config.nLayers;
+    return this.b.block;
   }
 
   private beginStint(): void {
@@ -210,6 +228,8 @@ class Search implements SearchJob {
     this.obj = new BlockObjective(this.model.config, data, this.spec, this.ops, this.config.base, undefined, alloc);
     this.obj.reset(this.cur[l]);
     this.evaluator.setBlock(this.obj, this.cur[l], data);
+    this.stintStartLoss = this.obj.loss;
+    this.curGlobal = null;
   }
 
   /** Scale-init sites whose invariance is switched on. */
@@ -262,17 +282,26 @@ class Search implements SearchJob {
     const moves = Array.from({ length: this.config.candidates }, () => this.drawMove());
     const t0 = performance.now();
     const results: CandidateResult[] = await this.evaluator.evaluate(moves);
+    // The score that decides: the block loss over its start, plus the global term on its steps.
+    const L0 = this.b.startLoss[l];
+    let scores = results.map((r) => r.loss / L0);
+    let current = obj.loss / L0;
+    if (this.globalProbe && this.b.step % this.tuning.globalEvery === 0) {
+      scores = scores.map((s, i) => s + this.globalTerm(l, candidateQuantBlock(this.model.config, obj, this.cur[l], moves[i])));
+      current += this.curGlobal ??= this.globalTerm(l, obj.q);
+    }
     this.evalTimeMs += performance.now() - t0;
     this.evalCount += moves.length;
     this.b.evaluated += moves.length;
     let best = 0;
-    for (let i = 1; i < results.length; i++) if (results[i].loss < results[best].loss) best = i;
-    if (results[best].loss < obj.loss) {
+    for (let i = 1; i < scores.length; i++) if (scores[i] < scores[best]) best = i;
+    if (this.accepts(scores[best], current)) {
       const move = moves[best];
       applyTransforms(this.model.config, this.cur[l], move.transforms);
       this.evaluator.commit(move, this.cur[l]);
       this.b.moves.push({ block: l, step: this.b.step, transforms: move.transforms });
       this.b.accepted++;
+      this.curGlobal = null;
     }
     this.b.step++;
     this.stepInStint++;
@@ -282,16 +311,41 @@ class Search implements SearchJob {
     }
   }
 
+  /** Greedy: strictly better. Annealing: a worse score with probability exp(−Δ/T), T falling linearly to 0. */
+  private accepts(score: number, current: number): boolean {
+    if (score < current) return true;
+    if (this.tuning.accept !== 'anneal') return false;
+    const T = this.tuning.temperature * (1 - this.b.step / this.config.steps);
+    return T > 0 && Number.isFinite(score) && this.rng.float() < Math.exp(-(score - current) / T);
+  }
+
+  /** globalWeight · KL/KL0 of the quantized model with `qBlock` as block l, on the global-term sequences. */
+  private globalTerm(l: number, qBlock: Block): number {
+    const obj = this.obj!;
+    const d = this.model.config.dim;
+    const starts = obj.data.seqStarts;
+    // The probe holds the first calibration sequences, in the order of the block's rows.
+    const xs = Array.from({ length: this.globalProbe!.count }, (_, s) => obj.data.x.subarray(starts[s] * d, starts[s + 1] * d));
+    const blocks = this.qBlocks.slice();
+    blocks[l] = qBlock;
+    const kl = this.globalProbe!.measureFrom({ ...this.model, blocks }, l, xs).kl;
+    return (this.tuning.globalWeight * kl) / Math.max(this.b.globalKl0, 1e-12);
+  }
+
   private endStint(outOfTime: boolean): void {
     const l = this.block;
     const cfg = this.model.config;
     this.b.blockLoss[l] = this.obj!.loss;
+    const L0 = this.b.startLoss[l];
+    this.b.lastGain[l] = L0 > 0 ? (this.stintStartLoss - this.obj!.loss) / L0 : 0;
+    this.b.lastVisit[l] = this.b.stint;
     // RTN re-quantizes only this block; GPTQ also every later one, whose inputs changed.
     if (this.config.base === 'gptq') this.quantizeFrom(l);
     else this.qBlocks[l] = cloneBlock({ ...this.cur[l], ...rtnLinears(cfg, this.cur[l], this.spec) });
     this.b.stint++;
+    this.b.block = nextBlock(this.tuning.schedule, this.b.block, this.b, this.model.config.nLayers);
     this.stepInStint = 0;
-    const v = this.checkValidation();
+    const v = this.checkValidation(l);
     this.log?.info({ step: this.b.step, block: l, loss: this.progress().bestLoss, validation: v }, 'stint done');
     let reason: string | undefined;
     if (this.b.step >= this.config.steps) reason = 'steps';
@@ -307,11 +361,11 @@ class Search implements SearchJob {
   }
 
   /** Validate, record history, and track the best state (for patience and the final rollback). */
-  private checkValidation(): number {
+  private checkValidation(block?: number): number {
     const cfg = this.model.config;
     const v = this.validate();
     const meanLoss = this.b.blockLoss.reduce((s, x, i) => s + x / this.b.startLoss[i], 0) / cfg.nLayers;
-    this.b.history.push({ step: this.b.step, loss: meanLoss, validation: v });
+    this.b.history.push({ step: this.b.step, loss: meanLoss, validation: v, ...(block === undefined ? {} : { block }) });
     if (v < this.b.best.validation) {
       this.b.best = { validation: v, moves: this.b.moves.length, step: this.b.step };
       this.b.checksSinceBest = 0;

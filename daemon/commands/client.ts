@@ -15,8 +15,7 @@ import { resolveHome, socketPath } from '../home';
 import type { Verb } from '../protocol';
 import { renderHtml, renderSvg, type ReportInput } from '../report';
 import type { JobView } from '../scheduler';
-import { parseTuning } from '../submit';
-import { addRunOptions, runConfigFromOptions } from './runOptions';
+import { addRunOptions, runConfigFromOptions, tuningFromOptions } from './runOptions';
 
 const HOME_HELP = 'daemon home (default: $INVARX_HOME, else $XDG_RUNTIME_DIR/invarx, else ~/.invarx)';
 
@@ -62,20 +61,12 @@ function simple(program: Command, verb: 'pause' | 'resume' | 'cancel', what: str
 export function register(program: Command): void {
   homeOption(addRunOptions(program.command('submit').description('queue a search job on the daemon (the options of `invarx run`); prints its id')))
     .option('--json', 'print {"id": …}')
-    .option('--tuning <json>', 'search tuning overrides as JSON (advanced; see search/config.ts SearchTuning)')
     .action(async (o: Record<string, string>) => {
       const config = runConfigFromOptions(o);
       for (const k of ['model', 'tokenizer', 'calibTokens', 'evalTokens'] as const) if (config[k]) config[k] = resolve(config[k]!);
       for (const k of Object.keys(config) as (keyof typeof config)[]) if (config[k] === undefined) delete config[k];
       validateRunConfig(config); // an impossible setting is reported now, not as a failed job
-      let tuning: unknown;
-      if (o.tuning !== undefined) {
-        try {
-          tuning = parseTuning(JSON.parse(o.tuning));
-        } catch (e) {
-          fail('bad-config', `--tuning: ${(e as Error).message}`);
-        }
-      }
+      const tuning = tuningFromOptions(o);
       const v = (await call(o, 'submit', { config, ...(tuning ? { tuning } : {}) })) as JobView;
       process.stdout.write(o.json ? JSON.stringify({ id: v.id }) + '\n' : `${v.id}\n`);
     });

@@ -10,7 +10,7 @@ import type { Model } from '../../core/model/types';
 import { loadTokenizer, tokenizerPathFor } from '../../core/tokenizer';
 import type { FinalReport } from '../../search/contract';
 import { createSearchJob } from '../../search/run';
-import { addRunOptions, runConfigFromOptions } from './runOptions';
+import { addRunOptions, runConfigFromOptions, tuningFromOptions } from './runOptions';
 
 export function register(program: Command): void {
   addRunOptions(program.command('run').description('search invariances in the foreground and print the before/after quality table'))
@@ -20,7 +20,7 @@ export function register(program: Command): void {
     .action(async (o: Record<string, string>) => {
       const config = runConfigFromOptions(o);
       const json = Boolean(o.json);
-      const job = await createSearchJob(config);
+      const job = await createSearchJob(config, { tuning: tuningFromOptions(o) });
       const bar = new SingleBar({
         format: 'search |{bar}| {value}/{total} steps | loss {loss} | valid KL {valid} | accept {accept} | {cps} cand/s | ETA {eta_formatted}',
         stream: process.stderr,

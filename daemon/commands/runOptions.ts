@@ -3,7 +3,7 @@
  */
 import type { Command } from 'commander';
 import { fail } from '../../core/errors';
-import { DEFAULT_CONFIG, parseInvariances } from '../../search/config';
+import { DEFAULT_CONFIG, parseInvariances, resolveTuning, type SearchTuning } from '../../search/config';
 import type { RunConfig } from '../../search/contract';
 
 export function addRunOptions(cmd: Command): Command {
@@ -21,7 +21,22 @@ export function addRunOptions(cmd: Command): Command {
     .option('--invariances <list>', 'ffn, attn, all, or kinds such as ffn-perm,attn-vo-rot', 'all')
     .option('--candidates <n>', 'candidates evaluated per step', String(DEFAULT_CONFIG.candidates))
     .option('--workers <n>', 'worker threads for candidate evaluation (results do not depend on it)', String(DEFAULT_CONFIG.workers))
-    .option('--patience <n>', 'stop after this many validation checks without improvement (0 = never)', String(DEFAULT_CONFIG.patience));
+    .option('--patience <n>', 'stop after this many validation checks without improvement (0 = never)', String(DEFAULT_CONFIG.patience))
+    .option('--tuning <json>', 'search tuning overrides as a JSON object, e.g. \'{"accept":"anneal","schedule":"gain"}\' (README: "Tuning")');
+}
+
+/** `--tuning` → validated overrides (undefined when not given). */
+export function tuningFromOptions(o: Record<string, string>): Partial<SearchTuning> | undefined {
+  if (o.tuning === undefined) return undefined;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(o.tuning);
+  } catch (e) {
+    fail('bad-config', `--tuning is not valid JSON: ${(e as Error).message}`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail('bad-config', '--tuning must be a JSON object');
+  resolveTuning(raw as Partial<SearchTuning>); // one clear error now, not when the job starts
+  return raw as Partial<SearchTuning>;
 }
 
 function num(name: string, v: string): number {

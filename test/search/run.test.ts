@@ -102,19 +102,60 @@ describe('search run', () => {
     });
   }
 
-  it('resumes from a mid-run snapshot to exactly the uninterrupted result', async () => {
-    const whole = await createSearchJob(config(), { tuning });
-    await runToEnd(whole);
-    const first = await createSearchJob(config(), { tuning });
-    for (let i = 0; i < 10; i++) await first.step(); // stops mid-stint: the snapshot is the boundary at step 8
-    const snap = packr.unpack(packr.pack(first.snapshot()));
-    expect(snap.step).toBe(8);
-    await first.close();
-    const resumed = await createSearchJob(config(), { tuning, resumeFrom: snap });
-    await runToEnd(resumed);
-    expect(packr.pack(resumed.snapshot())).toEqual(packr.pack(whole.snapshot()));
-    await whole.close();
-    await resumed.close();
+  const variants: [string, Record<string, unknown>][] = [
+    ['greedy, round robin', {}],
+    ['annealing, by-gain schedule, global term', { accept: 'anneal', temperature: 0.05, schedule: 'gain', globalEvery: 3, globalSeqs: 2 }],
+  ];
+  for (const [label, extra] of variants) {
+    it(`resumes from a mid-run snapshot to exactly the uninterrupted result (${label})`, async () => {
+      const t = { ...tuning, ...extra };
+      const whole = await createSearchJob(config(), { tuning: t });
+      await runToEnd(whole);
+      const first = await createSearchJob(config(), { tuning: t });
+      for (let i = 0; i < 10; i++) await first.step(); // stops mid-stint: the snapshot is the boundary at step 8
+      const snap = packr.unpack(packr.pack(first.snapshot()));
+      expect(snap.step).toBe(8);
+      await first.close();
+      const resumed = await createSearchJob(config(), { tuning: t, resumeFrom: snap });
+      await runToEnd(resumed);
+      expect(packr.pack(resumed.snapshot())).toEqual(packr.pack(whole.snapshot()));
+      await whole.close();
+      await resumed.close();
+    });
+  }
+
+  it('annealing takes worse moves (at a high temperature every step accepts); greedy turns some down', async () => {
+    const hot = await createSearchJob(config({ steps: 12 }), { tuning: { ...tuning, accept: 'anneal', temperature: 1e6 } });
+    const greedy = await createSearchJob(config({ steps: 12 }), { tuning });
+    await runToEnd(hot);
+    await runToEnd(greedy);
+    expect(hot.progress().acceptRate).toBe(1);
+    expect(greedy.progress().acceptRate).toBeLessThan(1);
+    await hot.close();
+    await greedy.close();
+  });
+
+  it('the global term changes which moves are taken, and the result still beats the base', async () => {
+    const plain = await createSearchJob(config({ steps: 12 }), { tuning });
+    const global = await createSearchJob(config({ steps: 12 }), { tuning: { ...tuning, globalEvery: 1, globalWeight: 5, globalSeqs: 2 } });
+    await runToEnd(plain);
+    await runToEnd(global);
+    const moves = (j: SearchJob) => packr.pack((j.snapshot() as { moves: unknown }).moves);
+    expect(moves(global)).not.toEqual(moves(plain));
+    const r = await global.report();
+    expect(r.searched.kl!).toBeLessThan(r.base.kl!);
+    await plain.close();
+    await global.close();
+  });
+
+  it('the by-gain schedule visits every block once in order, then goes where the gains were', async () => {
+    const job = await createSearchJob(config({ steps: 40 }), { tuning: { ...tuning, schedule: 'gain' } });
+    await runToEnd(job);
+    const blocks = (job.snapshot() as { history: { block?: number }[] }).history.filter((e) => e.block !== undefined).map((e) => e.block);
+    expect(blocks.slice(0, 5)).toEqual([0, 1, 2, 3, 4]);
+    expect(blocks.length).toBe(10);
+    expect(blocks.slice(5)).not.toEqual([0, 1, 2, 3, 4]);
+    await job.close();
   });
 
   it('gives the same result on 2 workers as on 1', async () => {
