@@ -31,5 +31,7 @@ export function bestMs(fn: () => void, minReps = 5, budgetMs = 1500): { ms: numb
 export interface BenchModule {
   /** Name to select it: `node dist/bench.js <name> …`. */
   name: string;
+  /** Long-running: skipped by a plain `npm run bench`, run when named. */
+  byNameOnly?: boolean;
   run(): Promise<void> | void;
 }

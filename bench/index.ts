@@ -5,9 +5,10 @@
  */
 import type { BenchModule } from './emit';
 import { matmulBench } from './matmul';
+import { ablationBench, qualityBench } from './quality';
 import { searchBench } from './search';
 
-const BENCHES: BenchModule[] = [matmulBench, searchBench];
+const BENCHES: BenchModule[] = [matmulBench, searchBench, qualityBench, ablationBench];
 
 const wanted = process.argv.slice(2);
 const unknown = wanted.filter((w) => !BENCHES.some((b) => b.name === w));
@@ -16,6 +17,6 @@ if (unknown.length > 0) {
   process.exit(2);
 }
 for (const b of BENCHES) {
-  if (wanted.length === 0 || wanted.includes(b.name)) await b.run();
+  if (wanted.length === 0 ? !b.byNameOnly : wanted.includes(b.name)) await b.run();
 }
 // helper threads of the wasm backends are unref'd; nothing else keeps the process up
