@@ -1,7 +1,7 @@
 /**
  * Search throughput on the shipped model: candidates/s on 1 and 2 worker threads (FFN
  * moves only, and all invariances), and the speed-up of incremental FFN-candidate
- * evaluation over a full re-evaluation of the same candidates.
+ * evaluation over a full re-evaluation of the same candidates, on the RTN and GPTQ bases.
  */
 import { join } from 'node:path';
 import { forward } from '../core/forward';
@@ -14,6 +14,7 @@ import { bestBackend } from '../kernels/registry';
 import { ALL_INVARIANCES, DEFAULT_CONFIG, DEFAULT_TUNING } from '../search/config';
 import type { Invariance } from '../search/contract';
 import { candidateBlock } from '../search/evaluator';
+import type { BaseMethod } from '../search/blockQuant';
 import { BlockObjective } from '../search/objective';
 import { drawFfnMove } from '../search/proposals';
 import { createSearchJob } from '../search/run';
@@ -43,7 +44,7 @@ async function throughput(): Promise<void> {
   }
 }
 
-function incremental(): void {
+function incremental(method: BaseMethod): void {
   const model = loadModel(MODEL);
   const ops = bestBackend();
   const calib = sampleSet(model, DEFAULT_CALIB, ops);
@@ -58,8 +59,8 @@ function incremental(): void {
   };
   const seqStarts = [0];
   for (const s of calib) seqStarts.push(seqStarts[seqStarts.length - 1] + s.length);
-  const spec = { bits: 3, group: 32, clip: true };
-  const obj = new BlockObjective(model.config, { x: cat(layer), y: cat(layer + 1), seqStarts }, spec, ops);
+  const spec = { bits: 3, group: 32, clip: true, f16Scales: true };
+  const obj = new BlockObjective(model.config, { x: cat(layer), y: cat(layer + 1), seqStarts }, spec, ops, method);
   const cur = cloneBlock(model.blocks[layer]);
   obj.reset(cur);
   const rng = Rng.fromSeed(1);
@@ -78,14 +79,15 @@ function incremental(): void {
   const inc = time((i) => obj.ffnMoveLoss(blocks[i], moves[i].units!));
   const ffnFull = time((i) => obj.fullEval(blocks[i], 'ffn'));
   const full = time((i) => obj.fullEval(blocks[i], 'all'));
-  emit({ bench: 'search', figure: 'ffn_candidate_ms', backend: ops.name, tokens: obj.N, incremental: +inc.toFixed(2), fullFfn: +ffnFull.toFixed(2), fullBlock: +full.toFixed(2), speedupVsFullFfn: +(ffnFull / inc).toFixed(2), speedupVsFullBlock: +(full / inc).toFixed(2) });
+  emit({ bench: 'search', figure: 'ffn_candidate_ms', base: method, backend: ops.name, tokens: obj.N, incremental: +inc.toFixed(2), fullFfn: +ffnFull.toFixed(2), fullBlock: +full.toFixed(2), speedupVsFullFfn: +(ffnFull / inc).toFixed(2), speedupVsFullBlock: +(full / inc).toFixed(2) });
 }
 
 export const searchBench: BenchModule = {
   name: 'search',
   async run() {
     note('search: incremental vs full candidate evaluation, then candidates/s on 1 and 2 workers (a few minutes)');
-    incremental();
+    incremental('rtn');
+    incremental('gptq');
     await throughput();
   },
 };

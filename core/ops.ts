@@ -6,11 +6,19 @@
  */
 import type { F32 } from './model/types';
 
+/** Fewest rows of x for which Ops.matmulT promises row-separable, symmetric results. */
+export const SEPARABLE_MIN_ROWS = 4;
+
 export interface Ops {
   readonly name: string;
   /**
    * y[n, out] = x[n, in] · w[out, in]ᵀ   (every row of x through the linear layer w).
    * With `accumulate`, adds into y instead of overwriting it.
+   *
+   * Contract for incremental callers: when n ≥ SEPARABLE_MIN_ROWS, y[r, o] depends only on
+   * row r of x, row o of w and inDim (not on n, outDim or the other rows), and swapping the
+   * two rows gives the same bits. So part of a product, or of XᵀX, can be recomputed alone
+   * bit for bit. Every backend's conformance suite checks it.
    */
   matmulT(y: F32, x: F32, w: F32, n: number, inDim: number, outDim: number, accumulate?: boolean): void;
 }

@@ -11,8 +11,8 @@
  */
 import { attentionContext, ffnActivation, norm } from '../core/forward';
 import type { Block, F32, LinearName, ModelConfig } from '../core/model/types';
-import type { Ops } from '../core/ops';
-import { gptqQuantize } from '../core/quant/gptq';
+import { SEPARABLE_MIN_ROWS, type Ops } from '../core/ops';
+import { gptqFactor, gptqQuantize, gptqQuantizeRows, type GptqFactor } from '../core/quant/gptq';
 import { quantizeBlockLinears } from '../core/quant/model';
 import type { QuantSpec, Quantized } from '../core/quant/rtn';
 
@@ -21,15 +21,51 @@ export type BaseMethod = 'rtn' | 'gptq';
 /** Where a quantizer leaves the integer codes of the linears it quantized (for packed export). */
 export type CodeSink = Partial<Record<LinearName, Quantized>>;
 
-/** H = 2/N · XᵀX of x [N, cols] (gptq.py's add_batch over all rows), via one matmul. */
-export function hessian(x: F32, N: number, cols: number, ops: Ops): Float64Array {
-  const xT = new Float32Array(cols * N); // [cols, N]
+/** xᵀ [cols, N] of x [N, cols]. */
+export function transpose(x: F32, N: number, cols: number): F32 {
+  const xT = new Float32Array(cols * N);
   for (let n = 0; n < N; n++) for (let c = 0; c < cols; c++) xT[c * N + n] = x[n * cols + c];
+  return xT;
+}
+
+/**
+ * H = 2/N · XᵀX (gptq.py's add_batch over all rows) from xT = Xᵀ [cols, N], via one matmul.
+ * Entry (i, j) is the backend's dot product of rows i and j of xT, so rows of H can be
+ * recomputed alone bit for bit (see `hessianRows` and the Ops contract).
+ */
+export function hessianT(xT: F32, N: number, cols: number, ops: Ops): Float64Array {
   const h32 = new Float32Array(cols * cols);
   ops.matmulT(h32, xT, xT, cols, N, cols);
   const H = new Float64Array(cols * cols);
   for (let i = 0; i < H.length; i++) H[i] = (2 / N) * h32[i];
   return H;
+}
+
+/** H of x [N, cols]. */
+export function hessian(x: F32, N: number, cols: number, ops: Ops): Float64Array {
+  return hessianT(transpose(x, N, cols), N, cols, ops);
+}
+
+/**
+ * Rows (and, by symmetry, columns) `rows` of hessianT(xT) written into H in place: the same
+ * dot products, so the same bits as recomputing all of H. The product gets at least
+ * SEPARABLE_MIN_ROWS rows (zero padding), below which backends may sum differently.
+ */
+export function hessianRows(H: Float64Array, xT: F32, N: number, cols: number, rows: ArrayLike<number>, ops: Ops): void {
+  const k = rows.length;
+  const kk = Math.max(k, SEPARABLE_MIN_ROWS);
+  const xs = new Float32Array(kk * N);
+  for (let u = 0; u < k; u++) xs.set(xT.subarray(rows[u] * N, (rows[u] + 1) * N), u * N);
+  const h32 = new Float32Array(kk * cols);
+  ops.matmulT(h32, xs, xT, kk, N, cols);
+  for (let u = 0; u < k; u++) {
+    const r = rows[u];
+    for (let j = 0; j < cols; j++) {
+      const v = (2 / N) * h32[u * cols + j];
+      H[r * cols + j] = v;
+      H[j * cols + r] = v;
+    }
+  }
 }
 
 function gptqLinear(b: Block, name: LinearName, rows: number, cols: number, H: Float64Array, spec: QuantSpec, codes?: CodeSink): F32 {
@@ -69,17 +105,40 @@ export function gptqAttention(cfg: ModelConfig, b: Block, xs: F32[], spec: Quant
   return { wq: q.wq, wk: q.wk, wv: q.wv, wo: q.wo };
 }
 
-/** GPTQ of w1/w3 (from norm(h) = xn [N, dim]) then w2 (from the quantized activation). */
-export function gptqFfn(cfg: ModelConfig, b: Block, xn: F32, N: number, spec: QuantSpec, ops: Ops, codes?: CodeSink): Partial<Block> {
+/**
+ * What GPTQ of the FFN leaves behind for incremental evaluation of FFN moves: the factor of
+ * the w1/w3 input Hessian (FFN moves do not change that input), the quantized activation
+ * (transposed) and its Hessian, which a move changes only in the rows and columns of the
+ * units it touches.
+ */
+export interface GptqFfnCache {
+  factorX: GptqFactor;
+  /** FFN activation of the quantized w1/w3, transposed: [H, N]. */
+  actT: F32;
+  /** Hessian of the activation (w2's input): [H, H]. */
+  Ha: Float64Array;
+}
+
+/** GPTQ of w1/w3 (from norm(h) = xn [N, dim]) then w2 (from the quantized activation act [N, H], returned too). */
+export function gptqFfn(
+  cfg: ModelConfig, b: Block, xn: F32, N: number, spec: QuantSpec, ops: Ops, codes?: CodeSink,
+): { q: Partial<Block>; act: F32; cache: GptqFfnCache } {
   const d = cfg.dim;
   const H = cfg.hiddenDim;
-  const Hx = hessian(xn, N, d, ops);
+  const factorX = gptqFactor(hessian(xn, N, d, ops), d);
   const q: Block = { ...b };
-  q.w1 = gptqLinear(b, 'w1', H, d, Hx, spec, codes);
-  if (b.w3) q.w3 = gptqLinear(b, 'w3', H, d, Hx, spec, codes);
+  const rows = (name: 'w1' | 'w3') => {
+    const { qz, deq } = gptqQuantizeRows(b[name]!, d, factorX, spec);
+    if (codes) codes[name] = qz;
+    return deq;
+  };
+  q.w1 = rows('w1');
+  if (b.w3) q.w3 = rows('w3');
   const act = ffnActivation(cfg, q, xn, N, ops);
-  q.w2 = gptqLinear(b, 'w2', d, H, hessian(act, N, H, ops), spec, codes);
-  return b.w3 ? { w1: q.w1, w3: q.w3, w2: q.w2 } : { w1: q.w1, w2: q.w2 };
+  const actT = transpose(act, N, H);
+  const Ha = hessianT(actT, N, H, ops);
+  q.w2 = gptqLinear(b, 'w2', d, H, Ha, spec, codes);
+  return { q: b.w3 ? { w1: q.w1, w3: q.w3, w2: q.w2 } : { w1: q.w1, w2: q.w2 }, act, cache: { factorX, actT, Ha } };
 }
 
 /** RTN of the named linears (all of the block's when omitted). */

@@ -32,10 +32,9 @@ export function candidateBlock(cur: Block, move: Move): Block {
 export function candidateLoss(cfg: ModelConfig, obj: BlockObjective, cur: Block, move: Move): number {
   const nb = candidateBlock(cur, move);
   applyTransforms(cfg, nb, move.transforms);
-  // RTN: FFN moves re-quantize only the rows and groups they touch. GPTQ's rounding of a
-  // linear depends on all of it, so its FFN moves redo the FFN side in full. Attention
-  // moves change the FFN's input, so they redo the whole block.
-  if (move.kind === 'ffn') return obj.method === 'rtn' ? obj.ffnMoveLoss(nb, move.units!) : obj.fullEval(nb, 'ffn').loss;
+  // FFN moves re-evaluate incrementally (objective.ts): the rows, groups and Hessian
+  // entries they touch. Attention moves change the FFN's input, so they redo the whole block.
+  if (move.kind === 'ffn') return obj.ffnMoveLoss(nb, move.units!);
   return obj.fullEval(nb, 'attn').loss;
 }
 
@@ -86,7 +85,7 @@ export class Evaluator {
 
   /** Install an accepted move; `cur` already holds the transformed FP weights. */
   commit(move: Move, cur: Block): void {
-    if (move.kind === 'ffn' && this.obj!.method === 'rtn') this.obj!.ffnMoveLoss(cur, move.units!, true);
+    if (move.kind === 'ffn') this.obj!.ffnMoveLoss(cur, move.units!, true);
     else this.obj!.reset(cur, move.kind);
   }
 

@@ -10,12 +10,20 @@
  * w2 column groups that contain S, and updates the error by
  *   Δ = Σ_{j ∈ cols(G)} a'_j w2q'[:, j] − a_j w2q[:, j]
  * which costs N·dim·(2|S| + 2|cols(G)|) instead of a whole block.
+ *
+ * With GPTQ as the base, rows of w1/w3 are still quantized independently given their
+ * input's Hessian, which an FFN move does not change: rows S are redone from the cached
+ * factor. w2's input Hessian changes only in rows and columns S (recomputed from the cached
+ * transposed activation); w2 is then quantized again whole, as GPTQ's error feedback
+ * spreads over all of it. Every piece is the same float computation the full evaluation
+ * does, so the loss is bit for bit the full one.
  */
 import { attentionContext, norm } from '../core/forward';
 import type { Ops } from '../core/ops';
 import type { Block, F32, LinearName, ModelConfig } from '../core/model/types';
 import { fakeQuantRtnRect, type QuantSpec } from '../core/quant/rtn';
-import { gptqAttention, gptqFfn, rtnLinears, type BaseMethod, type CodeSink } from './blockQuant';
+import { gptqQuantize, gptqQuantizeRows } from '../core/quant/gptq';
+import { gptqAttention, gptqFfn, hessianRows, rtnLinears, type BaseMethod, type CodeSink, type GptqFfnCache } from './blockQuant';
 
 /** Fake-quantize one row (groups along it) into out. */
 function fakeQuantRtnRow(row: F32, spec: QuantSpec, out: F32): void {
@@ -66,6 +74,10 @@ export class BlockObjective {
   readonly act: F32;
   /** Current error block_q(x_q) − y, [N, dim], float64. */
   readonly err: F64;
+  /** GPTQ only: Σ over rows of the block output before w2's contribution, h − y (+ b2), [N, dim]. */
+  readonly errBase?: F64;
+  /** GPTQ only: what incremental FFN moves reuse (see GptqFfnCache). */
+  readonly gptq?: GptqFfnCache;
   /** Σ err². */
   loss = 0;
 
@@ -84,7 +96,7 @@ export class BlockObjective {
   ) {
     this.N = data.x.length / cfg.dim;
     if (state) {
-      ({ q: this.q, h: this.h, xn: this.xn, act: this.act, err: this.err } = state);
+      ({ q: this.q, h: this.h, xn: this.xn, act: this.act, err: this.err, errBase: this.errBase, gptq: this.gptq } = state);
       return;
     }
     const d = cfg.dim;
@@ -93,11 +105,20 @@ export class BlockObjective {
     this.act = alloc.f32(this.N * cfg.hiddenDim);
     this.err = alloc.f64(this.N * d);
     this.q = {} as Block;
+    if (method === 'gptq') {
+      const H = cfg.hiddenDim;
+      this.errBase = alloc.f64(this.N * d);
+      this.gptq = {
+        factorX: { cols: d, U: alloc.f64(d * d), dead: new Uint8Array(alloc.bytes(d)) },
+        actT: alloc.f32(H * this.N),
+        Ha: alloc.f64(H * H),
+      };
+    }
   }
 
   /** The caches as plain data, to hand to workers. */
   state(): ObjectiveState {
-    return { q: this.q, h: this.h, xn: this.xn, act: this.act, err: this.err };
+    return { q: this.q, h: this.h, xn: this.xn, act: this.act, err: this.err, errBase: this.errBase, gptq: this.gptq };
   }
 
   /** Recompute the caches from the block's FP weights (full evaluation of `change`), in place. */
@@ -107,6 +128,7 @@ export class BlockObjective {
     this.xn.set(st.xn);
     this.act.set(st.act);
     this.err.set(st.err);
+    if (st.gptq) this.installGptq(st.errBase!, st.gptq);
     for (const [k, v] of Object.entries(st.q) as [keyof Block, F32][]) {
       const mine = this.q[k];
       if (mine && mine.length === v.length) mine.set(v);
@@ -130,7 +152,7 @@ export class BlockObjective {
    * FFN keeps its quantized weights (GPTQ's depend on the FFN input, so they are redone).
    * `codes` receives the integer codes of the linears this evaluation quantizes.
    */
-  fullEval(b: Block, change: Change = 'all', codes?: CodeSink): { q: Block; h: F32; xn: F32; act: F32; err: F64; loss: number } {
+  fullEval(b: Block, change: Change = 'all', codes?: CodeSink): FullEval {
     const { cfg, N, spec, ops } = this;
     const d = cfg.dim;
     const H = cfg.hiddenDim;
@@ -161,22 +183,47 @@ export class BlockObjective {
     }
     norm(cfg, xn, h, q.ffnNorm, q.ffnNormBias, N);
     const ffnNames: LinearName[] = b.w3 ? ['w1', 'w3', 'w2'] : ['w1', 'w2'];
-    const ffnQ: Partial<Block> = gptq
-      ? gptqFfn(cfg, b, xn, N, spec, ops, codes)
-      : change === 'attn' ? { w1: this.q.w1, w3: this.q.w3, w2: this.q.w2 } : rtnLinears(cfg, b, spec, ffnNames, codes);
-    for (const n of ffnNames) q[n] = ffnQ[n]!;
     for (let i = 0; i < N * d; i++) err[i] = h[i] - y[i] + (q.b2 ? q.b2[i % d] : 0);
-    this.unitActs(act, xn, q.w1, q.w3, q.b1, allUnits(H));
+    let gptqCache: GptqFfnCache | undefined;
+    let errBase: F64 | undefined;
+    if (gptq) {
+      const f = gptqFfn(cfg, b, xn, N, spec, ops, codes);
+      for (const n of ffnNames) q[n] = f.q[n]!;
+      act.set(f.act);
+      gptqCache = f.cache;
+      errBase = err.slice();
+    } else {
+      const ffnQ: Partial<Block> = change === 'attn' ? { w1: this.q.w1, w3: this.q.w3, w2: this.q.w2 } : rtnLinears(cfg, b, spec, ffnNames, codes);
+      for (const n of ffnNames) q[n] = ffnQ[n]!;
+      this.unitActs(act, xn, q.w1, q.w3, q.b1, allUnits(H));
+    }
     // err += act · w2qᵀ, then Σ err² in float64.
+    const loss = this.addFfnOutput(err, act, q.w2);
+    return { q, h, xn, act, err, loss, errBase, gptq: gptqCache };
+  }
+
+  /** err += act · w2qᵀ (act [N, H], w2q [dim, H]); returns Σ err² in float64. */
+  private addFfnOutput(err: F64, act: F32, w2q: F32): number {
+    const { cfg, N } = this;
+    const d = cfg.dim;
     const out = new Float32Array(N * d);
-    this.ops.matmulT(out, act, q.w2, N, H, d);
+    this.ops.matmulT(out, act, w2q, N, cfg.hiddenDim, d);
     let loss = 0;
     for (let i = 0; i < N * d; i++) {
       const e = err[i] + out[i];
       err[i] = e;
       loss += e * e;
     }
-    return { q, h, xn, act, err, loss };
+    return loss;
+  }
+
+  private installGptq(errBase: F64, c: GptqFfnCache): void {
+    const mine = this.gptq!;
+    this.errBase!.set(errBase);
+    mine.factorX.U.set(c.factorX.U);
+    mine.factorX.dead.set(c.factorX.dead);
+    mine.actT.set(c.actT);
+    mine.Ha.set(c.Ha);
   }
 
   /** act[N, k] of the given units from their quantized rows w1q/w3q [k, dim]. */
@@ -198,6 +245,7 @@ export class BlockObjective {
    * unchanged. With `commit`, the caches are updated to the new state.
    */
   ffnMoveLoss(b: Block, units: ArrayLike<number>, commit = false): number {
+    if (this.method === 'gptq') return this.ffnMoveLossGptq(b, units, commit);
     const { cfg, N, spec } = this;
     const d = cfg.dim;
     const H = cfg.hiddenDim;
@@ -264,6 +312,51 @@ export class BlockObjective {
     }
     return loss;
   }
+
+  /** ffnMoveLoss on the GPTQ base (see the header): the full evaluation's computations, restricted to what S changes. */
+  private ffnMoveLossGptq(b: Block, units: ArrayLike<number>, commit: boolean): number {
+    const { cfg, N, spec, ops } = this;
+    const d = cfg.dim;
+    const H = cfg.hiddenDim;
+    const c = this.gptq!;
+    const S = Int32Array.from(units).sort();
+    const k = S.length;
+    // Rows S of w1/w3 from the factor of their (unchanged) input Hessian.
+    const w1q = gptqQuantizeRows(b.w1, d, c.factorX, spec, {}, S).deq;
+    const w3q = b.w3 ? gptqQuantizeRows(b.w3, d, c.factorX, spec, {}, S).deq : undefined;
+    const actS = new Float32Array(N * k);
+    this.unitActs(actS, this.xn, w1q, w3q, b.b1, S);
+    // The activation with units S replaced, as [N, H] and transposed [H, N].
+    const act = this.act.slice();
+    const actT = c.actT.slice();
+    for (let n = 0; n < N; n++) {
+      for (let u = 0; u < k; u++) {
+        const v = actS[n * k + u];
+        act[n * H + S[u]] = v;
+        actT[S[u] * N + n] = v;
+      }
+    }
+    const Ha = c.Ha.slice();
+    hessianRows(Ha, actT, N, H, S, ops);
+    const w2q = gptqQuantize(b.w2, d, H, Ha, spec).deq;
+    const err = this.errBase!.slice();
+    const loss = this.addFfnOutput(err, act, w2q);
+    if (commit) {
+      this.err.set(err);
+      this.act.set(act);
+      c.actT.set(actT);
+      c.Ha.set(Ha);
+      const q = this.q;
+      for (let u = 0; u < k; u++) {
+        q.w1.set(w1q.subarray(u * d, (u + 1) * d), S[u] * d);
+        if (w3q) q.w3!.set(w3q.subarray(u * d, (u + 1) * d), S[u] * d);
+        if (b.b1) q.b1![S[u]] = b.b1[S[u]];
+      }
+      q.w2.set(w2q);
+      this.loss = loss;
+    }
+    return loss;
+  }
 }
 
 export interface ObjectiveState {
@@ -272,19 +365,35 @@ export interface ObjectiveState {
   xn: F32;
   act: F32;
   err: F64;
+  errBase?: F64;
+  gptq?: GptqFfnCache;
+}
+
+/** A full evaluation's results (what `reset` installs). */
+export interface FullEval {
+  q: Block;
+  h: F32;
+  xn: F32;
+  act: F32;
+  err: F64;
+  loss: number;
+  errBase?: F64;
+  gptq?: GptqFfnCache;
 }
 
 /** Where cache arrays come from: ordinary or SharedArrayBuffer memory. */
 export interface Alloc {
   f32(n: number): F32;
   f64(n: number): F64;
+  bytes(n: number): ArrayBufferLike;
 }
 
-export const plainAlloc: Alloc = { f32: (n) => new Float32Array(n), f64: (n) => new Float64Array(n) };
+export const plainAlloc: Alloc = { f32: (n) => new Float32Array(n), f64: (n) => new Float64Array(n), bytes: (n) => new ArrayBuffer(n) };
 
 export const sharedAlloc: Alloc = {
   f32: (n) => new Float32Array(new SharedArrayBuffer(4 * n)),
   f64: (n) => new Float64Array(new SharedArrayBuffer(8 * n)),
+  bytes: (n) => new SharedArrayBuffer(n),
 };
 
 export function copyInto<T extends F32 | F64>(dst: T, src: ArrayLike<number>): T {

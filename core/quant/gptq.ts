@@ -125,6 +125,64 @@ export function choleskyInverse(L: Float64Array, n: number): Float64Array {
 }
 
 /**
+ * What GPTQ needs of the Hessian, computed once and shared by every linear (and every row
+ * set) that reads the same input: the upper Cholesky factor U of the damped H⁻¹ and the
+ * dead columns (zero diagonal). Row q of U holds exactly the entries of the successively
+ * reduced inverse Hessians [H_F⁻¹]_q,: / sqrt([H_F⁻¹]_qq) that the OBS update needs
+ * (paper §3 "Cholesky Reformulation").
+ */
+export interface GptqFactor {
+  cols: number;
+  /** Upper factor U [cols, cols] of H⁻¹ = Uᵀ U (after dampening). */
+  U: Float64Array;
+  /** 1 for a column whose input is always 0. */
+  dead: Uint8Array;
+}
+
+function checkOptions(opts: GptqOptions): { percdamp: number; blocksize: number } {
+  const percdamp = opts.dampPercent ?? 0.01;
+  const blocksize = opts.blockSize ?? 128;
+  if (!(percdamp >= 0)) throw new InvarxError('bad-config', `GPTQ dampening must be ≥ 0, got ${percdamp}`);
+  if (!(Number.isInteger(blocksize) && blocksize >= 1)) {
+    throw new InvarxError('bad-config', `GPTQ block size must be a positive integer, got ${blocksize}`);
+  }
+  return { percdamp, blocksize };
+}
+
+/** The first half of gptq.py `fasterquant`: dead columns, dampening, H⁻¹ and its Cholesky factor. */
+export function gptqFactor(H: Float64Array, cols: number, opts: GptqOptions = {}): GptqFactor {
+  if (H.length !== cols * cols) throw new RangeError(`Hessian holds ${H.length} values, not ${cols} × ${cols}`);
+  const { percdamp } = checkOptions(opts);
+  const Hd = H.slice();
+  // dead = torch.diag(H) == 0; H[dead, dead] = 1   (W[:, dead] = 0 is done per row)
+  // (a column whose input is always 0 cannot affect the output: quantize it to 0 and
+  // keep H invertible)
+  const dead = new Uint8Array(cols);
+  for (let i = 0; i < cols; i++) {
+    if (Hd[i * cols + i] === 0) {
+      Hd[i * cols + i] = 1;
+      dead[i] = 1;
+    }
+  }
+  // damp = percdamp * torch.mean(torch.diag(H)); H[diag, diag] += damp
+  let meanDiag = 0;
+  for (let i = 0; i < cols; i++) meanDiag += Hd[i * cols + i];
+  meanDiag /= cols;
+  const damp = percdamp * meanDiag;
+  for (let i = 0; i < cols; i++) Hd[i * cols + i] += damp;
+  // H = torch.linalg.cholesky(H); H = torch.cholesky_inverse(H); H = torch.linalg.cholesky(H, upper=True)
+  if (!choleskyLower(Hd, cols)) {
+    throw new InvarxError('bad-config', `GPTQ: the damped Hessian is not positive definite; raise dampPercent (now ${percdamp})`);
+  }
+  const U = choleskyInverse(Hd, cols);
+  if (!choleskyLower(U, cols)) {
+    throw new InvarxError('bad-config', `GPTQ: the inverse Hessian is not positive definite; raise dampPercent (now ${percdamp})`);
+  }
+  transposeInPlace(U, cols); // upper factor U = Lᵀ, Hinv = Uᵀ U
+  return { cols, U, dead };
+}
+
+/**
  * gptq.py `fasterquant`: quantize w [rows, cols] given the Hessian H [cols, cols] of its
  * inputs (from accumulateHessian; not modified). Returns the integer codes and the
  * fake-quant weights on the same grid layout as RTN.
@@ -134,51 +192,35 @@ export function gptqQuantize(
 ): GptqResult {
   validateSpec(spec, cols);
   if (w.length !== rows * cols) throw new RangeError(`weight holds ${w.length} values, not ${rows} × ${cols}`);
-  if (H.length !== cols * cols) throw new RangeError(`Hessian holds ${H.length} values, not ${cols} × ${cols}`);
-  const percdamp = opts.dampPercent ?? 0.01;
-  const blocksize = opts.blockSize ?? 128;
-  if (!(percdamp >= 0)) throw new InvarxError('bad-config', `GPTQ dampening must be ≥ 0, got ${percdamp}`);
-  if (!(Number.isInteger(blocksize) && blocksize >= 1)) {
-    throw new InvarxError('bad-config', `GPTQ block size must be a positive integer, got ${blocksize}`);
-  }
+  return gptqQuantizeRows(w, cols, gptqFactor(H, cols, opts), spec, opts);
+}
+
+/**
+ * The second half of `fasterquant`, the column loop, on the rows `rowSet` of w [·, cols]
+ * (all rows when omitted). Each row's updates read only that row and the shared factor, so
+ * the rows come out bit for bit as in a run over the whole matrix; the result holds the
+ * chosen rows in the order given.
+ */
+export function gptqQuantizeRows(
+  w: F32, cols: number, factor: GptqFactor, spec: QuantSpec, opts: GptqOptions = {}, rowSet?: ArrayLike<number>,
+): GptqResult {
+  validateSpec(spec, cols);
+  if (factor.cols !== cols) throw new RangeError(`GPTQ factor is for ${factor.cols} columns, not ${cols}`);
+  if (w.length % cols !== 0) throw new RangeError(`weight holds ${w.length} values, not a multiple of ${cols} columns`);
+  const { blocksize } = checkOptions(opts);
+  const rows = rowSet ? rowSet.length : w.length / cols;
   const { bits, group } = spec;
   const maxq = 2 ** bits - 1;
   const grid = clipGrid(spec);
   const nG = numGroups(cols, group);
+  const Hinv = factor.U;
 
-  // W = layer.weight.data.clone().float()
-  const W = Float64Array.from(w);
-  const Hd = H.slice();
-
-  // dead = torch.diag(H) == 0; H[dead, dead] = 1; W[:, dead] = 0
-  // (a column whose input is always 0 cannot affect the output: quantize it to 0 and
-  // keep H invertible)
-  for (let i = 0; i < cols; i++) {
-    if (Hd[i * cols + i] === 0) {
-      Hd[i * cols + i] = 1;
-      for (let r = 0; r < rows; r++) W[r * cols + i] = 0;
-    }
+  // W = layer.weight.data.clone().float(); W[:, dead] = 0
+  const W = new Float64Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    const src = (rowSet ? rowSet[r] : r) * cols;
+    for (let i = 0; i < cols; i++) W[r * cols + i] = factor.dead[i] ? 0 : w[src + i];
   }
-
-  // damp = percdamp * torch.mean(torch.diag(H)); H[diag, diag] += damp
-  let meanDiag = 0;
-  for (let i = 0; i < cols; i++) meanDiag += Hd[i * cols + i];
-  meanDiag /= cols;
-  const damp = percdamp * meanDiag;
-  for (let i = 0; i < cols; i++) Hd[i * cols + i] += damp;
-
-  // H = torch.linalg.cholesky(H); H = torch.cholesky_inverse(H); H = torch.linalg.cholesky(H, upper=True)
-  // Paper §3 "Cholesky Reformulation": row q of the upper Cholesky factor of H⁻¹ holds
-  // exactly the entries of the successively reduced inverse Hessians [H_F⁻¹]_q,: / sqrt([H_F⁻¹]_qq)
-  // that the OBS update (eq. 2, 3) needs.
-  if (!choleskyLower(Hd, cols)) {
-    throw new InvarxError('bad-config', `GPTQ: the damped Hessian is not positive definite; raise dampPercent (now ${percdamp})`);
-  }
-  const Hinv = choleskyInverse(Hd, cols);
-  if (!choleskyLower(Hinv, cols)) {
-    throw new InvarxError('bad-config', `GPTQ: the inverse Hessian is not positive definite; raise dampPercent (now ${percdamp})`);
-  }
-  transposeInPlace(Hinv, cols); // upper factor U = Lᵀ, Hinv = Uᵀ U
 
   const q = new Uint8Array(rows * cols);
   const deq = new Float32Array(rows * cols);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { Rng } from '../../core/rng';
-import { accumulateHessian, gptqQuantize, newHessian } from '../../core/quant/gptq';
+import { accumulateHessian, gptqFactor, gptqQuantize, gptqQuantizeRows, newHessian } from '../../core/quant/gptq';
 import { dequantize, fakeQuantRtn, numGroups, quantizeRtn } from '../../core/quant/rtn';
 
 /**
@@ -173,6 +173,28 @@ describe('GPTQ', () => {
         expect(got.qz.scale.length).toBe(rows * numGroups(cols, group));
       }),
       { numRuns: 150 },
+    );
+  });
+
+  it('quantizes any subset of rows from a shared factor exactly as the whole matrix does', () => {
+    fc.assert(
+      fc.property(layerArb, fc.boolean(), fc.integer({ min: 1, max: 2 ** 31 - 1 }), ({ seed, rows, cols, nPerCol, bits, group, blockSize, deadFrac }, clip, pick) => {
+        const n = Math.max(1, Math.round(nPerCol * cols));
+        const { x, w } = layerCase(seed, rows, cols, n, deadFrac);
+        const H = hessianOf(x, n, cols);
+        const spec = { bits, group, clip };
+        const whole = gptqQuantize(w, rows, cols, H, spec, { blockSize });
+        const rng = Rng.fromSeed(pick);
+        const subset = rng.sample(rows, 1 + rng.int(rows)); // distinct rows, in random order
+        const part = gptqQuantizeRows(w, cols, gptqFactor(H, cols), spec, { blockSize }, subset);
+        const nG = numGroups(cols, group);
+        subset.forEach((r, i) => {
+          expect(part.deq.subarray(i * cols, (i + 1) * cols)).toEqual(whole.deq.subarray(r * cols, (r + 1) * cols));
+          expect(part.qz.q.subarray(i * cols, (i + 1) * cols)).toEqual(whole.qz.q.subarray(r * cols, (r + 1) * cols));
+          expect(part.qz.scale.subarray(i * nG, (i + 1) * nG)).toEqual(whole.qz.scale.subarray(r * nG, (r + 1) * nG));
+        });
+      }),
+      { numRuns: 100 },
     );
   });
 

@@ -10,6 +10,7 @@
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
+import { SEPARABLE_MIN_ROWS } from '../../core/ops';
 import { Rng } from '../../core/rng';
 import { fakeQuantRtnRect, type QuantSpec } from '../../core/quant/rtn';
 import {
@@ -125,6 +126,38 @@ for (const s of subjects) {
       expect(Array.from(z)).toEqual([0, 0, 0, 0, 0, 0]);
       get().matmulT(z, new Float32Array(0), new Float32Array(9), 0, 3, 3);
       expect(() => get().matmulT(new Float32Array(5), new Float32Array(6), new Float32Array(9), 2, 3, 3)).toThrow(RangeError);
+    });
+
+    it('matmulT keeps the Ops contract: for ≥ SEPARABLE_MIN_ROWS rows, any sub-product and XᵀX rows give the same bits', () => {
+      const big = s.name === 'gpu' ? 40 : 1200;
+      fc.assert(
+        fc.property(
+          fc.integer({ min: SEPARABLE_MIN_ROWS, max: 60 }), fc.integer({ min: 1, max: big }), fc.integer({ min: 1, max: 60 }),
+          fc.integer({ min: 1, max: 2 ** 31 - 1 }),
+          (n, K, N, seed) => {
+            const rng = Rng.fromSeed(seed);
+            const x = randomArray(rng, n * K);
+            const w = randomArray(rng, N * K, 0.5);
+            const y = new Float32Array(n * N);
+            get().matmulT(y, x, w, n, K, N);
+            // Any SEPARABLE_MIN_ROWS..n rows of x (in any order) against any rows of w.
+            const rows = rng.sample(n, SEPARABLE_MIN_ROWS + rng.int(n - SEPARABLE_MIN_ROWS + 1));
+            const cols = rng.sample(N, 1 + rng.int(N));
+            const xs = new Float32Array(rows.length * K);
+            rows.forEach((r, i) => xs.set(x.subarray(r * K, (r + 1) * K), i * K));
+            const ws = new Float32Array(cols.length * K);
+            cols.forEach((c, j) => ws.set(w.subarray(c * K, (c + 1) * K), j * K));
+            const part = new Float32Array(rows.length * cols.length);
+            get().matmulT(part, xs, ws, rows.length, K, cols.length);
+            rows.forEach((r, i) => cols.forEach((c, j) => expect(Object.is(part[i * cols.length + j], y[r * N + c])).toBe(true)));
+            // XᵀX-style products are symmetric: x against itself.
+            const g = new Float32Array(n * n);
+            get().matmulT(g, x, x, n, K, n);
+            for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) expect(Object.is(g[i * n + j], g[j * n + i])).toBe(true);
+          },
+        ),
+        { numRuns: s.runs },
+      );
     });
 
     it('quantDequant is bit-identical to core fakeQuantRtnRect (ragged groups, rectangles, clip, ties)', () => {
