@@ -122,6 +122,21 @@ export function attentionContext(
     v = cache.v;
   }
   const ctx = new Float32Array(T * qDim); // [T, qDim]
+  contextHeads(cfg, q, k, v, T, past, null, ops, ctx);
+  return ctx;
+}
+
+/**
+ * ctx[T, qDim] columns of q heads `heads` (all when null): causal softmax attention of the
+ * post-RoPE queries q [T, qDim] over the keys k and values v [past + T, kvDim] of their kv
+ * head. One head at a time, so recomputing some heads gives the same bits as all of them.
+ */
+export function contextHeads(
+  cfg: ModelConfig, q: F32, k: F32, v: F32, T: number, past: number, heads: ArrayLike<number> | null, ops: Ops, ctx: F32,
+): void {
+  const { nHeads, nKvHeads, headDim: hd } = cfg;
+  const qDim = nHeads * hd;
+  const kvDim = nKvHeads * hd;
   const S = past + T; // keys visible to the last query
   const group = nHeads / nKvHeads;
   const scale = 1 / Math.sqrt(hd);
@@ -130,38 +145,41 @@ export function attentionContext(
   const qh = new Float32Array(T * hd); // [T, hd]   one query head
   const att = new Float32Array(T * S); // [T, S]   scores, then probabilities
   const ch = new Float32Array(T * hd); // [T, hd]   context of one head
-  for (let g = 0; g < nKvHeads; g++) {
-    for (let s = 0; s < S; s++) {
-      for (let i = 0; i < hd; i++) {
-        kg[s * hd + i] = k[s * kvDim + g * hd + i];
-        vgT[i * S + s] = v[s * kvDim + g * hd + i];
-      }
-    }
-    for (let r = 0; r < group; r++) {
-      const h = g * group + r;
-      for (let t = 0; t < T; t++) for (let i = 0; i < hd; i++) qh[t * hd + i] = q[t * qDim + h * hd + i];
-      ops.matmulT(att, qh, kg, T, hd, S);
-      // Causal softmax per query row (float64 sum); masked keys get probability 0.
-      for (let t = 0; t < T; t++) {
-        const visible = past + t + 1;
-        const o = t * S;
-        let max = -Infinity;
-        for (let j = 0; j < visible; j++) if (att[o + j] > max) max = att[o + j];
-        let sum = 0;
-        for (let j = 0; j < visible; j++) {
-          const e = Math.exp((att[o + j] - max) * scale);
-          att[o + j] = e;
-          sum += e;
+  let loaded = -1;
+  const n = heads ? heads.length : nHeads;
+  for (let x = 0; x < n; x++) {
+    const h = heads ? heads[x] : x;
+    const g = Math.floor(h / group);
+    if (g !== loaded) {
+      for (let s = 0; s < S; s++) {
+        for (let i = 0; i < hd; i++) {
+          kg[s * hd + i] = k[s * kvDim + g * hd + i];
+          vgT[i * S + s] = v[s * kvDim + g * hd + i];
         }
-        const inv = 1 / sum;
-        for (let j = 0; j < visible; j++) att[o + j] *= inv;
-        for (let j = visible; j < S; j++) att[o + j] = 0;
       }
-      ops.matmulT(ch, att, vgT, T, S, hd);
-      for (let t = 0; t < T; t++) for (let i = 0; i < hd; i++) ctx[t * qDim + h * hd + i] = ch[t * hd + i];
+      loaded = g;
     }
+    for (let t = 0; t < T; t++) for (let i = 0; i < hd; i++) qh[t * hd + i] = q[t * qDim + h * hd + i];
+    ops.matmulT(att, qh, kg, T, hd, S);
+    // Causal softmax per query row (float64 sum); masked keys get probability 0.
+    for (let t = 0; t < T; t++) {
+      const visible = past + t + 1;
+      const o = t * S;
+      let max = -Infinity;
+      for (let j = 0; j < visible; j++) if (att[o + j] > max) max = att[o + j];
+      let sum = 0;
+      for (let j = 0; j < visible; j++) {
+        const e = Math.exp((att[o + j] - max) * scale);
+        att[o + j] = e;
+        sum += e;
+      }
+      const inv = 1 / sum;
+      for (let j = 0; j < visible; j++) att[o + j] *= inv;
+      for (let j = visible; j < S; j++) att[o + j] = 0;
+    }
+    ops.matmulT(ch, att, vgT, T, S, hd);
+    for (let t = 0; t < T; t++) for (let i = 0; i < hd; i++) ctx[t * qDim + h * hd + i] = ch[t * hd + i];
   }
-  return ctx;
 }
 
 /** FFN hidden activation from the normed input: silu(w1 x) * (w3 x), or relu(w1 x + b1). [T, hiddenDim] */

@@ -3,13 +3,14 @@
  *  - RTN: each linear on its own (core/quant/rtn.ts); FFN moves then only need the rows
  *    and groups they touch re-quantized (objective.ts does that incrementally).
  *  - GPTQ: true-sequential within the block as in core/quant/model.ts — wq/wk/wv from
- *    norm(x), wo from the context of the quantized q/k/v, w1/w3 from norm(h) after the
- *    quantized attention, w2 from the activation of the quantized w1/w3 — on the block's
- *    inputs in the quantized model, so the search scores exactly the rounding GPTQ would
- *    produce for the transformed weights (issue #5: "the rounding of the transformed block
- *    is recomputed"). Hessians are XᵀX products through the backend's matmul.
+ *    norm(x), wo from the context of the quantized q/k/v (objective.ts), w1/w3 from norm(h)
+ *    after the quantized attention, w2 from the activation of the quantized w1/w3 (here) —
+ *    on the block's inputs in the quantized model, so the search scores exactly the
+ *    rounding GPTQ would produce for the transformed weights (issue #5: "the rounding of
+ *    the transformed block is recomputed"). Hessians are XᵀX products through the
+ *    backend's matmul.
  */
-import { attentionContext, ffnActivation, norm } from '../core/forward';
+import { ffnActivation } from '../core/forward';
 import type { Block, F32, LinearName, ModelConfig } from '../core/model/types';
 import { SEPARABLE_MIN_ROWS, type Ops } from '../core/ops';
 import { gptqFactor, gptqQuantize, gptqQuantizeRows, type GptqFactor } from '../core/quant/gptq';
@@ -21,10 +22,17 @@ export type BaseMethod = 'rtn' | 'gptq';
 /** Where a quantizer leaves the integer codes of the linears it quantized (for packed export). */
 export type CodeSink = Partial<Record<LinearName, Quantized>>;
 
-/** xᵀ [cols, N] of x [N, cols]. */
+/** xᵀ [cols, N] of x [N, cols], in 32×32 tiles (a plain double loop misses the cache on every write). */
 export function transpose(x: F32, N: number, cols: number): F32 {
   const xT = new Float32Array(cols * N);
-  for (let n = 0; n < N; n++) for (let c = 0; c < cols; c++) xT[c * N + n] = x[n * cols + c];
+  const B = 32;
+  for (let n0 = 0; n0 < N; n0 += B) {
+    const n1 = Math.min(n0 + B, N);
+    for (let c0 = 0; c0 < cols; c0 += B) {
+      const c1 = Math.min(c0 + B, cols);
+      for (let c = c0; c < c1; c++) for (let n = n0; n < n1; n++) xT[c * N + n] = x[n * cols + c];
+    }
+  }
   return xT;
 }
 
@@ -34,11 +42,20 @@ export function transpose(x: F32, N: number, cols: number): F32 {
  * recomputed alone bit for bit (see `hessianRows` and the Ops contract).
  */
 export function hessianT(xT: F32, N: number, cols: number, ops: Ops): Float64Array {
-  const h32 = new Float32Array(cols * cols);
-  ops.matmulT(h32, xT, xT, cols, N, cols);
+  // At least SEPARABLE_MIN_ROWS rows on the left (zero padding), as hessianRows uses.
+  const rows = Math.max(cols, SEPARABLE_MIN_ROWS);
+  const left = rows === cols ? xT : copyPadded(xT, rows * N);
+  const h32 = new Float32Array(rows * cols);
+  ops.matmulT(h32, left, xT, rows, N, cols);
   const H = new Float64Array(cols * cols);
   for (let i = 0; i < H.length; i++) H[i] = (2 / N) * h32[i];
   return H;
+}
+
+function copyPadded(x: F32, n: number): F32 {
+  const out = new Float32Array(n);
+  out.set(x);
+  return out;
 }
 
 /** H of x [N, cols]. */
@@ -54,7 +71,7 @@ export function hessian(x: F32, N: number, cols: number, ops: Ops): Float64Array
 export function hessianRows(H: Float64Array, xT: F32, N: number, cols: number, rows: ArrayLike<number>, ops: Ops): void {
   const k = rows.length;
   const kk = Math.max(k, SEPARABLE_MIN_ROWS);
-  const xs = new Float32Array(kk * N);
+  const xs = new Float32Array(kk * N); // zero padding rows
   for (let u = 0; u < k; u++) xs.set(xT.subarray(rows[u] * N, (rows[u] + 1) * N), u * N);
   const h32 = new Float32Array(kk * cols);
   ops.matmulT(h32, xs, xT, kk, N, cols);
@@ -72,37 +89,6 @@ function gptqLinear(b: Block, name: LinearName, rows: number, cols: number, H: F
   const { qz, deq } = gptqQuantize(b[name]!, rows, cols, H, spec);
   if (codes) codes[name] = qz;
   return deq;
-}
-
-/** GPTQ of wq/wk/wv/wo on the block inputs xs (one [T, dim] per sequence). */
-export function gptqAttention(cfg: ModelConfig, b: Block, xs: F32[], spec: QuantSpec, ops: Ops, codes?: CodeSink): Partial<Block> {
-  const d = cfg.dim;
-  const qDim = cfg.nHeads * cfg.headDim;
-  const kvDim = cfg.nKvHeads * cfg.headDim;
-  const N = xs.reduce((s, x) => s + x.length / d, 0);
-  const xn = new Float32Array(N * d);
-  let o = 0;
-  const xnSeq = xs.map((x) => {
-    const T = x.length / d;
-    const part = xn.subarray(o * d, (o + T) * d);
-    norm(cfg, part, x, b.attnNorm, b.attnNormBias, T);
-    o += T;
-    return part;
-  });
-  const Hx = hessian(xn, N, d, ops);
-  const q: Block = { ...b };
-  q.wq = gptqLinear(b, 'wq', qDim, d, Hx, spec, codes);
-  q.wk = gptqLinear(b, 'wk', kvDim, d, Hx, spec, codes);
-  q.wv = gptqLinear(b, 'wv', kvDim, d, Hx, spec, codes);
-  const ctx = new Float32Array(N * qDim);
-  o = 0;
-  xnSeq.forEach((part) => {
-    const T = part.length / d;
-    ctx.set(attentionContext(cfg, q, part, T, ops), o * qDim);
-    o += T;
-  });
-  q.wo = gptqLinear(b, 'wo', d, qDim, hessian(ctx, N, qDim, ops), spec, codes);
-  return { wq: q.wq, wk: q.wk, wv: q.wv, wo: q.wo };
 }
 
 /**

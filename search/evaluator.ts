@@ -32,10 +32,10 @@ export function candidateBlock(cur: Block, move: Move): Block {
 export function candidateLoss(cfg: ModelConfig, obj: BlockObjective, cur: Block, move: Move): number {
   const nb = candidateBlock(cur, move);
   applyTransforms(cfg, nb, move.transforms);
-  // FFN moves re-evaluate incrementally (objective.ts): the rows, groups and Hessian
-  // entries they touch. Attention moves change the FFN's input, so they redo the whole block.
+  // Moves re-evaluate incrementally (objective.ts): the rows, groups, heads and Hessian
+  // entries they touch (attention moves also redo the FFN side, whose input they change).
   if (move.kind === 'ffn') return obj.ffnMoveLoss(nb, move.units!);
-  return obj.fullEval(nb, 'attn').loss;
+  return obj.attnMoveLoss(nb, move.transforms);
 }
 
 /** The candidate's whole quantized block (for the global term, which runs the rest of the model on it). */
@@ -86,7 +86,7 @@ export class Evaluator {
   /** Install an accepted move; `cur` already holds the transformed FP weights. */
   commit(move: Move, cur: Block): void {
     if (move.kind === 'ffn') this.obj!.ffnMoveLoss(cur, move.units!, true);
-    else this.obj!.reset(cur, move.kind);
+    else this.obj!.attnMoveLoss(cur, move.transforms, true);
   }
 
   async close(): Promise<void> {

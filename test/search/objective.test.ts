@@ -77,23 +77,38 @@ describe('block objective', () => {
         const fresh = obj.fullEval(cur);
         expect(obj.loss).toBe(fresh.loss);
         for (const k of ['w1', 'w3', 'w2'] as const) expect(obj.q[k]).toEqual(fresh.q[k]);
-        expect(obj.act).toEqual(fresh.act);
-        expect(obj.err).toEqual(fresh.err);
-        expect(obj.gptq!.Ha).toEqual(fresh.gptq!.Ha);
-        expect(obj.gptq!.actT).toEqual(fresh.gptq!.actT);
+        expect(obj.c.act).toEqual(fresh.c.act);
+        expect(obj.c.err).toEqual(fresh.c.err);
+        expect(obj.c.gptq!.Ha).toEqual(fresh.c.gptq!.Ha);
+        expect(obj.c.gptq!.actT).toEqual(fresh.c.gptq!.actT);
       }
     }
   });
 
-  it('attention candidates are scored by a full evaluation of the transformed block', () => {
-    const { m, rng, obj, cur, spec } = setup(2, 3);
+  it.each([
+    ['rtn', 'js', jsOps], ['rtn', 'wasm', getBackend('wasm')], ['gptq', 'js', jsOps], ['gptq', 'wasm', getBackend('wasm')],
+  ] as const)('attention moves on the %s base (%s) are scored head by head, bit for bit the full evaluation, before and after commits', (method, _name, ops) => {
+    const { m, rng, obj, cur } = setup(2, 3, method, ops);
     const kinds = attnKindsOn(m.config, new Set(ALL_INVARIANCES));
-    for (let i = 0; i < 6; i++) {
+    const seen = new Set<string>();
+    for (let i = 0; i < 12; i++) {
       const move = drawAttnMove(m.config, rng, kinds, DEFAULT_TUNING);
+      seen.add(move.transforms[0].kind);
       const nb = candidateBlock(cur, move);
       applyTransforms(m.config, nb, move.transforms);
-      expect(candidateLoss(m.config, obj, cur, move)).toBe(obj.fullEval(nb).loss);
+      const inc = candidateLoss(m.config, obj, cur, move);
+      expect(inc).toBe(obj.fullEval(nb).loss);
+      if (i % 3 === 0) {
+        applyTransforms(m.config, cur, move.transforms);
+        obj.attnMoveLoss(cur, move.transforms, true);
+        const fresh = obj.fullEval(cur);
+        expect(obj.loss).toBe(fresh.loss);
+        for (const k of ['wq', 'wk', 'wv', 'wo', 'w1', 'w2'] as const) expect(obj.q[k]).toEqual(fresh.q[k]);
+        for (const k of ['q', 'k', 'v', 'ctx', 'h', 'act'] as const) expect(obj.c[k]).toEqual(fresh.c[k]);
+        if (method === 'gptq') expect(obj.c.gptq!.Hctx).toEqual(fresh.c.gptq!.Hctx);
+      }
     }
+    expect(seen.size).toBe(kinds.length); // every attention kind was tried
   });
 
   it('exact moves leave the FP block function unchanged but change the quantized loss', () => {
