@@ -3,7 +3,7 @@
  * row-major [T, width] Float32Arrays, one row per token of one sequence. Linear layers go
  * through an `Ops` so a fast backend can be plugged in.
  */
-import { jsOps, type Ops } from './ops';
+import { jsOps, siluMul, softmaxCausal, type Ops } from './ops';
 import type { Block, F32, Model, ModelConfig } from './model/types';
 
 /** Past keys/values of one block for incremental decoding: [capacity, kvDim] each. */
@@ -161,22 +161,7 @@ export function contextHeads(
     }
     for (let t = 0; t < T; t++) for (let i = 0; i < hd; i++) qh[t * hd + i] = q[t * qDim + h * hd + i];
     ops.matmulT(att, qh, kg, T, hd, S);
-    // Causal softmax per query row (float64 sum); masked keys get probability 0.
-    for (let t = 0; t < T; t++) {
-      const visible = past + t + 1;
-      const o = t * S;
-      let max = -Infinity;
-      for (let j = 0; j < visible; j++) if (att[o + j] > max) max = att[o + j];
-      let sum = 0;
-      for (let j = 0; j < visible; j++) {
-        const e = Math.exp((att[o + j] - max) * scale);
-        att[o + j] = e;
-        sum += e;
-      }
-      const inv = 1 / sum;
-      for (let j = 0; j < visible; j++) att[o + j] *= inv;
-      for (let j = visible; j < S; j++) att[o + j] = 0;
-    }
+    softmaxCausal(ops, att, T, S, past, scale);
     ops.matmulT(ch, att, vgT, T, S, hd);
     for (let t = 0; t < T; t++) for (let i = 0; i < hd; i++) ctx[t * qDim + h * hd + i] = ch[t * hd + i];
   }
@@ -190,10 +175,7 @@ export function ffnActivation(cfg: ModelConfig, b: Block, xn: F32, T: number, op
   if (cfg.arch === 'llama') {
     const gate = new Float32Array(T * H);
     ops.matmulT(gate, xn, b.w3!, T, cfg.dim, H);
-    for (let i = 0; i < act.length; i++) {
-      const a = act[i];
-      act[i] = (a / (1 + Math.exp(-a))) * gate[i];
-    }
+    siluMul(ops, act, gate, act.length);
   } else {
     addBias(act, b.b1, T, H);
     for (let i = 0; i < act.length; i++) if (act[i] < 0) act[i] = 0;

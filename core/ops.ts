@@ -21,6 +21,56 @@ export interface Ops {
    * bit for bit. Every backend's conformance suite checks it.
    */
   matmulT(y: F32, x: F32, w: F32, n: number, inDim: number, outDim: number, accumulate?: boolean): void;
+  /**
+   * Optional: causal softmax of the scores att [T, S] (S = past + T) in place, as
+   * softmaxCausalRef does it. Row by row, so any subset of rows or heads recomputes to the
+   * same bits.
+   */
+  softmaxCausal?(att: F32, T: number, S: number, past: number, scale: number): void;
+  /** Optional: a[i] ← silu(a[i]) · g[i] for i < n, as siluMulRef; element by element. */
+  siluMul?(a: F32, g: F32, n: number): void;
+}
+
+/**
+ * The reference causal softmax: row t of att [T, S] sees keys 0 … past + t;
+ * p_j = exp((a_j − max)·scale) / Σ over those keys (float64), 0 for the masked keys.
+ */
+export function softmaxCausalRef(att: F32, T: number, S: number, past: number, scale: number): void {
+  for (let t = 0; t < T; t++) {
+    const visible = past + t + 1;
+    const o = t * S;
+    let max = -Infinity;
+    for (let j = 0; j < visible; j++) if (att[o + j] > max) max = att[o + j];
+    let sum = 0;
+    for (let j = 0; j < visible; j++) {
+      const e = Math.exp((att[o + j] - max) * scale);
+      att[o + j] = e;
+      sum += e;
+    }
+    const inv = 1 / sum;
+    for (let j = 0; j < visible; j++) att[o + j] *= inv;
+    for (let j = visible; j < S; j++) att[o + j] = 0;
+  }
+}
+
+/** The reference SwiGLU gate: a[i] ← a[i] / (1 + exp(−a[i])) · g[i], in float64, rounded once. */
+export function siluMulRef(a: F32, g: F32, n: number): void {
+  for (let i = 0; i < n; i++) {
+    const v = a[i];
+    a[i] = (v / (1 + Math.exp(-v))) * g[i];
+  }
+}
+
+/** ops.softmaxCausal when the backend has one, else the reference. */
+export function softmaxCausal(ops: Ops, att: F32, T: number, S: number, past: number, scale: number): void {
+  if (ops.softmaxCausal) ops.softmaxCausal(att, T, S, past, scale);
+  else softmaxCausalRef(att, T, S, past, scale);
+}
+
+/** ops.siluMul when the backend has one, else the reference. */
+export function siluMul(ops: Ops, a: F32, g: F32, n: number): void {
+  if (ops.siluMul) ops.siluMul(a, g, n);
+  else siluMulRef(a, g, n);
 }
 
 /** Plain TypeScript: the reference the fast backends are tested against. */

@@ -33,3 +33,15 @@ export function checkSqErr(a: F32, b: F32, n: number): void {
   if (!isDim(n)) throw new RangeError(`sqErr: n must be a non-negative integer, got ${n}`);
   if (a.length < n || b.length < n) throw new RangeError(`sqErr: need ${n} values, a holds ${a.length} and b ${b.length}`);
 }
+
+export function checkSoftmax(att: F32, T: number, S: number, past: number): void {
+  if (!(isDim(T) && isDim(S) && isDim(past) && S === past + T)) {
+    throw new RangeError(`softmaxCausal: need S = past + T with non-negative integers, got T=${T} S=${S} past=${past}`);
+  }
+  if (att.length < T * S) throw new RangeError(`softmaxCausal: att holds ${att.length} values, need ${T} × ${S}`);
+}
+
+export function checkSiluMul(a: F32, g: F32, n: number): void {
+  if (!isDim(n)) throw new RangeError(`siluMul: n must be a non-negative integer, got ${n}`);
+  if (a.length < n || g.length < n) throw new RangeError(`siluMul: need ${n} values, a holds ${a.length} and g ${g.length}`);
+}

@@ -3,6 +3,7 @@
  * Everything that changes a run's trajectory is in RunConfig (and nothing else is).
  */
 import { createHash } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { fail } from '../core/errors';
 import type { Invariance, RunConfig } from './contract';
 
@@ -159,6 +160,11 @@ export const DEFAULT_CONFIG: Omit<RunConfig, 'model' | 'bits' | 'group'> = {
   workers: 1,
   patience: 8,
 };
+
+/** Worker threads worth starting for `candidates` candidates a step: one per core, at most one per candidate. */
+export function autoWorkers(candidates: number): number {
+  return Math.max(1, Math.min(availableParallelism(), Math.floor(candidates) || 1));
+}
 
 function int(name: string, v: number, lo: number, hi: number): void {
   if (!Number.isInteger(v) || v < lo || v > hi) fail('bad-config', `${name} must be an integer in [${lo}, ${hi}], got ${v}`);

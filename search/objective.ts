@@ -26,7 +26,7 @@
  */
 import { norm } from '../core/forward';
 import { touched, type Transform } from '../core/invariance';
-import type { Ops } from '../core/ops';
+import { siluMul, type Ops } from '../core/ops';
 import type { Block, F32, LinearName, ModelConfig } from '../core/model/types';
 import { fakeQuantRtnRect, type QuantSpec } from '../core/quant/rtn';
 import { gptqFactor, gptqQuantize, gptqQuantizeRows, type GptqFactor } from '../core/quant/gptq';
@@ -170,18 +170,18 @@ interface AttnSide {
 const ATTN_LINEARS = ['wq', 'wk', 'wv'] as const;
 
 /** FFN hidden activation from projections: silu(p1)·p3 (llama) or relu(p1 + b1) (opt), in place in p1. */
-function activate(cfg: ModelConfig, p1: F32, p3: F32 | undefined, b1: F32 | undefined, units: ArrayLike<number>, n: number): void {
+function activate(cfg: ModelConfig, ops: Ops, p1: F32, p3: F32 | undefined, b1: F32 | undefined, units: ArrayLike<number>, n: number): void {
   const k = units.length;
+  if (cfg.arch === 'llama') {
+    // as core's ffnActivation does it, so that a unit's activation has the same bits either way
+    siluMul(ops, p1, p3!, n * k);
+    return;
+  }
   for (let r = 0; r < n; r++) {
     for (let u = 0; u < k; u++) {
       const i = r * k + u;
-      if (cfg.arch === 'llama') {
-        const a = p1[i];
-        p1[i] = (a / (1 + Math.exp(-a))) * p3![i];
-      } else {
-        const v = p1[i] + (b1 ? b1[units[u]] : 0);
-        p1[i] = v > 0 ? v : 0;
-      }
+      const v = p1[i] + (b1 ? b1[units[u]] : 0);
+      p1[i] = v > 0 ? v : 0;
     }
   }
 }
@@ -424,7 +424,7 @@ export class BlockObjective {
       p3 = new Float32Array(N * k);
       this.ops.matmulT(p3, xn, w3q!, N, cfg.dim, k);
     }
-    activate(cfg, act, p3, b1, units, N);
+    activate(cfg, this.ops, act, p3, b1, units, N);
   }
 
   /**

@@ -464,7 +464,8 @@ class Search implements SearchJob {
   async exportTo(dir: string): Promise<void> {
     const packr = new Packr({ moreTypes: true });
     writeSearchExport(dir, {
-      transforms: packr.pack({ config: this.config, moves: this.b.moves }),
+      // Without the worker count, which changes only speed: the export is the same for any.
+      transforms: packr.pack({ config: { ...this.config, workers: undefined }, moves: this.b.moves }),
       transformed: { ...this.model, blocks: this.cur },
       quantized: this.searchedModel(),
       codes: this.searchedCodes(),

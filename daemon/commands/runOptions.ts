@@ -3,7 +3,7 @@
  */
 import type { Command } from 'commander';
 import { fail } from '../../core/errors';
-import { DEFAULT_CONFIG, parseInvariances, resolveTuning, type SearchTuning } from '../../search/config';
+import { autoWorkers, DEFAULT_CONFIG, parseInvariances, resolveTuning, type SearchTuning } from '../../search/config';
 import type { RunConfig } from '../../search/contract';
 
 export function addRunOptions(cmd: Command): Command {
@@ -20,7 +20,7 @@ export function addRunOptions(cmd: Command): Command {
     .option('--eval-tokens <file>', 'held-out evaluation tokens; default: sampled from the model with another seed')
     .option('--invariances <list>', 'ffn, attn, all, or kinds such as ffn-perm,attn-vo-rot', 'all')
     .option('--candidates <n>', 'candidates evaluated per step', String(DEFAULT_CONFIG.candidates))
-    .option('--workers <n>', 'worker threads for candidate evaluation (results do not depend on it)', String(DEFAULT_CONFIG.workers))
+    .option('--workers <n>', 'worker threads for candidate evaluation, or auto: one per core up to --candidates (results do not depend on it)', 'auto')
     .option('--patience <n>', 'stop after this many validation checks without improvement (0 = never)', String(DEFAULT_CONFIG.patience))
     .option('--tuning <json>', 'search tuning overrides as a JSON object, e.g. \'{"accept":"anneal","schedule":"gain"}\' (README: "Tuning")');
 }
@@ -60,7 +60,7 @@ export function runConfigFromOptions(o: Record<string, string>): RunConfig {
     evalTokens: o.evalTokens,
     invariances: parseInvariances(o.invariances),
     candidates: num('candidates', o.candidates),
-    workers: num('workers', o.workers),
+    workers: o.workers === 'auto' ? autoWorkers(num('candidates', o.candidates)) : num('workers', o.workers),
     patience: num('patience', o.patience),
   };
 }

@@ -6,7 +6,7 @@
 import type { F32 } from '../../core/model/types';
 import type { QuantSpec } from '../../core/quant/rtn';
 import type { Backend } from '../backend';
-import { checkMatmulT, checkQuantRect } from '../check';
+import { checkMatmulT, checkQuantRect, checkSiluMul, checkSoftmax } from '../check';
 import { checkSpec, clipRatios, sqErrRef } from '../js';
 import { Arena } from './arena';
 import { fusedMadd, instantiate, kernelsModule, relaxedSimd, type KernelExports } from './module';
@@ -157,11 +157,39 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
     copyOut(out, cols, rowStart, rowEnd, c0, span, op);
   }
 
+  function softmaxCausal(att: F32, T: number, S: number, past: number, scale: number): void {
+    checkSoftmax(att, T, S, past);
+    if (T === 0) return;
+    arena.reset();
+    const p = arena.alloc(T * S);
+    copyIn(att, S, 0, T, 0, S, p);
+    k.softmax_causal(p, T, S, past, scale);
+    copyOut(att, S, 0, T, 0, S, p);
+  }
+
+  function siluMul(a: F32, g: F32, n: number): void {
+    checkSiluMul(a, g, n);
+    if (n === 0) return;
+    // padded to whole vectors with zeros (silu(0)·0 = 0), so every element takes the same path
+    const n4 = (n + 3) & ~3;
+    arena.reset();
+    const ap = arena.alloc(n4), gp = arena.alloc(n4);
+    const m = arena.f32;
+    m.set(a.subarray(0, n), ap >> 2);
+    m.set(g.subarray(0, n), gp >> 2);
+    m.fill(0, (ap >> 2) + n, (ap >> 2) + n4);
+    m.fill(0, (gp >> 2) + n, (gp >> 2) + n4);
+    k.silu_mul(ap, gp, n4);
+    a.set(m.subarray(ap >> 2, (ap >> 2) + n));
+  }
+
   return {
     name: 'wasm',
     threads,
     fused,
     matmulT,
+    softmaxCausal,
+    siluMul,
     quantDequant,
     // in TypeScript: with its eight running sums it streams at memory speed, and copying
     // both operands into the arena cost more than wasm saved (measured)

@@ -541,4 +541,130 @@
       (local.set $i (i32.add (local.get $i) (i32.const 1)))
       (br $qt)))
   )
+
+  ;; ---------------------------------------------------------------------------------
+  ;; exp of four f32 lanes (after Cephes expf): x = n·ln2 + r, n = nearest(x·log2 e),
+  ;; ln2 in two parts (0.693359375 has few bits, so n·C1 is exact) leaving |r| ≤ ln2/2;
+  ;; exp(r) = 1 + r + r²·P(r) with Cephes' degree-5 P; 2^n from the exponent bits.
+  ;; Within 2 float32 ulp of exp(x) for x in [−87.3, 88.3] (the conformance suite checks
+  ;; it against float64); lanes below give 0, above give exp(88.3) (no infinities).
+  (func $exp4 (param $x v128) (result v128)
+    (local $n v128) (local $r v128) (local $p v128) (local $under v128)
+    (local.set $under (f32x4.lt (local.get $x) (v128.const f32x4 -87.3 -87.3 -87.3 -87.3)))
+    (local.set $x (f32x4.min (f32x4.max (local.get $x) (v128.const f32x4 -87.3 -87.3 -87.3 -87.3))
+                             (v128.const f32x4 88.3 88.3 88.3 88.3)))
+    (local.set $n (f32x4.nearest (f32x4.mul (local.get $x) (v128.const f32x4 1.44269504088896341 1.44269504088896341 1.44269504088896341 1.44269504088896341))))
+    (local.set $r (f32x4.sub (f32x4.sub (local.get $x) (f32x4.mul (local.get $n) (v128.const f32x4 0.693359375 0.693359375 0.693359375 0.693359375)))
+                             (f32x4.mul (local.get $n) (v128.const f32x4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4))))
+    (local.set $p (v128.const f32x4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4 1.9875691500e-4))
+    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $r)) (v128.const f32x4 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3 1.3981999507e-3)))
+    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $r)) (v128.const f32x4 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3 8.3334519073e-3)))
+    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $r)) (v128.const f32x4 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2 4.1665795894e-2)))
+    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $r)) (v128.const f32x4 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1 1.6666665459e-1)))
+    (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $r)) (v128.const f32x4 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1)))
+    (local.set $p (f32x4.add (f32x4.add (f32x4.mul (local.get $p) (f32x4.mul (local.get $r) (local.get $r))) (local.get $r))
+                             (v128.const f32x4 1 1 1 1)))
+    ;; × 2^n: (n + 127) << 23 is the float 2^n for n in [−126, 127]
+    (local.set $p (f32x4.mul (local.get $p)
+      (i32x4.shl (i32x4.add (i32x4.trunc_sat_f32x4_s (local.get $n)) (v128.const i32x4 127 127 127 127)) (i32.const 23))))
+    (v128.andnot (local.get $p) (local.get $under)))
+
+  ;; exp of one f32 through the same lanes (so tails match the vector body bit for bit).
+  (func $exp1 (param $x f32) (result f32)
+    (f32x4.extract_lane 0 (call $exp4 (f32x4.splat (local.get $x)))))
+
+  ;; Causal softmax of the scores att [T, S] in place (S = past + T): row t sees keys
+  ;; 0 … past + t; p_j = exp((a_j − max)·scale) / Σ over those keys, 0 for the others.
+  ;; The sum is in float64 (two f64x2 accumulators, then the scalar tail, in order).
+  (func $softmax_causal (export "softmax_causal") (param $att i32) (param $T i32) (param $S i32) (param $past i32) (param $scale f32)
+    (local $t i32) (local $j i32) (local $row i32) (local $vis i32) (local $v4 i32) (local $p i32)
+    (local $mv v128) (local $e v128) (local $s0 v128) (local $s1 v128) (local $M v128) (local $SC v128)
+    (local $m f32) (local $es f32) (local $sum f64) (local $inv f32)
+    (local.set $t (i32.const 0))
+    (block $rows_done (loop $rows
+      (br_if $rows_done (i32.ge_u (local.get $t) (local.get $T)))
+      (local.set $row (i32.add (local.get $att) (i32.shl (i32.mul (local.get $t) (local.get $S)) (i32.const 2))))
+      (local.set $vis (i32.add (i32.add (local.get $past) (local.get $t)) (i32.const 1)))
+      (local.set $v4 (i32.and (local.get $vis) (i32.const -4)))
+      ;; max over the visible keys
+      (local.set $mv (v128.const f32x4 -inf -inf -inf -inf))
+      (local.set $j (i32.const 0))
+      (block $mx_done (loop $mx
+        (br_if $mx_done (i32.ge_u (local.get $j) (local.get $v4)))
+        (local.set $mv (f32x4.max (local.get $mv) (v128.load (i32.add (local.get $row) (i32.shl (local.get $j) (i32.const 2))))))
+        (local.set $j (i32.add (local.get $j) (i32.const 4)))
+        (br $mx)))
+      (local.set $m (f32.max (f32.max (f32x4.extract_lane 0 (local.get $mv)) (f32x4.extract_lane 1 (local.get $mv)))
+                             (f32.max (f32x4.extract_lane 2 (local.get $mv)) (f32x4.extract_lane 3 (local.get $mv)))))
+      (block $mt_done (loop $mt
+        (br_if $mt_done (i32.ge_u (local.get $j) (local.get $vis)))
+        (local.set $m (f32.max (local.get $m) (f32.load (i32.add (local.get $row) (i32.shl (local.get $j) (i32.const 2))))))
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (br $mt)))
+      ;; exponentials and their float64 sum
+      (local.set $M (f32x4.splat (local.get $m)))
+      (local.set $SC (f32x4.splat (local.get $scale)))
+      (local.set $s0 (v128.const f64x2 0 0))
+      (local.set $s1 (v128.const f64x2 0 0))
+      (local.set $j (i32.const 0))
+      (block $ex_done (loop $ex
+        (br_if $ex_done (i32.ge_u (local.get $j) (local.get $v4)))
+        (local.set $p (i32.add (local.get $row) (i32.shl (local.get $j) (i32.const 2))))
+        (local.set $e (call $exp4 (f32x4.mul (f32x4.sub (v128.load (local.get $p)) (local.get $M)) (local.get $SC))))
+        (v128.store (local.get $p) (local.get $e))
+        (local.set $s0 (f64x2.add (local.get $s0) (f64x2.promote_low_f32x4 (local.get $e))))
+        (local.set $s1 (f64x2.add (local.get $s1) (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $e) (local.get $e)))))
+        (local.set $j (i32.add (local.get $j) (i32.const 4)))
+        (br $ex)))
+      (local.set $s0 (f64x2.add (local.get $s0) (local.get $s1)))
+      (local.set $sum (f64.add (f64x2.extract_lane 0 (local.get $s0)) (f64x2.extract_lane 1 (local.get $s0))))
+      (block $et_done (loop $et
+        (br_if $et_done (i32.ge_u (local.get $j) (local.get $vis)))
+        (local.set $p (i32.add (local.get $row) (i32.shl (local.get $j) (i32.const 2))))
+        (local.set $es (call $exp1 (f32.mul (f32.sub (f32.load (local.get $p)) (local.get $m)) (local.get $scale))))
+        (f32.store (local.get $p) (local.get $es))
+        (local.set $sum (f64.add (local.get $sum) (f64.promote_f32 (local.get $es))))
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (br $et)))
+      ;; normalise, then zero the masked keys
+      (local.set $inv (f32.demote_f64 (f64.div (f64.const 1) (local.get $sum))))
+      (local.set $M (f32x4.splat (local.get $inv)))
+      (local.set $j (i32.const 0))
+      (block $nv_done (loop $nv
+        (br_if $nv_done (i32.ge_u (local.get $j) (local.get $v4)))
+        (local.set $p (i32.add (local.get $row) (i32.shl (local.get $j) (i32.const 2))))
+        (v128.store (local.get $p) (f32x4.mul (v128.load (local.get $p)) (local.get $M)))
+        (local.set $j (i32.add (local.get $j) (i32.const 4)))
+        (br $nv)))
+      (block $nt_done (loop $nt
+        (br_if $nt_done (i32.ge_u (local.get $j) (local.get $vis)))
+        (local.set $p (i32.add (local.get $row) (i32.shl (local.get $j) (i32.const 2))))
+        (f32.store (local.get $p) (f32.mul (f32.load (local.get $p)) (local.get $inv)))
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (br $nt)))
+      (block $z_done (loop $z
+        (br_if $z_done (i32.ge_u (local.get $j) (local.get $S)))
+        (f32.store (i32.add (local.get $row) (i32.shl (local.get $j) (i32.const 2))) (f32.const 0))
+        (local.set $j (i32.add (local.get $j) (i32.const 1)))
+        (br $z)))
+      (local.set $t (i32.add (local.get $t) (i32.const 1)))
+      (br $rows)))
+  )
+
+  ;; SwiGLU's gate: a[i] ← a[i] / (1 + exp(−a[i])) · g[i] for i < n, n a multiple of 4
+  ;; (the caller pads).
+  (func $silu_mul (export "silu_mul") (param $a i32) (param $g i32) (param $n i32)
+    (local $i i32) (local $p i32) (local $v v128)
+    (local.set $i (i32.const 0))
+    (block $done (loop $l
+      (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+      (local.set $p (i32.add (local.get $a) (i32.shl (local.get $i) (i32.const 2))))
+      (local.set $v (v128.load (local.get $p)))
+      (v128.store (local.get $p)
+        (f32x4.mul
+          (f32x4.div (local.get $v) (f32x4.add (v128.const f32x4 1 1 1 1) (call $exp4 (f32x4.neg (local.get $v)))))
+          (v128.load (i32.add (local.get $g) (i32.shl (local.get $i) (i32.const 2))))))
+      (local.set $i (i32.add (local.get $i) (i32.const 4)))
+      (br $l)))
+  )
 )

@@ -4,13 +4,16 @@
  *  - matmulT: within 1e-4·√K of a float64 reference, relative to the size of the terms
  *    summed (√Σ_k (x_ik·w_jk)²), on random and odd shapes, with and without accumulate;
  *  - quantDequant: bit-identical to core's fakeQuantRtnRect;
- *  - sqErr: bit-identical to sqErrRef and within 1e-12 of a plain float64 sum.
+ *  - sqErr: bit-identical to sqErrRef and within 1e-12 of a plain float64 sum;
+ *  - softmaxCausal, siluMul (where a backend has them): within float32 round-off of
+ *    float64, row or element separable;
+ *  - matmulT's row-separability contract (core/ops.ts).
  * The gpu backend runs only where the probe finds a GL context (under `xvfb-run -a`);
  * elsewhere its block is reported as skipped with the probe's reason.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { SEPARABLE_MIN_ROWS } from '../../core/ops';
+import { SEPARABLE_MIN_ROWS, siluMul, softmaxCausal } from '../../core/ops';
 import { Rng } from '../../core/rng';
 import { fakeQuantRtnRect, type QuantSpec } from '../../core/quant/rtn';
 import {
@@ -221,6 +224,70 @@ for (const s of subjects) {
         get().quantDequant(w, cols, { bits, group, clip }, got, 0, rows, 0, nG);
         expect(firstMismatch(got, want)).toBe(-1);
       }
+    });
+
+    // Backends without their own softmax/SiLU run core's reference (the same dispatch core uses).
+    it('softmaxCausal is within float32 round-off of a float64 softmax, row by row, with exact zeros past the causal mask', () => {
+      fc.assert(
+        fc.property(
+          fc.integer({ min: 1, max: 70 }), fc.integer({ min: 0, max: 40 }), fc.double({ min: 0.05, max: 3, noNaN: true }),
+          fc.double({ min: 0.1, max: 30, noNaN: true }), fc.integer({ min: 1, max: 2 ** 31 - 1 }),
+          (T, past, scale, spread, seed) => {
+            const S = past + T;
+            const rng = Rng.fromSeed(seed);
+            const att = Float32Array.from({ length: T * S }, () => spread * rng.normal());
+            const x = att.slice();
+            softmaxCausal(get(), att, T, S, past, scale);
+            for (let t = 0; t < T; t++) {
+              const vis = past + t + 1;
+              let max = -Infinity;
+              for (let j = 0; j < vis; j++) max = Math.max(max, x[t * S + j]);
+              let sum = 0;
+              for (let j = 0; j < vis; j++) sum += Math.exp((x[t * S + j] - max) * scale);
+              for (let j = 0; j < S; j++) {
+                const got = att[t * S + j];
+                if (j >= vis) {
+                  expect(got).toBe(0);
+                  continue;
+                }
+                const arg = (x[t * S + j] - max) * scale;
+                const ref = Math.exp(arg) / sum;
+                // a float32 argument carries |arg|·2⁻²⁴ absolute error into exp's relative error
+                expect(Math.abs(got - ref)).toBeLessThanOrEqual((16 + Math.abs(arg)) * 2 ** -23 * ref + 1e-37);
+              }
+            }
+            // Row-separable: the last rows alone (as their own [T', S] problem) give the same bits.
+            const from = rng.int(T);
+            const part = x.slice(from * S);
+            softmaxCausal(get(), part, T - from, S, past + from, scale);
+            expect(firstMismatch(part, att.subarray(from * S))).toBe(-1);
+          },
+        ),
+        { numRuns: s.runs },
+      );
+    });
+
+    it('siluMul is within 4e-6 (relative) of float64 silu(a)·g, element by element', () => {
+      fc.assert(
+        fc.property(fc.integer({ min: 0, max: 300 }), fc.integer({ min: 1, max: 2 ** 31 - 1 }), (n, seed) => {
+          const rng = Rng.fromSeed(seed);
+          const a = Float32Array.from({ length: n }, () => 6 * rng.normal());
+          if (n > 2) (a[0] = -120), (a[1] = 95); // exp(−a) past float32's range either way
+          const g = randomArray(rng, n);
+          const x = a.slice();
+          siluMul(get(), a, g, n);
+          for (let i = 0; i < n; i++) {
+            const ref = (x[i] / (1 + Math.exp(-x[i]))) * g[i];
+            expect(Math.abs(a[i] - ref)).toBeLessThanOrEqual(4e-6 * Math.abs(ref) + 1e-30);
+          }
+          // element by element: any slice alone gives the same bits
+          const from = rng.int(n + 1);
+          const part = x.slice(from);
+          siluMul(get(), part, g.slice(from), n - from);
+          expect(firstMismatch(part, a.subarray(from))).toBe(-1);
+        }),
+        { numRuns: s.runs },
+      );
     });
 
     it('sqErr is bit-identical to sqErrRef and matches a float64 sum', () => {
