@@ -21,9 +21,13 @@ export interface CandidateResult {
 const FFN_KEYS = ['w1', 'w2', 'w3', 'b1'] as const;
 const ATTN_KEYS = ['wq', 'wk', 'wv', 'wo', 'bq', 'bk', 'bv'] as const;
 
-/** The block with fresh copies of the weights a move of this kind may change. */
+/** The block with fresh copies of the weights a move of this kind may change (all of them for a full move). */
 export function candidateBlock(cur: Block, move: Move): Block {
   const nb: Block = { ...cur };
+  if (move.full) {
+    for (const [k, v] of Object.entries(cur) as [keyof Block, Float32Array | undefined][]) if (v) nb[k] = v.slice();
+    return nb;
+  }
   for (const k of move.kind === 'ffn' ? FFN_KEYS : ATTN_KEYS) if (cur[k]) nb[k] = cur[k]!.slice();
   return nb;
 }
@@ -34,6 +38,7 @@ export function candidateLoss(cfg: ModelConfig, obj: BlockObjective, cur: Block,
   applyTransforms(cfg, nb, move.transforms);
   // Moves re-evaluate incrementally (objective.ts): the rows, groups, heads and Hessian
   // entries they touch (attention moves also redo the FFN side, whose input they change).
+  if (move.full) return obj.fullEval(nb, move.full).loss;
   if (move.kind === 'ffn') return obj.ffnMoveLoss(nb, move.units!);
   return obj.attnMoveLoss(nb, move.transforms);
 }

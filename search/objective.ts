@@ -355,7 +355,8 @@ export class BlockObjective {
    * the new state.
    */
   attnMoveLoss(b: Block, transforms: readonly Transform[], commit = false): number {
-    const st = transforms.every((t) => t.kind.startsWith('attn-')) ? this.attnMove(b, transforms) : this.fullEval(b, 'attn');
+    // Anything but attention transforms (not drawn as attention moves) gets a full evaluation.
+    const st = transforms.every((t) => t.kind.startsWith('attn-')) ? this.attnMove(b, transforms) : this.fullEval(b, 'all');
     if (commit) this.install(st);
     return st.loss;
   }

@@ -19,6 +19,8 @@ export interface Move {
   transforms: Transform[];
   /** FFN moves: the units whose rows/columns change. */
   units?: Int32Array;
+  /** Score by a full evaluation redoing this side (scale initialisation's whole-layer scales). */
+  full?: 'attn' | 'ffn';
 }
 
 export function drawFfnMove(cfg: ModelConfig, rng: Rng, on: Set<Invariance>, t: SearchTuning, group: number): Move {

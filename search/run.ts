@@ -221,15 +221,24 @@ class Search implements SearchJob {
     const l = this.block;
     let xs = this.calibFp[0];
     for (let i = 0; i < l; i++) xs = this.runQuantBlock(i, xs);
+    this.obj = this.sharedObjective(l, xs);
+    this.stintStartLoss = this.obj.loss;
+    this.curGlobal = null;
+  }
+
+  /**
+   * The objective of block l on its inputs xs, its state (and the block's FP weights) in
+   * memory the evaluator's workers share, and installed in the evaluator.
+   */
+  private sharedObjective(l: number, xs: F32[]): BlockObjective {
     const alloc = this.evaluator.alloc;
     const plain = this.blockData(l, xs);
     const data = { ...plain, x: copyInto(alloc.f32(plain.x.length), plain.x), y: copyInto(alloc.f32(plain.y.length), plain.y) };
     this.cur[l] = blockIn(alloc, this.cur[l]);
-    this.obj = new BlockObjective(this.model.config, data, this.spec, this.ops, this.config.base, undefined, alloc);
-    this.obj.reset(this.cur[l]);
-    this.evaluator.setBlock(this.obj, this.cur[l], data);
-    this.stintStartLoss = this.obj.loss;
-    this.curGlobal = null;
+    const obj = new BlockObjective(this.model.config, data, this.spec, this.ops, this.config.base, undefined, alloc);
+    obj.reset(this.cur[l]);
+    this.evaluator.setBlock(obj, this.cur[l], data);
+    return obj;
   }
 
   /** Scale-init sites whose invariance is switched on. */
@@ -251,14 +260,14 @@ class Search implements SearchJob {
    * the quantized model as initialised so far), then one validation check, so the stop
    * rule can keep this state even if no discrete move generalises. Counts as no step.
    */
-  private initPass(): void {
+  private async initPass(): Promise<void> {
     const cfg = this.model.config;
     const sites = this.initSites();
+    const score = async (moves: Move[]) => (await this.evaluator.evaluate(moves)).map((r) => r.loss);
     let xs = this.calibFp[0];
     for (let l = 0; l < cfg.nLayers; l++) {
-      const obj = new BlockObjective(cfg, this.blockData(l, xs), this.spec, this.ops, this.config.base);
-      obj.reset(this.cur[l]);
-      scaleInit(cfg, obj, this.cur[l], xs, this.ops, sites, (t) => this.b.moves.push({ block: l, step: 0, transforms: [t] }));
+      const obj = this.sharedObjective(l, xs);
+      await scaleInit(cfg, obj, this.cur[l], xs, this.ops, sites, (t) => this.b.moves.push({ block: l, step: 0, transforms: [t] }), score);
       this.qBlocks[l] = obj.q;
       if (l + 1 < cfg.nLayers) xs = this.runQuantBlock(l, xs);
     }

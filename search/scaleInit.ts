@@ -12,7 +12,8 @@ import { blockTrace } from '../core/forward';
 import { applyTransform, type Transform } from '../core/invariance';
 import type { Block, F32, ModelConfig } from '../core/model/types';
 import type { Ops } from '../core/ops';
-import type { BlockObjective, Change } from './objective';
+import type { BlockObjective } from './objective';
+import type { Move } from './proposals';
 
 export type ScaleSite = 'norm-attn' | 'attn-vo' | 'norm-ffn' | 'ffn-gate';
 
@@ -83,31 +84,34 @@ function siteStats(cfg: ModelConfig, b: Block, xs: F32[], ops: Ops, site: ScaleS
 }
 
 /** Which side of the block a site's scale changes. */
-function change(site: ScaleSite): Change {
+function change(site: ScaleSite): 'attn' | 'ffn' {
   return site === 'norm-ffn' || site === 'ffn-gate' ? 'ffn' : 'attn';
 }
 
-/** Runs the α search for every site in order; returns the accepted transforms (already applied to `cur` and `obj`). */
-export function scaleInit(
+/** Scores moves on the objective's current state (in order; possibly on worker threads). */
+export type ScoreMoves = (moves: Move[]) => Promise<number[]>;
+
+/**
+ * Runs the α search for every site in order; the grid of one site is scored as one batch
+ * (in parallel when `score` uses workers). Returns after applying the accepted transforms
+ * to `cur` and `obj`; `onAccept` records each.
+ */
+export async function scaleInit(
   cfg: ModelConfig, obj: BlockObjective, cur: Block, xs: F32[], ops: Ops, sites: ScaleSite[],
-  onAccept: (t: Transform) => void,
-): void {
+  onAccept: (t: Transform) => void, score: ScoreMoves,
+): Promise<void> {
   for (const site of sites) {
     const m = siteStats(cfg, cur, xs, ops, site);
-    let best: { loss: number; t?: Transform } = { loss: obj.loss };
-    for (const alpha of ALPHA_GRID) {
-      const t = siteTransform(cfg, site, awqScales(m, alpha));
-      const nb: Block = { ...cur };
-      for (const [k, v] of Object.entries(cur)) (nb as unknown as Record<string, F32>)[k] = (v as F32).slice();
-      applyTransform(cfg, nb, t);
-      // Only the attention-norm site changes the attention sublayer.
-      const loss = obj.fullEval(nb, change(site)).loss;
-      if (loss < best.loss) best = { loss, t };
-    }
-    if (best.t) {
-      applyTransform(cfg, cur, best.t);
-      obj.reset(cur, change(site));
-      onAccept(best.t);
+    const full = change(site);
+    const moves: Move[] = ALPHA_GRID.map((alpha) => ({ kind: full, full, transforms: [siteTransform(cfg, site, awqScales(m, alpha))] }));
+    const losses = await score(moves);
+    let best = -1;
+    for (let i = 0; i < losses.length; i++) if (losses[i] < (best < 0 ? obj.loss : losses[best])) best = i;
+    if (best >= 0) {
+      const t = moves[best].transforms[0];
+      applyTransform(cfg, cur, t);
+      obj.reset(cur, full);
+      onAccept(t);
     }
   }
 }
