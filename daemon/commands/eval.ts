@@ -5,6 +5,9 @@
  *
  * Held-out tokens: --tokens FILE, --text FILE, or the default set sampled from the FP model.
  * GPTQ calibrates on --calib-tokens FILE or the default calibration set (another seed).
+ * `--quantized PATH,…` adds models quantized elsewhere (an `invarx run --out` export, a
+ * packed GPTQ checkpoint) as rows against the FP model — on the FP model's default
+ * held-out set that is the set a run's final table uses.
  */
 import { basename } from 'node:path';
 import type { Command } from 'commander';
@@ -19,7 +22,7 @@ import {
 } from '../../core/data';
 import { loadTokenizer, tokenizerPathFor } from '../../core/tokenizer';
 import { bestBackend } from '../../kernels/registry';
-import { parseBits, parseGroup, parseMethods, type EvalMethod } from './modelArgs';
+import { EVAL_METHODS, parseBits, parseGroup, parseMethods } from './modelArgs';
 
 interface EvalOptions {
   model: string;
@@ -30,6 +33,7 @@ interface EvalOptions {
   bits: string;
   group: string;
   method: string;
+  quantized?: string;
   json?: boolean;
 }
 
@@ -45,6 +49,7 @@ export function register(program: Command): void {
     .option('--bits <n>', 'weight bits (2-8)', '3')
     .option('--group <n>', 'quantization group size along the input dimension', '32')
     .option('--method <list>', 'comma-separated: fp, rtn, gptq', 'fp,rtn,gptq')
+    .option('--quantized <paths>', 'comma-separated models to compare with --model as the FP reference (e.g. a run\'s export DIR/gptq)')
     .option('--json', 'print one JSON object instead of a table')
     .action((o: EvalOptions) => evaluate(o));
 }
@@ -64,6 +69,7 @@ function evaluate(o: EvalOptions): void {
 
   const fp = loadModel(o.model);
   for (const name of blockLinears(fp.config)) validateSpec({ bits, group }, linearShape(fp.config, name)[1]);
+  const given = loadQuantized(fp, o.quantized);
   // The fastest backend for forward passes and sampling (as `invarx run` uses), so the
   // default sets are the ones the search samples too.
   const ops = bestBackend();
@@ -97,12 +103,13 @@ function evaluate(o: EvalOptions): void {
     models[method] = quantizeModel(fp, { bits, group, method, calib, ops, f16Scales: true });
   }
   note('evaluating…');
-  const res = evaluateModels(fp, models as Record<string, Model>, heldOut, { ops });
-  const rows: Partial<Record<EvalMethod, Perplexity | Quality>> = { fp: res.fp, ...res.models };
+  const res = evaluateModels(fp, { ...models, ...given } as Record<string, Model>, heldOut, { ops });
+  const rows: Partial<Record<string, Perplexity | Quality>> = { fp: res.fp, ...res.models };
+  const names: string[] = [...methods, ...Object.keys(given)];
 
   if (o.json) {
     const obj: Record<string, { ppl: number; kl?: number }> = {};
-    for (const m of methods) {
+    for (const m of names) {
       const r = rows[m]!;
       obj[m] = 'kl' in r ? { ppl: r.ppl, kl: r.kl } : { ppl: r.ppl };
     }
@@ -112,22 +119,43 @@ function evaluate(o: EvalOptions): void {
   const calibNote = quantized.includes('gptq')
     ? `; GPTQ calibration: ${o.calibTokens ?? `sampled (${DEFAULT_CALIB.count} sequences, seed ${DEFAULT_CALIB.seed})`}`
     : '';
+  const width = Math.max(8, ...names.map((n) => n.length + 2));
   const lines = [
     `model ${basename(o.model)}, ${bits}-bit, group ${group}`,
     `held-out: ${source}, ${res.fp.positions} predicted tokens${calibNote}`,
     '',
-    `${'method'.padEnd(8)}${'ppl'.padStart(10)}${'KL(FP||q)'.padStart(12)}${'closes'.padStart(9)}`,
+    `${'method'.padEnd(width)}${'ppl'.padStart(10)}${'KL(FP||q)'.padStart(12)}${'closes'.padStart(9)}`,
   ];
-  for (const m of methods) {
+  for (const m of names) {
     const r = rows[m]!;
     const kl = 'kl' in r ? r.kl.toFixed(4) : '-';
     let closes = '';
-    if (m === 'gptq' && rows.rtn) {
+    if (m !== 'fp' && m !== 'rtn' && rows.rtn) {
       const c = gapClosed(rows.rtn.ppl, r.ppl, res.fp.ppl);
       closes = Number.isNaN(c) ? '-' : `${(100 * c).toFixed(1)}%`;
     }
-    lines.push(`${m.padEnd(8)}${r.ppl.toFixed(4).padStart(10)}${kl.padStart(12)}${closes.padStart(9)}`);
+    lines.push(`${m.padEnd(width)}${r.ppl.toFixed(4).padStart(10)}${kl.padStart(12)}${closes.padStart(9)}`);
   }
-  if (rows.rtn && rows.gptq) lines.push('', 'closes: share of the RTN log-perplexity gap to FP that GPTQ closes');
+  if (rows.rtn && names.length > 2) lines.push('', 'closes: share of the RTN log-perplexity gap to FP that a method closes');
   process.stdout.write(lines.join('\n') + '\n');
+}
+
+/** The --quantized models by the name they were given, each checked to be a variant of the FP model. */
+function loadQuantized(fp: Model, list: string | undefined): Record<string, Model> {
+  const out: Record<string, Model> = {};
+  if (list === undefined) return out;
+  const paths = list.split(',').map((p) => p.trim()).filter(Boolean);
+  if (paths.length === 0) fail('bad-config', '--quantized names no model');
+  for (const p of paths) {
+    if (p in out || (EVAL_METHODS as readonly string[]).includes(p)) fail('bad-config', `--quantized: "${p}" is given twice or clashes with a method name`);
+    const q = loadModel(p);
+    const a = fp.config;
+    const b = q.config;
+    // The hidden width may differ (GPTQ exports pad it with zero units); the function may not.
+    for (const k of ['arch', 'dim', 'nLayers', 'nHeads', 'nKvHeads', 'vocabSize'] as const) {
+      if (a[k] !== b[k]) fail('bad-model', `--quantized ${p}: ${k} is ${b[k]}, the FP model's is ${a[k]}; not a quantization of it`);
+    }
+    out[p] = q;
+  }
+  return out;
 }

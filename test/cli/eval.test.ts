@@ -5,6 +5,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { sampleTokens } from '../../core/data';
 import { evaluateModels } from '../../core/metrics';
 import { quantizeModel } from '../../core/quant/model';
+import { encodeLlama2c } from '../../core/model/llama2c';
+import { randomHf, SMALL, writeHf } from '../formats/hfFixtures';
 import { shippedModel } from '../helpers';
 import { ensureBuilt, expectUserError, invarx } from './cli';
 
@@ -75,7 +77,23 @@ describe('invarx eval', () => {
     expect(out.fp.ppl).toBeLessThan(10);
   });
 
+  it('--quantized compares models quantized elsewhere with the FP model, on the same held-out tokens', () => {
+    const rtn = quantizeModel(m, { bits: 3, group: 32, method: 'rtn', f16Scales: true });
+    const q = join(dir, 'rtn3.bin');
+    writeFileSync(q, encodeLlama2c(rtn));
+    const r = invarx('eval', '--model', model, '--tokens', heldPath, '--method', 'fp,rtn', '--bits', '3', '--quantized', q, '--json');
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(Object.keys(out)).toEqual(['fp', 'rtn', q]);
+    // the same weights as the rtn row, so the same figures
+    expect(out[q]).toEqual(out.rtn);
+    const table = invarx('eval', '--model', model, '--tokens', heldPath, '--method', 'fp,rtn', '--bits', '3', '--quantized', q);
+    expect(table.stdout).toMatch(new RegExp(`${q.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\s+[\\d.]+\\s+[\\d.]+\\s+0\\.0%`));
+  });
+
   it('reports user mistakes in one line', () => {
+    const other = join(dir, 'other-model');
+    writeHf(other, randomHf('llama', { ...SMALL, vocab: 512, dim: 16 }), 'F32');
     const oov = join(dir, 'oov.json');
     writeFileSync(oov, '[[1, 2, 3], [1, 700]]');
     const cases: Array<[string[], RegExp]> = [
@@ -92,6 +110,10 @@ describe('invarx eval', () => {
       [['--model', model, '--method', ','], /--method needs at least one/],
       [['--model', model, '--method', 'rtn', '--calib-tokens', calibPath], /--calib-tokens only applies to --method gptq/],
       [['--model', model, '--text', heldPath, '--tokenizer', model], /not a llama2\.c tokenizer/],
+      [['--model', model, '--quantized', join(dir, 'missing.bin')], /cannot read model file/],
+      [['--model', model, '--quantized', 'rtn'], /clashes with a method name/],
+      [['--model', model, '--quantized', ','], /--quantized names no model/],
+      [['--model', model, '--quantized', other], /--quantized .*: dim is 16, the FP model's is 64; not a quantization of it/],
     ];
     for (const [args, re] of cases) expectUserError(invarx('eval', ...args), re);
   });
