@@ -7,7 +7,7 @@
  * schedule, global term). Minutes each; run by name only.
  */
 import { join } from 'node:path';
-import { ALL_INVARIANCES, DEFAULT_CONFIG, type SearchTuning } from '../search/config';
+import { ALL_INVARIANCES, autoWorkers, DEFAULT_CONFIG, type SearchTuning } from '../search/config';
 import type { Invariance, RunConfig } from '../search/contract';
 import { createSearchJob } from '../search/run';
 import { emit, note, type BenchModule } from './emit';
@@ -15,7 +15,8 @@ import { emit, note, type BenchModule } from './emit';
 const MODEL = join(process.cwd(), 'models', 'stories260K.bin');
 
 async function run(label: string, over: Partial<RunConfig>, tuning: Partial<SearchTuning> = {}): Promise<void> {
-  const config: RunConfig = { ...DEFAULT_CONFIG, model: MODEL, bits: 3, group: 32, ...over };
+  // workers as `invarx run` picks them (they change only speed)
+  const config: RunConfig = { ...DEFAULT_CONFIG, workers: autoWorkers(DEFAULT_CONFIG.candidates), model: MODEL, bits: 3, group: 32, ...over };
   note(`${label}: W${config.bits} g${config.group} ${config.base}, ${config.steps} steps`);
   const t0 = performance.now();
   const job = await createSearchJob(config, { tuning });
@@ -52,6 +53,7 @@ export const ablationBench: BenchModule = {
     await run('without ffn', { invariances: without('ffn') });
     await run('without attn', { invariances: without('attn') });
     await run('without norm', { invariances: without('norm') });
+    await run('attention share 0.25', {}, { attnShare: 0.25 });
     await run('annealing', {}, { accept: 'anneal' });
     await run('by-gain schedule', {}, { schedule: 'gain' });
     await run('global term every 5 steps', {}, { globalEvery: 5 });

@@ -84,7 +84,7 @@ export const DEFAULT_TUNING: SearchTuning = {
   angleStep: 1e-3,
   attnScaleStep: 5e-2,
   attnAngleStep: 5e-2,
-  attnShare: 0.25,
+  attnShare: 0.75,
   blockSteps: 25,
   calibSeqs: 32,
   validSeqs: 8,
@@ -152,7 +152,7 @@ export function resolveTuning(over: Partial<SearchTuning> = {}): SearchTuning {
 
 export const DEFAULT_CONFIG: Omit<RunConfig, 'model' | 'bits' | 'group'> = {
   base: 'rtn',
-  steps: 250,
+  steps: 500,
   timeBudget: 0,
   seed: 1,
   invariances: [...ALL_INVARIANCES],

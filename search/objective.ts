@@ -53,8 +53,8 @@ export interface BlockData {
 /** What a full evaluation must redo: everything, the attention side only, or the FFN side only. */
 export type Change = 'all' | 'attn' | 'ffn';
 
-/** Activations of the quantized block on the calibration rows; all row-major. */
-export interface Caches {
+/** Activations of the quantized attention sublayer on the calibration rows; all row-major. */
+export interface AttnActs {
   /** norm(x): input of wq/wk/wv, [N, dim]. */
   xa: F32;
   /** Post-RoPE queries [N, qDim], keys [N, kvDim], values [N, kvDim]. */
@@ -65,6 +65,10 @@ export interface Caches {
   ctx: F32;
   /** x + attention: the FFN sublayer's input, [N, dim]. */
   h: F32;
+}
+
+/** Activations of the whole quantized block (what moves reuse). */
+export interface Caches extends AttnActs {
   /** norm(h): input of w1/w3, [N, dim]. */
   xn: F32;
   /** FFN hidden activation: input of w2, [N, H]. */
@@ -153,15 +157,9 @@ function setCaches(dst: Caches, src: Caches): void {
   }
 }
 
-/** The attention side's quantized weights and activations. */
-interface AttnSide {
+/** The attention side's quantized weights and activations (and GPTQ's caches of it). */
+interface AttnSide extends AttnActs {
   w: Pick<Block, 'wq' | 'wk' | 'wv' | 'wo'>;
-  xa: F32;
-  q: F32;
-  k: F32;
-  v: F32;
-  ctx: F32;
-  h: F32;
   factorA?: GptqFactor;
   ctxT?: F32;
   Hctx?: F64;
