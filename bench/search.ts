@@ -1,7 +1,8 @@
 /**
  * Search throughput on the shipped model: candidates/s on 1 and 2 worker threads (FFN
- * moves only, and all invariances), and the speed-up of incremental FFN-candidate
- * evaluation over a full re-evaluation of the same candidates, on the RTN and GPTQ bases.
+ * moves only, and all invariances), and the speed-up of incremental candidate evaluation
+ * (FFN and attention moves) over a full re-evaluation of the same candidates, on the RTN
+ * and GPTQ bases.
  */
 import { join } from 'node:path';
 import { forward } from '../core/forward';
@@ -16,7 +17,7 @@ import type { Invariance } from '../search/contract';
 import { candidateBlock } from '../search/evaluator';
 import type { BaseMethod } from '../search/blockQuant';
 import { BlockObjective } from '../search/objective';
-import { drawFfnMove } from '../search/proposals';
+import { attnKindsOn, drawAttnMove, drawFfnMove, type Move } from '../search/proposals';
 import { createSearchJob } from '../search/run';
 import { emit, note, type BenchModule } from './emit';
 
@@ -64,22 +65,32 @@ function incremental(method: BaseMethod): void {
   const cur = cloneBlock(model.blocks[layer]);
   obj.reset(cur);
   const rng = Rng.fromSeed(1);
-  const moves = Array.from({ length: 20 }, () => drawFfnMove(model.config, rng, new Set(FFN), DEFAULT_TUNING, 32));
-  const blocks = moves.map((m) => {
-    const nb = candidateBlock(cur, m);
-    applyTransforms(model.config, nb, m.transforms);
-    return nb;
-  });
-  const time = (f: (i: number) => void) => {
+  const time = (blocks: unknown[], f: (i: number) => void) => {
+    f(0); // warm-up
     const t0 = performance.now();
     blocks.forEach((_, i) => f(i));
     return (performance.now() - t0) / blocks.length;
   };
-  time((i) => obj.ffnMoveLoss(blocks[i], moves[i].units!)); // warm-up
-  const inc = time((i) => obj.ffnMoveLoss(blocks[i], moves[i].units!));
-  const ffnFull = time((i) => obj.fullEval(blocks[i], 'ffn'));
-  const full = time((i) => obj.fullEval(blocks[i], 'all'));
+  const drawn = (draw: () => Move) => {
+    const moves = Array.from({ length: 20 }, draw);
+    const blocks = moves.map((m) => {
+      const nb = candidateBlock(cur, m);
+      applyTransforms(model.config, nb, m.transforms);
+      return nb;
+    });
+    return { moves, blocks };
+  };
+  // FFN moves: incremental vs redoing the FFN side and vs the whole block.
+  const f = drawn(() => drawFfnMove(model.config, rng, new Set(FFN), DEFAULT_TUNING, 32));
+  const inc = time(f.blocks, (i) => obj.ffnMoveLoss(f.blocks[i], f.moves[i].units!));
+  const ffnFull = time(f.blocks, (i) => obj.fullEval(f.blocks[i], 'ffn'));
+  const full = time(f.blocks, (i) => obj.fullEval(f.blocks[i], 'all'));
   emit({ bench: 'search', figure: 'ffn_candidate_ms', base: method, backend: ops.name, tokens: obj.N, incremental: +inc.toFixed(2), fullFfn: +ffnFull.toFixed(2), fullBlock: +full.toFixed(2), speedupVsFullFfn: +(ffnFull / inc).toFixed(2), speedupVsFullBlock: +(full / inc).toFixed(2) });
+  // Attention moves: head by head vs the whole block.
+  const a = drawn(() => drawAttnMove(model.config, rng, attnKindsOn(model.config, new Set(ALL_INVARIANCES)), DEFAULT_TUNING));
+  const incA = time(a.blocks, (i) => obj.attnMoveLoss(a.blocks[i], a.moves[i].transforms));
+  const fullA = time(a.blocks, (i) => obj.fullEval(a.blocks[i], 'all'));
+  emit({ bench: 'search', figure: 'attn_candidate_ms', base: method, backend: ops.name, tokens: obj.N, incremental: +incA.toFixed(2), fullBlock: +fullA.toFixed(2), speedupVsFullBlock: +(fullA / incA).toFixed(2) });
 }
 
 export const searchBench: BenchModule = {
