@@ -12,6 +12,7 @@
 import { basename } from 'node:path';
 import type { Command } from 'commander';
 import { fail } from '../../core/errors';
+import { isGptqDir } from '../../core/export/gptq';
 import { loadModel } from '../../core/model/load';
 import { blockLinears, linearShape, type Model } from '../../core/model/types';
 import { validateSpec } from '../../core/quant/rtn';
@@ -41,7 +42,7 @@ export function register(program: Command): void {
   program
     .command('eval')
     .description('perplexity and KL(FP || quantized) of FP, RTN and GPTQ on held-out tokens')
-    .requiredOption('--model <path>', 'model: llama2.c .bin')
+    .requiredOption('--model <path>', 'model: llama2.c .bin, HF safetensors directory (also a packed GPTQ export)')
     .option('--tokenizer <path>', 'tokenizer for --text (default: tok512.bin or tokenizer.bin beside the model)')
     .option('--tokens <file>', 'held-out tokens: JSON array of arrays of ids, .txt (one sequence per line) or .npy')
     .option('--text <file>', 'held-out text: UTF-8, one document per line')
@@ -68,6 +69,12 @@ function evaluate(o: EvalOptions): void {
   if (o.calibTokens && !quantized.includes('gptq')) fail('bad-config', '--calib-tokens only applies to --method gptq');
 
   const fp = loadModel(o.model);
+  if (isGptqDir(o.model) && !o.tokens && !o.text) {
+    // Its "fp" row is the quantized model itself, on tokens sampled from it: rarely what is meant.
+    process.stderr.write(
+      `invarx: note: ${o.model} is a quantized checkpoint; to score it against its FP model: invarx eval --model FP_MODEL --quantized ${o.model}\n`,
+    );
+  }
   for (const name of blockLinears(fp.config)) validateSpec({ bits, group }, linearShape(fp.config, name)[1]);
   const given = loadQuantized(fp, o.quantized);
   // The fastest backend for forward passes and sampling (as `invarx run` uses), so the

@@ -38,7 +38,7 @@ export function register(program: Command): void {
   program
     .command('generate')
     .description('print text sampled from the model (FP, or quantized with --bits)')
-    .requiredOption('--model <path>', 'model: llama2.c .bin')
+    .requiredOption('--model <path>', 'model: llama2.c .bin, HF safetensors directory (also a packed GPTQ export)')
     .option('--tokenizer <path>', 'tokenizer (default: tok512.bin or tokenizer.bin beside the model)')
     .option('--prompt <text>', 'text to continue', '')
     .option('--steps <n>', 'positions to run, prompt included (capped at the model sequence length)', '256')

@@ -58,3 +58,23 @@ describe('invarx eval on a GPTQ export', () => {
     expect(pq).not.toBe(p0); // it really is the quantized model
   });
 });
+
+describe('invarx eval --model EXPORT_DIR without held-out tokens', () => {
+  it('points to --quantized, since its default held-out set would be sampled from the quantized model', () => {
+    const m = randomModel({ arch: 'llama', ropeLayout: 'half', dim: 64, hiddenDim: 64, nHeads: 4, nKvHeads: 2, vocabSize: 48, seed: 5 });
+    const quant: BlockQuantized[] = m.blocks.map((b) => {
+      const bq: BlockQuantized = {};
+      for (const name of blockLinears(m.config)) {
+        const [rows, cols] = linearShape(m.config, name);
+        bq[name] = withF16Scales(quantizeRtn(b[name]!, rows, cols, { bits: 4, group: 32 }));
+      }
+      return bq;
+    });
+    const dir = join(tmp, 'hint-gptq');
+    writeGptqExport(dir, m, quant);
+    const r = invarx('eval', '--model', dir, '--method', 'fp', '--json');
+    expect(r.code).toBe(0);
+    expect(r.stderr).toContain(`--quantized ${dir}`);
+    expect(JSON.parse(r.stdout).fp.ppl).toBeGreaterThan(1);
+  });
+});
