@@ -13,7 +13,7 @@
 import { ffnActivation } from '../core/forward';
 import type { Block, F32, LinearName, ModelConfig } from '../core/model/types';
 import { SEPARABLE_MIN_ROWS, type Ops } from '../core/ops';
-import { gptqFactor, gptqQuantize, gptqQuantizeRows, type GptqFactor } from '../core/quant/gptq';
+import { gptqFactor, gptqQuantize, gptqQuantizeRows, type GptqFactor, type GptqResult } from '../core/quant/gptq';
 import { quantizeBlockLinears } from '../core/quant/model';
 import type { QuantSpec, Quantized } from '../core/quant/rtn';
 
@@ -85,10 +85,10 @@ export function hessianRows(H: Float64Array, xT: F32, N: number, cols: number, r
   }
 }
 
-function gptqLinear(b: Block, name: LinearName, rows: number, cols: number, H: Float64Array, spec: QuantSpec, codes?: CodeSink): F32 {
-  const { qz, deq } = gptqQuantize(b[name]!, rows, cols, H, spec);
-  if (codes) codes[name] = qz;
-  return deq;
+/** The fake-quantized weights of a GPTQ result, its integer codes left in `codes` under `name`. */
+export function keepCodes(name: LinearName, r: GptqResult, codes?: CodeSink): F32 {
+  if (codes) codes[name] = r.qz;
+  return r.deq;
 }
 
 /**
@@ -113,17 +113,12 @@ export function gptqFfn(
   const H = cfg.hiddenDim;
   const factorX = gptqFactor(hessian(xn, N, d, ops), d);
   const q: Block = { ...b };
-  const rows = (name: 'w1' | 'w3') => {
-    const { qz, deq } = gptqQuantizeRows(b[name]!, d, factorX, spec);
-    if (codes) codes[name] = qz;
-    return deq;
-  };
-  q.w1 = rows('w1');
-  if (b.w3) q.w3 = rows('w3');
+  q.w1 = keepCodes('w1', gptqQuantizeRows(b.w1, d, factorX, spec), codes);
+  if (b.w3) q.w3 = keepCodes('w3', gptqQuantizeRows(b.w3, d, factorX, spec), codes);
   const act = ffnActivation(cfg, q, xn, N, ops);
   const actT = transpose(act, N, H);
   const Ha = hessianT(actT, N, H, ops);
-  q.w2 = gptqLinear(b, 'w2', d, H, Ha, spec, codes);
+  q.w2 = keepCodes('w2', gptqQuantize(b.w2, d, H, Ha, spec), codes);
   return { q: b.w3 ? { w1: q.w1, w3: q.w3, w2: q.w2 } : { w1: q.w1, w2: q.w2 }, act, cache: { factorX, actT, Ha } };
 }
 

@@ -31,7 +31,7 @@ import type { Block, F32, LinearName, ModelConfig } from '../core/model/types';
 import { fakeQuantRtnRect, type QuantSpec } from '../core/quant/rtn';
 import { gptqFactor, gptqQuantize, gptqQuantizeRows, type GptqFactor } from '../core/quant/gptq';
 import { attnInput, attnResidual, context, headProjection, qkv, range, scatterHeads } from './attnSide';
-import { gptqFfn, hessian, hessianRows, hessianT, rtnLinears, transpose, type BaseMethod, type CodeSink } from './blockQuant';
+import { gptqFfn, hessian, hessianRows, hessianT, keepCodes, rtnLinears, transpose, type BaseMethod, type CodeSink } from './blockQuant';
 
 /** Fake-quantize one row (groups along it) into out. */
 function fakeQuantRtnRow(row: F32, spec: QuantSpec, out: F32): void {
@@ -272,11 +272,7 @@ export class BlockObjective {
     if (this.method === 'gptq') {
       factorA = gptqFactor(hessian(xa, N, d, ops), d);
       w = {};
-      for (const name of ATTN_LINEARS) {
-        const r = gptqQuantizeRows(b[name], d, factorA, spec);
-        if (codes) codes[name] = r.qz;
-        w[name] = r.deq;
-      }
+      for (const name of ATTN_LINEARS) w[name] = keepCodes(name, gptqQuantizeRows(b[name], d, factorA, spec), codes);
     } else {
       w = rtnLinears(cfg, b, spec, [...ATTN_LINEARS], codes);
     }
@@ -285,18 +281,20 @@ export class BlockObjective {
     context(cfg, a, seqStarts, null, ops, ctx);
     let ctxT: F32 | undefined;
     let Hctx: F64 | undefined;
-    let wo: F32;
     if (this.method === 'gptq') {
       ctxT = transpose(ctx, N, qDim);
       Hctx = hessianT(ctxT, N, qDim, ops);
-      const r = gptqQuantize(b.wo, d, qDim, Hctx, spec);
-      if (codes) codes.wo = r.qz;
-      wo = r.deq;
-    } else {
-      wo = rtnLinears(cfg, b, spec, ['wo'], codes).wo!;
     }
+    const wo = this.quantizeWo(b, Hctx, codes);
     const h = attnResidual(cfg, x, ctx, wo, b.bo, ops);
     return { w: { wq: w.wq!, wk: w.wk!, wv: w.wv!, wo }, xa, ...a, ctx, h, factorA, ctxT, Hctx };
+  }
+
+  /** wo of `b` by the base: GPTQ on the context's Hessian `Hctx`, RTN without one. */
+  private quantizeWo(b: Block, Hctx: F64 | undefined, codes?: CodeSink): F32 {
+    const { cfg, spec } = this;
+    if (Hctx) return keepCodes('wo', gptqQuantize(b.wo, cfg.dim, cfg.nHeads * cfg.headDim, Hctx, spec), codes);
+    return rtnLinears(cfg, b, spec, ['wo'], codes).wo!;
   }
 
   /**
@@ -377,8 +375,7 @@ export class BlockObjective {
       const rs = sortedOf(rows[n]);
       if (rs.length === 0) continue;
       if (gq) {
-        const r = gptqQuantizeRows(b[n], d, gq.factorA, spec, {}, rs).deq;
-        rs.forEach((row, i) => w[n].set(r.subarray(i * d, (i + 1) * d), row * d));
+        setRows(w[n], gptqQuantizeRows(b[n], d, gq.factorA, spec, {}, rs).deq, rs, d);
       } else {
         for (const row of rs) fakeQuantRtnRow(b[n].subarray(row * d, (row + 1) * d), spec, w[n].subarray(row * d, (row + 1) * d));
       }
@@ -395,7 +392,6 @@ export class BlockObjective {
     }
     const ctx = c.ctx.slice();
     if (qHeads.length) context(cfg, a, seqStarts, qHeads, ops, ctx);
-    let wo: F32;
     let ctxT: F32 | undefined;
     let Hctx: F64 | undefined;
     if (gq) {
@@ -405,10 +401,8 @@ export class BlockObjective {
       for (const col of cols) for (let n = 0; n < N; n++) ctxT[col * N + n] = ctx[n * qDim + col];
       Hctx = gq.Hctx.slice();
       hessianRows(Hctx, ctxT, N, qDim, cols, ops);
-      wo = gptqQuantize(b.wo, d, qDim, Hctx, spec).deq;
-    } else {
-      wo = rtnLinears(cfg, b, spec, ['wo']).wo!;
     }
+    const wo = this.quantizeWo(b, Hctx);
     const h = attnResidual(cfg, x, ctx, wo, b.bo, ops);
     return this.withFfn(b, { w: { ...w, wo }, xa: c.xa, ...a, ctx, h, factorA: gq?.factorA, ctxT, Hctx }, 'keep');
   }
@@ -488,16 +482,19 @@ export class BlockObjective {
     if (commit) {
       for (let i = 0; i < N * d; i++) err[i] += delta[i];
       for (let n = 0; n < N; n++) for (let u = 0; u < k; u++) this.c.act[n * H + S[u]] = actS[n * k + u];
-      const q = this.q;
-      for (let u = 0; u < k; u++) {
-        q.w1.set(w1q.subarray(u * d, (u + 1) * d), S[u] * d);
-        if (w3q) q.w3!.set(w3q.subarray(u * d, (u + 1) * d), S[u] * d);
-        if (b.b1) q.b1![S[u]] = b.b1[S[u]];
-      }
-      for (let i = 0; i < d; i++) for (const j of cols) q.w2[i * H + j] = w2new[i * H + j];
+      this.commitUnits(b, S, w1q, w3q);
+      for (let i = 0; i < d; i++) for (const j of cols) this.q.w2[i * H + j] = w2new[i * H + j];
       this.loss = loss;
     }
     return loss;
+  }
+
+  /** Rows S of the quantized w1/w3 (given in S's order) and b1 entries S of `b` into the current state. */
+  private commitUnits(b: Block, S: Int32Array, w1q: F32, w3q: F32 | undefined): void {
+    const { q, cfg } = this;
+    setRows(q.w1, w1q, S, cfg.dim);
+    if (w3q) setRows(q.w3!, w3q, S, cfg.dim);
+    if (b.b1) for (const j of S) q.b1![j] = b.b1[j];
   }
 
   /** ffnMoveLoss on the GPTQ base (see the header): the full evaluation's computations, restricted to what S changes. */
@@ -534,17 +531,17 @@ export class BlockObjective {
       c.act.set(act);
       g.actT.set(actT);
       g.Ha.set(Ha);
-      const q = this.q;
-      for (let u = 0; u < k; u++) {
-        q.w1.set(w1q.subarray(u * d, (u + 1) * d), S[u] * d);
-        if (w3q) q.w3!.set(w3q.subarray(u * d, (u + 1) * d), S[u] * d);
-        if (b.b1) q.b1![S[u]] = b.b1[S[u]];
-      }
-      q.w2.set(w2q);
+      this.commitUnits(b, S, w1q, w3q);
+      this.q.w2.set(w2q);
       this.loss = loss;
     }
     return loss;
   }
+}
+
+/** Row i of src [rows.length, width] into row rows[i] of dst. */
+function setRows(dst: F32, src: F32, rows: ArrayLike<number>, width: number): void {
+  for (let i = 0; i < rows.length; i++) dst.set(src.subarray(i * width, (i + 1) * width), rows[i] * width);
 }
 
 function sortedOf(s: Iterable<number>): Int32Array {
