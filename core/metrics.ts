@@ -7,12 +7,14 @@
  *
  * A sequence of T tokens predicts positions 1…T-1 from the logits at 0…T-2 (position 0,
  * usually BOS, is context only). Logits are float32; log-softmax, KL terms and every sum are
- * float64. Work goes sequence by sequence, so memory is one sequence's logits per model.
+ * float64. The models run block-major over all sequences (core/blockPass.ts: each block's
+ * weights read once, so a streamed model decodes each block once); the logits are then taken
+ * sequence by sequence, so memory is the residual streams and one sequence's logits per model.
  */
 import { fail } from './errors';
-import { forward } from './forward';
+import { forEachSeqLogits } from './blockPass';
 import type { Ops } from './ops';
-import type { F32, Model } from './model/types';
+import type { Model } from './model/types';
 
 export interface MetricOptions {
   /** Compute backend for the forward passes (default: plain JS). */
@@ -50,24 +52,19 @@ function countPositions(seqs: ArrayLike<number>[]): number {
   return n;
 }
 
-function logits(m: Model, seq: ArrayLike<number>, ops: Ops | undefined): F32 {
-  return forward(m, seq, { ops }).logits;
-}
-
 /** Teacher-forced perplexity of `m` on `seqs`. */
 export function perplexity(m: Model, seqs: ArrayLike<number>[], opts: MetricOptions = {}): Perplexity {
   const positions = countPositions(seqs);
   const V = m.config.vocabSize;
   const lp = new Float64Array(V);
   let nll = 0;
-  for (const seq of seqs) {
-    if (seq.length < 2) continue;
-    const z = logits(m, seq, opts.ops);
+  forEachSeqLogits([m], seqs, (s, [z]) => {
+    const seq = seqs[s];
     for (let t = 0; t + 1 < seq.length; t++) {
       logSoftmax(z, t * V, V, lp);
       nll -= lp[seq[t + 1]];
     }
-  }
+  }, { ops: opts.ops });
   nll /= positions;
   return { nll, ppl: Math.exp(nll), positions };
 }
@@ -91,10 +88,8 @@ export function evaluateModels<K extends string>(
   let nllFp = 0;
   const nll = new Float64Array(names.length);
   const kl = new Float64Array(names.length);
-  for (const seq of seqs) {
-    if (seq.length < 2) continue;
-    const zFp = logits(fp, seq, opts.ops);
-    const zQ = names.map((k) => logits(models[k], seq, opts.ops));
+  forEachSeqLogits([fp, ...names.map((k) => models[k])], seqs, (s, [zFp, ...zQ]) => {
+    const seq = seqs[s];
     for (let t = 0; t + 1 < seq.length; t++) {
       const next = seq[t + 1];
       logSoftmax(zFp, t * V, V, lpFp);
@@ -108,7 +103,7 @@ export function evaluateModels<K extends string>(
         kl[j] += d;
       }
     }
-  }
+  }, { ops: opts.ops });
   const out = {} as Record<K, Quality>;
   names.forEach((k, j) => {
     const m = nll[j] / positions;

@@ -34,7 +34,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fail } from '../errors';
-import { withSafetensors } from './safetensors';
+import { BlockCache, lazyBlocks } from './lazy';
+import { SafetensorsReader } from './safetensors';
 import type { Block, F32, LinearName, Model, ModelConfig } from './types';
 
 export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'MistralForCausalLM', 'Qwen2ForCausalLM', 'OPTForCausalLM'] as const;
@@ -45,6 +46,28 @@ export interface TensorSource {
   has(name: string): boolean;
   /** The tensor as float32; must throw InvarxError('bad-model') if its shape is not `shape`. */
   readF32(name: string, shape: readonly number[]): Float32Array;
+  /** Checks the tensor's shape without reading it (InvarxError('bad-model') if it differs): what streaming needs. */
+  checkShape?(name: string, shape: readonly number[]): void;
+}
+
+export interface ModelReadOptions {
+  /**
+   * Read each block's weights only when the block is used, keeping the last two decoded
+   * (core/model/lazy.ts); the embedding, norms and classifier are read at once. Needs a
+   * source with checkShape (every block tensor is checked up front) that stays open.
+   */
+  stream?: boolean;
+}
+
+/** Above this many bytes of float32 block weights, loadHfModel streams when asked for 'auto'. */
+export const STREAM_ABOVE_BYTES = 512 * 2 ** 20;
+
+/** Float32 bytes of all block weights of a model of this config. */
+export function blockBytes(cfg: ModelConfig): number {
+  const q = cfg.nHeads * cfg.headDim;
+  const kv = cfg.nKvHeads * cfg.headDim;
+  const ffn = (cfg.arch === 'llama' ? 3 : 2) * cfg.dim * cfg.hiddenDim;
+  return 4 * cfg.nLayers * (2 * cfg.dim * q + 2 * cfg.dim * kv + ffn);
 }
 
 type BlockKey = keyof Block;
@@ -271,15 +294,22 @@ function optSpec(json: Json, has: (name: string) => boolean, where: string): HfM
 // tensors -> Model
 
 /** A Model from an HF config and a tensor source; every tensor's shape is checked. */
-export function modelFromHf(json: Json, src: TensorSource, where: string): Model {
+export function modelFromHf(json: Json, src: TensorSource, where: string, opts: ModelReadOptions = {}): Model {
   const { config: cfg, layout, positionRows } = hfModelSpec(json, (n) => src.has(n), where);
   const p = layout.prefix;
   const embedding = src.readF32(`${p}embed_tokens.weight`, [cfg.vocabSize, cfg.dim]);
-  const blocks: Block[] = [];
-  for (let l = 0; l < cfg.nLayers; l++) {
+  const readBlock = (l: number): Block => {
     const b: Record<string, F32> = {};
     for (const key of layout.blockKeys) b[key] = src.readF32(hfBlockTensorName(layout, l, key), blockShape(cfg, key));
-    blocks.push(b as unknown as Block);
+    return b as unknown as Block;
+  };
+  let blocks: Block[];
+  if (opts.stream) {
+    if (!src.checkShape) throw new Error('modelFromHf: streaming needs a source that checks shapes');
+    for (let l = 0; l < cfg.nLayers; l++) for (const key of layout.blockKeys) src.checkShape(hfBlockTensorName(layout, l, key), blockShape(cfg, key));
+    blocks = lazyBlocks(cfg.nLayers, layout.blockKeys, new BlockCache(readBlock, 2));
+  } else {
+    blocks = Array.from({ length: cfg.nLayers }, (_, l) => readBlock(l));
   }
   const model: Model = { config: cfg, embedding, blocks, finalNorm: undefined as unknown as F32, classifier: embedding };
   if (cfg.arch === 'opt') {
@@ -297,11 +327,31 @@ export function modelFromHf(json: Json, src: TensorSource, where: string): Model
   return model;
 }
 
-/** Load an HF checkpoint directory (config.json + model.safetensors or a sharded index). */
-export function loadHfModel(dir: string): Model {
+/** Streamed models keep their checkpoint open; it is closed when the model is collected. */
+const openReaders = new FinalizationRegistry<SafetensorsReader>((r) => r.close());
+
+/**
+ * Load an HF checkpoint directory (config.json + model.safetensors or a sharded index);
+ * with `stream`, blocks are read when used (see ModelReadOptions); 'auto' streams models
+ * whose block weights take more than STREAM_ABOVE_BYTES as float32.
+ */
+export function loadHfModel(dir: string, opts: { stream?: boolean | 'auto' } = {}): Model {
   const json = readHfConfig(dir);
   hfArchitecture(json, dir); // the clearest error first
-  return withSafetensors(dir, (r) => modelFromHf(json, r, dir));
+  const r = SafetensorsReader.open(dir);
+  try {
+    const stream = opts.stream === 'auto' ? blockBytes(hfModelSpec(json, (n) => r.has(n), dir).config) > STREAM_ABOVE_BYTES : !!opts.stream;
+    const m = modelFromHf(json, r, dir, { stream });
+    if (!stream) {
+      r.close();
+      return m;
+    }
+    openReaders.register(m, r);
+    return m;
+  } catch (e) {
+    r.close();
+    throw e;
+  }
 }
 
 export function isHfDir(dir: string): boolean {

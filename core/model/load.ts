@@ -11,7 +11,12 @@ import { isHfDir, loadHfModel } from './hf';
 import { readLlama2c } from './llama2c';
 import type { Model } from './types';
 
-export function loadModel(path: string): Model {
+export interface LoadOptions {
+  /** HF checkpoints: read blocks when used (core/model/hf.ts loadHfModel); 'auto' (default) for large ones. */
+  stream?: boolean | 'auto';
+}
+
+export function loadModel(path: string, opts: LoadOptions = {}): Model {
   let isDir: boolean;
   try {
     isDir = statSync(path).isDirectory();
@@ -20,7 +25,7 @@ export function loadModel(path: string): Model {
   }
   if (isDir) {
     if (isGptqDir(path)) return loadGptqModel(path);
-    if (isHfDir(path)) return loadHfModel(path);
+    if (isHfDir(path)) return loadHfModel(path, { stream: opts.stream ?? 'auto' });
     return fail('bad-model', `${path}: a model directory needs a config.json (Hugging Face checkpoint)`);
   }
   if (path.endsWith('.bin')) return readLlama2c(path);

@@ -1,0 +1,171 @@
+/**
+ * The forward pass over many sequences at once, packed row-wise: rows
+ * [seqStarts[s], seqStarts[s+1]) of an activation [N, width] are sequence s at positions
+ * 0, 1, …. Every linear layer is one product over all N rows; RoPE and the attention itself
+ * run per sequence and per head (core/forward.ts's `rope` and `contextHeads`).
+ *
+ * Bits: the backends' matmulT is row-separable for ≥ SEPARABLE_MIN_ROWS rows (core/ops.ts),
+ * norms, softmax and the SwiGLU gate are row- or element-wise, so a sequence of ≥ 4 tokens
+ * gets the same bits here as through `forward` alone, and a head or a subset of rows
+ * recomputed alone (the search's incremental moves) the same bits as in the whole pass.
+ */
+import { contextHeads, ffnActivation, norm, rope } from './forward';
+import type { Block, F32, ModelConfig } from './model/types';
+import type { Ops } from './ops';
+
+/** Sequences packed row-wise: x [N, width], sequence s in rows seqStarts[s] … seqStarts[s+1]-1. */
+export interface Rows {
+  x: F32;
+  /** Start row of each sequence, then N. */
+  seqStarts: number[];
+}
+
+/** seqStarts of sequences with these lengths. */
+export function seqStartsOf(lengths: readonly number[]): number[] {
+  const starts = [0];
+  for (const n of lengths) starts.push(starts[starts.length - 1] + n);
+  return starts;
+}
+
+/** 0, 1, …, n − 1. */
+export function range(n: number): Int32Array {
+  return Int32Array.from({ length: n }, (_, i) => i);
+}
+
+/** xa[N, dim] = norm(x): the input of wq, wk and wv. */
+export function attnInput(cfg: ModelConfig, b: Block, x: F32, N: number): F32 {
+  const xa = new Float32Array(N * cfg.dim);
+  norm(cfg, xa, x, b.attnNorm, b.attnNormBias, N);
+  return xa;
+}
+
+/**
+ * The columns of heads `heads` (headDim each, in the order given) of xa · wᵀ + bias for
+ * w [·, dim], with RoPE applied per sequence when `withRope` (and the model uses it):
+ * [N, heads.length · headDim].
+ */
+export function headProjection(
+  cfg: ModelConfig, w: F32, bias: F32 | undefined, heads: ArrayLike<number>, xa: F32, seqStarts: number[], withRope: boolean, ops: Ops,
+): F32 {
+  const { dim: d, headDim: hd } = cfg;
+  const N = xa.length / d;
+  const width = heads.length * hd;
+  const all = heads.length * hd * d === w.length && Array.prototype.every.call(heads, (h: number, i: number) => h === i);
+  let rows = w;
+  if (!all) {
+    rows = new Float32Array(width * d);
+    for (let x = 0; x < heads.length; x++) rows.set(w.subarray(heads[x] * hd * d, (heads[x] + 1) * hd * d), x * hd * d);
+  }
+  const out = new Float32Array(N * width);
+  ops.matmulT(out, xa, rows, N, d, width);
+  if (bias) {
+    for (let n = 0; n < N; n++) {
+      for (let x = 0; x < heads.length; x++) for (let i = 0; i < hd; i++) out[n * width + x * hd + i] += bias[heads[x] * hd + i];
+    }
+  }
+  if (withRope && cfg.arch === 'llama') {
+    for (let s = 0; s + 1 < seqStarts.length; s++) {
+      const r0 = seqStarts[s];
+      const T = seqStarts[s + 1] - r0;
+      rope(cfg, out.subarray(r0 * width, (r0 + T) * width), T, heads.length, 0);
+    }
+  }
+  return out;
+}
+
+/** Writes the compact head columns `part` [N, heads.length · hd] into full [N, nH · hd] in place. */
+export function scatterHeads(full: F32, part: F32, heads: ArrayLike<number>, nH: number, hd: number): void {
+  const width = nH * hd;
+  const pw = heads.length * hd;
+  const N = full.length / width;
+  for (let n = 0; n < N; n++) {
+    for (let x = 0; x < heads.length; x++) full.set(part.subarray(n * pw + x * hd, n * pw + (x + 1) * hd), n * width + heads[x] * hd);
+  }
+}
+
+/** Post-RoPE queries and keys and the values of a block's attention weights. */
+export interface Qkv {
+  q: F32; // [N, qDim]
+  k: F32; // [N, kvDim]
+  v: F32; // [N, kvDim]
+}
+
+export function qkv(cfg: ModelConfig, b: Block, xa: F32, seqStarts: number[], ops: Ops): Qkv {
+  return {
+    q: headProjection(cfg, b.wq, b.bq, range(cfg.nHeads), xa, seqStarts, true, ops),
+    k: headProjection(cfg, b.wk, b.bk, range(cfg.nKvHeads), xa, seqStarts, true, ops),
+    v: headProjection(cfg, b.wv, b.bv, range(cfg.nKvHeads), xa, seqStarts, false, ops),
+  };
+}
+
+/** ctx [N, qDim]: the columns of q heads `heads` (all when null) computed in place, sequence by sequence. */
+export function context(cfg: ModelConfig, a: Qkv, seqStarts: number[], heads: ArrayLike<number> | null, ops: Ops, ctx: F32): void {
+  const qDim = cfg.nHeads * cfg.headDim;
+  const kvDim = cfg.nKvHeads * cfg.headDim;
+  for (let s = 0; s + 1 < seqStarts.length; s++) {
+    const r0 = seqStarts[s];
+    const r1 = seqStarts[s + 1];
+    contextHeads(
+      cfg, a.q.subarray(r0 * qDim, r1 * qDim), a.k.subarray(r0 * kvDim, r1 * kvDim), a.v.subarray(r0 * kvDim, r1 * kvDim),
+      r1 - r0, 0, heads, ops, ctx.subarray(r0 * qDim, r1 * qDim),
+    );
+  }
+}
+
+/** h[N, dim] = x + ctx · woᵀ (+ bo): the residual stream after the attention sublayer. */
+export function attnResidual(cfg: ModelConfig, x: F32, ctx: F32, wo: F32, bo: F32 | undefined, ops: Ops): F32 {
+  const d = cfg.dim;
+  const N = x.length / d;
+  const h = x.slice();
+  ops.matmulT(h, ctx, wo, N, cfg.nHeads * cfg.headDim, d, true);
+  if (bo) for (let n = 0; n < N; n++) for (let i = 0; i < d; i++) h[n * d + i] += bo[i];
+  return h;
+}
+
+/** Everything one block computes on packed rows (the inputs of each linear, for GPTQ Hessians). */
+export interface RowsTrace {
+  /** norm(x): input of wq, wk, wv. [N, dim] */
+  xnAttn: F32;
+  /** attention context: input of wo. [N, nHeads·headDim] */
+  ctx: F32;
+  /** x + attention. [N, dim] */
+  h: F32;
+}
+
+/** h = x + Attention(norm(x)) over packed rows, with the intermediate activations. */
+export function attnRows(cfg: ModelConfig, b: Block, x: Rows, ops: Ops): RowsTrace {
+  const N = x.x.length / cfg.dim;
+  const xnAttn = attnInput(cfg, b, x.x, N);
+  const ctx = new Float32Array(N * cfg.nHeads * cfg.headDim);
+  context(cfg, qkv(cfg, b, xnAttn, x.seqStarts, ops), x.seqStarts, null, ops, ctx);
+  return { xnAttn, ctx, h: attnResidual(cfg, x.x, ctx, b.wo, b.bo, ops) };
+}
+
+/** norm(h): the input of w1 (and w3). [N, dim] */
+export function ffnInput(cfg: ModelConfig, b: Block, h: F32, N: number): F32 {
+  const xn = new Float32Array(N * cfg.dim);
+  norm(cfg, xn, h, b.ffnNorm, b.ffnNormBias, N);
+  return xn;
+}
+
+/** y = h + FFN(norm(h)) over N rows (the FFN is row-wise: no sequence boundaries needed). */
+export function ffnRows(cfg: ModelConfig, b: Block, h: F32, ops: Ops): F32 {
+  const N = h.length / cfg.dim;
+  const act = ffnActivation(cfg, b, ffnInput(cfg, b, h, N), N, ops);
+  return ffnResidual(cfg, h, act, b, ops);
+}
+
+/** y[N, dim] = h + act · w2ᵀ (+ b2). */
+export function ffnResidual(cfg: ModelConfig, h: F32, act: F32, b: Block, ops: Ops): F32 {
+  const d = cfg.dim;
+  const N = h.length / d;
+  const y = h.slice();
+  ops.matmulT(y, act, b.w2, N, cfg.hiddenDim, d, true);
+  if (b.b2) for (let n = 0; n < N; n++) for (let i = 0; i < d; i++) y[n * d + i] += b.b2[i];
+  return y;
+}
+
+/** One block over packed rows: the same bits, sequence by sequence, as core's blockForward (for ≥ 4 tokens). */
+export function blockForwardRows(cfg: ModelConfig, b: Block, x: Rows, ops: Ops): Rows {
+  return { x: ffnRows(cfg, b, attnRows(cfg, b, x, ops).h, ops), seqStarts: x.seqStarts };
+}

@@ -1,0 +1,88 @@
+/**
+ * Blocks made on demand, so a model far larger than memory can be run block by block
+ * (DESIGN §11): a lazy block looks like any Block (its weights are enumerable properties,
+ * so spreading and cloning work), but its arrays are produced by `load(l)` when first read
+ * and kept only while the block is among the `keep` most recently used. Readers that run
+ * the model block-major (core/blockPass.ts) so hold O(keep) blocks of weights.
+ *
+ * An array handed out stays valid after its block is evicted (it is only dropped from the
+ * cache); writing into it changes nothing the next load returns, so lazy blocks are for
+ * reading: code that changes weights copies the block first (cloneBlock).
+ */
+import type { Block, F32 } from './types';
+
+export type BlockKey = keyof Block;
+
+/** A small LRU of loaded blocks. */
+export class BlockCache {
+  private recent: { l: number; b: Block }[] = [];
+  /** How many times a block was loaded (a block read twice while cached counts once). */
+  loads = 0;
+
+  constructor(private load: (l: number) => Block, readonly keep = 2) {
+    if (!(Number.isInteger(keep) && keep >= 1)) throw new RangeError(`a block cache keeps at least one block, got ${keep}`);
+  }
+
+  get(l: number): Block {
+    const i = this.recent.findIndex((e) => e.l === l);
+    if (i >= 0) {
+      const [e] = this.recent.splice(i, 1);
+      this.recent.unshift(e);
+      return e.b;
+    }
+    const b = this.load(l);
+    this.loads++;
+    this.recent.unshift({ l, b });
+    if (this.recent.length > this.keep) this.recent.length = this.keep;
+    return b;
+  }
+
+  /** Forget every loaded block (e.g. after the source changed). */
+  clear(): void {
+    this.recent = [];
+  }
+}
+
+/** n lazy blocks with the weights `keys`, each loaded through `cache`. */
+export function lazyBlocks(n: number, keys: readonly BlockKey[], cache: BlockCache): Block[] {
+  return Array.from({ length: n }, (_, l) => {
+    const b = {} as Block;
+    for (const key of keys) {
+      Object.defineProperty(b, key, { enumerable: true, get: (): F32 | undefined => cache.get(l)[key] });
+    }
+    return b;
+  });
+}
+
+/** Whether `b` is a lazy block (its weights are getters). */
+export function isLazyBlock(b: Block): boolean {
+  const d = Object.getOwnPropertyDescriptor(b, 'wq');
+  return d !== undefined && d.get !== undefined;
+}
+
+/**
+ * Blocks that can only be made in order, each from state the previous one left (GPTQ: the
+ * calibration inputs of block l are the outputs of the quantized blocks before it). Reading
+ * block l after block l' > l starts again from block 0; a block-major pass reads each once.
+ */
+export function sequentialBlocks<S>(
+  n: number, keys: readonly BlockKey[], start: () => S, step: (l: number, state: S) => { block: Block; state: S }, keep = 1,
+): { blocks: Block[]; cache: BlockCache } {
+  let next = 0;
+  let state: S | undefined;
+  const cache = new BlockCache((l) => {
+    if (state === undefined || l < next) {
+      next = 0;
+      state = start();
+    }
+    let block: Block | undefined;
+    while (next <= l) {
+      const r = step(next, state!);
+      block = r.block;
+      state = r.state;
+      next++;
+    }
+    return block!;
+  }, keep);
+  return { blocks: lazyBlocks(n, keys, cache), cache };
+}
