@@ -440,7 +440,7 @@ export class SafetensorsReader {
    */
   readF32(name: string, shape?: readonly number[]): Float32Array {
     const t = this.locate(name);
-    if (shape) this.checkShape(t, shape);
+    if (shape) this.checkLocatedShape(t, shape);
     const count = (t.end - t.begin) / DTYPE_SIZE[t.dtype];
     const out = new Float32Array(count);
     if (t.dtype === 'F32') {
@@ -466,7 +466,7 @@ export class SafetensorsReader {
   /** An integer tensor (I32, or I64/U8/I8/I16/U16 widened; I64 values must fit in int32). */
   readI32(name: string, shape?: readonly number[]): Int32Array {
     const t = this.locate(name);
-    if (shape) this.checkShape(t, shape);
+    if (shape) this.checkLocatedShape(t, shape);
     const bytes = this.readBytes(name);
     const count = (t.end - t.begin) / DTYPE_SIZE[t.dtype];
     switch (t.dtype) {
@@ -495,7 +495,12 @@ export class SafetensorsReader {
     }
   }
 
-  private checkShape(t: Located, shape: readonly number[]): void {
+  /** InvarxError('bad-model') unless tensor `name` exists with this shape. */
+  checkShape(name: string, shape: readonly number[]): void {
+    this.checkLocatedShape(this.locate(name), shape);
+  }
+
+  private checkLocatedShape(t: Located, shape: readonly number[]): void {
     if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
       fail('bad-model', `tensor "${t.name}" has shape [${t.shape.join(', ')}], expected [${shape.join(', ')}]`);
     }
