@@ -19,3 +19,4 @@ export * from './invariance';
 export * from './tokenizer';
 export * from './metrics';
 export * from './data';
+export * from './model/synthetic';

@@ -10,6 +10,7 @@ import { register as registerGenerate } from './commands/generate';
 import { register as registerEval } from './commands/eval';
 import { register as registerDaemon } from './commands/daemon';
 import { register as registerClient } from './commands/client';
+import { register as registerGenModel } from './commands/genModel';
 
 const program = new Command('invarx')
   .description('Better 2-4 bit quantization of transformer LMs by search over model invariances')
@@ -17,7 +18,7 @@ const program = new Command('invarx')
   .configureOutput({ outputError: (str, write) => write(str) });
 
 // Each command module: `export function register(program: Command): void`.
-const commands: Array<(p: Command) => void> = [registerRun, registerGenerate, registerEval, registerDaemon, registerClient];
+const commands: Array<(p: Command) => void> = [registerRun, registerGenerate, registerEval, registerDaemon, registerClient, registerGenModel];
 for (const register of commands) register(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {

@@ -8,7 +8,9 @@
  *
  * Reading never loads a whole file: the header is parsed and validated up front, then each
  * tensor is read on request with fs.readSync at its offset (one file descriptor per shard),
- * so loading a model peaks at about its float32 size, not twice its file size.
+ * so loading a model peaks at about its float32 size, not twice its file size. Writing is
+ * the mirror image: the streaming writers ask for each tensor's values only when its turn
+ * comes, so a checkpoint larger than memory is written one tensor at a time.
  *
  * A checkpoint is one file, or shards listed by `model.safetensors.index.json`
  * ({ "weight_map": { NAME: "model-00001-of-00002.safetensors", … } }). Everything wrong with a
@@ -524,10 +526,14 @@ export function withSafetensors<T>(path: string, f: (r: SafetensorsReader) => T)
 // ---------------------------------------------------------------------------------------
 // Writing
 
-export interface TensorToWrite {
+/** A tensor to write, before its values exist (the streaming writers ask for them in write order). */
+export interface TensorSpec {
   name: string;
   dtype: Dtype;
   shape: readonly number[];
+}
+
+export interface TensorToWrite extends TensorSpec {
   /**
    * Float32Array/Float64Array values are converted to a floating dtype (F32, F16, BF16,
    * F64). Anything else is taken as the raw little-endian elements of `dtype` (e.g. an
@@ -536,9 +542,16 @@ export interface TensorToWrite {
   data: ArrayBufferView;
 }
 
+/**
+ * The values of one tensor (as `TensorToWrite.data`), called once per tensor in write order,
+ * each call after the previous tensor's bytes are written: a checkpoint larger than memory
+ * is written holding one tensor and its encoded bytes at a time.
+ */
+export type TensorProducer<T extends TensorSpec> = (t: T) => ArrayBufferView;
+
 /** The bytes of one tensor in its dtype. */
-function encodeTensor(t: TensorToWrite): Uint8Array {
-  const { data, dtype } = t;
+function encodeTensor(t: TensorSpec, data: ArrayBufferView): Uint8Array {
+  const { dtype } = t;
   let out: ArrayBufferView = data;
   if (data instanceof Float32Array || data instanceof Float64Array) {
     if (dtype === 'F32') out = data instanceof Float32Array ? data : Float32Array.from(data);
@@ -559,18 +572,19 @@ function encodeTensor(t: TensorToWrite): Uint8Array {
  * Order tensors as the safetensors library does: larger elements first (so every tensor
  * starts aligned to its element size, given the 8-byte-aligned header), then by name.
  */
-function writeOrder(tensors: readonly TensorToWrite[]): TensorToWrite[] {
+function writeOrder<T extends TensorSpec>(tensors: readonly T[]): T[] {
   const names = new Set<string>();
   for (const t of tensors) {
     if (t.name === '' || t.name === '__metadata__') fail('bad-config', `invalid tensor name ${JSON.stringify(t.name)}`);
     if (names.has(t.name)) fail('bad-config', `tensor "${t.name}" given twice`);
     names.add(t.name);
     if (!isDtype(t.dtype)) fail('bad-config', `tensor "${t.name}": unknown dtype ${String(t.dtype)}`);
+    if (elementCount(t.shape) < 0) fail('bad-config', `tensor "${t.name}": invalid shape ${JSON.stringify(t.shape)}`);
   }
   return [...tensors].sort((a, b) => DTYPE_SIZE[b.dtype] - DTYPE_SIZE[a.dtype] || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
-function byteLengthOf(t: TensorToWrite): number {
+function byteLengthOf(t: TensorSpec): number {
   return elementCount(t.shape) * DTYPE_SIZE[t.dtype];
 }
 
@@ -581,6 +595,13 @@ function byteLengthOf(t: TensorToWrite): number {
  * time. Returns the file size.
  */
 export function writeSafetensors(path: string, tensors: readonly TensorToWrite[], metadata?: Record<string, string>): number {
+  return writeSafetensorsStream(path, tensors, (t) => t.data, metadata);
+}
+
+/** `writeSafetensors` with each tensor's values asked of `produce` when its turn comes (see TensorProducer). */
+export function writeSafetensorsStream<T extends TensorSpec>(
+  path: string, tensors: readonly T[], produce: TensorProducer<T>, metadata?: Record<string, string>,
+): number {
   const ordered = writeOrder(tensors);
   // Built as text, not as an object: a tensor named "__proto__" must stay an ordinary key.
   const entries: string[] = [];
@@ -604,7 +625,7 @@ export function writeSafetensors(path: string, tensors: readonly TensorToWrite[]
   try {
     writeAll(fd, lenBytes);
     writeAll(fd, json);
-    for (const t of ordered) writeAll(fd, encodeTensor(t));
+    for (const t of ordered) writeAll(fd, encodeTensor(t, produce(t)));
   } finally {
     closeSync(fd);
   }
@@ -616,23 +637,9 @@ function writeAll(fd: number, bytes: Uint8Array): void {
   while (done < bytes.byteLength) done += writeSync(fd, bytes, done, Math.min(1 << 30, bytes.byteLength - done));
 }
 
-/**
- * Write a checkpoint into `dir`: `model.safetensors` when it fits in `maxShardBytes`
- * (default 4 GiB), else `model-0000k-of-0000n.safetensors` shards (tensors in write order,
- * a new shard when the next tensor would overflow) plus `model.safetensors.index.json`,
- * as transformers' save_pretrained lays them out. Returns the file names written.
- */
-export function writeSafetensorsCheckpoint(
-  dir: string, tensors: readonly TensorToWrite[], opts: { metadata?: Record<string, string>; maxShardBytes?: number } = {},
-): string[] {
-  const max = opts.maxShardBytes ?? 4 * 2 ** 30;
-  const ordered = writeOrder(tensors);
-  const total = ordered.reduce((s, t) => s + byteLengthOf(t), 0);
-  if (total <= max) {
-    writeSafetensors(join(dir, SINGLE_FILE), ordered, opts.metadata);
-    return [SINGLE_FILE];
-  }
-  const shards: TensorToWrite[][] = [[]];
+/** Tensors (in write order) cut into shards: a new shard when the next tensor would take one past `max` bytes. */
+function cutShards<T extends TensorSpec>(ordered: readonly T[], max: number): T[][] {
+  const shards: T[][] = [[]];
   let size = 0;
   for (const t of ordered) {
     const len = byteLengthOf(t);
@@ -643,11 +650,63 @@ export function writeSafetensorsCheckpoint(
     shards[shards.length - 1].push(t);
     size += len;
   }
+  return shards;
+}
+
+/**
+ * The smallest shard limit that cuts `ordered` into at most `n` shards (the cut count only
+ * falls as the limit grows, so bisect between the largest tensor and the total).
+ */
+function shardLimitFor(ordered: readonly TensorSpec[], n: number): number {
+  let lo = Math.max(1, ...ordered.map(byteLengthOf));
+  let hi = Math.max(lo, ordered.reduce((s, t) => s + byteLengthOf(t), 0));
+  while (lo < hi) {
+    const mid = Math.floor((lo + hi) / 2);
+    if (cutShards(ordered, mid).length <= n) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
+export interface CheckpointWriteOptions {
+  metadata?: Record<string, string>;
+  /** Largest shard (default 4 GiB). */
+  maxShardBytes?: number;
+  /** Instead of maxShardBytes: at most this many shards of about equal size (fewer only where whole tensors cannot be cut finer). */
+  shards?: number;
+}
+
+/**
+ * Write a checkpoint into `dir`: `model.safetensors` when it fits in `maxShardBytes`
+ * (default 4 GiB), else `model-0000k-of-0000n.safetensors` shards (tensors in write order,
+ * a new shard when the next tensor would overflow) plus `model.safetensors.index.json`,
+ * as transformers' save_pretrained lays them out. Returns the file names written.
+ */
+export function writeSafetensorsCheckpoint(dir: string, tensors: readonly TensorToWrite[], opts: CheckpointWriteOptions = {}): string[] {
+  return writeSafetensorsCheckpointStream(dir, tensors, (t) => t.data, opts);
+}
+
+/** `writeSafetensorsCheckpoint` with each tensor's values asked of `produce` when its turn comes (see TensorProducer). */
+export function writeSafetensorsCheckpointStream<T extends TensorSpec>(
+  dir: string, tensors: readonly T[], produce: TensorProducer<T>, opts: CheckpointWriteOptions = {},
+): string[] {
+  const ordered = writeOrder(tensors);
+  if (opts.shards !== undefined && opts.maxShardBytes !== undefined) fail('bad-config', 'give a shard count or a shard size, not both');
+  if (opts.shards !== undefined && !(Number.isSafeInteger(opts.shards) && opts.shards >= 1)) {
+    fail('bad-config', `the shard count must be a positive integer, got ${opts.shards}`);
+  }
+  const max = opts.shards !== undefined ? shardLimitFor(ordered, opts.shards) : (opts.maxShardBytes ?? 4 * 2 ** 30);
+  const total = ordered.reduce((s, t) => s + byteLengthOf(t), 0);
+  if (total <= max) {
+    writeSafetensorsStream(join(dir, SINGLE_FILE), ordered, produce, opts.metadata);
+    return [SINGLE_FILE];
+  }
+  const shards = cutShards(ordered, max);
   const pad = (k: number) => String(k).padStart(5, '0');
   const names = shards.map((_, k) => `model-${pad(k + 1)}-of-${pad(shards.length)}.safetensors`);
   const weightMap: Record<string, string> = {};
   shards.forEach((s, k) => {
-    writeSafetensors(join(dir, names[k]), s, opts.metadata);
+    writeSafetensorsStream(join(dir, names[k]), s, produce, opts.metadata);
     for (const t of s) weightMap[t.name] = names[k];
   });
   const sortedMap = Object.fromEntries(Object.keys(weightMap).sort().map((k) => [k, weightMap[k]]));
