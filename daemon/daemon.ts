@@ -8,9 +8,10 @@ import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs
 import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { fail } from '../core/errors';
 import { isJobId, socketPath } from './home';
+import { openLogFile } from './logfile';
 import { ProtocolError, type Request } from './protocol';
 import { Scheduler } from './scheduler';
 import { Server, type CallContext } from './server';
@@ -79,8 +80,12 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     unlinkSync(sock); // stale: its daemon died without cleaning up
   }
 
-  const log: Logger = pino({ base: { pid: process.pid } }, pino.destination({ dest: join(home, 'daemon.log'), append: true, sync: true }));
-  chmodSync(join(home, 'daemon.log'), 0o600);
+  const log: Logger = openLogFile(join(home, 'daemon.log'), { base: { pid: process.pid }, who: 'invarx daemon' });
+  try {
+    chmodSync(join(home, 'daemon.log'), 0o600); // one an older daemon created with another umask
+  } catch {
+    /* logging to stderr: there is no file */
+  }
   const store = new JobStore(home);
   const scheduler = new Scheduler(store, {
     concurrency: opts.concurrency,

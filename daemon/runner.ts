@@ -16,11 +16,13 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, createReadStream, fsyncSync, openSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { InvarxError } from '../core/errors';
 import { DEFAULT_TUNING, configHash, type SearchTuning } from '../search/config';
 import type { Progress, RunConfig, SearchJob } from '../search/contract';
 import { createSearchJob } from '../search/run';
+import { openLogFile } from './logfile';
+import { osError } from './oserror';
 import { CheckpointStore, snapshotDigest, type Loaded } from './checkpoint';
 import { toJson, writeFileAtomic, type JobError } from './store';
 import { canonicalRunConfig } from './submit';
@@ -80,6 +82,8 @@ const yieldToLoop = () => new Promise<void>((r) => setImmediate(r));
 
 function errorOf(e: unknown): JobError {
   if (e instanceof InvarxError) return { code: e.code, message: e.message };
+  const os = osError(e);
+  if (os) return { code: os.code, message: os.message };
   const err = e as NodeJS.ErrnoException;
   return { code: typeof err?.code === 'string' ? err.code : 'internal', message: String(err?.message ?? e).split('\n')[0] };
 }
@@ -94,7 +98,7 @@ interface Opened {
 
 export async function runJob(init: RunnerInit, port: RunnerPort): Promise<void> {
   init = { ...init, config: canonicalRunConfig(init.config) };
-  const log = pino({ base: { job: init.id } }, pino.destination({ dest: join(init.jobDir, 'job.log'), append: true, sync: true, mkdir: true }));
+  const log = openLogFile(join(init.jobDir, 'job.log'), { base: { job: init.id }, who: `invarx daemon: job ${init.id}`, mkdir: true });
   let stop: StopReason | undefined;
   port.onStop((r) => (stop ??= r));
   let job: SearchJob | undefined;
@@ -221,11 +225,17 @@ async function drive(init: RunnerInit, o: Opened, log: Logger, port: RunnerPort,
 async function writeExport(jobDir: string, job: SearchJob): Promise<void> {
   for (const n of readdirSync(jobDir)) if (n.startsWith('export.tmp-')) rmSync(join(jobDir, n), { recursive: true, force: true });
   const tmp = join(jobDir, `export.tmp-${randomBytes(4).toString('hex')}`);
-  await job.exportTo(tmp);
-  fsyncTree(tmp);
-  const final = join(jobDir, 'export');
-  rmSync(final, { recursive: true, force: true });
-  renameSync(tmp, final);
+  try {
+    await job.exportTo(tmp);
+    fsyncTree(tmp);
+    const final = join(jobDir, 'export');
+    rmSync(final, { recursive: true, force: true });
+    renameSync(tmp, final);
+  } catch (e) {
+    // A failed export (full disk) leaves nothing half-written behind.
+    rmSync(tmp, { recursive: true, force: true });
+    throw osError(e, `cannot write the job's export in ${jobDir}`) ?? e;
+  }
   fsyncPath(jobDir);
 }
 

@@ -19,6 +19,7 @@ import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { SearchTuning } from '../search/config';
 import type { FinalReport, Progress, RunConfig } from '../search/contract';
+import { osError } from './oserror';
 import { ProtocolError } from './protocol';
 import type { FromRunner, RunnerInit, StopReason } from './runner';
 import { TERMINAL, type JobError, type JobSpec, type JobState, type JobStatus, type JobStore } from './store';
@@ -125,7 +126,11 @@ export class Scheduler extends EventEmitter {
     const now = new Date().toISOString();
     const spec: JobSpec = { id, seq, createdAt: now, config, ...(tuning && Object.keys(tuning).length ? { tuning } : {}) };
     const status: JobStatus = { state: 'queued', updatedAt: now };
-    this.store.create(spec, status);
+    try {
+      this.store.create(spec, status);
+    } catch (e) {
+      throw osError(e, `cannot create the job's files in ${this.store.home}`) ?? e;
+    }
     const job: Job = { spec, status, log: this.opts.log.child({ job: id }) };
     this.jobs.set(id, job);
     job.log.info({ model: config.model, bits: config.bits, group: config.group, steps: config.steps }, 'submitted');

@@ -8,6 +8,7 @@
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { InvarxError } from '../core/errors';
+import { osError } from './oserror';
 import {
   FrameDecoder,
   LineDecoder,
@@ -42,6 +43,12 @@ const MAX_CONNECTIONS = 128;
 
 export function errorBody(e: unknown, log?: Logger): ErrorBody {
   if (e instanceof ProtocolError || e instanceof InvarxError) return { code: e.code, message: e.message };
+  const os = osError(e);
+  if (os) {
+    // The environment's doing (full disk, permissions), not a bug: no stack trace.
+    log?.warn({ code: os.code }, os.message);
+    return { code: os.code, message: os.message };
+  }
   // Anything else is a bug: logged with its stack, answered without it.
   log?.error({ err: e }, 'internal error while serving a request');
   return { code: 'internal', message: `internal error: ${String((e as Error)?.message ?? e).split('\n')[0]}` };

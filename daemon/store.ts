@@ -58,15 +58,16 @@ export function writeFileAtomic(path: string, data: string | Uint8Array): void {
   const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
   const fd = openSync(tmp, 'w', 0o600);
   try {
-    const b = typeof data === 'string' ? Buffer.from(data) : data;
-    for (let off = 0; off < b.length; ) off += writeSync(fd, b, off, b.length - off);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  try {
+    try {
+      const b = typeof data === 'string' ? Buffer.from(data) : data;
+      for (let off = 0; off < b.length; ) off += writeSync(fd, b, off, b.length - off);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
     renameSync(tmp, path);
   } catch (e) {
+    // A full disk must not also leave a partial temp file behind.
     rmSync(tmp, { force: true });
     throw e;
   }
@@ -101,10 +102,15 @@ export class JobStore {
   create(spec: JobSpec, status: JobStatus): void {
     const tmp = join(jobsDir(this.home), `.new-${spec.id}`);
     rmSync(tmp, { recursive: true, force: true });
-    mkdirSync(tmp, { mode: 0o700 });
-    writeFileAtomic(join(tmp, 'config.json'), toJson(spec));
-    writeFileAtomic(join(tmp, 'state.json'), toJson(status));
-    renameSync(tmp, this.dir(spec.id));
+    try {
+      mkdirSync(tmp, { mode: 0o700 });
+      writeFileAtomic(join(tmp, 'config.json'), toJson(spec));
+      writeFileAtomic(join(tmp, 'state.json'), toJson(status));
+      renameSync(tmp, this.dir(spec.id));
+    } catch (e) {
+      rmSync(tmp, { recursive: true, force: true });
+      throw e;
+    }
   }
 
   writeStatus(id: string, status: JobStatus): void {

@@ -44,6 +44,9 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
   }
 }
 
+/** The daemon's bundle: INVARX_TEST_DAEMON_CLI runs these tests against another build (e.g. an older one). */
+const DAEMON_CLI = process.env.INVARX_TEST_DAEMON_CLI ?? CLI;
+
 export class DaemonProc {
   stderr = '';
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -61,8 +64,12 @@ export class DaemonProc {
   }
 
   /** Starts `invarx daemon --home <home>` and resolves once it listens. */
-  static async start(home: string, args: string[] = []): Promise<DaemonProc> {
-    const proc = spawn(process.execPath, [CLI, 'daemon', '--home', home, ...args], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+  static async start(home: string, args: string[] = [], opts: { nodeArgs?: string[]; env?: Record<string, string> } = {}): Promise<DaemonProc> {
+    const proc = spawn(process.execPath, [...(opts.nodeArgs ?? []), DAEMON_CLI, 'daemon', '--home', home, ...args], {
+      cwd: ROOT,
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, ...opts.env },
+    });
     const d = new DaemonProc(home, proc);
     let exit: { code: number | null } | undefined;
     void d.exited.then((e) => (exit = e));
