@@ -3,24 +3,18 @@
  * (wq wk wv wo w1 w2 w3) is fake-quantized; the embedding, norms, biases and classifier stay
  * in full precision.
  *
- * GPTQ runs "true-sequentially" (as AutoGPTQ's default and gptq.py's --true-sequential):
- * block by block, and inside a block in four stages, each linear's Hessian being taken from
- * inputs computed with everything before it already quantized:
- *
- *   1. wq wk wv  ← norm(x)               x = block input of the quantized model so far
- *   2. wo        ← attention context     (with quantized wq wk wv)
- *   3. w1 w3     ← norm(h)               h = x + attention (with quantized wo)
- *   4. w2        ← FFN activation        (with quantized w1 w3)
- *
- * so a later layer compensates for the rounding of the earlier ones. The search, which keeps
- * Hessians captured once, uses `captureBlockHessians` + `quantizeBlockLinears` instead.
+ * GPTQ runs "true-sequentially" (as AutoGPTQ's default and gptq.py's --true-sequential),
+ * block by block and in four stages inside a block: ./view.ts holds that algorithm, one
+ * block at a time. The search, which keeps Hessians captured once, uses
+ * `captureBlockHessians` + `quantizeBlockLinears` instead.
  */
 import { InvarxError } from '../errors';
-import { attentionContext, attnSublayer, blockTrace, embed, ffnActivation, ffnSublayer, norm } from '../forward';
+import { blockTrace } from '../forward';
 import { jsOps, type Ops } from '../ops';
-import { blockLinears, cloneBlock, cloneModel, linearShape, type Block, type F32, type LinearName, type Model, type ModelConfig } from '../model/types';
+import { blockLinears, cloneBlock, linearShape, type Block, type F32, type LinearName, type Model, type ModelConfig } from '../model/types';
 import { accumulateHessian, gptqQuantize, newHessian, type GptqOptions, type HessianState } from './gptq';
-import { quantizeRtn, dequantize, validateSpec, type QuantSpec, type Quantized } from './rtn';
+import { quantizeRtn, dequantize, type QuantSpec, type Quantized } from './rtn';
+import { materialize, quantizedView } from './view';
 
 export type QuantMethod = 'rtn' | 'gptq';
 
@@ -131,73 +125,11 @@ export interface QuantizeModelOptions extends GptqOptions {
   onQuantized?: (layer: number, name: LinearName, qz: Quantized) => void;
 }
 
-/** A new model with every block linear fake-quantized; `model` is not changed. */
+/**
+ * A new model with every block linear fake-quantized; `model` is not changed. This holds
+ * the whole quantized model: block-major readers take quantizedView (./view.ts) instead,
+ * which makes the same blocks one at a time.
+ */
 export function quantizeModel(model: Model, opts: QuantizeModelOptions): Model {
-  const cfg = model.config;
-  const spec: QuantSpec = { bits: opts.bits, group: opts.group, clip: opts.clip, f16Scales: opts.f16Scales };
-  for (const name of blockLinears(cfg)) validateSpec(spec, linearShape(cfg, name)[1]);
-  const out = cloneModel(model);
-  if (opts.method === 'rtn') {
-    out.blocks.forEach((b, l) => {
-      const lin: LinearQuantOptions = { method: 'rtn', onQuantized: opts.onQuantized && ((n, qz) => opts.onQuantized!(l, n, qz)) };
-      for (const name of blockLinears(cfg)) quantizeLinearInto(cfg, b, name, spec, lin);
-    });
-    return out;
-  }
-  if (opts.method !== 'gptq') throw new InvarxError('bad-config', `unknown quantization method "${opts.method as string}" (use rtn or gptq)`);
-  const calib = checkCalib(model, opts.calib);
-  const ops = opts.ops ?? jsOps;
-  // Block inputs of the model quantized so far, one [T, dim] per sequence.
-  let xs = calib.map((seq) => embed(model, seq));
-  for (let l = 0; l < cfg.nLayers; l++) {
-    const b = out.blocks[l];
-    const lin: LinearQuantOptions = {
-      method: 'gptq', dampPercent: opts.dampPercent, blockSize: opts.blockSize,
-      onQuantized: opts.onQuantized && ((n, qz) => opts.onQuantized!(l, n, qz)),
-    };
-    const stage = (names: LinearName[], input: BlockInput, acts: F32[]) => {
-      const acc = new BlockHessianAccumulator(cfg);
-      for (const a of acts) acc.add(input, a, a.length / inputWidth(cfg, input));
-      for (const name of names) if (b[name]) quantizeLinearInto(cfg, b, name, spec, lin, acc.H[input]);
-    };
-    const Ts = xs.map((x) => x.length / cfg.dim);
-    // 1. wq wk wv from norm(x)
-    const xnAttn = xs.map((x, s) => {
-      const xn = new Float32Array(x.length);
-      norm(cfg, xn, x, b.attnNorm, b.attnNormBias, Ts[s]);
-      return xn;
-    });
-    stage(['wq', 'wk', 'wv'], 'xnAttn', xnAttn);
-    // 2. wo from the attention context of the quantized q/k/v
-    stage(['wo'], 'ctx', xnAttn.map((xn, s) => attentionContext(cfg, b, xn, Ts[s], ops)));
-    // 3. w1 w3 from norm(h), h after the quantized attention sublayer
-    const hs = xs.map((x, s) => attnSublayer(cfg, b, x, Ts[s], ops));
-    const xnFfn = hs.map((h, s) => {
-      const xn = new Float32Array(h.length);
-      norm(cfg, xn, h, b.ffnNorm, b.ffnNormBias, Ts[s]);
-      return xn;
-    });
-    stage(['w1', 'w3'], 'xnFfn', xnFfn);
-    // 4. w2 from the activation of the quantized w1/w3
-    stage(['w2'], 'act', xnFfn.map((xn, s) => ffnActivation(cfg, b, xn, Ts[s], ops)));
-    // Next block's input: this block fully quantized.
-    xs = hs.map((h, s) => ffnSublayer(cfg, b, h, Ts[s], ops));
-  }
-  return out;
-}
-
-function checkCalib(model: Model, calib: number[][] | undefined): number[][] {
-  const { vocabSize, seqLen } = model.config;
-  if (!calib || calib.length === 0 || calib.every((s) => s.length === 0)) {
-    throw new InvarxError('bad-config', 'GPTQ needs calibration token sequences (calib)');
-  }
-  calib.forEach((seq, i) => {
-    if (seq.length > seqLen) throw new InvarxError('bad-tokens', `calibration sequence ${i} has ${seq.length} tokens, more than the model's ${seqLen}`);
-    for (const t of seq) {
-      if (!(Number.isInteger(t) && t >= 0 && t < vocabSize)) {
-        throw new InvarxError('bad-tokens', `calibration sequence ${i} has token id ${t} outside the vocabulary [0, ${vocabSize})`);
-      }
-    }
-  });
-  return calib.filter((s) => s.length > 0);
+  return materialize(quantizedView(model, opts));
 }

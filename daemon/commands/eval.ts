@@ -16,7 +16,7 @@ import { isGptqDir } from '../../core/export/gptq';
 import { loadModel } from '../../core/model/load';
 import { blockLinears, linearShape, type Model } from '../../core/model/types';
 import { validateSpec } from '../../core/quant/rtn';
-import { quantizeModel } from '../../core/quant/model';
+import { quantizedView } from '../../core/quant/view';
 import { evaluateModels, gapClosed, type Perplexity, type Quality } from '../../core/metrics';
 import {
   DEFAULT_CALIB, DEFAULT_HELD_OUT, defaultCalibTokens, defaultHeldOutTokens, loadTextFile, loadTokenFile, overlapCount,
@@ -106,10 +106,10 @@ function evaluate(o: EvalOptions): void {
       const shared = overlapCount(calib, heldOut);
       if (shared > 0) process.stderr.write(`invarx: warning: ${shared} held-out sequences also occur in the calibration set\n`);
     }
-    note(`quantizing with ${method}…`);
-    models[method] = quantizeModel(fp, { bits, group, method, calib, ops, f16Scales: true });
+    // Quantized block by block as the evaluation reaches it: one block of it in memory at a time.
+    models[method] = quantizedView(fp, { bits, group, method, calib, ops, f16Scales: true });
   }
-  note('evaluating…');
+  note(`quantizing (${quantized.join(', ') || 'nothing'}) and evaluating, block by block…`);
   const res = evaluateModels(fp, { ...models, ...given } as Record<string, Model>, heldOut, { ops });
   const rows: Partial<Record<string, Perplexity | Quality>> = { fp: res.fp, ...res.models };
   const names: string[] = [...methods, ...Object.keys(given)];

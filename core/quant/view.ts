@@ -1,0 +1,109 @@
+/**
+ * A quantized model as a view of the FP model: each block is quantized when a block-major
+ * pass (core/blockPass.ts) reads it, and dropped after, so quantizing and evaluating a model
+ * holds one block of quantized weights, never a second copy of the model.
+ *
+ * RTN blocks depend only on their FP block. GPTQ blocks are made in order (core/model/lazy.ts
+ * sequentialBlocks), "true-sequentially" as quantizeModel does it: the calibration rows run
+ * through the blocks quantized so far, and inside a block in four stages, each linear's
+ * Hessian taken from inputs computed with everything before it already quantized:
+ *
+ *   1. wq wk wv  ← norm(x)               2. wo     ← attention context
+ *   3. w1 w3     ← norm(h)               4. w2     ← FFN activation
+ *
+ * The Hessians are accumulated sequence by sequence, in order, so the view gives the same
+ * bits as quantizeModel (tested).
+ */
+import { InvarxError } from '../errors';
+import { embedRows } from '../blockPass';
+import { ffnActivation } from '../forward';
+import { attnInput, attnResidual, context, ffnInput, ffnResidual, qkv, type Rows } from '../forwardRows';
+import { sequentialBlocks, BlockCache, lazyBlocks, type BlockKey } from '../model/lazy';
+import { blockLinears, cloneBlock, linearShape, type Block, type F32, type LinearName, type Model, type ModelConfig } from '../model/types';
+import { jsOps, type Ops } from '../ops';
+import { accumulateHessian, newHessian } from './gptq';
+import { inputWidth, quantizeLinear, type BlockInput, type QuantizeModelOptions } from './model';
+import { validateSpec, type QuantSpec } from './rtn';
+
+/** The quantized model as a lazy view of `model` (see the header); `model` is not changed. */
+export function quantizedView(model: Model, opts: QuantizeModelOptions): Model {
+  const cfg = model.config;
+  const spec: QuantSpec = { bits: opts.bits, group: opts.group, clip: opts.clip, f16Scales: opts.f16Scales };
+  for (const name of blockLinears(cfg)) validateSpec(spec, linearShape(cfg, name)[1]);
+  const keys = Object.keys(model.blocks[0]) as BlockKey[];
+  if (opts.method === 'rtn') {
+    const cache = new BlockCache((l) => {
+      const b = cloneBlock(model.blocks[l]);
+      for (const name of blockLinears(cfg)) quantizeInto(cfg, b, name, spec, opts, l);
+      return b;
+    }, 1);
+    return { ...model, blocks: lazyBlocks(cfg.nLayers, keys, cache) };
+  }
+  if (opts.method !== 'gptq') throw new InvarxError('bad-config', `unknown quantization method "${opts.method as string}" (use rtn or gptq)`);
+  const calib = checkCalib(model, opts.calib);
+  const ops = opts.ops ?? jsOps;
+  const { blocks } = sequentialBlocks<Rows>(
+    cfg.nLayers, keys, () => embedRows(model, calib), (l, x) => gptqBlock(cfg, model.blocks[l], x, spec, opts, ops, l),
+  );
+  return { ...model, blocks };
+}
+
+/** A plain (eager) copy of a model whose blocks may be lazy: every block read once, in order. */
+export function materialize(model: Model): Model {
+  return { ...model, blocks: model.blocks.map((b) => ({ ...b })) };
+}
+
+/** Block `fp` quantized by GPTQ on its calibration inputs x, and the quantized block's outputs (the next block's inputs). */
+function gptqBlock(cfg: ModelConfig, fp: Block, x: Rows, spec: QuantSpec, opts: QuantizeModelOptions, ops: Ops, l: number): { block: Block; state: Rows } {
+  const b = cloneBlock(fp);
+  const N = x.x.length / cfg.dim;
+  const stage = (names: LinearName[], input: BlockInput, acts: F32) => {
+    const H = hessianBySeq(acts, x.seqStarts, inputWidth(cfg, input));
+    for (const name of names) if (b[name]) quantizeInto(cfg, b, name, spec, opts, l, H);
+  };
+  const xa = attnInput(cfg, b, x.x, N);
+  stage(['wq', 'wk', 'wv'], 'xnAttn', xa);
+  const ctx = new Float32Array(N * cfg.nHeads * cfg.headDim);
+  context(cfg, qkv(cfg, b, xa, x.seqStarts, ops), x.seqStarts, null, ops, ctx);
+  stage(['wo'], 'ctx', ctx);
+  const h = attnResidual(cfg, x.x, ctx, b.wo, b.bo, ops);
+  const xn = ffnInput(cfg, b, h, N);
+  stage(['w1', 'w3'], 'xnFfn', xn);
+  const act = ffnActivation(cfg, b, xn, N, ops);
+  stage(['w2'], 'act', act);
+  return { block: b, state: { x: ffnResidual(cfg, h, act, b, ops), seqStarts: x.seqStarts } };
+}
+
+/** The running-average Hessian of acts [N, width], folded in one sequence at a time. */
+function hessianBySeq(acts: F32, seqStarts: number[], width: number): Float64Array {
+  const { H, state } = newHessian(width);
+  for (let s = 0; s + 1 < seqStarts.length; s++) {
+    const T = seqStarts[s + 1] - seqStarts[s];
+    accumulateHessian(H, acts.subarray(seqStarts[s] * width, seqStarts[s + 1] * width), T, width, state);
+  }
+  return H;
+}
+
+/** Replace linear `name` of `b` (in place) by its quantized version, reporting the codes. */
+function quantizeInto(cfg: ModelConfig, b: Block, name: LinearName, spec: QuantSpec, opts: QuantizeModelOptions, l: number, H?: Float64Array): void {
+  const [rows, cols] = linearShape(cfg, name);
+  const { qz, deq } = quantizeLinear(b[name]!, rows, cols, spec, opts.method, H, opts);
+  opts.onQuantized?.(l, name, qz);
+  b[name] = deq;
+}
+
+function checkCalib(model: Model, calib: number[][] | undefined): number[][] {
+  const { vocabSize, seqLen } = model.config;
+  if (!calib || calib.length === 0 || calib.every((s) => s.length === 0)) {
+    throw new InvarxError('bad-config', 'GPTQ needs calibration token sequences (calib)');
+  }
+  calib.forEach((seq, i) => {
+    if (seq.length > seqLen) throw new InvarxError('bad-tokens', `calibration sequence ${i} has ${seq.length} tokens, more than the model's ${seqLen}`);
+    for (const t of seq) {
+      if (!(Number.isInteger(t) && t >= 0 && t < vocabSize)) {
+        throw new InvarxError('bad-tokens', `calibration sequence ${i} has token id ${t} outside the vocabulary [0, ${vocabSize})`);
+      }
+    }
+  });
+  return calib.filter((s) => s.length > 0);
+}
