@@ -21,6 +21,7 @@ import type { SearchTuning } from '../search/config';
 import type { FinalReport, Progress, RunConfig } from '../search/contract';
 import { osError } from './oserror';
 import { ProtocolError } from './protocol';
+import { StateWriter } from './states';
 import type { FromRunner, RunnerInit, StopReason } from './runner';
 import { TERMINAL, type JobError, type JobSpec, type JobState, type JobStatus, type JobStore } from './store';
 
@@ -94,6 +95,7 @@ async function realpathOfPrefix(p: string): Promise<string> {
 export class Scheduler extends EventEmitter {
   private jobs = new Map<string, Job>();
   private shuttingDown = false;
+  private readonly states: StateWriter;
 
   constructor(
     private readonly store: JobStore,
@@ -101,18 +103,27 @@ export class Scheduler extends EventEmitter {
   ) {
     super();
     this.setMaxListeners(0);
+    this.states = new StateWriter(store, opts.log);
   }
 
-  /** Reads the store; jobs that were running or queued are queued again, in submission order. */
+  /**
+   * Reads the store; jobs that were running or queued are queued again, in submission order.
+   * A job whose state cannot be written (read-only directory, full disk) fails with that
+   * reason rather than run with a state that a restart would not see.
+   */
   load(): void {
-    for (const { spec, status } of this.store.loadAll((m) => this.opts.log.warn(m))) {
+    for (const { spec, status, fromPending } of this.store.loadAll((m) => this.opts.log.warn(m))) {
       const job: Job = { spec, status, log: this.opts.log.child({ job: spec.id }) };
       this.jobs.set(spec.id, job);
-      if (status.state === 'running' || status.state === 'queued') {
-        if (status.state === 'running') job.log.info({ step: status.progress?.step ?? 0 }, 'was running when the daemon stopped: queued to resume');
-        this.setState(job, 'queued');
+      if (TERMINAL.has(status.state)) {
+        if (fromPending) this.states.write(spec.id, status);
+        continue;
       }
+      if (status.state === 'running') job.log.info({ step: status.progress?.step ?? 0 }, 'was running when the daemon stopped: queued to resume');
+      const err = status.state === 'paused' ? this.persist(job) : this.setState(job, 'queued');
+      if (err) this.fail(job, { code: (err as { code?: string }).code ?? 'io-error', message: `${err.message}; the job cannot run without recording its state` });
     }
+    this.states.sync();
   }
 
   start(): void {
@@ -251,6 +262,7 @@ export class Scheduler extends EventEmitter {
           }),
       ),
     );
+    this.states.close();
   }
 
   runningCount(): number {
@@ -380,21 +392,19 @@ export class Scheduler extends EventEmitter {
     }, this.opts.stopTimeoutMs);
   }
 
-  private setState(j: Job, state: JobState, extra: Partial<JobStatus> = {}): void {
+  /** Returns the error of a state write that failed (it is retried; see daemon/states.ts). */
+  private setState(j: Job, state: JobState, extra: Partial<JobStatus> = {}): Error | undefined {
     Object.assign(j.status, extra, { state });
     for (const k of Object.keys(extra) as (keyof JobStatus)[]) if (extra[k] === undefined) delete j.status[k];
-    this.persist(j);
+    const err = this.persist(j);
     this.emitUpdate(j);
+    return err;
   }
 
-  /** A failed state write (full disk) is logged; the in-memory state stays authoritative. */
-  private persist(j: Job): void {
+  /** The in-memory state stays authoritative; a failed write is retried until it lands. */
+  private persist(j: Job): Error | undefined {
     j.status.updatedAt = new Date().toISOString();
-    try {
-      this.store.writeStatus(j.spec.id, j.status);
-    } catch (e) {
-      j.log.error({ err: e }, 'could not write state.json');
-    }
+    return this.states.write(j.spec.id, j.status);
   }
 
   private emitUpdate(j: Job): void {

@@ -53,6 +53,13 @@ export interface JobStatus {
   finishedAt?: string;
 }
 
+export interface LoadedJob {
+  spec: JobSpec;
+  status: JobStatus;
+  /** The status is from pending-states.json: newer than the job's state.json, which it should replace. */
+  fromPending: boolean;
+}
+
 /** Writes a file so that readers (and crashes) see the old or the new contents, never a mix. */
 export function writeFileAtomic(path: string, data: string | Uint8Array): void {
   const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
@@ -125,6 +132,11 @@ export class JobStore {
     }
   }
 
+  /** Statuses whose state.json could not be written (daemon/states.ts). */
+  pendingStatesPath(): string {
+    return join(this.home, 'pending-states.json');
+  }
+
   exportDir(id: string): string {
     return join(this.dir(id), 'export');
   }
@@ -133,8 +145,9 @@ export class JobStore {
    * Every job on disk, in submission order. Unreadable entries are reported, not fatal:
    * one damaged job directory must not keep the daemon (and every other job) down.
    */
-  loadAll(warn: (msg: string) => void): { spec: JobSpec; status: JobStatus }[] {
-    const out: { spec: JobSpec; status: JobStatus }[] = [];
+  loadAll(warn: (msg: string) => void): LoadedJob[] {
+    const out: LoadedJob[] = [];
+    const pending = this.readPendingStates(warn);
     for (const name of readdirSync(jobsDir(this.home))) {
       if (name.startsWith('.new-')) {
         rmSync(join(jobsDir(this.home), name), { recursive: true, force: true });
@@ -145,20 +158,41 @@ export class JobStore {
       try {
         const spec = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as JobSpec;
         let status: JobStatus;
+        let stateRead = false;
         try {
           status = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as JobStatus;
           if (!(JOB_STATES as readonly string[]).includes(status.state)) throw new Error(`unknown state ${status.state}`);
+          stateRead = true;
         } catch (e) {
           // The config is intact: resume the job rather than lose it.
           warn(`job ${name}: state.json unreadable (${(e as Error).message}); treating the job as queued`);
           status = { state: 'queued', updatedAt: new Date().toISOString() };
         }
         if (spec.id !== name) throw new Error(`config.json names job ${spec.id}`);
-        out.push({ spec, status });
+        // A newer state that could not be written to state.json (full disk, read-only directory).
+        const p = pending.get(name);
+        const fromPending = !!p && (!stateRead || !(p.updatedAt < status.updatedAt));
+        out.push({ spec, status: fromPending ? p : status, fromPending });
       } catch (e) {
         warn(`job ${name}: skipped, config.json unreadable (${(e as Error).message})`);
       }
     }
     return out.sort((a, b) => a.spec.seq - b.spec.seq);
+  }
+
+  private readPendingStates(warn: (msg: string) => void): Map<string, JobStatus> {
+    const out = new Map<string, JobStatus>();
+    let v: unknown;
+    try {
+      v = JSON.parse(readFileSync(this.pendingStatesPath(), 'utf8'));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') warn(`pending-states.json unreadable (${(e as NodeJS.ErrnoException).code ?? 'not JSON'}); ignored`);
+      return out;
+    }
+    if (typeof v !== 'object' || v === null) return out;
+    for (const [id, st] of Object.entries(v as Record<string, JobStatus>)) {
+      if (isJobId(id) && typeof st === 'object' && st !== null && (JOB_STATES as readonly string[]).includes(st.state) && typeof st.updatedAt === 'string') out.set(id, st);
+    }
+    return out;
   }
 }
