@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import { fail } from '../core/errors';
 import { isJobId, socketPath } from './home';
 import { openLogFile } from './logfile';
-import { ProtocolError, type Request } from './protocol';
+import { ProtocolError, describeValue, type Request } from './protocol';
 import { Scheduler } from './scheduler';
 import { Server, type CallContext } from './server';
 import { absolutePath, parseSubmitArgs } from './submit';
@@ -63,7 +63,7 @@ function cliScript(): string {
 function jobArg(args: Record<string, unknown>): string {
   const id = args.job;
   if (!isJobId(id)) {
-    throw new ProtocolError('bad-job-id', `job id must be 8 lowercase hex digits, got ${JSON.stringify(typeof id === 'string' ? id.slice(0, 80) : id)}`);
+    throw new ProtocolError('bad-job-id', `job id must be 8 lowercase hex digits, got ${describeValue(id)}`);
   }
   return id;
 }

@@ -70,6 +70,8 @@ export function decodePayload(payload: Uint8Array): unknown {
   try {
     return packr.unpack(payload);
   } catch (e) {
+    // msgpackr decodes recursively: a frame of nested arrays overflows its stack.
+    if (e instanceof RangeError) throw new ProtocolError('bad-frame', `frame is nested more than ${MAX_DEPTH} levels deep`);
     throw new ProtocolError('bad-frame', `frame is not valid MessagePack (${(e as Error).message})`);
   }
 }
@@ -158,14 +160,48 @@ export function requestIdOf(v: unknown): RequestId {
   return null;
 }
 
+/** Deepest nesting of maps and arrays a request may have (a submit is 3 levels deep). */
+export const MAX_DEPTH = 16;
+
+/** True if `v` nests maps/arrays deeper than `max` (iterative: the value may be deep enough to overflow a recursion). */
+export function nestedDeeperThan(v: unknown, max: number): boolean {
+  const stack: [unknown, number][] = [[v, 0]];
+  while (stack.length > 0) {
+    const [x, d] = stack.pop()!;
+    if (typeof x !== 'object' || x === null || ArrayBuffer.isView(x)) continue;
+    if (d >= max) return true;
+    const children = Array.isArray(x) ? x : x instanceof Map ? [...x.values()] : Object.values(x);
+    for (const c of children) stack.push([c, d + 1]);
+  }
+  return false;
+}
+
+/** A client's value in an error message: short, and never throwing (BigInt, cycles, depth). */
+export function describeValue(v: unknown): string {
+  switch (typeof v) {
+    case 'string':
+      return JSON.stringify(v.length > 80 ? `${v.slice(0, 80)}…` : v);
+    case 'number':
+    case 'boolean':
+      return String(v);
+    case 'bigint':
+      return 'an integer outside the safe range';
+    case 'undefined':
+      return 'nothing';
+    default:
+      return v === null ? 'null' : Array.isArray(v) ? 'an array' : ArrayBuffer.isView(v) ? 'binary data' : 'a map';
+  }
+}
+
 /** A decoded value → a well-formed request, or a ProtocolError naming what is wrong. */
 export function parseRequest(v: unknown): Request {
   if (!isRecord(v)) throw new ProtocolError('bad-request', 'a request must be a map {id, verb, args}');
+  if (nestedDeeperThan(v, MAX_DEPTH)) throw new ProtocolError('bad-request', `request is nested more than ${MAX_DEPTH} levels deep`);
   const id = requestIdOf(v);
   if (id === null) throw new ProtocolError('bad-request', 'request id must be a string of at most 200 characters or a safe integer');
   if (typeof v.verb !== 'string') throw new ProtocolError('bad-request', 'request verb must be a string');
   if (!(VERBS as readonly string[]).includes(v.verb)) {
-    throw new ProtocolError('unknown-verb', `unknown verb ${JSON.stringify(v.verb.slice(0, 40))} (known: ${VERBS.join(', ')})`);
+    throw new ProtocolError('unknown-verb', `unknown verb ${describeValue(v.verb.slice(0, 40))} (known: ${VERBS.join(', ')})`);
   }
   if (v.args !== undefined && v.args !== null && !isRecord(v.args)) throw new ProtocolError('bad-request', 'request args must be a map');
   return { id, verb: v.verb as Verb, args: (v.args ?? {}) as Record<string, unknown> };

@@ -14,7 +14,7 @@ import { isAbsolute } from 'node:path';
 import { DEFAULT_CONFIG, DEFAULT_TUNING, type SearchTuning } from '../search/config';
 import type { RunConfig } from '../search/contract';
 import { runConfigFromOptions } from './commands/runOptions';
-import { ProtocolError } from './protocol';
+import { ProtocolError, describeValue } from './protocol';
 
 const NUMBERS = ['bits', 'group', 'steps', 'timeBudget', 'seed', 'candidates', 'workers', 'patience'] as const;
 const PATHS = ['model', 'tokenizer', 'calibTokens', 'evalTokens'] as const;
@@ -34,7 +34,7 @@ export function absolutePath(name: string, v: unknown): string {
   if (typeof v !== 'string' || v === '') bad(`${name} must be a non-empty string`);
   if (v.length > MAX_PATH) bad(`${name} is longer than ${MAX_PATH} characters`);
   if (v.includes('\0')) bad(`${name} contains a NUL character`);
-  if (!isAbsolute(v)) bad(`${name} must be an absolute path (clients resolve paths; the daemon's working directory is not theirs), got ${JSON.stringify(v)}`);
+  if (!isAbsolute(v)) bad(`${name} must be an absolute path (clients resolve paths; the daemon's working directory is not theirs), got ${describeValue(v)}`);
   return v;
 }
 
@@ -44,10 +44,10 @@ export interface SubmitArgs {
 }
 
 export function parseSubmitArgs(args: Record<string, unknown>): SubmitArgs {
-  for (const k of Object.keys(args)) if (k !== 'config' && k !== 'tuning') bad(`unknown submit argument ${JSON.stringify(k)}`);
+  for (const k of Object.keys(args)) if (k !== 'config' && k !== 'tuning') bad(`unknown submit argument ${describeValue(k)}`);
   const c = args.config;
   if (!isRecord(c)) bad('submit needs args.config, a map with the options of `invarx run`');
-  for (const k of Object.keys(c)) if (!KEYS.has(k)) bad(`unknown config key ${JSON.stringify(k)}`);
+  for (const k of Object.keys(c)) if (!KEYS.has(k)) bad(`unknown config key ${describeValue(k)}`);
   const config: Record<string, unknown> = { ...DEFAULT_CONFIG };
   config.model = absolutePath('config.model', c.model);
   for (const k of ['tokenizer', 'calibTokens', 'evalTokens'] as const) {
@@ -83,7 +83,7 @@ export function parseTuning(t: unknown): Partial<SearchTuning> {
   if (!isRecord(t)) bad('tuning must be a map');
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(t)) {
-    if (!Object.hasOwn(DEFAULT_TUNING, k)) bad(`unknown tuning key ${JSON.stringify(k)} (known: ${Object.keys(DEFAULT_TUNING).join(', ')})`);
+    if (!Object.hasOwn(DEFAULT_TUNING, k)) bad(`unknown tuning key ${describeValue(k)} (known: ${Object.keys(DEFAULT_TUNING).join(', ')})`);
     const want = typeof DEFAULT_TUNING[k as keyof SearchTuning];
     if (typeof v !== want || (typeof v === 'number' && !Number.isFinite(v))) bad(`tuning.${k} must be a ${want === 'number' ? 'finite number' : want}`);
     out[k] = v;
