@@ -22,6 +22,9 @@ import type { FinalReport, Progress, RunConfig } from '../search/contract';
 import { osError } from './oserror';
 import { ProtocolError } from './protocol';
 import { StateWriter } from './states';
+import { jobView, type JobView } from './view';
+
+export type { JobView } from './view';
 import type { FromRunner, RunnerInit, StopReason } from './runner';
 import { TERMINAL, type JobError, type JobSpec, type JobState, type JobStatus, type JobStore } from './store';
 
@@ -36,35 +39,6 @@ export interface SchedulerOptions {
   log: Logger;
 }
 
-/** What `status`, `list` and `watch` report about a job. */
-export interface JobView {
-  id: string;
-  state: JobState;
-  model: string;
-  bits: number;
-  group: number;
-  base: string;
-  seed: number;
-  step: number;
-  totalSteps: number;
-  bestLoss: number | null;
-  validationLoss: number | null;
-  acceptRate: number | null;
-  candidatesPerSec: number | null;
-  etaSeconds: number | null;
-  stopReason: string | null;
-  /** 1-based place in the queue while queued. */
-  queuePosition: number | null;
-  error: JobError | null;
-  checkpointError: JobError | null;
-  lastCheckpoint: { step: number; savedAt: string } | null;
-  warnings: string[];
-  createdAt: string;
-  updatedAt: string;
-  startedAt: string | null;
-  finishedAt: string | null;
-}
-
 interface Job {
   spec: JobSpec;
   status: JobStatus;
@@ -75,6 +49,8 @@ interface Job {
   settled?: boolean;
   killTimer?: NodeJS.Timeout;
   log: Logger;
+  /** False from a (re)start until the thread reports a measured speed: the stored one is stale. */
+  rateKnown?: boolean;
 }
 
 const MAX_WARNINGS = 5;
@@ -120,6 +96,7 @@ export class Scheduler extends EventEmitter {
         continue;
       }
       if (status.state === 'running') job.log.info({ step: status.progress?.step ?? 0 }, 'was running when the daemon stopped: queued to resume');
+      if (status.state !== 'paused') this.rewind(job);
       const err = status.state === 'paused' ? this.persist(job) : this.setState(job, 'queued');
       if (err) this.fail(job, { code: (err as { code?: string }).code ?? 'io-error', message: `${err.message}; the job cannot run without recording its state` });
     }
@@ -156,35 +133,10 @@ export class Scheduler extends EventEmitter {
 
   view(id: string): JobView {
     const j = this.get(id);
-    const p: Progress | undefined = j.status.progress;
-    const c = j.spec.config;
-    const s = j.status;
-    return {
-      id,
-      state: s.state,
-      model: c.model,
-      bits: c.bits,
-      group: c.group,
-      base: c.base,
-      seed: c.seed,
-      step: p?.step ?? 0,
-      totalSteps: p?.totalSteps ?? c.steps,
-      bestLoss: p?.bestLoss ?? null,
-      validationLoss: p?.validationLoss ?? null,
-      acceptRate: p ? p.acceptRate : null,
-      candidatesPerSec: p ? p.candidatesPerSec : null,
-      etaSeconds: s.state === 'running' ? (p?.etaSeconds ?? null) : s.state === 'done' ? 0 : null,
-      stopReason: p?.stopReason ?? null,
-      queuePosition: s.state === 'queued' ? this.queued().indexOf(j) + 1 : null,
-      error: s.error ?? null,
-      checkpointError: s.checkpointError ?? null,
-      lastCheckpoint: s.lastCheckpoint ?? null,
-      warnings: s.warnings ?? [],
-      createdAt: j.spec.createdAt,
-      updatedAt: s.updatedAt,
-      startedAt: s.startedAt ?? null,
-      finishedAt: s.finishedAt ?? null,
-    };
+    return jobView(j.spec, j.status, {
+      queuePosition: j.status.state === 'queued' ? this.queued().indexOf(j) + 1 : null,
+      rateKnown: j.rateKnown ?? true,
+    });
   }
 
   pause(id: string): JobView {
@@ -203,6 +155,7 @@ export class Scheduler extends EventEmitter {
     const st = j.status.state;
     if (st === 'queued' || st === 'running') return this.view(id);
     if (st !== 'paused') throw new ProtocolError('bad-state', `job ${id} is ${st}; only paused jobs can be resumed`);
+    this.rewind(j);
     this.setState(j, 'queued');
     this.pump();
     return this.view(id);
@@ -304,6 +257,7 @@ export class Scheduler extends EventEmitter {
     this.setState(j, 'running', { startedAt: new Date().toISOString(), error: undefined });
     j.stopping = undefined;
     j.settled = false;
+    j.rateKnown = false;
     const w = new Worker(this.opts.workerScript, { argv: ['__job-runner'], workerData: init });
     j.worker = w;
     j.log.info('started');
@@ -336,6 +290,7 @@ export class Scheduler extends EventEmitter {
       case 'progress':
         if (live) {
           j.status.progress = m.progress;
+          if (m.progress.candidatesPerSec > 0) j.rateKnown = true;
           this.emitUpdate(j);
         }
         break;
@@ -373,6 +328,15 @@ export class Scheduler extends EventEmitter {
         if (j.status.state !== 'cancelled') this.fail(j, m.error);
         break;
     }
+  }
+
+  /**
+   * The job will continue from its last checkpoint: show that step (not the one it was
+   * stopped at), and no speed until the new thread measures one.
+   */
+  private rewind(j: Job): void {
+    j.rateKnown = false;
+    if (j.status.progress) j.status.progress = { ...j.status.progress, step: j.status.lastCheckpoint?.step ?? 0 };
   }
 
   private fail(j: Job, error: JobError): void {

@@ -5,6 +5,7 @@
  * oversized frame, an error reply and a closed connection), and other clients and jobs go
  * on.
  */
+import { setMaxListeners } from 'node:events';
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { InvarxError } from '../core/errors';
@@ -89,6 +90,8 @@ export class Server {
   private accept(sock: Socket): void {
     this.sockets.add(sock);
     const ac = new AbortController();
+    // Each request in flight (a `watch`) may listen for the close: more than the default 10.
+    setMaxListeners(MAX_IN_FLIGHT + 1, ac.signal);
     let mode: 'frame' | 'json' | undefined;
     let frames: FrameDecoder | undefined;
     let lines: LineDecoder | undefined;
