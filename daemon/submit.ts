@@ -17,7 +17,7 @@ import { runConfigFromOptions } from './commands/runOptions';
 import { ProtocolError, describeValue } from './protocol';
 
 const NUMBERS = ['bits', 'group', 'steps', 'timeBudget', 'seed', 'candidates', 'workers', 'patience'] as const;
-const PATHS = ['model', 'tokenizer', 'calibTokens', 'evalTokens'] as const;
+const PATHS = ['model', 'tokenizer', 'calibTokens', 'evalTokens', 'calibText', 'evalText'] as const;
 const KEYS = new Set<string>([...NUMBERS, ...PATHS, 'base', 'invariances']);
 const MAX_PATH = 4096;
 
@@ -50,7 +50,7 @@ export function parseSubmitArgs(args: Record<string, unknown>): SubmitArgs {
   for (const k of Object.keys(c)) if (!KEYS.has(k)) bad(`unknown config key ${describeValue(k)}`);
   const config: Record<string, unknown> = { ...DEFAULT_CONFIG };
   config.model = absolutePath('config.model', c.model);
-  for (const k of ['tokenizer', 'calibTokens', 'evalTokens'] as const) {
+  for (const k of PATHS.filter((p) => p !== 'model')) {
     if (c[k] !== undefined && c[k] !== null) config[k] = absolutePath(`config.${k}`, c[k]);
   }
   for (const k of NUMBERS) {

@@ -26,6 +26,12 @@ export interface RunConfig {
   /** Token files (JSON array of arrays of ids, .txt, .npy); default: sampled from the FP model. */
   calibTokens?: string;
   evalTokens?: string;
+  /**
+   * UTF-8 text files (one document per line), tokenized with the model's tokenizer and cut
+   * into windows of `seqTokens` tokens: real text instead of sampled tokens.
+   */
+  calibText?: string;
+  evalText?: string;
   invariances: Invariance[];
   /** Candidates drawn per step. */
   candidates: number;

@@ -4,7 +4,9 @@
  * Given files are used as they are; otherwise each set is sampled from the FP model with
  * its own fixed seed, so the sets differ and depend only on the model.
  */
-import { DEFAULT_CALIB, DEFAULT_HELD_OUT, loadTokenFile, sampleSet } from '../core/data';
+import { DEFAULT_CALIB, DEFAULT_HELD_OUT, loadTextFile, loadTokenFile, sampleSet, type SampledSet } from '../core/data';
+import { fail } from '../core/errors';
+import { loadTokenizer, tokenizerPathFor } from '../core/tokenizer';
 import type { Model } from '../core/model/types';
 import type { Ops } from '../core/ops';
 import type { SearchTuning } from './config';
@@ -21,9 +23,33 @@ export const VALIDATION_SEED = 2002;
 
 export function resolveTokenSets(model: Model, config: RunConfig, t: SearchTuning, ops: Ops): TokenSets {
   const length = Math.min(t.seqTokens, model.config.seqLen);
-  return {
-    calib: config.calibTokens ? loadTokenFile(config.calibTokens, model.config) : sampleSet(model, { ...DEFAULT_CALIB, count: t.calibSeqs, length }, ops),
-    valid: sampleSet(model, { count: t.validSeqs, length, seed: VALIDATION_SEED }, ops),
-    eval: config.evalTokens ? loadTokenFile(config.evalTokens, model.config) : sampleSet(model, { ...DEFAULT_HELD_OUT, count: t.evalSeqs, length }, ops),
+  if (config.calibTokens && config.calibText) fail('bad-config', 'give calibration tokens or calibration text, not both');
+  if (config.evalTokens && config.evalText) fail('bad-config', 'give evaluation tokens or evaluation text, not both');
+  const set = (tokens: string | undefined, text: string | undefined, count: number, sampled: SampledSet): number[][] => {
+    if (tokens) return loadTokenFile(tokens, model.config);
+    if (text) return textWindows(model, tokenizerPathFor(config.model, config.tokenizer), text, length, count);
+    return sampleSet(model, sampled, ops);
   };
+  return {
+    calib: set(config.calibTokens, config.calibText, t.calibSeqs, { ...DEFAULT_CALIB, count: t.calibSeqs, length }),
+    valid: sampleSet(model, { count: t.validSeqs, length, seed: VALIDATION_SEED }, ops),
+    eval: set(config.evalTokens, config.evalText, t.evalSeqs, { ...DEFAULT_HELD_OUT, count: t.evalSeqs, length }),
+  };
+}
+
+/**
+ * Up to `count` windows of `length` tokens from a text file: its documents (lines) tokenized
+ * with the model's tokenizer, each from BOS, joined and cut in order; a shorter last window
+ * is kept when it predicts anything.
+ */
+export function textWindows(model: Model, tokenizerPath: string, path: string, length: number, count: number): number[][] {
+  const tok = loadTokenizer(tokenizerPath, model.config.vocabSize);
+  const ids = loadTextFile(path, tok, model.config).flat();
+  const out: number[][] = [];
+  for (let i = 0; i < ids.length && out.length < count; i += length) {
+    const w = ids.slice(i, i + length);
+    if (w.length >= 2) out.push(w);
+  }
+  if (out.length === 0) fail('bad-tokens', `${path}: no text to take windows of ${length} tokens from`);
+  return out;
 }

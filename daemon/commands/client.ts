@@ -63,7 +63,7 @@ export function register(program: Command): void {
     .option('--json', 'print {"id": …}')
     .action(async (o: Record<string, string>) => {
       const config = runConfigFromOptions(o);
-      for (const k of ['model', 'tokenizer', 'calibTokens', 'evalTokens'] as const) if (config[k]) config[k] = resolve(config[k]!);
+      for (const k of ['model', 'tokenizer', 'calibTokens', 'evalTokens', 'calibText', 'evalText'] as const) if (config[k]) config[k] = resolve(config[k]!);
       for (const k of Object.keys(config) as (keyof typeof config)[]) if (config[k] === undefined) delete config[k];
       validateRunConfig(config); // an impossible setting is reported now, not as a failed job
       const tuning = tuningFromOptions(o);

@@ -23,6 +23,7 @@ import {
 } from '../../core/data';
 import { loadTokenizer, tokenizerPathFor } from '../../core/tokenizer';
 import { bestBackend } from '../../kernels/registry';
+import { textWindows } from '../../search/tokens';
 import { EVAL_METHODS, parseBits, parseGroup, parseMethods } from './modelArgs';
 
 interface EvalOptions {
@@ -31,6 +32,7 @@ interface EvalOptions {
   tokens?: string;
   text?: string;
   calibTokens?: string;
+  calibText?: string;
   bits: string;
   group: string;
   method: string;
@@ -47,6 +49,7 @@ export function register(program: Command): void {
     .option('--tokens <file>', 'held-out tokens: JSON array of arrays of ids, .txt (one sequence per line) or .npy')
     .option('--text <file>', 'held-out text: UTF-8, one document per line')
     .option('--calib-tokens <file>', 'GPTQ calibration tokens (default: sampled from the model)')
+    .option('--calib-text <file>', 'GPTQ calibration text (UTF-8, one document per line), cut into windows of 256 tokens')
     .option('--bits <n>', 'weight bits (2-8)', '3')
     .option('--group <n>', 'quantization group size along the input dimension', '32')
     .option('--method <list>', 'comma-separated: fp, rtn, gptq', 'fp,rtn,gptq')
@@ -66,7 +69,8 @@ function evaluate(o: EvalOptions): void {
   const methods = parseMethods(o.method);
   if (o.tokens && o.text) fail('bad-config', 'give --tokens or --text, not both');
   const quantized = methods.filter((m): m is 'rtn' | 'gptq' => m !== 'fp');
-  if (o.calibTokens && !quantized.includes('gptq')) fail('bad-config', '--calib-tokens only applies to --method gptq');
+  if ((o.calibTokens || o.calibText) && !quantized.includes('gptq')) fail('bad-config', '--calib-tokens and --calib-text only apply to --method gptq');
+  if (o.calibTokens && o.calibText) fail('bad-config', 'give --calib-tokens or --calib-text, not both');
 
   const fp = loadModel(o.model);
   if (isGptqDir(o.model) && !o.tokens && !o.text) {
@@ -101,8 +105,14 @@ function evaluate(o: EvalOptions): void {
   for (const method of quantized) {
     let calib: number[][] | undefined;
     if (method === 'gptq') {
-      if (!o.calibTokens) note('sampling the default calibration set…');
-      calib = o.calibTokens ? loadTokenFile(o.calibTokens, fp.config) : defaultCalibTokens(fp, ops);
+      if (o.calibTokens) calib = loadTokenFile(o.calibTokens, fp.config);
+      else if (o.calibText) {
+        const length = Math.min(DEFAULT_CALIB.length, fp.config.seqLen);
+        calib = textWindows(fp, tokenizerPathFor(o.model, o.tokenizer), o.calibText, length, DEFAULT_CALIB.count);
+      } else {
+        note('sampling the default calibration set…');
+        calib = defaultCalibTokens(fp, ops);
+      }
       const shared = overlapCount(calib, heldOut);
       if (shared > 0) process.stderr.write(`invarx: warning: ${shared} held-out sequences also occur in the calibration set\n`);
     }
@@ -124,7 +134,7 @@ function evaluate(o: EvalOptions): void {
     return;
   }
   const calibNote = quantized.includes('gptq')
-    ? `; GPTQ calibration: ${o.calibTokens ?? `sampled (${DEFAULT_CALIB.count} sequences, seed ${DEFAULT_CALIB.seed})`}`
+    ? `; GPTQ calibration: ${o.calibTokens ?? o.calibText ?? `sampled (${DEFAULT_CALIB.count} sequences, seed ${DEFAULT_CALIB.seed})`}`
     : '';
   const width = Math.max(8, ...names.map((n) => n.length + 2));
   const lines = [

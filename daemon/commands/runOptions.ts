@@ -18,6 +18,8 @@ export function addRunOptions(cmd: Command): Command {
     .option('--seed <n>', 'random seed of the search', String(DEFAULT_CONFIG.seed))
     .option('--calib-tokens <file>', 'calibration tokens (JSON array of arrays, .txt, .npy); default: sampled from the model')
     .option('--eval-tokens <file>', 'held-out evaluation tokens; default: sampled from the model with another seed')
+    .option('--calib-text <file>', 'calibration text (UTF-8, one document per line), cut into windows of seqTokens tokens')
+    .option('--eval-text <file>', 'held-out evaluation text, as --calib-text')
     .option('--invariances <list>', 'ffn, attn, all, or kinds such as ffn-perm,attn-vo-rot', 'all')
     .option('--candidates <n>', 'candidates evaluated per step', String(DEFAULT_CONFIG.candidates))
     .option('--workers <n>', 'worker threads for candidate evaluation, or auto: one per core up to --candidates (results do not depend on it)', 'auto')
@@ -58,6 +60,8 @@ export function runConfigFromOptions(o: Record<string, string>): RunConfig {
     seed: num('seed', o.seed),
     calibTokens: o.calibTokens,
     evalTokens: o.evalTokens,
+    calibText: o.calibText,
+    evalText: o.evalText,
     invariances: parseInvariances(o.invariances),
     candidates: num('candidates', o.candidates),
     workers: o.workers === 'auto' ? autoWorkers(num('candidates', o.candidates)) : num('workers', o.workers),

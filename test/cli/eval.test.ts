@@ -7,7 +7,8 @@ import { evaluateModels } from '../../core/metrics';
 import { quantizeModel } from '../../core/quant/model';
 import { encodeLlama2c } from '../../core/model/llama2c';
 import { randomHf, SMALL, writeHf } from '../formats/hfFixtures';
-import { shippedModel } from '../helpers';
+import { shippedModel, TOKENIZER_PATH } from '../helpers';
+import { loadTokenizer } from '../../core/tokenizer';
 import { ensureBuilt, expectUserError, invarx } from './cli';
 
 const model = 'models/stories260K.bin';
@@ -91,6 +92,25 @@ describe('invarx eval', () => {
     expect(table.stdout).toMatch(new RegExp(`${q.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\s+[\\d.]+\\s+[\\d.]+\\s+0\\.0%`));
   });
 
+  it('--calib-text calibrates GPTQ on the text cut into 256-token windows, as --calib-tokens with those windows does', () => {
+    const tok = loadTokenizer(TOKENIZER_PATH, m.config.vocabSize);
+    const docs = Array.from({ length: 40 }, (_, i) => `Story ${i}: Once upon a time a little bird named Pip flew over the big green hill.`);
+    const textPath = join(dir, 'calib-text.txt');
+    writeFileSync(textPath, docs.join('\n') + '\n');
+    const ids = docs.flatMap((d) => tok.encode(d, { bos: true }));
+    const windows: number[][] = [];
+    for (let i = 0; i < ids.length && windows.length < 32; i += 256) windows.push(ids.slice(i, i + 256));
+    const windowsPath = join(dir, 'calib-windows.json');
+    writeFileSync(windowsPath, JSON.stringify(windows));
+    const common = ['--model', model, '--tokens', heldPath, '--method', 'fp,gptq', '--json'];
+    const a = invarx('eval', ...common, '--calib-text', textPath);
+    const b = invarx('eval', ...common, '--calib-tokens', windowsPath);
+    expect(a.code).toBe(0);
+    expect(windows.length).toBeGreaterThan(1);
+    expect(JSON.parse(a.stdout)).toEqual(JSON.parse(b.stdout));
+    expectUserError(invarx('eval', ...common, '--calib-text', textPath, '--calib-tokens', windowsPath), /not both/);
+  });
+
   it('reports user mistakes in one line', () => {
     const other = join(dir, 'other-model');
     writeHf(other, randomHf('llama', { ...SMALL, vocab: 512, dim: 16 }), 'F32');
@@ -108,7 +128,7 @@ describe('invarx eval', () => {
       [['--model', model, '--group', '-32'], /--group must be an integer ≥ 1/],
       [['--model', model, '--method', 'fp,awq'], /unknown method "awq"/],
       [['--model', model, '--method', ','], /--method needs at least one/],
-      [['--model', model, '--method', 'rtn', '--calib-tokens', calibPath], /--calib-tokens only applies to --method gptq/],
+      [['--model', model, '--method', 'rtn', '--calib-tokens', calibPath], /--calib-tokens and --calib-text only apply to --method gptq/],
       [['--model', model, '--text', heldPath, '--tokenizer', model], /not a llama2\.c tokenizer/],
       [['--model', model, '--quantized', join(dir, 'missing.bin')], /cannot read model file/],
       [['--model', model, '--quantized', 'rtn'], /clashes with a method name/],
