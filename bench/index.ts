@@ -6,9 +6,10 @@
 import type { BenchModule } from './emit';
 import { matmulBench } from './matmul';
 import { ablationBench, qualityBench } from './quality';
+import { scaleBench } from './scale';
 import { searchBench } from './search';
 
-const BENCHES: BenchModule[] = [matmulBench, searchBench, qualityBench, ablationBench];
+const BENCHES: BenchModule[] = [matmulBench, searchBench, qualityBench, ablationBench, scaleBench];
 
 const wanted = process.argv.slice(2);
 const unknown = wanted.filter((w) => !BENCHES.some((b) => b.name === w));
