@@ -70,6 +70,11 @@ export class Client {
   }
 
   private onReply(r: Reply): void {
+    if (r && r.id === null && r.ok === false) {
+      // Not about one request: the daemon refuses the connection (busy) or the stream.
+      this.failAll(new InvarxError(r.error?.code ?? 'error', r.error?.message ?? 'the daemon refused the connection'));
+      return;
+    }
     const p = typeof r?.id === 'number' ? this.pending.get(r.id) : undefined;
     if (!p) return;
     if ('event' in r && r.ok) {

@@ -24,6 +24,8 @@ export interface DaemonOptions {
   checkpointSteps: number;
   checkpointSeconds: number;
   stopTimeoutMs: number;
+  /** Client connections idle this long are closed (0: never). */
+  idleTimeoutMs?: number;
 }
 
 /** Creates the home if needed and makes sure only this user can enter it. */
@@ -145,7 +147,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     }
   };
 
-  const server = new Server(dispatch, log);
+  const server = new Server(dispatch, log, opts.idleTimeoutMs ?? 60_000);
   // The socket is created with the umask in force: make it owner-only from its first instant.
   const umask = process.umask(0o177);
   try {

@@ -1,72 +1,35 @@
 /**
- * The socket side of the daemon: accepts connections on the Unix socket, splits them into
- * requests (daemon/protocol.ts), hands each to `dispatch`, and writes the replies. Nothing
- * a client sends can throw out of here: every failure becomes an error reply (or, for an
- * oversized frame, an error reply and a closed connection), and other clients and jobs go
- * on.
+ * The socket side of the daemon: accepts connections on the Unix socket and hands each to
+ * a Connection (daemon/connection.ts), which splits it into requests, dispatches them and
+ * writes the replies. Nothing a client sends can throw out of here: every failure becomes
+ * an error reply (or, for an oversized frame, an error reply and a closed connection), and
+ * other clients and jobs go on.
+ *
+ * At most MAX_CONNECTIONS are open. A new one past that evicts the connection idle the
+ * longest (nothing in flight, nothing to send), so idle clients cannot lock others out;
+ * when none is idle it is refused with a `busy` error reply that says so.
  */
-import { setMaxListeners } from 'node:events';
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import type { Logger } from 'pino';
-import { InvarxError } from '../core/errors';
-import { osError } from './oserror';
-import {
-  FrameDecoder,
-  LineDecoder,
-  ProtocolError,
-  decodePayload,
-  encodeFrame,
-  parseRequest,
-  requestIdOf,
-  toJsonLine,
-  type ErrorBody,
-  type Reply,
-  type Request,
-  type RequestId,
-} from './protocol';
+import { Connection, type Dispatch } from './connection';
 
-export interface CallContext {
-  /** Sends a streamed event for this request (before its final reply). */
-  event(e: unknown): void;
-  /** True while the client is not reading fast enough: skip optional events. */
-  backlogged(): boolean;
-  /** Aborted when the connection closes. */
-  signal: AbortSignal;
-}
+export { errorBody, type CallContext, type Dispatch } from './connection';
 
-export type Dispatch = (req: Request, ctx: CallContext) => unknown;
-
-/** Requests one connection may have in flight (each `watch` holds one). */
-const MAX_IN_FLIGHT = 64;
-/** Unsent bytes on a connection above which optional events are skipped. */
-const BACKLOG_BYTES = 256 << 10;
-const MAX_CONNECTIONS = 128;
-
-export function errorBody(e: unknown, log?: Logger): ErrorBody {
-  if (e instanceof ProtocolError || e instanceof InvarxError) return { code: e.code, message: e.message };
-  const os = osError(e);
-  if (os) {
-    // The environment's doing (full disk, permissions), not a bug: no stack trace.
-    log?.warn({ code: os.code }, os.message);
-    return { code: os.code, message: os.message };
-  }
-  // Anything else is a bug: logged with its stack, answered without it.
-  log?.error({ err: e }, 'internal error while serving a request');
-  return { code: 'internal', message: `internal error: ${String((e as Error)?.message ?? e).split('\n')[0]}` };
-}
+export const MAX_CONNECTIONS = 128;
 
 export class Server {
   private server?: NetServer;
-  private readonly sockets = new Set<Socket>();
+  private readonly conns = new Set<Connection>();
 
   constructor(
     private readonly dispatch: Dispatch,
     private readonly log: Logger,
+    /** Idle connections are closed after this long (0: never). */
+    private readonly idleMs = 60_000,
   ) {}
 
   listen(path: string): Promise<void> {
     const server = createServer((s) => this.accept(s));
-    server.maxConnections = MAX_CONNECTIONS;
     this.server = server;
     return new Promise((resolve, reject) => {
       server.once('error', reject);
@@ -81,107 +44,26 @@ export class Server {
   /** Stops accepting, lets queued replies flush, then drops every connection. */
   async close(graceMs = 500): Promise<void> {
     this.server?.close();
-    for (const s of this.sockets) s.end();
+    for (const c of this.conns) c.sock.end();
     const deadline = Date.now() + graceMs;
-    while (this.sockets.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    for (const s of this.sockets) s.destroy();
+    while (this.conns.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    for (const c of this.conns) c.sock.destroy();
   }
 
   private accept(sock: Socket): void {
-    this.sockets.add(sock);
-    const ac = new AbortController();
-    // Each request in flight (a `watch`) may listen for the close: more than the default 10.
-    setMaxListeners(MAX_IN_FLIGHT + 1, ac.signal);
-    let mode: 'frame' | 'json' | undefined;
-    let frames: FrameDecoder | undefined;
-    let lines: LineDecoder | undefined;
-    let inFlight = 0;
-
-    sock.on('error', () => sock.destroy()); // EPIPE/ECONNRESET from a client that left
-    sock.on('close', () => {
-      this.sockets.delete(sock);
-      ac.abort();
-    });
-
-    const send = (msg: Reply): void => {
-      if (sock.destroyed || !sock.writable) return;
-      let bytes: Buffer | string;
-      try {
-        bytes = mode === 'json' ? toJsonLine(msg) : encodeFrame(msg);
-      } catch (e) {
-        bytes = mode === 'json' ? toJsonLine({ id: msg.id, ok: false, error: errorBody(e, this.log) }) : encodeFrame({ id: msg.id, ok: false, error: errorBody(e, this.log) });
-      }
-      sock.write(bytes);
-    };
-    const sendError = (id: RequestId, e: unknown) => send({ id, ok: false, error: errorBody(e, this.log) });
-
-    const handle = (req: Request): void => {
-      if (inFlight >= MAX_IN_FLIGHT) {
-        sendError(req.id, new ProtocolError('busy', `more than ${MAX_IN_FLIGHT} requests in flight on one connection`));
+    const conn = new Connection(sock, this.dispatch, this.log, this.idleMs);
+    sock.on('close', () => this.conns.delete(conn));
+    if (this.conns.size >= MAX_CONNECTIONS) {
+      let oldest: Connection | undefined;
+      for (const c of this.conns) if (c.idle() && (!oldest || c.lastActive < oldest.lastActive)) oldest = c;
+      if (!oldest) {
+        this.log.warn({ open: this.conns.size }, 'refused a connection: every connection is busy');
+        conn.refuse('busy', `daemon busy: all ${MAX_CONNECTIONS} connections are in use; try again later`);
         return;
       }
-      inFlight++;
-      const ctx: CallContext = {
-        event: (e) => {
-          if (!ac.signal.aborted) send({ id: req.id, ok: true, event: e });
-        },
-        backlogged: () => sock.writableLength > BACKLOG_BYTES,
-        signal: ac.signal,
-      };
-      Promise.resolve()
-        .then(() => this.dispatch(req, ctx))
-        .then(
-          (result) => send({ id: req.id, ok: true, result: result ?? null }),
-          (e) => sendError(req.id, e),
-        )
-        .finally(() => inFlight--);
-    };
-
-    sock.on('data', (chunk: Buffer) => {
-      if (chunk.length === 0) return;
-      // `{` cannot start a frame: it would announce a length of at least 0x7b000000 bytes.
-      if (!mode) {
-        mode = chunk[0] === 0x7b ? 'json' : 'frame';
-        if (mode === 'json') lines = new LineDecoder();
-        else frames = new FrameDecoder();
-      }
-      let items: (Buffer | string)[];
-      try {
-        items = mode === 'json' ? lines!.push(chunk) : frames!.push(chunk);
-      } catch (e) {
-        // A length over the limit: the rest of the stream cannot be trusted to be framed.
-        sendError(null, e);
-        sock.end();
-        sock.pause();
-        setTimeout(() => sock.destroy(), 200).unref();
-        return;
-      }
-      for (const item of items) {
-        let value: unknown;
-        try {
-          if (typeof item === 'string') {
-            if (item.trim() === '') continue;
-            try {
-              value = JSON.parse(item);
-            } catch (e) {
-              throw new ProtocolError('bad-frame', `line is not valid JSON (${(e as Error).message})`);
-            }
-          } else {
-            value = decodePayload(item);
-          }
-        } catch (e) {
-          sendError(null, e);
-          continue;
-        }
-        let req: Request;
-        try {
-          req = parseRequest(value);
-        } catch (e) {
-          sendError(requestIdOf(value), e);
-          continue;
-        }
-        handle(req);
-      }
-    });
+      this.conns.delete(oldest);
+      oldest.sock.destroy();
+    }
+    this.conns.add(conn);
   }
 }

@@ -20,17 +20,21 @@ export function register(program: Command): void {
     .option('--checkpoint-steps <n>', 'checkpoint a running job every this many steps (0 = not by steps)', '50')
     .option('--checkpoint-seconds <s>', 'and at least every this many seconds (0 = not by time)', '60')
     .option('--stop-timeout <s>', 'on pause or shutdown, seconds a job may take to finish its step and checkpoint', '30')
+    .option('--idle-timeout <s>', 'close a client connection idle (or not reading its replies) this long (0 = never)', '60')
     .action(async (o: Record<string, string>) => {
       const stopTimeout = parseNumber('--stop-timeout', o.stopTimeout);
       const checkpointSeconds = parseNumber('--checkpoint-seconds', o.checkpointSeconds);
       if (stopTimeout < 0) fail('bad-config', `--stop-timeout must be ≥ 0, got ${o.stopTimeout}`);
       if (checkpointSeconds < 0) fail('bad-config', `--checkpoint-seconds must be ≥ 0, got ${o.checkpointSeconds}`);
+      const idleTimeout = parseNumber('--idle-timeout', o.idleTimeout);
+      if (idleTimeout < 0) fail('bad-config', `--idle-timeout must be ≥ 0, got ${o.idleTimeout}`);
       await runDaemon({
         home: resolveHome(o.home),
         concurrency: parseInteger('--concurrency', o.concurrency, 1, 256),
         checkpointSteps: parseInteger('--checkpoint-steps', o.checkpointSteps, 0),
         checkpointSeconds,
         stopTimeoutMs: stopTimeout * 1000,
+        idleTimeoutMs: idleTimeout * 1000,
       });
     });
 
