@@ -1,26 +1,67 @@
 /**
- * How the search quantizes a (transformed) block: the run's base quantizer.
- *  - RTN: each linear on its own (core/quant/rtn.ts); FFN moves then only need the rows
- *    and groups they touch re-quantized (objective.ts does that incrementally).
- *  - GPTQ: true-sequential within the block as in core/quant/model.ts — wq/wk/wv from
- *    norm(x), wo from the context of the quantized q/k/v (objective.ts), w1/w3 from norm(h)
- *    after the quantized attention, w2 from the activation of the quantized w1/w3 (here) —
- *    on the block's inputs in the quantized model, so the search scores exactly the
- *    rounding GPTQ would produce for the transformed weights (issue #5: "the rounding of
- *    the transformed block is recomputed"). Hessians are XᵀX products through the
- *    backend's matmul.
+ * The run's base quantizer as the search sees it: one `BaseQuantizer` per method (RTN in
+ * baseRtn.ts, GPTQ in baseGptq.ts), chosen once per block objective (objective.ts), so that
+ * the full evaluation (fullEval.ts) and the moves (attnMove.ts, each base's FFN move) ask
+ * "quantize these weights on this input" without branching on the method. Both quantize a
+ * transformed block the way the report's base rows do (core/quant/model.ts): RTN each linear
+ * on its own; GPTQ true-sequentially, on the block's inputs in the quantized model, so the
+ * search scores exactly the rounding GPTQ would produce for the transformed weights.
+ * Also the Hessians GPTQ quantizes with, and small helpers the bases share.
  */
-import { ffnActivation } from '../core/forward';
 import type { Block, F32, LinearName, ModelConfig } from '../core/model/types';
 import { SEPARABLE_MIN_ROWS, type Ops } from '../core/ops';
-import { gptqFactor, gptqQuantize, gptqQuantizeRows, type GptqFactor, type GptqResult } from '../core/quant/gptq';
-import { quantizeBlockLinears } from '../core/quant/model';
-import type { QuantSpec, Quantized } from '../core/quant/rtn';
+import type { GptqFactor } from '../core/quant/gptq';
+import type { Quantized } from '../core/quant/rtn';
+import type { BlockState, Caches, F64, GptqFfnCaches } from './blockState';
 
 export type BaseMethod = 'rtn' | 'gptq';
 
 /** Where a quantizer leaves the integer codes of the linears it quantized (for packed export). */
 export type CodeSink = Partial<Record<LinearName, Quantized>>;
+
+export type QkvName = 'wq' | 'wk' | 'wv';
+export const QKV_LINEARS = ['wq', 'wk', 'wv'] as const;
+
+/** What an evaluation asks of the base quantizer, in the order of the block (true-sequential for GPTQ). */
+export interface BaseQuantizer {
+  readonly method: BaseMethod;
+  /** wq/wk/wv of `b` quantized on their input xa = norm(x) [N, dim]; GPTQ also returns the factor of xa's Hessian. */
+  qkv(b: Block, xa: F32, codes?: CodeSink): { w: Pick<Block, QkvName>; factorA?: GptqFactor };
+  /** Rows `rows` (sorted) of linear `name` of `b` quantized again into `w`, a copy of the current quantized weights. */
+  qkvRows(b: Block, name: QkvName, rows: Int32Array, w: F32, c: Caches): void;
+  /** wo of `b` on the context ctx [N, qDim]; GPTQ also returns ctxᵀ and its Hessian. */
+  wo(b: Block, ctx: F32, codes?: CodeSink): { wo: F32; ctxT?: F32; Hctx?: F64 };
+  /** wo of `b` after an attention move changed the context `ctx` only in the columns of q heads `heads` (state before: `c`). */
+  woAfter(b: Block, ctx: F32, heads: Int32Array, c: Caches): { wo: F32; ctxT?: F32; Hctx?: F64 };
+  /**
+   * The FFN of `b` on its input xn = norm(h) [N, dim]: quantized w1 (w3) w2 and the hidden
+   * activation of the quantized w1/w3, act [N, H]. With `keep`, a base whose FFN rounding
+   * does not depend on xn (RTN) keeps those quantized weights.
+   */
+  ffn(b: Block, xn: F32, keep: Block | undefined, codes?: CodeSink): { w: Partial<Block>; act: F32; cache?: GptqFfnCaches };
+  /**
+   * Loss after replacing FFN units `units` (RTN: and every w2 column group holding them) by
+   * those of `b`, a transformed copy of the current FP block whose other units are
+   * unchanged. With `commit`, `st` is updated to the new state.
+   */
+  ffnMove(st: BlockState, b: Block, units: ArrayLike<number>, commit: boolean): number;
+}
+
+/** Row i of src [rows.length, width] into row rows[i] of dst. */
+export function setRows(dst: F32, src: F32, rows: ArrayLike<number>, width: number): void {
+  for (let i = 0; i < rows.length; i++) dst.set(src.subarray(i * width, (i + 1) * width), rows[i] * width);
+}
+
+export function sortedOf(s: Iterable<number>): Int32Array {
+  return Int32Array.from(s).sort();
+}
+
+/** Rows S of the quantized w1/w3 (given in S's order) and b1 entries S of `b` into the quantized block `q`. */
+export function commitUnits(cfg: ModelConfig, q: Block, b: Block, S: Int32Array, w1q: F32, w3q: F32 | undefined): void {
+  setRows(q.w1, w1q, S, cfg.dim);
+  if (w3q) setRows(q.w3!, w3q, S, cfg.dim);
+  if (b.b1) for (const j of S) q.b1![j] = b.b1[j];
+}
 
 /** xᵀ [cols, N] of x [N, cols], in 32×32 tiles (a plain double loop misses the cache on every write). */
 export function transpose(x: F32, N: number, cols: number): F32 {
@@ -83,49 +124,4 @@ export function hessianRows(H: Float64Array, xT: F32, N: number, cols: number, r
       H[j * cols + r] = v;
     }
   }
-}
-
-/** The fake-quantized weights of a GPTQ result, its integer codes left in `codes` under `name`. */
-export function keepCodes(name: LinearName, r: GptqResult, codes?: CodeSink): F32 {
-  if (codes) codes[name] = r.qz;
-  return r.deq;
-}
-
-/**
- * What GPTQ of the FFN leaves behind for incremental evaluation of FFN moves: the factor of
- * the w1/w3 input Hessian (FFN moves do not change that input), the quantized activation
- * (transposed) and its Hessian, which a move changes only in the rows and columns of the
- * units it touches.
- */
-export interface GptqFfnCache {
-  factorX: GptqFactor;
-  /** FFN activation of the quantized w1/w3, transposed: [H, N]. */
-  actT: F32;
-  /** Hessian of the activation (w2's input): [H, H]. */
-  Ha: Float64Array;
-}
-
-/** GPTQ of w1/w3 (from norm(h) = xn [N, dim]) then w2 (from the quantized activation act [N, H], returned too). */
-export function gptqFfn(
-  cfg: ModelConfig, b: Block, xn: F32, N: number, spec: QuantSpec, ops: Ops, codes?: CodeSink,
-): { q: Partial<Block>; act: F32; cache: GptqFfnCache } {
-  const d = cfg.dim;
-  const H = cfg.hiddenDim;
-  const factorX = gptqFactor(hessian(xn, N, d, ops), d);
-  const q: Block = { ...b };
-  q.w1 = keepCodes('w1', gptqQuantizeRows(b.w1, d, factorX, spec), codes);
-  if (b.w3) q.w3 = keepCodes('w3', gptqQuantizeRows(b.w3, d, factorX, spec), codes);
-  const act = ffnActivation(cfg, q, xn, N, ops);
-  const actT = transpose(act, N, H);
-  const Ha = hessianT(actT, N, H, ops);
-  q.w2 = keepCodes('w2', gptqQuantize(b.w2, d, H, Ha, spec), codes);
-  return { q: b.w3 ? { w1: q.w1, w3: q.w3, w2: q.w2 } : { w1: q.w1, w2: q.w2 }, act, cache: { factorX, actT, Ha } };
-}
-
-/** RTN of the named linears (all of the block's when omitted). */
-export function rtnLinears(cfg: ModelConfig, b: Block, spec: QuantSpec, names?: LinearName[], codes?: CodeSink): Partial<Block> {
-  const q = quantizeBlockLinears(cfg, b, spec, { method: 'rtn', names, onQuantized: codes && ((n, qz) => (codes[n] = qz)) });
-  const out: Partial<Block> = {};
-  for (const n of names ?? (['wq', 'wk', 'wv', 'wo', 'w1', 'w2', 'w3'] as LinearName[])) if (q[n]) out[n] = q[n];
-  return out;
 }

@@ -10,7 +10,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import workerpool, { type Pool } from 'workerpool';
 import type { F32 } from '../core/model/types';
-import { copyInto, plainAlloc, sharedAlloc, type Alloc, type BlockData, type BlockObjective } from './objective';
+import { copyInto, plainAlloc, sharedAlloc, type Alloc, type BlockData } from './blockState';
+import type { BlockObjective } from './objective';
 import type { StintContext } from './worker';
 import type { Move } from './proposals';
 

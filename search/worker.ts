@@ -9,7 +9,8 @@ import type { QuantSpec } from '../core/quant/rtn';
 import { getBackend } from '../kernels/registry';
 import type { BaseMethod } from './blockQuant';
 import { candidateLoss } from './evaluator';
-import { BlockObjective, type BlockData, type ObjectiveState } from './objective';
+import type { BlockData, ObjectiveState } from './blockState';
+import { BlockObjective } from './objective';
 import type { Move } from './proposals';
 
 export interface StintContext {

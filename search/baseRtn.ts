@@ -1,0 +1,129 @@
+/**
+ * The RTN base quantizer of the search (core/quant/rtn.ts): every linear on its own, each
+ * row's groups independent of every other row and of the block's inputs. So an attention
+ * move re-quantizes only the rows it touches, an attention-only change keeps the FFN's
+ * quantized weights, and an FFN move on units S re-quantizes rows S of w1/w3 and the w2
+ * column groups holding S, updating the error by
+ *   Δ = Σ_{j ∈ cols(G)} a'_j w2q'[:, j] − a_j w2q[:, j]
+ * at a cost of N·dim·(2|S| + 2|cols(G)|) instead of a whole block (the same loss as a
+ * full evaluation to float64 round-off; tested in test/search/objective.test.ts).
+ */
+import type { Block, F32, LinearName, ModelConfig } from '../core/model/types';
+import { quantizeBlockLinears } from '../core/quant/model';
+import { fakeQuantRtnRect, type QuantSpec } from '../core/quant/rtn';
+import { range } from './attnSide';
+import { commitUnits, QKV_LINEARS, type BaseQuantizer, type CodeSink, type QkvName } from './blockQuant';
+import type { BlockSetting, BlockState, Caches } from './blockState';
+import { unitActs } from './ffnSide';
+
+/** RTN of the named linears (all of the block's when omitted). */
+export function rtnLinears(cfg: ModelConfig, b: Block, spec: QuantSpec, names?: LinearName[], codes?: CodeSink): Partial<Block> {
+  const q = quantizeBlockLinears(cfg, b, spec, { method: 'rtn', names, onQuantized: codes && ((n, qz) => (codes[n] = qz)) });
+  const out: Partial<Block> = {};
+  for (const n of names ?? (['wq', 'wk', 'wv', 'wo', 'w1', 'w2', 'w3'] as LinearName[])) if (q[n]) out[n] = q[n];
+  return out;
+}
+
+/** Fake-quantize one row (groups along it) into out. */
+function fakeQuantRtnRow(row: F32, spec: QuantSpec, out: F32): void {
+  fakeQuantRtnRect(row, row.length, spec, out, 0, 1, 0, Math.ceil(row.length / spec.group));
+}
+
+export class RtnBase implements BaseQuantizer {
+  readonly method = 'rtn';
+
+  constructor(private s: BlockSetting) {}
+
+  qkv(b: Block, _xa: F32, codes?: CodeSink): { w: Pick<Block, QkvName> } {
+    const w = rtnLinears(this.s.cfg, b, this.s.spec, [...QKV_LINEARS], codes);
+    return { w: { wq: w.wq!, wk: w.wk!, wv: w.wv! } };
+  }
+
+  qkvRows(b: Block, name: QkvName, rows: Int32Array, w: F32, _c: Caches): void {
+    const d = this.s.cfg.dim;
+    for (const row of rows) fakeQuantRtnRow(b[name].subarray(row * d, (row + 1) * d), this.s.spec, w.subarray(row * d, (row + 1) * d));
+  }
+
+  wo(b: Block, _ctx: F32, codes?: CodeSink): { wo: F32 } {
+    return { wo: rtnLinears(this.s.cfg, b, this.s.spec, ['wo'], codes).wo! };
+  }
+
+  woAfter(b: Block, ctx: F32): { wo: F32 } {
+    return this.wo(b, ctx);
+  }
+
+  ffn(b: Block, xn: F32, keep: Block | undefined, codes?: CodeSink): { w: Partial<Block>; act: F32 } {
+    const { cfg, N, spec } = this.s;
+    const names: LinearName[] = b.w3 ? ['w1', 'w3', 'w2'] : ['w1', 'w2'];
+    const got: Partial<Block> = keep ? { w1: keep.w1, w3: keep.w3, w2: keep.w2 } : rtnLinears(cfg, b, spec, names, codes);
+    const w: Partial<Block> = {};
+    for (const n of names) w[n] = got[n]!;
+    const act = new Float32Array(N * cfg.hiddenDim);
+    unitActs(this.s, act, xn, w.w1!, w.w3, b.b1, range(cfg.hiddenDim));
+    return { w, act };
+  }
+
+  ffnMove(st: BlockState, b: Block, units: ArrayLike<number>, commit: boolean): number {
+    const { cfg, N, spec, ops } = this.s;
+    const d = cfg.dim;
+    const H = cfg.hiddenDim;
+    const g = spec.group;
+    const { q, c } = st;
+    const S = Int32Array.from(units).sort();
+    const k = S.length;
+    // New quantized rows of w1/w3 for the touched units (each row is quantized on its own).
+    const w1q = new Float32Array(k * d);
+    const w3q = cfg.arch === 'llama' ? new Float32Array(k * d) : undefined;
+    for (const [w, out] of [[b.w1, w1q], [b.w3, w3q]] as const) {
+      if (!w || !out) continue;
+      for (let u = 0; u < k; u++) {
+        fakeQuantRtnRow(w.subarray(S[u] * d, (S[u] + 1) * d), spec, out.subarray(u * d, (u + 1) * d));
+      }
+    }
+    // New quantized w2 columns of every group that holds a touched unit.
+    const groups = [...new Set(Array.from(S, (j) => Math.floor(j / g)))].sort((a, c) => a - c);
+    const cols: number[] = [];
+    for (const gi of groups) for (let j = gi * g; j < Math.min(H, (gi + 1) * g); j++) cols.push(j);
+    const nc = cols.length;
+    const w2new = new Float32Array(d * H);
+    for (const gi of groups) fakeQuantRtnRect(b.w2, H, spec, w2new, 0, d, gi, gi + 1);
+    const actS = new Float32Array(N * k);
+    unitActs(this.s, actS, c.xn, w1q, w3q, b.b1, S);
+    // Δ = [a' | a] · [w2q' | −w2q]ᵀ over the touched columns: one matmul.
+    const slot = new Int32Array(H).fill(-1);
+    S.forEach((j, u) => (slot[j] = u));
+    const aCat = new Float32Array(N * 2 * nc);
+    for (let n = 0; n < N; n++) {
+      const o = n * 2 * nc;
+      for (let ci = 0; ci < nc; ci++) {
+        const j = cols[ci];
+        const old = c.act[n * H + j];
+        aCat[o + ci] = slot[j] >= 0 ? actS[n * k + slot[j]] : old;
+        aCat[o + nc + ci] = old;
+      }
+    }
+    const wCat = new Float32Array(d * 2 * nc);
+    for (let i = 0; i < d; i++) {
+      for (let ci = 0; ci < nc; ci++) {
+        wCat[i * 2 * nc + ci] = w2new[i * H + cols[ci]];
+        wCat[i * 2 * nc + nc + ci] = -q.w2[i * H + cols[ci]];
+      }
+    }
+    const delta = new Float32Array(N * d);
+    ops.matmulT(delta, aCat, wCat, N, 2 * nc, d);
+    let loss = 0;
+    const err = c.err;
+    for (let i = 0; i < N * d; i++) {
+      const e = err[i] + delta[i];
+      loss += e * e;
+    }
+    if (commit) {
+      for (let i = 0; i < N * d; i++) err[i] += delta[i];
+      for (let n = 0; n < N; n++) for (let u = 0; u < k; u++) c.act[n * H + S[u]] = actS[n * k + u];
+      commitUnits(cfg, q, b, S, w1q, w3q);
+      for (let i = 0; i < d; i++) for (const j of cols) q.w2[i * H + j] = w2new[i * H + j];
+      st.loss = loss;
+    }
+    return loss;
+  }
+}
