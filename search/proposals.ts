@@ -91,3 +91,11 @@ export function drawAttnMove(cfg: ModelConfig, rng: Rng, kinds: Invariance[], t:
   }
   return { kind: 'attn', transforms: [tr] };
 }
+
+/** One candidate: an attention move with probability attnShare (when both sides have invariances on), else an FFN move. */
+export function drawMove(cfg: ModelConfig, rng: Rng, on: Set<Invariance>, t: SearchTuning, group: number): Move {
+  const attnKinds = attnKindsOn(cfg, on);
+  const ffnOn = (['ffn-perm', 'ffn-scale', 'ffn-rot'] as const).some((k) => on.has(k));
+  const attn = attnKinds.length > 0 && (!ffnOn || rng.float() < t.attnShare);
+  return attn ? drawAttnMove(cfg, rng, attnKinds, t) : drawFfnMove(cfg, rng, on, t, group);
+}

@@ -12,6 +12,7 @@ import { blockTrace } from '../core/forward';
 import { applyTransform, type Transform } from '../core/invariance';
 import type { Block, F32, ModelConfig } from '../core/model/types';
 import type { Ops } from '../core/ops';
+import type { Invariance } from './contract';
 import type { BlockObjective } from './objective';
 import type { Move } from './proposals';
 
@@ -81,6 +82,12 @@ function siteStats(cfg: ModelConfig, b: Block, xs: F32[], ops: Ops, site: ScaleS
       });
     }
   }
+}
+
+/** The sites whose invariance is switched on, in the order they are initialised. */
+export function scaleSitesOn(on: Set<Invariance>): ScaleSite[] {
+  const sites: [ScaleSite, Invariance][] = [['norm-attn', 'norm-scale'], ['attn-vo', 'attn-vo-scale'], ['norm-ffn', 'norm-scale'], ['ffn-gate', 'ffn-scale']];
+  return sites.filter(([, inv]) => on.has(inv)).map(([site]) => site);
 }
 
 /** Which side of the block a site's scale changes. */

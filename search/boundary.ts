@@ -1,0 +1,106 @@
+/**
+ * The run's record at a stint boundary, and the rules that read and update it. A stint
+ * starts by recomputing every cache from the FP weights, so the state at a boundary is a
+ * pure function of (model, config, seed, accepted moves): this record (PRNG state, moves,
+ * counters, losses, validation history) is all a snapshot holds, and resuming replays the
+ * moves (blocks.ts) and repeats the same float operations in the same order. Validation
+ * checks are recorded here, with the best state (for patience and the final rollback) and
+ * the stop rule; progress reports read it.
+ */
+import { fail } from '../core/errors';
+import type { RngState } from '../core/rng';
+import type { AcceptedMove } from './blocks';
+import type { FinalReport, Progress, RunConfig, SearchSnapshot } from './contract';
+
+export const SNAPSHOT_VERSION = 2;
+
+/** Everything a stint boundary needs to continue; plain data for msgpackr. */
+export interface Boundary {
+  version: number;
+  configHash: string;
+  step: number;
+  stint: number;
+  /** The block of the current (next) stint. */
+  block: number;
+  /** Per block: normalised loss decrease of its last stint, and the stint it was visited (−1: never). */
+  lastGain: number[];
+  lastVisit: number[];
+  /** KL of the base quantization on the global-term sequences (when the global term is on). */
+  globalKl0: number;
+  rng: RngState;
+  moves: AcceptedMove[];
+  evaluated: number;
+  accepted: number;
+  startLoss: number[];
+  blockLoss: number[];
+  best: { validation: number; moves: number; step: number };
+  /** The scale-initialisation pass has run. */
+  initDone: boolean;
+  checksSinceBest: number;
+  history: FinalReport['history'];
+  done: boolean;
+  stopReason?: string;
+}
+
+/** The record of a run that has not started. */
+export function freshBoundary(configHash: string, rng: RngState, nLayers: number): Boundary {
+  return {
+    version: SNAPSHOT_VERSION, configHash, step: 0, stint: 0, rng, moves: [],
+    block: 0, lastGain: [], lastVisit: new Array(nLayers).fill(-1), globalKl0: 0,
+    evaluated: 0, accepted: 0, startLoss: [], blockLoss: [], best: { validation: Infinity, moves: 0, step: 0 },
+    checksSinceBest: 0, history: [], done: false, initDone: false,
+  };
+}
+
+/** The record in a snapshot, checked to belong to this format and configuration. */
+export function boundaryOf(snap: SearchSnapshot, configHash: string): Boundary {
+  const s = snap as unknown as Boundary;
+  if (s.version !== SNAPSHOT_VERSION) fail('bad-checkpoint', `snapshot version ${s.version} is not ${SNAPSHOT_VERSION}`);
+  if (s.configHash !== configHash) fail('bad-checkpoint', 'snapshot was taken with a different configuration');
+  return structuredClone(s);
+}
+
+/** Mean over blocks of the block loss over its start (1 before any block has a loss). */
+export function meanLoss(b: Boundary): number {
+  const bl = b.blockLoss;
+  return bl.length ? bl.reduce((s, x, i) => s + x / b.startLoss[i], 0) / bl.length : 1;
+}
+
+/** Record validation loss `v` (of the stint on `block`, if any): history, and the best state so far. */
+export function recordValidation(b: Boundary, v: number, nLayers: number, block?: number): void {
+  const mean = b.blockLoss.reduce((s, x, i) => s + x / b.startLoss[i], 0) / nLayers;
+  b.history.push({ step: b.step, loss: mean, validation: v, ...(block === undefined ? {} : { block }) });
+  if (v < b.best.validation) {
+    b.best = { validation: v, moves: b.moves.length, step: b.step };
+    b.checksSinceBest = 0;
+  } else {
+    b.checksSinceBest++;
+  }
+}
+
+/** Why the run stops after this stint: its step budget, its time budget, or patience on validation; undefined to go on. */
+export function stopReason(b: Boundary, config: RunConfig, outOfTime: boolean): string | undefined {
+  if (b.step >= config.steps) return 'steps';
+  if (outOfTime) return 'time';
+  if (config.patience > 0 && b.checksSinceBest >= config.patience) return 'patience';
+  return undefined;
+}
+
+/** Progress of the run with record `b`, `elapsed` seconds in; `lastValidation`: the latest check, if any this session. */
+export function progressOf(b: Boundary, config: RunConfig, elapsed: number, candidatesPerSec: number, lastValidation: number | null): Progress {
+  const stepsLeft = config.steps - b.step;
+  const perStep = b.step > 0 ? elapsed / b.step : null;
+  let eta = perStep !== null ? stepsLeft * perStep : null;
+  if (config.timeBudget > 0) eta = Math.min(eta ?? Infinity, Math.max(0, config.timeBudget - elapsed));
+  return {
+    step: b.step,
+    totalSteps: config.steps,
+    bestLoss: meanLoss(b),
+    validationLoss: lastValidation ?? (Number.isFinite(b.best.validation) ? b.best.validation : null),
+    acceptRate: b.step > 0 ? b.accepted / b.step : 0,
+    candidatesPerSec,
+    etaSeconds: b.done ? 0 : eta,
+    done: b.done,
+    stopReason: b.stopReason,
+  };
+}

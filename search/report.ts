@@ -1,0 +1,103 @@
+/**
+ * What a finished (or stopped) search hands out: the quality table on the held-out tokens
+ * — FP, plain RTN, the base quantizer with and without clip search on the untransformed
+ * model, and the searched model — and the export's contents, whose integer codes come from
+ * quantizing every searched block again the way the run did (checked to dequantize to the
+ * searched weights exactly).
+ */
+import { Packr } from 'msgpackr';
+import type { BlockQuantized } from '../core/export';
+import { evaluateModels, gapClosed } from '../core/metrics';
+import { blockLinears, type Model } from '../core/model/types';
+import type { Ops } from '../core/ops';
+import { quantizeModel } from '../core/quant/model';
+import type { QuantSpec } from '../core/quant/rtn';
+import type { SearchBlocks } from './blocks';
+import type { Boundary } from './boundary';
+import type { CalibrationRows } from './calibration';
+import type { FinalReport, RunConfig } from './contract';
+import type { SearchExport } from './export';
+import { BlockObjective } from './objective';
+import type { TokenSets } from './tokens';
+
+/** What the report and the export read of a run. */
+export interface RunResult {
+  config: RunConfig;
+  spec: QuantSpec;
+  tokens: TokenSets;
+  ops: Ops;
+  blocks: SearchBlocks;
+  calib: CalibrationRows;
+  b: Boundary;
+  candidatesPerSec: number;
+}
+
+/** A quantizer on the untransformed model: the base (plain, or with clip search) or plain RTN. */
+function referenceModel(r: RunResult, method: 'rtn' | 'gptq', clip: boolean): Model {
+  const c = r.config;
+  return quantizeModel(r.blocks.fpModel(), { bits: c.bits, group: c.group, method, clip, f16Scales: r.spec.f16Scales, calib: r.tokens.calib, ops: r.ops });
+}
+
+export function finalReport(r: RunResult): FinalReport {
+  const { config, b } = r;
+  const fp = r.blocks.fpModel();
+  const searched = r.blocks.quantizedModel();
+  const base = referenceModel(r, config.base, false);
+  const models = {
+    rtn: config.base === 'rtn' ? base : referenceModel(r, 'rtn', false),
+    base,
+    baseClip: referenceModel(r, config.base, true),
+    searched,
+  };
+  const q = evaluateModels(fp, models, r.tokens.eval, { ops: r.ops });
+  const row = (k: keyof typeof models) => ({ ppl: q.models[k].ppl, kl: q.models[k].kl });
+  return {
+    fp: { ppl: q.fp.ppl },
+    rtn: row('rtn'),
+    base: row('base'),
+    baseClip: row('baseClip'),
+    searched: row('searched'),
+    closes: gapClosed(q.models.rtn.ppl, q.models.searched.ppl, q.fp.ppl),
+    closesBase: gapClosed(q.models.base.ppl, q.models.searched.ppl, q.fp.ppl),
+    steps: b.step,
+    accepted: b.accepted,
+    candidatesPerSec: r.candidatesPerSec,
+    blocks: b.startLoss.map((s, i) => ({ block: i, startLoss: s, endLoss: b.blockLoss[i] })),
+    history: b.history,
+    models: { fp, base, searched },
+  };
+}
+
+/** The export of the run: accepted moves and config, transformed FP model, searched model and its codes. */
+export function searchExport(r: RunResult): SearchExport {
+  const packr = new Packr({ moreTypes: true });
+  return {
+    // Without the worker count, which changes only speed: the export is the same for any.
+    transforms: packr.pack({ config: { ...r.config, workers: undefined }, moves: r.b.moves }),
+    transformed: r.blocks.transformedModel(),
+    quantized: r.blocks.quantizedModel(),
+    codes: searchedCodes(r),
+  };
+}
+
+/**
+ * Integer codes of the searched model: each block quantized again as the run did (each on
+ * its inputs in the quantized model), with the quantizers' codes kept; checked to
+ * dequantize to the searched weights exactly.
+ */
+function searchedCodes(r: RunResult): BlockQuantized[] {
+  const { blocks } = r;
+  const cfg = blocks.config;
+  const out: BlockQuantized[] = [];
+  for (const [l, xs] of r.calib.walk(0, blocks)) {
+    const codes: BlockQuantized = {};
+    const obj = new BlockObjective(cfg, r.calib.data(l, xs), r.spec, r.ops, r.config.base);
+    const { q } = obj.fullEval(blocks.transformed(l), 'all', codes);
+    for (const name of blockLinears(cfg)) {
+      const want = blocks.quantized(l)[name]!;
+      if (!q[name]!.every((v, i) => Object.is(v, want[i]))) throw new Error(`export: block ${l} ${name} re-quantizes differently from the searched model`);
+    }
+    out.push(codes);
+  }
+  return out;
+}
