@@ -8,9 +8,9 @@
  */
 import { readFileSync } from 'node:fs';
 import { fail } from './errors';
-import { Decoder } from './forward';
-import type { Ops } from './ops';
-import { Rng } from './rng';
+import { BatchDecoder } from './decode';
+import { SEPARABLE_MIN_ROWS, type Ops } from './ops';
+import { categoricalAt, Rng } from './rng';
 import type { Model, ModelConfig } from './model/types';
 import type { Tokenizer } from './tokenizer';
 
@@ -23,14 +23,28 @@ export interface SampleOptions {
   /** Softmax temperature; 0 = greedy (every sequence the same). Default 1. */
   temperature?: number;
   ops?: Ops;
+  /** KV-cache bytes one batch may take (default SAMPLE_CACHE_BYTES); changes only speed and memory. */
+  maxCacheBytes?: number;
 }
 
 /**
+ * Bytes of KV cache one batch of sampled sequences may take; more sequences than fit are
+ * sampled in batches. 1 GiB holds 32 × 256 tokens of a 110M-parameter llama (600 MiB).
+ */
+export const SAMPLE_CACHE_BYTES = 1 << 30;
+
+/**
  * `count` sequences of `length` tokens drawn from the model: each starts at BOS and continues
- * by sampling softmax(logits / temperature) with one Rng seeded by `seed`, sequence after
- * sequence, so the set depends only on (model, options). A sampled BOS does not end a
- * sequence: llama2.c's training data packs stories, BOS-separated, into seqLen windows, so a
- * mid-sequence BOS is in distribution.
+ * by sampling softmax(logits / temperature) with one Rng seeded by `seed`, so the set depends
+ * only on (model, options). A sampled BOS does not end a sequence: llama2.c's training data
+ * packs stories, BOS-separated, into seqLen windows, so a mid-sequence BOS is in distribution.
+ *
+ * The sequences are decoded together (BatchDecoder: one matmul per layer and step over all of
+ * them), in as few batches as SAMPLE_CACHE_BYTES allows. The uniforms are drawn sequence after
+ * sequence (sequence s, token t takes draw s·(length−1) + t−1), as sequential decoding drew
+ * them, so a smaller count gives a prefix of the set, and the set is the one a Decoder per
+ * sequence samples whenever the logits are the same: always with jsOps. A backend whose
+ * one-row matmul rounds differently from its batched one (wasm) may change some tokens.
  */
 export function sampleTokens(model: Model, opts: SampleOptions): number[][] {
   const { count, length, seed } = opts;
@@ -44,16 +58,42 @@ export function sampleTokens(model: Model, opts: SampleOptions): number[][] {
   const rng = Rng.fromSeed(seed);
   const weights = new Float64Array(V);
   const seqs: number[][] = [];
-  for (let s = 0; s < count; s++) {
-    const dec = new Decoder(model, opts.ops);
-    const seq = [bosId];
-    while (seq.length < length) {
-      const logits = dec.step(seq[seq.length - 1]);
-      seq.push(temperature === 0 ? argmax(logits) : sampleSoftmax(logits, temperature, weights, rng));
+  for (const [s0, s1] of sampleBatches(model.config, count, length, opts.maxCacheBytes ?? SAMPLE_CACHE_BYTES)) {
+    const B = s1 - s0;
+    const steps = length - 1;
+    // this batch's uniforms, in sequential order (none when greedy)
+    const u = new Float64Array(temperature === 0 ? 0 : B * steps);
+    for (let i = 0; i < u.length; i++) u[i] = rng.float();
+    const batch = Array.from({ length: B }, () => [bosId]);
+    const dec = new BatchDecoder(model, B, Math.max(1, steps), opts.ops);
+    const last = new Int32Array(B).fill(bosId);
+    for (let t = 0; t < steps; t++) {
+      const logits = dec.step(last);
+      for (let b = 0; b < B; b++) {
+        const row = logits.subarray(b * V, (b + 1) * V);
+        const tok = temperature === 0 ? argmax(row) : categoricalAt(softmaxWeights(row, temperature, weights), u[b * steps + t]);
+        batch[b].push(tok);
+        last[b] = tok;
+      }
     }
-    seqs.push(seq);
+    seqs.push(...batch);
   }
   return seqs;
+}
+
+/**
+ * [start, end) sequence ranges of the batches sampleTokens decodes: as few as the cache
+ * budget allows, of near-equal size, and none under SEPARABLE_MIN_ROWS rows when the count
+ * has that many (the budget yields to that), so each row's logits are the same bits
+ * whatever the batching.
+ */
+function sampleBatches(cfg: ModelConfig, count: number, length: number, maxBytes: number): [number, number][] {
+  const perSeq = 2 * cfg.nLayers * Math.max(1, length - 1) * cfg.nKvHeads * cfg.headDim * 4;
+  const fit = Math.max(SEPARABLE_MIN_ROWS, Math.floor(maxBytes / perSeq));
+  const n = Math.max(1, Math.min(Math.ceil(count / fit), Math.floor(count / SEPARABLE_MIN_ROWS)));
+  const out: [number, number][] = [];
+  for (let i = 0; i < n; i++) out.push([Math.floor((i * count) / n), Math.floor(((i + 1) * count) / n)]);
+  return out;
 }
 
 /** Index of the largest logit (the first on ties, as run.c's argmax). */
@@ -65,11 +105,16 @@ export function argmax(logits: ArrayLike<number>): number {
 
 /** One draw from softmax(logits / temperature); `w` (length = vocabulary) receives the float64 weights. */
 export function sampleSoftmax(logits: ArrayLike<number>, temperature: number, w: Float64Array, rng: Rng): number {
+  return rng.categorical(softmaxWeights(logits, temperature, w));
+}
+
+/** w ← the unnormalized float64 weights exp((logits − max) / temperature); returns w. */
+export function softmaxWeights(logits: ArrayLike<number>, temperature: number, w: Float64Array): Float64Array {
   const V = w.length;
   let max = -Infinity;
   for (let i = 0; i < V; i++) if (logits[i] > max) max = logits[i];
   for (let i = 0; i < V; i++) w[i] = Math.exp((logits[i] - max) / temperature);
-  return rng.categorical(w);
+  return w;
 }
 
 /** A default sampled set: how many sequences, how long, from which seed. */
@@ -81,11 +126,11 @@ export interface SampledSet {
 
 /**
  * Default data-free sets, 32 × 256 tokens each (8,160 predicted positions). Sampling is a
- * large part of a default `invarx eval`, so the size is set by its cost: on stories260K the
- * Decoder takes ~0.6 ms a step in plain JS, and both sets together (2 × 32 × 255 steps) took
- * 9.9 s on the 2-core dev machine (5.3 s on the wasm backend the CLI uses). Sequence length
- * barely changes the cost per step at this size; fewer sequences would make the GPTQ
- * Hessians and the held-out perplexity noisier. The same counts and seeds are what
+ * large part of a default `invarx eval`, so the size is set by its cost: on stories260K,
+ * decoding one sequence at a time, both sets together (2 × 32 × 255 steps) took 9.9 s on the
+ * 2-core dev machine (5.3 s on the wasm backend the CLI uses); batched, 3.5 s on wasm (with
+ * the machine shared). Sequence length barely changes the cost per step at this size; fewer
+ * sequences would make the GPTQ Hessians and the held-out perplexity noisier. The same counts and seeds are what
  * search/tokens.ts samples by default, so `invarx eval` and `invarx run` report on the
  * same held-out set.
  */

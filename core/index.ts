@@ -5,6 +5,7 @@ export * from './ops';
 export * from './forward';
 export * from './forwardRows';
 export * from './blockPass';
+export * from './decode';
 export * from './model/types';
 export * from './model/llama2c';
 export * from './model/load';

@@ -86,17 +86,25 @@ export class Rng {
     return idx.slice(0, k);
   }
 
-  /** Index drawn from unnormalized non-negative weights. */
+  /** Index drawn from unnormalized non-negative weights (one `float()` draw). */
   categorical(weights: ArrayLike<number>): number {
-    let total = 0;
-    for (let i = 0; i < weights.length; i++) total += weights[i];
-    let r = this.float() * total;
-    for (let i = 0; i < weights.length; i++) {
-      r -= weights[i];
-      if (r < 0) return i;
-    }
-    return weights.length - 1;
+    return categoricalAt(weights, this.float());
   }
+}
+
+/**
+ * The index `Rng.categorical` returns when its draw is `u` ∈ [0, 1): lets a caller draw the
+ * uniforms in one order and use them in another (batched sampling) with the same results.
+ */
+export function categoricalAt(weights: ArrayLike<number>, u: number): number {
+  let total = 0;
+  for (let i = 0; i < weights.length; i++) total += weights[i];
+  let r = u * total;
+  for (let i = 0; i < weights.length; i++) {
+    r -= weights[i];
+    if (r < 0) return i;
+  }
+  return weights.length - 1;
 }
 
 function rotl(x: number, k: number): number {
