@@ -6,10 +6,11 @@
 import type { BenchModule } from './emit';
 import { matmulBench } from './matmul';
 import { ablationBench, qualityBench } from './quality';
+import { sampleBench } from './sample';
 import { scaleBench } from './scale';
 import { searchBench } from './search';
 
-const BENCHES: BenchModule[] = [matmulBench, searchBench, qualityBench, ablationBench, scaleBench];
+const BENCHES: BenchModule[] = [matmulBench, searchBench, qualityBench, ablationBench, sampleBench, scaleBench];
 
 const wanted = process.argv.slice(2);
 const unknown = wanted.filter((w) => !BENCHES.some((b) => b.name === w));

@@ -1,0 +1,141 @@
+/**
+ * Sampling token sets: sequential decoding (one Decoder per sequence, every token a
+ * matrix–vector pass over all weights: how sets were sampled before BatchDecoder) vs
+ * sampleTokens (all sequences together, one matmul per layer and step), on the best backend.
+ *
+ * The model is INVARX_BENCH_MODEL (default the shipped stories260K), or with
+ * INVARX_BENCH_SHAPE an in-memory random llama: a named synthetic shape (e.g. 110m) or
+ * dim,hidden,layers,heads,kvHeads,vocab. INVARX_BENCH_COUNT × INVARX_BENCH_LENGTH tokens
+ * (default 32 × 256, as the default sets) are sampled batched; the sequential path samples
+ * INVARX_BENCH_OLD_LENGTH tokens per sequence (default: the full length below 10M
+ * parameters, else 64) and its time is extrapolated linearly in tokens to the full length.
+ * That underestimates it a little (later tokens attend over more keys), so the reported
+ * speed-up is a lower bound. On a machine with several cores the batched path is also timed
+ * on a wasm backend with one thread per core (the CLI's backend has one; a matrix–vector
+ * product is too small to split, so the sequential path would not gain from them).
+ */
+import os from 'node:os';
+import { join } from 'node:path';
+import { argmax, sampleSoftmax, sampleTokens } from '../core/data';
+import { Decoder } from '../core/forward';
+import { loadModel } from '../core/model/load';
+import { randomModel, syntheticShape, type SyntheticShape } from '../core/model/synthetic';
+import type { Model } from '../core/model/types';
+import type { Ops } from '../core/ops';
+import { Rng } from '../core/rng';
+import { bestBackend, chooseBackend } from '../kernels/registry';
+import { createWasmBackend } from '../kernels/wasm/backend';
+import { emit, note, type BenchModule } from './emit';
+
+const SEED = 3003;
+
+/** The sampling loop as it was before batching: a Decoder per sequence, one Rng draw per token. */
+export function sampleSequential(model: Model, count: number, length: number, seed: number, ops: Ops, temperature = 1): number[][] {
+  const rng = Rng.fromSeed(seed);
+  const weights = new Float64Array(model.config.vocabSize);
+  const seqs: number[][] = [];
+  for (let s = 0; s < count; s++) {
+    const dec = new Decoder(model, ops);
+    const seq = [model.config.bosId];
+    while (seq.length < length) {
+      const logits = dec.step(seq[seq.length - 1]);
+      seq.push(temperature === 0 ? argmax(logits) : sampleSoftmax(logits, temperature, weights, rng));
+    }
+    seqs.push(seq);
+  }
+  return seqs;
+}
+
+function benchModel(): { model: Model; label: string } {
+  const shape = process.env.INVARX_BENCH_SHAPE;
+  if (shape) {
+    const dims = shape.split(',').map(Number);
+    let s: SyntheticShape;
+    if (dims.length === 6) {
+      const [dim, hiddenDim, nLayers, nHeads, nKvHeads, vocabSize] = dims;
+      s = syntheticShape({ dim, hiddenDim, nLayers, nHeads, nKvHeads, vocabSize, seqLen: 1024, sharedClassifier: false });
+    } else {
+      s = syntheticShape(shape);
+    }
+    note(`sample: building a random llama of shape ${shape}…`);
+    return { model: randomModel(s), label: `random ${shape}` };
+  }
+  const path = process.env.INVARX_BENCH_MODEL ?? join(process.cwd(), 'models', 'stories260K.bin');
+  return { model: loadModel(path), label: path };
+}
+
+function parameters(m: Model): number {
+  let n = m.embedding.length + (m.classifier === m.embedding ? 0 : m.classifier.length);
+  for (const b of m.blocks) for (const w of Object.values(b)) n += (w as Float32Array | undefined)?.length ?? 0;
+  return n;
+}
+
+function envInt(name: string, fallback: number): number {
+  const v = process.env[name];
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!(Number.isInteger(n) && n >= 1)) throw new Error(`${name} must be a positive integer, got ${v}`);
+  return n;
+}
+
+function timed<T>(f: () => T): { value: T; s: number } {
+  const t0 = performance.now();
+  const value = f();
+  return { value, s: (performance.now() - t0) / 1000 };
+}
+
+const r3 = (v: number) => Math.round(v * 1000) / 1000;
+
+export const sampleBench: BenchModule = {
+  name: 'sample',
+  byNameOnly: true,
+  run() {
+    const { model, label } = benchModel();
+    const params = parameters(model);
+    const ops = bestBackend();
+    const count = envInt('INVARX_BENCH_COUNT', 32);
+    const length = Math.min(envInt('INVARX_BENCH_LENGTH', 256), model.config.seqLen);
+    const oldLength = Math.min(envInt('INVARX_BENCH_OLD_LENGTH', params < 10e6 ? length : 64), length);
+    const base = { bench: 'sample', model: label, parameters: params, backend: ops.name, backend_reason: chooseBackend().reason, count, seed: SEED };
+    // generated tokens: the BOS of each sequence is given, not sampled
+    const tokens = (len: number) => count * (len - 1);
+
+    note(`sample: sequential, ${count} × ${oldLength} tokens…`);
+    const seq = timed(() => sampleSequential(model, count, oldLength, SEED, ops));
+    emit({ ...base, figure: 'sequential', length: oldLength, seconds: r3(seq.s), tokens_per_s: r3(tokens(oldLength) / seq.s) });
+
+    let short: { value: number[][]; s: number } | undefined;
+    if (oldLength !== length) {
+      note(`sample: batched, ${count} × ${oldLength} tokens…`);
+      short = timed(() => sampleTokens(model, { count, length: oldLength, seed: SEED, ops }));
+      emit({ ...base, figure: 'batched', length: oldLength, seconds: r3(short.s), tokens_per_s: r3(tokens(oldLength) / short.s) });
+    }
+    note(`sample: batched, ${count} × ${length} tokens…`);
+    const full = timed(() => sampleTokens(model, { count, length, seed: SEED, ops }));
+    emit({ ...base, figure: 'batched', length, seconds: r3(full.s), tokens_per_s: r3(tokens(length) / full.s) });
+
+    const same = short ?? full;
+    const seqFull = (seq.s * tokens(length)) / tokens(oldLength);
+    emit({
+      ...base, figure: 'speedup', length,
+      sequential_seconds: r3(seqFull), sequential_extrapolated: oldLength !== length, extrapolated_from_length: oldLength,
+      batched_seconds: r3(full.s), ratio: r3(seqFull / full.s),
+      ratio_same_length: r3(seq.s / same.s),
+      // whether both paths sampled the same tokens (at the sequential length): on a backend
+      // whose one-row matmul rounds differently from its batched one, a few logits differ
+      identical_tokens: JSON.stringify(seq.value) === JSON.stringify(same.value),
+    });
+
+    const threads = os.cpus().length;
+    if (threads > 1) {
+      const mt = createWasmBackend({ threads });
+      note(`sample: batched on wasm with ${threads} threads, ${count} × ${length} tokens…`);
+      const par = timed(() => sampleTokens(model, { count, length, seed: SEED, ops: mt }));
+      mt.dispose?.();
+      emit({
+        ...base, backend: 'wasm', backend_reason: `${threads} threads (one per core)`, figure: 'batched', length, threads,
+        seconds: r3(par.s), tokens_per_s: r3(tokens(length) / par.s), ratio_vs_sequential: r3(seqFull / par.s),
+      });
+    }
+  },
+};
