@@ -6,8 +6,8 @@
  * against the model's vocabulary and cuts sequences longer than the model's seqLen to
  * seqLen tokens (as `--text` must; the cut tail is dropped, not wrapped into a new sequence).
  */
-import { readFileSync } from 'node:fs';
 import { fail } from './errors';
+import { describeJsonError, readRegularFile } from './files';
 import { BatchDecoder } from './decode';
 import { SEPARABLE_MIN_ROWS, type Ops } from './ops';
 import { categoricalAt, Rng } from './rng';
@@ -187,16 +187,11 @@ export function validateTokens(seqs: number[][], cfg: VocabLimits, name: string)
  * does not matter.
  */
 export function loadTokenFile(path: string, cfg: VocabLimits): number[][] {
-  let buf: Buffer;
-  try {
-    buf = readFileSync(path);
-  } catch (e) {
-    fail('bad-tokens', `cannot read token file ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
+  const buf = readRegularFile(path, 'token file', 'bad-tokens');
   return validateTokens(parseTokenFile(buf, path), cfg, path);
 }
 
-/** The sequences in a token file's bytes, not yet validated against a vocabulary. */
+/** The sequences in a token file's bytes, not yet validated against a vocabulary. Errors name the place, never quote the file. */
 export function parseTokenFile(buf: Uint8Array, name: string): number[][] {
   if (isNpy(buf)) return parseNpy(buf, name);
   const text = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength).toString('utf8');
@@ -208,18 +203,22 @@ function parseJsonTokens(text: string, name: string): number[][] {
   let v: unknown;
   try {
     v = JSON.parse(text);
-  } catch (e) {
-    fail('bad-tokens', `${name}: invalid JSON (${(e as Error).message})`);
+  } catch {
+    fail('bad-tokens', `${name}: ${describeJsonError(text)}`);
   }
   if (!Array.isArray(v)) fail('bad-tokens', `${name}: expected a JSON array of arrays of token ids`);
   const rows = v.length > 0 && v.every((x) => typeof x === 'number') ? [v] : v;
   return rows.map((row: unknown, i: number) => {
     if (!Array.isArray(row)) fail('bad-tokens', `${name}: element ${i} is not an array of token ids`);
     return row.map((id: unknown, t: number) => {
-      if (typeof id !== 'number') fail('bad-tokens', `${name}: sequence ${i}, position ${t}: ${JSON.stringify(id)} is not a token id`);
+      if (typeof id !== 'number') fail('bad-tokens', `${name}: sequence ${i}, position ${t}: expected a token id (a number), found ${jsonKind(id)}`);
       return id;
     });
   });
+}
+
+function jsonKind(v: unknown): string {
+  return v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v === 'object' ? 'an object' : typeof v === 'string' ? 'a string' : `a ${typeof v}`;
 }
 
 function parseTxtTokens(text: string, name: string): number[][] {
@@ -227,8 +226,8 @@ function parseTxtTokens(text: string, name: string): number[][] {
   text.split('\n').forEach((line, ln) => {
     const words = line.trim().split(/\s+/).filter((w) => w !== '');
     if (words.length === 0) return;
-    seqs.push(words.map((w) => {
-      if (!/^[+-]?\d+$/.test(w)) fail('bad-tokens', `${name}: line ${ln + 1}: "${w.slice(0, 20)}" is not an integer token id`);
+    seqs.push(words.map((w, k) => {
+      if (!/^[+-]?\d+$/.test(w)) fail('bad-tokens', `${name}: line ${ln + 1}, word ${k + 1}: expected an integer token id (text files hold whitespace-separated ids, one sequence per line)`);
       return Number(w);
     }));
   });
@@ -274,14 +273,14 @@ function parseNpy(buf: Uint8Array, name: string): number[][] {
   const descr = /'descr'\s*:\s*'([<>|=])([a-z])(\d+)'/.exec(header);
   const fortran = /'fortran_order'\s*:\s*(True|False)/.exec(header);
   const shapeM = /'shape'\s*:\s*\(([^)]*)\)/.exec(header);
-  if (!descr || !fortran || !shapeM) bad(`unreadable header ${JSON.stringify(header.trim().slice(0, 80))}`);
+  if (!descr || !fortran || !shapeM) bad(`header lacks ${[descr ? '' : "'descr'", fortran ? '' : "'fortran_order'", shapeM ? '' : "'shape'"].filter((x) => x).join(' and ')}`);
   const [, order, kind, sizeStr] = descr!;
   const reader = NPY_READERS[kind + sizeStr];
   if (!reader) bad(`dtype '${order}${kind}${sizeStr}' is not an integer type (use int32 or int64)`);
   const size = Number(sizeStr);
   const le = order !== '>'; // '<' little, '|' not applicable (1 byte), '=' native: little on every platform Node runs on
   const shape = shapeM![1].split(',').map((s) => s.trim()).filter((s) => s !== '').map(Number);
-  if (shape.some((d) => !Number.isInteger(d) || d < 0)) bad(`bad shape (${shapeM![1]})`);
+  if (shape.some((d) => !Number.isInteger(d) || d < 0)) bad("'shape' is not a tuple of non-negative integers");
   if (shape.length !== 1 && shape.length !== 2) bad(`expected a 1-D or 2-D array, got shape (${shape.join(', ')})`);
   const [rows, cols] = shape.length === 1 ? [1, shape[0]] : shape;
   const need = dataStart + rows * cols * size;
@@ -304,12 +303,7 @@ function parseNpy(buf: Uint8Array, name: string): number[][] {
  * dropped), each encoded with BOS and cut to the model's seqLen.
  */
 export function loadTextFile(path: string, tokenizer: Tokenizer, cfg: VocabLimits): number[][] {
-  let buf: Buffer;
-  try {
-    buf = readFileSync(path);
-  } catch (e) {
-    fail('bad-tokens', `cannot read text file ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
+  const buf = readRegularFile(path, 'text file', 'bad-tokens');
   const seqs: number[][] = [];
   let start = 0;
   // Split the bytes, not a decoded string, so the text reaches the encoder byte for byte.

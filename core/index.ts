@@ -1,5 +1,6 @@
 // Public surface of core/ (each module adds its line).
 export * from './errors';
+export * from './files';
 export * from './rng';
 export * from './ops';
 export * from './forward';

@@ -13,9 +13,10 @@
  * kept both as bytes and as a latin1 string (one char per byte) so lookups of byte strings,
  * as run.c's strcmp/bsearch does them, are plain Map lookups.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fail } from './errors';
+import { readRegularFile } from './files';
 
 const BOS = 1;
 const EOS = 2;
@@ -221,13 +222,7 @@ export function parseTokenizer(buf: Uint8Array, vocabSize?: number, name = 'toke
 }
 
 export function loadTokenizer(path: string, vocabSize?: number): Tokenizer {
-  let buf: Buffer;
-  try {
-    buf = readFileSync(path);
-  } catch (e) {
-    fail('bad-tokenizer', `cannot read tokenizer file ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
-  return parseTokenizer(buf, vocabSize, path);
+  return parseTokenizer(readRegularFile(path, 'tokenizer file', 'bad-tokenizer'), vocabSize, path);
 }
 
 /** Names looked for beside a model when no tokenizer is given, in order. */

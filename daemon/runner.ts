@@ -18,6 +18,7 @@ import { closeSync, createReadStream, fsyncSync, openSync, readdirSync, renameSy
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { InvarxError } from '../core/errors';
+import { inputKind, openRegularFile } from '../core/files';
 import { DEFAULT_TUNING, configHash, type SearchTuning } from '../search/config';
 import type { Progress, RunConfig, SearchJob } from '../search/contract';
 import { createSearchJob } from '../search/run';
@@ -65,10 +66,12 @@ const PROGRESS_EVERY_MS = 100;
 export async function hashModel(path: string): Promise<string> {
   const fileHash = (p: string) =>
     new Promise<string>((res, rej) => {
+      // Opened without blocking and checked first: a stream's own open of a FIFO never returns.
+      const { fd } = openRegularFile(p, 'model file', 'bad-model');
       const h = createHash('sha256');
-      createReadStream(p).on('error', rej).on('data', (d) => h.update(d)).on('end', () => res(h.digest('hex')));
+      createReadStream('', { fd }).on('error', rej).on('data', (d) => h.update(d)).on('end', () => res(h.digest('hex')));
     });
-  if (!statSync(path).isDirectory()) return fileHash(path);
+  if (inputKind(path, 'model file', 'bad-model', { directory: true }) === 'file') return fileHash(path);
   const h = createHash('sha256');
   for (const name of readdirSync(path).sort()) {
     const p = join(path, name);

@@ -49,6 +49,9 @@ interface Job {
   settled?: boolean;
   killTimer?: NodeJS.Timeout;
   log: Logger;
+  /** Settles once the job has no thread any more (exited or abandoned). */
+  gone?: Promise<void>;
+  release?: () => void;
   /** False from a (re)start until the thread reports a measured speed: the stored one is stale. */
   rateKnown?: boolean;
 }
@@ -168,9 +171,12 @@ export class Scheduler extends EventEmitter {
     if (TERMINAL.has(st)) throw new ProtocolError('bad-state', `job ${id} is already ${st}`);
     this.setState(j, 'cancelled', { finishedAt: new Date().toISOString() });
     if (j.worker) {
-      // Nothing of a cancelled job is kept, so its thread need not finish its step.
+      // Nothing of a cancelled job is kept, so its thread need not finish its step; and its
+      // slot is free now, even if the thread is stuck in a system call terminate cannot interrupt.
       j.stopping = 'cancel';
       void j.worker.terminate();
+      this.abandon(j);
+      this.pump();
     }
     return this.view(id);
   }
@@ -206,15 +212,8 @@ export class Scheduler extends EventEmitter {
   async shutdown(): Promise<void> {
     this.shuttingDown = true;
     const live = [...this.jobs.values()].filter((j) => j.worker);
-    await Promise.all(
-      live.map(
-        (j) =>
-          new Promise<void>((resolve) => {
-            j.worker!.once('exit', () => resolve());
-            if (!j.stopping) this.stopThread(j, 'shutdown');
-          }),
-      ),
-    );
+    for (const j of live) if (!j.stopping) this.stopThread(j, 'shutdown');
+    await Promise.all(live.map((j) => j.gone));
     this.states.close();
   }
 
@@ -258,6 +257,7 @@ export class Scheduler extends EventEmitter {
     j.stopping = undefined;
     j.settled = false;
     j.rateKnown = false;
+    j.gone = new Promise((r) => (j.release = r));
     const w = new Worker(this.opts.workerScript, { argv: ['__job-runner'], workerData: init });
     j.worker = w;
     j.log.info('started');
@@ -270,12 +270,10 @@ export class Scheduler extends EventEmitter {
     });
     w.on('exit', (code) => {
       if (j.worker !== w) return;
-      clearTimeout(j.killTimer);
-      j.worker = undefined;
       if (!j.settled && !j.stopping && j.status.state === 'running') {
         this.fail(j, { code: 'crashed', message: `job thread exited unexpectedly (code ${code})` });
       }
-      j.stopping = undefined;
+      this.abandon(j);
       this.pump();
     });
   }
@@ -351,9 +349,21 @@ export class Scheduler extends EventEmitter {
     w.postMessage({ type: 'stop', reason });
     j.killTimer = setTimeout(() => {
       // Still inside one long step: the last checkpoint is what a restart resumes from anyway.
+      // The slot is freed now: a thread blocked in a system call may not end on terminate.
       j.log.warn({ reason }, 'job did not stop in time; terminating its thread');
       void w.terminate();
+      if (j.worker !== w) return;
+      this.abandon(j);
+      this.pump();
     }, this.opts.stopTimeoutMs);
+  }
+
+  /** The job no longer has a thread (it exited, or was terminated and is no longer waited for). */
+  private abandon(j: Job): void {
+    clearTimeout(j.killTimer);
+    j.worker = undefined;
+    j.stopping = undefined;
+    j.release?.();
   }
 
   /** Returns the error of a state write that failed (it is retried; see daemon/states.ts). */

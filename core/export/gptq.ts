@@ -38,9 +38,10 @@
  * refused with an error naming the layer. One group per row (group ≥ in for every linear)
  * is written as group_size −1.
  */
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fail } from '../errors';
+import { readJsonFile } from '../files';
 import type { Quantized } from '../quant/rtn';
 import { blockLinears, linearShape, type LinearName, type Model } from '../model/types';
 import {
@@ -333,11 +334,7 @@ export interface GptqParams {
 export function gptqParams(dir: string, json: Record<string, unknown> = readHfConfig(dir)): GptqParams | null {
   let qc = json.quantization_config as Record<string, unknown> | undefined;
   if (!qc && existsSync(join(dir, 'quantize_config.json'))) {
-    try {
-      qc = JSON.parse(readFileSync(join(dir, 'quantize_config.json'), 'utf8')) as Record<string, unknown>;
-    } catch (e) {
-      return fail('bad-model', `${dir}/quantize_config.json: not valid JSON: ${(e as Error).message}`);
-    }
+    qc = readJsonFile(join(dir, 'quantize_config.json'), 'quantize config', 'bad-model') as Record<string, unknown>;
   }
   if (!qc || typeof qc !== 'object') return null;
   const method = qc.quant_method ?? 'gptq';
@@ -417,7 +414,7 @@ export function loadGptqModel(dir: string): Model {
 export function isGptqDir(dir: string): boolean {
   if (!existsSync(join(dir, 'config.json'))) return false;
   try {
-    const json = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    const json = readJsonFile(join(dir, 'config.json'), 'model config', 'bad-model') as Record<string, unknown>;
     return (typeof json.quantization_config === 'object' && json.quantization_config !== null) || existsSync(join(dir, 'quantize_config.json'));
   } catch {
     return false; // the HF loader reports the broken config.json

@@ -31,9 +31,10 @@
  * llama2.c's export.py and HF's convert_llama_weights_to_hf.py do; the two models compute
  * the same function (dot products only change their summation order).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fail } from '../errors';
+import { readJsonFile } from '../files';
 import { BlockCache, lazyBlocks } from './lazy';
 import { SafetensorsReader } from './safetensors';
 import type { Block, F32, LinearName, Model, ModelConfig } from './types';
@@ -150,13 +151,7 @@ export interface HfModelSpec {
 /** Read `dir/config.json` as an object. */
 export function readHfConfig(dir: string): Json {
   const path = join(dir, 'config.json');
-  let json: unknown;
-  try {
-    json = JSON.parse(readFileSync(path, 'utf8'));
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    return fail('bad-model', `${path}: ${code ? `cannot read (${code})` : `not valid JSON: ${(e as Error).message}`}`);
-  }
+  const json = readJsonFile(path, 'model config', 'bad-model');
   if (typeof json !== 'object' || json === null || Array.isArray(json)) fail('bad-model', `${path}: not a JSON object`);
   return json as Json;
 }

@@ -7,8 +7,8 @@
  *   embedding, rms_att, wq, wk, wv, wo, rms_ffn, w1, w2, w3, rms_final,
  *   freq_cis_real, freq_cis_imag, [wcls]
  */
-import { readFileSync } from 'node:fs';
 import { fail } from '../errors';
+import { readRegularFile } from '../files';
 import type { Block, F32, Model, ModelConfig } from './types';
 
 const HEADER_BYTES = 7 * 4;
@@ -16,13 +16,7 @@ const HEADER_BYTES = 7 * 4;
 const AK42_MAGIC = 0x616b3432;
 
 export function readLlama2c(path: string): Model {
-  let buf: Buffer;
-  try {
-    buf = readFileSync(path);
-  } catch (e) {
-    fail('bad-model', `cannot read model file ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
-  return parseLlama2c(buf, path);
+  return parseLlama2c(readRegularFile(path, 'model file', 'bad-model'), path);
 }
 
 export function parseLlama2c(buf: Uint8Array, name = 'model'): Model {

@@ -4,8 +4,8 @@
  *   a directory with config.json (+ model.safetensors or a sharded index) -> HF checkpoint
  *   a `.bin` file -> llama2.c
  */
-import { statSync } from 'node:fs';
 import { fail } from '../errors';
+import { inputKind } from '../files';
 import { isGptqDir, loadGptqModel } from '../export/gptq';
 import { isHfDir, loadHfModel } from './hf';
 import { readLlama2c } from './llama2c';
@@ -17,13 +17,8 @@ export interface LoadOptions {
 }
 
 export function loadModel(path: string, opts: LoadOptions = {}): Model {
-  let isDir: boolean;
-  try {
-    isDir = statSync(path).isDirectory();
-  } catch (e) {
-    return fail('bad-model', `cannot read model file ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-  }
-  if (isDir) {
+  // A FIFO or a device would block or never end: regular files and directories only.
+  if (inputKind(path, 'model file', 'bad-model', { directory: true }) === 'dir') {
     if (isGptqDir(path)) return loadGptqModel(path);
     if (isHfDir(path)) return loadHfModel(path, { stream: opts.stream ?? 'auto' });
     return fail('bad-model', `${path}: a model directory needs a config.json (Hugging Face checkpoint)`);

@@ -22,9 +22,10 @@
  * Also here: fp16 and bf16 <-> float32 converters (Node 20 has no Math.f16round), used by
  * the reader, the writer and the GPTQ export.
  */
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { fail } from '../errors';
+import { openRegularFile, readJsonFile } from '../files';
 
 // ---------------------------------------------------------------------------------------
 // fp16 / bf16
@@ -337,12 +338,7 @@ export class SafetensorsReader {
   }
 
   private static openIndex(indexPath: string): SafetensorsReader {
-    let index: unknown;
-    try {
-      index = JSON.parse(readFileSync(indexPath, 'utf8'));
-    } catch (e) {
-      return fail('bad-model', `${indexPath}: cannot read the shard index: ${(e as Error).message}`);
-    }
+    const index = readJsonFile(indexPath, 'shard index', 'bad-model');
     const map = (index as { weight_map?: unknown } | null)?.weight_map;
     if (typeof map !== 'object' || map === null || Array.isArray(map)) {
       return fail('bad-model', `${indexPath}: shard index has no weight_map object`);
@@ -378,12 +374,7 @@ export class SafetensorsReader {
     let metadata: Record<string, string> | undefined;
     try {
       for (const file of files) {
-        let fd: number;
-        try {
-          fd = openSync(file, 'r');
-        } catch (e) {
-          return fail('bad-model', `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-        }
+        const { fd } = openRegularFile(file, 'model file', 'bad-model');
         fds.push(fd);
         const size = fstatSync(fd).size;
         const lenBuf = new Uint8Array(8);

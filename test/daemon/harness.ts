@@ -45,7 +45,7 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
 }
 
 /** The daemon's bundle: INVARX_TEST_DAEMON_CLI runs these tests against another build (e.g. an older one). */
-const DAEMON_CLI = process.env.INVARX_TEST_DAEMON_CLI ?? CLI;
+export const DAEMON_CLI = process.env.INVARX_TEST_DAEMON_CLI ?? CLI;
 
 export class DaemonProc {
   stderr = '';
