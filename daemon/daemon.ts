@@ -15,7 +15,7 @@ import { openLogFile } from './logfile';
 import { ProtocolError, describeValue, type Request } from './protocol';
 import { Scheduler } from './scheduler';
 import { Server, type CallContext } from './server';
-import { absolutePath, parseSubmitArgs } from './submit';
+import { absolutePath, exportOptions, parseSubmitArgs } from './submit';
 import { JobStore, TERMINAL } from './store';
 
 export interface DaemonOptions {
@@ -135,7 +135,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       case 'cancel':
         return scheduler.cancel(jobArg(a));
       case 'export':
-        return scheduler.exportTo(jobArg(a), absolutePath('out', a.out));
+        return scheduler.exportTo(jobArg(a), absolutePath('out', a.out), exportOptions(a));
       case 'report':
         return scheduler.report(jobArg(a));
       case 'shutdown': {

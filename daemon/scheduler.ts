@@ -13,12 +13,11 @@
  * shutdown does the same for every running job but leaves them `running` on disk.
  */
 import { EventEmitter } from 'node:events';
-import { cp, mkdir, readdir, realpath } from 'node:fs/promises';
-import { basename, dirname, join, resolve, sep } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { SearchTuning } from '../search/config';
 import type { FinalReport, Progress, RunConfig } from '../search/contract';
+import { exportTo, type ExportOptions } from './exporter';
 import { osError } from './oserror';
 import { ProtocolError } from './protocol';
 import { StateWriter } from './states';
@@ -57,19 +56,6 @@ interface Job {
 }
 
 const MAX_WARNINGS = 5;
-
-/** realpath of the longest existing prefix of `p`, with the rest appended. */
-async function realpathOfPrefix(p: string): Promise<string> {
-  const rest: string[] = [];
-  for (let cur = resolve(p); ; cur = dirname(cur)) {
-    try {
-      return join(await realpath(cur), ...rest.reverse());
-    } catch {
-      if (dirname(cur) === cur) return resolve(p);
-      rest.push(basename(cur));
-    }
-  }
-}
 
 export class Scheduler extends EventEmitter {
   private jobs = new Map<string, Job>();
@@ -181,23 +167,13 @@ export class Scheduler extends EventEmitter {
     return this.view(id);
   }
 
-  /** Copies the finished job's export into `out` (absolute; created if needed; never inside the home). */
-  async exportTo(id: string, out: string): Promise<{ out: string; files: string[] }> {
+  /** Copies the finished job's export into `out` (daemon/exporter.ts). */
+  async exportTo(id: string, out: string, opts: ExportOptions): Promise<{ out: string; files: string[] }> {
     const j = this.get(id);
     if (j.status.state !== 'done') throw new ProtocolError('not-done', `job ${id} is ${j.status.state}; its export exists once it is done`);
-    const src = this.store.exportDir(id);
-    // Checked before anything is created; again after, as a symlink may have been followed.
-    const realHome = await realpath(this.store.home);
-    const inHome = (p: string) => p === realHome || p.startsWith(realHome + sep);
-    const refuse = () => new ProtocolError('bad-args', `--out ${out} is inside the daemon's home ${this.store.home}; choose a directory outside it`);
-    if (inHome(await realpathOfPrefix(out))) throw refuse();
-    await mkdir(out, { recursive: true });
-    const realOut = await realpath(out);
-    if (inHome(realOut)) throw refuse();
-    const files = (await readdir(src)).sort();
-    for (const f of files) await cp(join(src, f), join(realOut, f), { recursive: true });
-    j.log.info({ out: realOut, files }, 'exported');
-    return { out: realOut, files };
+    const r = await exportTo(this.store.exportDir(id), this.store.home, out, opts);
+    j.log.info({ out: r.out, files: r.files, force: opts.force }, 'exported');
+    return r;
   }
 
   report(id: string): { id: string; config: RunConfig; report: Omit<FinalReport, 'models'> } {

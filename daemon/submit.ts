@@ -110,3 +110,11 @@ export function canonicalRunConfig(c: RunConfig): RunConfig {
   for (const k of Object.keys(src)) if (!(k in out)) out[k] = src[k];
   return out as unknown as RunConfig;
 }
+
+/** The `export` verb's options: `force` (boolean) and the client's `umask` (default 022). */
+export function exportOptions(args: Record<string, unknown>): { force: boolean; umask: number } {
+  const { force = false, umask = 0o022 } = args;
+  if (typeof force !== 'boolean') bad('force must be true or false');
+  if (typeof umask !== 'number' || !Number.isInteger(umask) || umask < 0 || umask > 0o777) bad('umask must be an integer from 0 to 0o777');
+  return { force, umask };
+}

@@ -128,9 +128,12 @@ export function register(program: Command): void {
   simple(program, 'cancel', 'cancel a job');
 
   homeOption(program.command('export <job>').description('write a finished job\'s export (transforms + quantized model) to a directory'))
-    .requiredOption('--out <dir>', 'directory to write (created if needed)')
-    .action(async (job: string, o: { home?: string; out: string }) => {
-      const r = (await call(o, 'export', { job, out: resolve(o.out) })) as { out: string; files: string[] };
+    .requiredOption('--out <dir>', 'directory to write: new or empty (created if needed)')
+    .option('--force', "write into a non-empty directory, replacing the export's files there")
+    .action(async (job: string, o: { home?: string; out: string; force?: boolean }) => {
+      // The files get the modes `invarx run --out` would give them under this umask.
+      const umask = process.umask();
+      const r = (await call(o, 'export', { job, out: resolve(o.out), force: !!o.force, umask })) as { out: string; files: string[] };
       process.stdout.write(`wrote ${r.files.join(', ')} to ${r.out}\n`);
     });
 
