@@ -21,6 +21,7 @@
 import { embed, ffnActivation, head, norm, rope } from './forward';
 import { jsOps, softmaxCausal, type Ops } from './ops';
 import type { Block, F32, Model } from './model/types';
+import { eagerModel } from './model/lazy';
 
 /** Spans at most this long are copied element by element (a subarray view costs more). */
 const SHORT_SPAN = 48;
@@ -44,7 +45,11 @@ export class BatchDecoder {
    * `batch` sequences of at most `capacity` positions each (≤ the model's seqLen). Memory:
    * 2 · nLayers · batch · capacity · kvDim floats.
    */
-  constructor(private m: Model, batch: number, capacity: number, private ops: Ops = jsOps) {
+  private m: Model;
+
+  /** A streamed model is read into memory for it (every step visits every block). */
+  constructor(m: Model, batch: number, capacity: number, private ops: Ops = jsOps) {
+    this.m = eagerModel(m);
     const cfg = m.config;
     if (!(Number.isInteger(batch) && batch >= 1)) throw new RangeError(`batch must be a positive integer, got ${batch}`);
     if (!(Number.isInteger(capacity) && capacity >= 1 && capacity <= cfg.seqLen)) {

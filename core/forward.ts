@@ -4,6 +4,7 @@
  * through an `Ops` so a fast backend can be plugged in.
  */
 import { jsOps, siluMul, softmaxCausal, type Ops } from './ops';
+import { eagerModel } from './model/lazy';
 import type { Block, F32, Model, ModelConfig } from './model/types';
 
 /** Past keys/values of one block for incremental decoding: [capacity, kvDim] each. */
@@ -288,7 +289,11 @@ export class Decoder {
   private caches: KvCache[];
   private pos = 0;
 
-  constructor(private m: Model, private ops: Ops = jsOps) {
+  private m: Model;
+
+  /** A streamed model is read into memory for it (every step visits every block). */
+  constructor(m: Model, private ops: Ops = jsOps) {
+    this.m = eagerModel(m);
     const kvDim = m.config.nKvHeads * m.config.headDim;
     const cap = m.config.seqLen;
     this.caches = m.blocks.map(() => ({ k: new Float32Array(cap * kvDim), v: new Float32Array(cap * kvDim), len: 0 }));

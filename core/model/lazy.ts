@@ -86,3 +86,14 @@ export function sequentialBlocks<S>(
   }, keep);
   return { blocks: lazyBlocks(n, keys, cache), cache };
 }
+
+/**
+ * `model` with every block read into a plain object (lazy blocks loaded once each, in
+ * order): for work that visits every block many times over, such as token-by-token
+ * decoding, where a block-at-a-time cache would load the whole model at every step.
+ * A model whose blocks are plain already is returned as it is.
+ */
+export function eagerModel<M extends { blocks: Block[] }>(model: M): M {
+  if (!model.blocks.some(isLazyBlock)) return model;
+  return { ...model, blocks: model.blocks.map((b) => ({ ...b })) };
+}

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { chunkSeqs, embedRows, finalStreams, forEachSeqLogits } from '../../core/blockPass';
-import { blockForward, forward } from '../../core/forward';
+import { blockForward, Decoder, forward } from '../../core/forward';
+import { BatchDecoder } from '../../core/decode';
 import { blockForwardRows, seqStartsOf } from '../../core/forwardRows';
 import { BlockCache, isLazyBlock, lazyBlocks, sequentialBlocks, type BlockKey } from '../../core/model/lazy';
 import { loadHfModel } from '../../core/model/hf';
@@ -100,6 +101,18 @@ describe('lazy blocks', () => {
     forEachSeqLogits([model], seqs, (s, [z]) => (lazyLogits[s] = z), { chunkBytes: 1 });
     expect(cache.loads - loadsBefore).toBe(m.config.nLayers);
     seqs.forEach((s, i) => expect(same(lazyLogits[i], forward(m, s).logits)).toBe(true));
+  });
+
+  it('decoders read a lazy model into memory once instead of loading every block at every token', () => {
+    const m = randomModel({ nLayers: 3, seqLen: 16 });
+    const { model, cache } = lazyOf(m, 1);
+    const lazyDec = new Decoder(model);
+    const dec = new Decoder(m);
+    for (const tok of [1, 5, 7, 2, 9]) expect(same(lazyDec.step(tok), dec.step(tok))).toBe(true);
+    expect(cache.loads).toBe(3);
+    const batch = new BatchDecoder(model, 2, 4);
+    for (let t = 0; t < 4; t++) batch.step(Int32Array.from([t + 1, t + 2]));
+    expect(cache.loads).toBe(6);
   });
 
   it('the cache keeps only the most recent blocks, and spreading a lazy block gives its arrays', () => {
