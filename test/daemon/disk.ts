@@ -1,5 +1,5 @@
 /**
- * A small disk for a daemon's home: a 2 MiB tmpfs where one can be mounted (root, Linux),
+ * A small disk for a daemon's home: a 2 MiB (or `size`) tmpfs where one can be mounted (root, Linux),
  * else a directory whose writes the daemon process sees fail through test/daemon/faults.mjs
  * (INVARX_TEST_NO_TMPFS=1 forces that fallback). `fill()` makes it full, `free()` gives the
  * space back, `readOnly(dir)` (injected faults only) makes a directory refuse writes.
@@ -37,10 +37,10 @@ export class SmallDisk {
     mkdirSync(this.ctl);
   }
 
-  /** `injected` forces the fault-injection mode (readOnly needs it). */
-  static create(opts: { injected?: boolean } = {}): SmallDisk {
+  /** `injected` forces the fault-injection mode (readOnly needs it); `size` is the tmpfs size (default 2m). */
+  static create(opts: { injected?: boolean; size?: string } = {}): SmallDisk {
     const root = mkdtempSync(join(tmpdir(), 'ixs-'));
-    const mounted = !opts.injected && tryMountTmpfs(root, '2m');
+    const mounted = !opts.injected && tryMountTmpfs(root, opts.size ?? '2m');
     return new SmallDisk(root, mounted ? 'tmpfs' : 'injected');
   }
 
