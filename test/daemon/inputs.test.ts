@@ -51,7 +51,7 @@ async function failure(config: Record<string, unknown>, h = home): Promise<{ cod
 }
 
 describe('inputs that block or never end', () => {
-  it('a FIFO or a device as model, tokenizer or token file fails its job with one clear error', async () => {
+  it('a FIFO or a device as model or token file fails its job with one clear error', async () => {
     const cases: [Record<string, unknown>, string, RegExp][] = [
       [{ model: fifo }, 'bad-model', /model file .*model\.bin is a FIFO \(named pipe\); expected a regular file or a directory/],
       [{ model: '/dev/zero' }, 'bad-model', /model file \/dev\/zero is a character device/],
