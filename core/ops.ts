@@ -29,6 +29,12 @@ export interface Ops {
   softmaxCausal?(att: F32, T: number, S: number, past: number, scale: number): void;
   /** Optional: a[i] ← silu(a[i]) · g[i] for i < n, as siluMulRef; element by element. */
   siluMul?(a: F32, g: F32, n: number): void;
+  /**
+   * Optional: GPTQ's calibration Hessian entries, bit for bit as core/quant/hessian.ts's
+   * hessianEntriesRef: rows `rows` (by symmetry also columns; all of H when null) of
+   * H [cols, cols] from xT = xᵀ [cols, N] in sequences `seqStarts`, written in place.
+   */
+  hessianEntries?(H: Float64Array, xT: F32, N: number, cols: number, rows: ArrayLike<number> | null, seqStarts: readonly number[]): void;
 }
 
 /**

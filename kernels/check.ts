@@ -45,3 +45,14 @@ export function checkSiluMul(a: F32, g: F32, n: number): void {
   if (!isDim(n)) throw new RangeError(`siluMul: n must be a non-negative integer, got ${n}`);
   if (a.length < n || g.length < n) throw new RangeError(`siluMul: need ${n} values, a holds ${a.length} and g ${g.length}`);
 }
+
+export function checkHessian(H: Float64Array, xT: F32, N: number, cols: number, rows: ArrayLike<number> | null): void {
+  if (!(isDim(N) && isDim(cols))) throw new RangeError(`hessianEntries: sizes must be non-negative integers, got N=${N} cols=${cols}`);
+  if (xT.length < cols * N) throw new RangeError(`hessianEntries: xT holds ${xT.length} values, need ${cols} × ${N}`);
+  if (H.length < cols * cols) throw new RangeError(`hessianEntries: H holds ${H.length} values, need ${cols} × ${cols}`);
+  if (rows) {
+    for (let i = 0; i < rows.length; i++) {
+      if (!(Number.isInteger(rows[i]) && rows[i] >= 0 && rows[i] < cols)) throw new RangeError(`hessianEntries: row ${rows[i]} outside [0, ${cols})`);
+    }
+  }
+}

@@ -11,12 +11,15 @@
  * moves; w1/w3: norm(h), unchanged by FFN moves). The Hessians of wo's and w2's inputs
  * change only in the rows and columns of the heads or units a move touches, and are updated
  * there from the cached transposed activation; wo and w2 are then quantized again whole,
- * as GPTQ's error feedback spreads over all of them.
+ * as GPTQ's error feedback spreads over all of them. The Hessians are core's
+ * (core/quant/hessian.ts, float64, one calibration sequence at a time), the ones the
+ * report's base rows use, so the search starts from the report's base model bit for bit.
  */
 import { ffnActivation } from '../core/forward';
 import type { Block, F32, LinearName } from '../core/model/types';
 import { gptqFactor, gptqQuantize, gptqQuantizeRows, type GptqFactor, type GptqResult } from '../core/quant/gptq';
-import { commitUnits, hessian, hessianRows, hessianT, QKV_LINEARS, setRows, transpose, type BaseQuantizer, type CodeSink, type QkvName } from './blockQuant';
+import { hessian, hessianRows, hessianT, transpose } from '../core/quant/hessian';
+import { commitUnits, QKV_LINEARS, setRows, type BaseQuantizer, type CodeSink, type QkvName } from './blockQuant';
 import type { BlockSetting, BlockState, Caches, F64, GptqFfnCaches } from './blockState';
 import { addFfnOutput, unitActs } from './ffnSide';
 
@@ -32,9 +35,9 @@ export class GptqBase implements BaseQuantizer {
   constructor(private s: BlockSetting) {}
 
   qkv(b: Block, xa: F32, codes?: CodeSink): { w: Pick<Block, QkvName>; factorA: GptqFactor } {
-    const { N, spec, ops } = this.s;
+    const { N, spec, data, ops } = this.s;
     const d = this.s.cfg.dim;
-    const factorA = gptqFactor(hessian(xa, N, d, ops), d);
+    const factorA = gptqFactor(hessian(xa, N, d, data.seqStarts, ops), d);
     const w: Partial<Block> = {};
     for (const name of QKV_LINEARS) w[name] = keepCodes(name, gptqQuantizeRows(b[name], d, factorA, spec), codes);
     return { w: { wq: w.wq!, wk: w.wk!, wv: w.wv! }, factorA };
@@ -46,15 +49,15 @@ export class GptqBase implements BaseQuantizer {
   }
 
   wo(b: Block, ctx: F32, codes?: CodeSink): { wo: F32; ctxT: F32; Hctx: F64 } {
-    const { cfg, N, ops } = this.s;
+    const { cfg, N, data, ops } = this.s;
     const qDim = cfg.nHeads * cfg.headDim;
     const ctxT = transpose(ctx, N, qDim);
-    const Hctx = hessianT(ctxT, N, qDim, ops);
+    const Hctx = hessianT(ctxT, N, qDim, data.seqStarts, ops);
     return { wo: this.quantizeWo(b, Hctx, codes), ctxT, Hctx };
   }
 
   woAfter(b: Block, ctx: F32, heads: Int32Array, c: Caches): { wo: F32; ctxT: F32; Hctx: F64 } {
-    const { cfg, N, ops } = this.s;
+    const { cfg, N, data, ops } = this.s;
     const hd = cfg.headDim;
     const qDim = cfg.nHeads * hd;
     const g = c.gptq!;
@@ -63,7 +66,7 @@ export class GptqBase implements BaseQuantizer {
     const ctxT = g.ctxT.slice();
     for (const col of cols) for (let n = 0; n < N; n++) ctxT[col * N + n] = ctx[n * qDim + col];
     const Hctx = g.Hctx.slice();
-    hessianRows(Hctx, ctxT, N, qDim, cols, ops);
+    hessianRows(Hctx, ctxT, N, qDim, cols, data.seqStarts, ops);
     return { wo: this.quantizeWo(b, Hctx), ctxT, Hctx };
   }
 
@@ -74,22 +77,22 @@ export class GptqBase implements BaseQuantizer {
 
   /** GPTQ of w1/w3 (from xn) then w2 (from the activation of the quantized w1/w3, returned too). */
   ffn(b: Block, xn: F32, _keep: Block | undefined, codes?: CodeSink): { w: Partial<Block>; act: F32; cache: GptqFfnCaches } {
-    const { cfg, N, spec, ops } = this.s;
+    const { cfg, N, spec, ops, data } = this.s;
     const d = cfg.dim;
     const H = cfg.hiddenDim;
-    const factorX = gptqFactor(hessian(xn, N, d, ops), d);
+    const factorX = gptqFactor(hessian(xn, N, d, data.seqStarts, ops), d);
     const q: Block = { ...b };
     q.w1 = keepCodes('w1', gptqQuantizeRows(b.w1, d, factorX, spec), codes);
     if (b.w3) q.w3 = keepCodes('w3', gptqQuantizeRows(b.w3, d, factorX, spec), codes);
     const act = ffnActivation(cfg, q, xn, N, ops);
     const actT = transpose(act, N, H);
-    const Ha = hessianT(actT, N, H, ops);
+    const Ha = hessianT(actT, N, H, data.seqStarts, ops);
     q.w2 = keepCodes('w2', gptqQuantize(b.w2, d, H, Ha, spec), codes);
     return { w: b.w3 ? { w1: q.w1, w3: q.w3, w2: q.w2 } : { w1: q.w1, w2: q.w2 }, act, cache: { factorX, actT, Ha } };
   }
 
   ffnMove(st: BlockState, b: Block, units: ArrayLike<number>, commit: boolean): number {
-    const { cfg, N, spec, ops } = this.s;
+    const { cfg, N, spec, data, ops } = this.s;
     const d = cfg.dim;
     const H = cfg.hiddenDim;
     const { q, c } = st;
@@ -112,7 +115,7 @@ export class GptqBase implements BaseQuantizer {
       }
     }
     const Ha = g.Ha.slice();
-    hessianRows(Ha, actT, N, H, S, ops);
+    hessianRows(Ha, actT, N, H, S, data.seqStarts, ops);
     const w2q = gptqQuantize(b.w2, d, H, Ha, spec).deq;
     const err = g.errBase.slice();
     const loss = addFfnOutput(this.s, err, act, w2q);

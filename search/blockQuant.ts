@@ -6,10 +6,9 @@
  * transformed block the way the report's base rows do (core/quant/model.ts): RTN each linear
  * on its own; GPTQ true-sequentially, on the block's inputs in the quantized model, so the
  * search scores exactly the rounding GPTQ would produce for the transformed weights.
- * Also the Hessians GPTQ quantizes with, and small helpers the bases share.
+ * Also small helpers the bases share.
  */
 import type { Block, F32, LinearName, ModelConfig } from '../core/model/types';
-import { SEPARABLE_MIN_ROWS, type Ops } from '../core/ops';
 import type { GptqFactor } from '../core/quant/gptq';
 import type { Quantized } from '../core/quant/rtn';
 import type { BlockState, Caches, F64, GptqFfnCaches } from './blockState';
@@ -61,67 +60,4 @@ export function commitUnits(cfg: ModelConfig, q: Block, b: Block, S: Int32Array,
   setRows(q.w1, w1q, S, cfg.dim);
   if (w3q) setRows(q.w3!, w3q, S, cfg.dim);
   if (b.b1) for (const j of S) q.b1![j] = b.b1[j];
-}
-
-/** xᵀ [cols, N] of x [N, cols], in 32×32 tiles (a plain double loop misses the cache on every write). */
-export function transpose(x: F32, N: number, cols: number): F32 {
-  const xT = new Float32Array(cols * N);
-  const B = 32;
-  for (let n0 = 0; n0 < N; n0 += B) {
-    const n1 = Math.min(n0 + B, N);
-    for (let c0 = 0; c0 < cols; c0 += B) {
-      const c1 = Math.min(c0 + B, cols);
-      for (let c = c0; c < c1; c++) for (let n = n0; n < n1; n++) xT[c * N + n] = x[n * cols + c];
-    }
-  }
-  return xT;
-}
-
-/**
- * H = 2/N · XᵀX (gptq.py's add_batch over all rows) from xT = Xᵀ [cols, N], via one matmul.
- * Entry (i, j) is the backend's dot product of rows i and j of xT, so rows of H can be
- * recomputed alone bit for bit (see `hessianRows` and the Ops contract).
- */
-export function hessianT(xT: F32, N: number, cols: number, ops: Ops): Float64Array {
-  // At least SEPARABLE_MIN_ROWS rows on the left (zero padding), as hessianRows uses.
-  const rows = Math.max(cols, SEPARABLE_MIN_ROWS);
-  const left = rows === cols ? xT : copyPadded(xT, rows * N);
-  const h32 = new Float32Array(rows * cols);
-  ops.matmulT(h32, left, xT, rows, N, cols);
-  const H = new Float64Array(cols * cols);
-  for (let i = 0; i < H.length; i++) H[i] = (2 / N) * h32[i];
-  return H;
-}
-
-function copyPadded(x: F32, n: number): F32 {
-  const out = new Float32Array(n);
-  out.set(x);
-  return out;
-}
-
-/** H of x [N, cols]. */
-export function hessian(x: F32, N: number, cols: number, ops: Ops): Float64Array {
-  return hessianT(transpose(x, N, cols), N, cols, ops);
-}
-
-/**
- * Rows (and, by symmetry, columns) `rows` of hessianT(xT) written into H in place: the same
- * dot products, so the same bits as recomputing all of H. The product gets at least
- * SEPARABLE_MIN_ROWS rows (zero padding), below which backends may sum differently.
- */
-export function hessianRows(H: Float64Array, xT: F32, N: number, cols: number, rows: ArrayLike<number>, ops: Ops): void {
-  const k = rows.length;
-  const kk = Math.max(k, SEPARABLE_MIN_ROWS);
-  const xs = new Float32Array(kk * N); // zero padding rows
-  for (let u = 0; u < k; u++) xs.set(xT.subarray(rows[u] * N, (rows[u] + 1) * N), u * N);
-  const h32 = new Float32Array(kk * cols);
-  ops.matmulT(h32, xs, xT, kk, N, cols);
-  for (let u = 0; u < k; u++) {
-    const r = rows[u];
-    for (let j = 0; j < cols; j++) {
-      const v = (2 / N) * h32[u * cols + j];
-      H[r * cols + j] = v;
-      H[j * cols + r] = v;
-    }
-  }
 }

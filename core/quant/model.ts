@@ -5,8 +5,9 @@
  *
  * GPTQ runs "true-sequentially" (as AutoGPTQ's default and gptq.py's --true-sequential),
  * block by block and in four stages inside a block: ./view.ts holds that algorithm, one
- * block at a time. The search, which keeps Hessians captured once, uses
- * `captureBlockHessians` + `quantizeBlockLinears` instead.
+ * block at a time, with its Hessians from ./hessian.ts (as the search's GPTQ base).
+ * `BlockHessianAccumulator` is the streaming form of the same running average (gptq.py's
+ * add_batch, one sequence at a time), which the tests hold ./hessian.ts to, bit for bit.
  */
 import { InvarxError } from '../errors';
 import { blockTrace } from '../forward';

@@ -11,8 +11,9 @@
  *   1. wq wk wv  ← norm(x)               2. wo     ← attention context
  *   3. w1 w3     ← norm(h)               4. w2     ← FFN activation
  *
- * The Hessians are accumulated sequence by sequence, in order, so the view gives the same
- * bits as quantizeModel (tested).
+ * The Hessians are accumulated sequence by sequence, in order (./hessian.ts, the one
+ * builder the search's GPTQ base uses too), so the view gives the same bits as
+ * quantizeModel (tested).
  */
 import { InvarxError } from '../errors';
 import { embedRows } from '../blockPass';
@@ -21,7 +22,7 @@ import { attnInput, attnResidual, context, ffnInput, ffnResidual, qkv, type Rows
 import { sequentialBlocks, BlockCache, lazyBlocks, type BlockKey } from '../model/lazy';
 import { blockLinears, cloneBlock, linearShape, type Block, type F32, type LinearName, type Model, type ModelConfig } from '../model/types';
 import { jsOps, type Ops } from '../ops';
-import { accumulateHessian, newHessian } from './gptq';
+import { hessian } from './hessian';
 import { inputWidth, quantizeLinear, type BlockInput, type QuantizeModelOptions } from './model';
 import { validateSpec, type QuantSpec } from './rtn';
 
@@ -58,7 +59,7 @@ function gptqBlock(cfg: ModelConfig, fp: Block, x: Rows, spec: QuantSpec, opts: 
   const b = cloneBlock(fp);
   const N = x.x.length / cfg.dim;
   const stage = (names: LinearName[], input: BlockInput, acts: F32) => {
-    const H = hessianBySeq(acts, x.seqStarts, inputWidth(cfg, input));
+    const H = hessian(acts, N, inputWidth(cfg, input), x.seqStarts, ops);
     for (const name of names) if (b[name]) quantizeInto(cfg, b, name, spec, opts, l, H);
   };
   const xa = attnInput(cfg, b, x.x, N);
@@ -72,16 +73,6 @@ function gptqBlock(cfg: ModelConfig, fp: Block, x: Rows, spec: QuantSpec, opts: 
   const act = ffnActivation(cfg, b, xn, N, ops);
   stage(['w2'], 'act', act);
   return { block: b, state: { x: ffnResidual(cfg, h, act, b, ops), seqStarts: x.seqStarts } };
-}
-
-/** The running-average Hessian of acts [N, width], folded in one sequence at a time. */
-function hessianBySeq(acts: F32, seqStarts: number[], width: number): Float64Array {
-  const { H, state } = newHessian(width);
-  for (let s = 0; s + 1 < seqStarts.length; s++) {
-    const T = seqStarts[s + 1] - seqStarts[s];
-    accumulateHessian(H, acts.subarray(seqStarts[s] * width, seqStarts[s + 1] * width), T, width, state);
-  }
-  return H;
 }
 
 /** Replace linear `name` of `b` (in place) by its quantized version, reporting the codes. */

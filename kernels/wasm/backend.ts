@@ -4,9 +4,10 @@
  * matmul rows are split between this thread and helper threads on the same memory.
  */
 import type { F32 } from '../../core/model/types';
+import { hessianSegments } from '../../core/quant/hessian';
 import type { QuantSpec } from '../../core/quant/rtn';
 import type { Backend } from '../backend';
-import { checkMatmulT, checkQuantRect, checkSiluMul, checkSoftmax } from '../check';
+import { checkHessian, checkMatmulT, checkQuantRect, checkSiluMul, checkSoftmax } from '../check';
 import { checkSpec, clipRatios, sqErrRef } from '../js';
 import { Arena } from './arena';
 import { fusedMadd, instantiate, kernelsModule, relaxedSimd, type KernelExports } from './module';
@@ -33,6 +34,8 @@ const MT_MIN_MACS = 1 << 21;
 const CHUNKS_PER_THREAD = 8;
 /** Rows below which the matmul takes the unpacked dot-product path (decode steps). */
 const DOT_MAX_ROWS = 3;
+/** Rows of x per pass over the Hessian's entries (a block of x stays in L1/L2 meanwhile). */
+const HESS_ROWS = 64;
 /** Spans at most this long are copied element by element (no subarray allocation). */
 const SHORT_SPAN = 48;
 
@@ -183,6 +186,64 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
     a.set(m.subarray(ap >> 2, (ap >> 2) + n));
   }
 
+  /**
+   * core/quant/hessian.ts's entries with kernels.wat's hess_row / hess_col: x goes into the
+   * arena row-major (transposed back from xT) with 16 zero columns of padding, so that the
+   * kernels' 16-entry blocks may run past the last column (what they compute there is
+   * dropped); the rows are walked in blocks of HESS_ROWS, each block once over every entry.
+   */
+  function hessianEntries(H: Float64Array, xT: F32, N: number, cols: number, rows: ArrayLike<number> | null, seqStarts: readonly number[]): void {
+    checkHessian(H, xT, N, cols, rows);
+    const sg = hessianSegments(seqStarts, N);
+    if (cols === 0) return;
+    const ld = cols + 16;
+    const up16 = (v: number) => (v + 15) & ~15;
+    // The running sums: rows mode keeps row r's entries (r, b ≥ r) and column r's (a < r, r) per changed r.
+    const lines = rows === null ? cols : 2 * rows.length;
+    arena.reset();
+    const xp = arena.alloc(N * ld);
+    const accp = arena.alloc(2 * lines * ld);
+    const m = arena.f32;
+    const base = xp >> 2;
+    const B = 32;
+    for (let t0 = 0; t0 < N; t0 += B) {
+      const t1 = Math.min(t0 + B, N);
+      for (let c0 = 0; c0 < cols; c0 += B) {
+        const c1 = Math.min(c0 + B, cols);
+        for (let t = t0; t < t1; t++) for (let c = c0; c < c1; c++) m[base + t * ld + c] = xT[c * N + t];
+      }
+      for (let t = t0; t < t1; t++) m.fill(0, base + t * ld + cols, base + (t + 1) * ld);
+    }
+    const acc = new Float64Array(arena.memory.buffer, accp, lines * ld);
+    acc.fill(0);
+    const line = (i: number) => accp + 8 * i * ld;
+    for (let s = 0; s < sg.count; s++) {
+      for (let t0 = sg.r0[s]; t0 < sg.r1[s]; t0 += HESS_ROWS) {
+        const t1 = Math.min(t0 + HESS_ROWS, sg.r1[s]);
+        const d = t0 === sg.r0[s] ? sg.decay[s] : 1;
+        const f = sg.f[s];
+        if (rows === null) {
+          for (let a = 0; a < cols; a++) k.hess_row(xp, ld, t0, t1, f, d, a, a, up16(cols - a), line(a));
+          continue;
+        }
+        for (let i = 0; i < rows.length; i++) {
+          const r = rows[i];
+          k.hess_row(xp, ld, t0, t1, f, d, r, r, up16(cols - r), line(2 * i));
+          if (r > 0) k.hess_col(xp, ld, t0, t1, f, d, r, 0, up16(r), line(2 * i + 1));
+        }
+      }
+    }
+    if (rows === null) {
+      for (let a = 0; a < cols; a++) for (let j = 0; a + j < cols; j++) H[a * cols + a + j] = H[(a + j) * cols + a] = acc[a * ld + j];
+      return;
+    }
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i];
+      for (let j = 0; r + j < cols; j++) H[r * cols + r + j] = H[(r + j) * cols + r] = acc[2 * i * ld + j];
+      for (let a = 0; a < r; a++) H[a * cols + r] = H[r * cols + a] = acc[(2 * i + 1) * ld + a];
+    }
+  }
+
   return {
     name: 'wasm',
     threads,
@@ -190,6 +251,7 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
     matmulT,
     softmaxCausal,
     siluMul,
+    hessianEntries,
     quantDequant,
     // in TypeScript: with its eight running sums it streams at memory speed, and copying
     // both operands into the arena cost more than wasm saved (measured)

@@ -667,4 +667,164 @@
       (local.set $i (i32.add (local.get $i) (i32.const 4)))
       (br $l)))
   )
+
+  ;; ---------------------------------------------------------------------------------
+  ;; GPTQ's calibration Hessian (core/quant/hessian.ts): H = 2/N · XᵀX as gptq.py's running
+  ;; average over sequences, in float64. Entry (a, b), a ≤ b, is the float64 sequence
+  ;;   per sequence s: h ← h · decay_s; per row t of s: h ← h + (f_s · x_ta) · x_tb,
+  ;;   skipped when f_s · x_ta = 0,
+  ;; and must come out bit for bit as core's reference computes it. So an entry's sum is
+  ;; never split: SIMD runs across 16 entries at once (8 f64x2 sums, each entry in its own
+  ;; lane, rows in order, mul then add, never fused). The caller walks the rows in blocks
+  ;; (a block of x stays in cache while every entry passes over it), keeping the running
+  ;; sums in `acc` between blocks; a block that starts a sequence scales them by its decay
+  ;; first (1 otherwise: exact).
+  ;;   $x    x row-major [·, ld] float32 (columns past the real ones: zeros, at least 16)
+  ;;   $t0 $t1  the block's rows; $f = f_s; $d: decay_s or 1
+  ;;   $acc  running sums, float64, in and out
+  ;; hess_row: entries (a, b0 + i), i < nb (a multiple of 16): x_ta is shared, so the zero
+  ;;   test is one branch per row.
+  (func $hess_row (export "hess_row") (param $x i32) (param $ld i32) (param $t0 i32) (param $t1 i32)
+                    (param $f f64) (param $dd f64) (param $a i32) (param $b0 i32) (param $nb i32) (param $acc i32)
+    (local $i i32) (local $t i32) (local $row i32) (local $stride i32) (local $p i32) (local $q i32)
+    (local $xa f64) (local $d v128) (local $xs v128)
+    (local $c0 v128) (local $c1 v128) (local $c2 v128) (local $c3 v128) (local $c4 v128) (local $c5 v128) (local $c6 v128) (local $c7 v128)
+    (local.set $stride (i32.shl (local.get $ld) (i32.const 2)))
+    (local.set $d (f64x2.splat (local.get $dd)))
+    (local.set $i (i32.const 0))
+    (block $idone (loop $il
+      (br_if $idone (i32.ge_u (local.get $i) (local.get $nb)))
+      (local.set $q (i32.add (local.get $acc) (i32.shl (local.get $i) (i32.const 3))))
+      (local.set $c0 (f64x2.mul (v128.load offset=0 (local.get $q)) (local.get $d)))
+      (local.set $c1 (f64x2.mul (v128.load offset=16 (local.get $q)) (local.get $d)))
+      (local.set $c2 (f64x2.mul (v128.load offset=32 (local.get $q)) (local.get $d)))
+      (local.set $c3 (f64x2.mul (v128.load offset=48 (local.get $q)) (local.get $d)))
+      (local.set $c4 (f64x2.mul (v128.load offset=64 (local.get $q)) (local.get $d)))
+      (local.set $c5 (f64x2.mul (v128.load offset=80 (local.get $q)) (local.get $d)))
+      (local.set $c6 (f64x2.mul (v128.load offset=96 (local.get $q)) (local.get $d)))
+      (local.set $c7 (f64x2.mul (v128.load offset=112 (local.get $q)) (local.get $d)))
+      (local.set $t (local.get $t0))
+      (local.set $row (i32.add (local.get $x) (i32.mul (local.get $t) (local.get $stride))))
+      (block $tdone (loop $tl
+        (br_if $tdone (i32.ge_u (local.get $t) (local.get $t1)))
+        (local.set $xa (f64.mul (local.get $f)
+          (f64.promote_f32 (f32.load (i32.add (local.get $row) (i32.shl (local.get $a) (i32.const 2)))))))
+        (if (f64.ne (local.get $xa) (f64.const 0)) (then
+          (local.set $xs (f64x2.splat (local.get $xa)))
+          (local.set $p (i32.add (local.get $row) (i32.shl (i32.add (local.get $b0) (local.get $i)) (i32.const 2))))
+            (local.set $c0 (f64x2.add (local.get $c0)
+              (f64x2.mul (local.get $xs) (f64x2.promote_low_f32x4 (v128.load64_zero offset=0 (local.get $p))))))
+            (local.set $c1 (f64x2.add (local.get $c1)
+              (f64x2.mul (local.get $xs) (f64x2.promote_low_f32x4 (v128.load64_zero offset=8 (local.get $p))))))
+            (local.set $c2 (f64x2.add (local.get $c2)
+              (f64x2.mul (local.get $xs) (f64x2.promote_low_f32x4 (v128.load64_zero offset=16 (local.get $p))))))
+            (local.set $c3 (f64x2.add (local.get $c3)
+              (f64x2.mul (local.get $xs) (f64x2.promote_low_f32x4 (v128.load64_zero offset=24 (local.get $p))))))
+            (local.set $c4 (f64x2.add (local.get $c4)
+              (f64x2.mul (local.get $xs) (f64x2.promote_low_f32x4 (v128.load64_zero offset=32 (local.get $p))))))
+            (local.set $c5 (f64x2.add (local.get $c5)
+              (f64x2.mul (local.get $xs) (f64x2.promote_low_f32x4 (v128.load64_zero offset=40 (local.get $p))))))
+            (local.set $c6 (f64x2.add (local.get $c6)
+              (f64x2.mul (local.get $xs) (f64x2.promote_low_f32x4 (v128.load64_zero offset=48 (local.get $p))))))
+            (local.set $c7 (f64x2.add (local.get $c7)
+              (f64x2.mul (local.get $xs) (f64x2.promote_low_f32x4 (v128.load64_zero offset=56 (local.get $p))))))))
+        (local.set $row (i32.add (local.get $row) (local.get $stride)))
+        (local.set $t (i32.add (local.get $t) (i32.const 1)))
+        (br $tl)))
+      (v128.store offset=0 (local.get $q) (local.get $c0))
+      (v128.store offset=16 (local.get $q) (local.get $c1))
+      (v128.store offset=32 (local.get $q) (local.get $c2))
+      (v128.store offset=48 (local.get $q) (local.get $c3))
+      (v128.store offset=64 (local.get $q) (local.get $c4))
+      (v128.store offset=80 (local.get $q) (local.get $c5))
+      (v128.store offset=96 (local.get $q) (local.get $c6))
+      (v128.store offset=112 (local.get $q) (local.get $c7))
+      (local.set $i (i32.add (local.get $i) (i32.const 16)))
+      (br $il)))
+  )
+
+  ;; hess_col: entries (a0 + i, b), i < na (a multiple of 16): x_ta differs per lane, so the
+  ;;   zero test is a per-lane select.
+  (func $hess_col (export "hess_col") (param $x i32) (param $ld i32) (param $t0 i32) (param $t1 i32)
+                    (param $f f64) (param $dd f64) (param $b i32) (param $a0 i32) (param $na i32) (param $acc i32)
+    (local $i i32) (local $t i32) (local $row i32) (local $stride i32) (local $p i32) (local $q i32)
+    (local $d v128) (local $fv v128) (local $xs v128) (local $v v128) (local $zero v128)
+    (local $c0 v128) (local $c1 v128) (local $c2 v128) (local $c3 v128) (local $c4 v128) (local $c5 v128) (local $c6 v128) (local $c7 v128)
+    (local.set $stride (i32.shl (local.get $ld) (i32.const 2)))
+    (local.set $d (f64x2.splat (local.get $dd)))
+    (local.set $fv (f64x2.splat (local.get $f)))
+    (local.set $zero (v128.const i64x2 0 0))
+    (local.set $i (i32.const 0))
+    (block $idone (loop $il
+      (br_if $idone (i32.ge_u (local.get $i) (local.get $na)))
+      (local.set $q (i32.add (local.get $acc) (i32.shl (local.get $i) (i32.const 3))))
+      (local.set $c0 (f64x2.mul (v128.load offset=0 (local.get $q)) (local.get $d)))
+      (local.set $c1 (f64x2.mul (v128.load offset=16 (local.get $q)) (local.get $d)))
+      (local.set $c2 (f64x2.mul (v128.load offset=32 (local.get $q)) (local.get $d)))
+      (local.set $c3 (f64x2.mul (v128.load offset=48 (local.get $q)) (local.get $d)))
+      (local.set $c4 (f64x2.mul (v128.load offset=64 (local.get $q)) (local.get $d)))
+      (local.set $c5 (f64x2.mul (v128.load offset=80 (local.get $q)) (local.get $d)))
+      (local.set $c6 (f64x2.mul (v128.load offset=96 (local.get $q)) (local.get $d)))
+      (local.set $c7 (f64x2.mul (v128.load offset=112 (local.get $q)) (local.get $d)))
+      (local.set $t (local.get $t0))
+      (local.set $row (i32.add (local.get $x) (i32.mul (local.get $t) (local.get $stride))))
+      (block $tdone (loop $tl
+        (br_if $tdone (i32.ge_u (local.get $t) (local.get $t1)))
+        (local.set $xs (f64x2.splat
+          (f64.promote_f32 (f32.load (i32.add (local.get $row) (i32.shl (local.get $b) (i32.const 2)))))))
+        (local.set $p (i32.add (local.get $row) (i32.shl (i32.add (local.get $a0) (local.get $i)) (i32.const 2))))
+          (local.set $v (f64x2.mul (local.get $fv) (f64x2.promote_low_f32x4 (v128.load64_zero offset=0 (local.get $p)))))
+          (local.set $c0 (v128.bitselect
+            (f64x2.add (local.get $c0) (f64x2.mul (local.get $v) (local.get $xs)))
+            (local.get $c0)
+            (f64x2.ne (local.get $v) (local.get $zero))))
+          (local.set $v (f64x2.mul (local.get $fv) (f64x2.promote_low_f32x4 (v128.load64_zero offset=8 (local.get $p)))))
+          (local.set $c1 (v128.bitselect
+            (f64x2.add (local.get $c1) (f64x2.mul (local.get $v) (local.get $xs)))
+            (local.get $c1)
+            (f64x2.ne (local.get $v) (local.get $zero))))
+          (local.set $v (f64x2.mul (local.get $fv) (f64x2.promote_low_f32x4 (v128.load64_zero offset=16 (local.get $p)))))
+          (local.set $c2 (v128.bitselect
+            (f64x2.add (local.get $c2) (f64x2.mul (local.get $v) (local.get $xs)))
+            (local.get $c2)
+            (f64x2.ne (local.get $v) (local.get $zero))))
+          (local.set $v (f64x2.mul (local.get $fv) (f64x2.promote_low_f32x4 (v128.load64_zero offset=24 (local.get $p)))))
+          (local.set $c3 (v128.bitselect
+            (f64x2.add (local.get $c3) (f64x2.mul (local.get $v) (local.get $xs)))
+            (local.get $c3)
+            (f64x2.ne (local.get $v) (local.get $zero))))
+          (local.set $v (f64x2.mul (local.get $fv) (f64x2.promote_low_f32x4 (v128.load64_zero offset=32 (local.get $p)))))
+          (local.set $c4 (v128.bitselect
+            (f64x2.add (local.get $c4) (f64x2.mul (local.get $v) (local.get $xs)))
+            (local.get $c4)
+            (f64x2.ne (local.get $v) (local.get $zero))))
+          (local.set $v (f64x2.mul (local.get $fv) (f64x2.promote_low_f32x4 (v128.load64_zero offset=40 (local.get $p)))))
+          (local.set $c5 (v128.bitselect
+            (f64x2.add (local.get $c5) (f64x2.mul (local.get $v) (local.get $xs)))
+            (local.get $c5)
+            (f64x2.ne (local.get $v) (local.get $zero))))
+          (local.set $v (f64x2.mul (local.get $fv) (f64x2.promote_low_f32x4 (v128.load64_zero offset=48 (local.get $p)))))
+          (local.set $c6 (v128.bitselect
+            (f64x2.add (local.get $c6) (f64x2.mul (local.get $v) (local.get $xs)))
+            (local.get $c6)
+            (f64x2.ne (local.get $v) (local.get $zero))))
+          (local.set $v (f64x2.mul (local.get $fv) (f64x2.promote_low_f32x4 (v128.load64_zero offset=56 (local.get $p)))))
+          (local.set $c7 (v128.bitselect
+            (f64x2.add (local.get $c7) (f64x2.mul (local.get $v) (local.get $xs)))
+            (local.get $c7)
+            (f64x2.ne (local.get $v) (local.get $zero))))
+        (local.set $row (i32.add (local.get $row) (local.get $stride)))
+        (local.set $t (i32.add (local.get $t) (i32.const 1)))
+        (br $tl)))
+      (v128.store offset=0 (local.get $q) (local.get $c0))
+      (v128.store offset=16 (local.get $q) (local.get $c1))
+      (v128.store offset=32 (local.get $q) (local.get $c2))
+      (v128.store offset=48 (local.get $q) (local.get $c3))
+      (v128.store offset=64 (local.get $q) (local.get $c4))
+      (v128.store offset=80 (local.get $q) (local.get $c5))
+      (v128.store offset=96 (local.get $q) (local.get $c6))
+      (v128.store offset=112 (local.get $q) (local.get $c7))
+      (local.set $i (i32.add (local.get $i) (i32.const 16)))
+      (br $il)))
+  )
 )

@@ -124,6 +124,8 @@ export interface KernelExports {
   qdq(w: number, out: number, rows: number, cols: number, group: number, g0: number, g1: number, maxq: number, ratios: number, nratios: number): void;
   softmax_causal(att: number, T: number, S: number, past: number, scale: number): void;
   silu_mul(a: number, g: number, n: number): void;
+  hess_row(x: number, ld: number, t0: number, t1: number, f: number, d: number, a: number, b0: number, nb: number, acc: number): void;
+  hess_col(x: number, ld: number, t0: number, t1: number, f: number, d: number, b: number, a0: number, na: number, acc: number): void;
 }
 
 export function instantiate(module: WasmModule, memory: WasmMemory): KernelExports {

@@ -5,6 +5,7 @@
  *    summed (√Σ_k (x_ik·w_jk)²), on random and odd shapes, with and without accumulate;
  *  - quantDequant: bit-identical to core's fakeQuantRtnRect;
  *  - sqErr: bit-identical to sqErrRef and within 1e-12 of a plain float64 sum;
+ *  - hessianEntries (where a backend has it): bit-identical to core's hessianEntriesRef;
  *  - softmaxCausal, siluMul (where a backend has them): within float32 round-off of
  *    float64, row or element separable;
  *  - matmulT's row-separability contract (core/ops.ts).
@@ -14,6 +15,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { SEPARABLE_MIN_ROWS, siluMul, softmaxCausal } from '../../core/ops';
+import { hessianEntriesRef, hessianRows, hessianT } from '../../core/quant/hessian';
 import { Rng } from '../../core/rng';
 import { fakeQuantRtnRect, type QuantSpec } from '../../core/quant/rtn';
 import {
@@ -285,6 +287,29 @@ for (const s of subjects) {
           const part = x.slice(from);
           siluMul(get(), part, g.slice(from), n - from);
           expect(firstMismatch(part, a.subarray(from))).toBe(-1);
+        }),
+        { numRuns: s.runs },
+      );
+    });
+
+    it('hessianEntries (GPTQ Hessians) is bit-identical to core\'s reference: whole, some rows, any sequences and zeros', () => {
+      const ops = get();
+      if (!ops.hessianEntries) return;
+      fc.assert(
+        fc.property(fc.integer({ min: 0, max: 300 }), fc.integer({ min: 1, max: 70 }), fc.integer({ min: 1, max: 2 ** 31 - 1 }), (N, cols, seed) => {
+          const rng = Rng.fromSeed(seed);
+          const xT = randomArray(rng, cols * N);
+          for (let i = 0; i < xT.length; i++) if (rng.float() < 0.1) xT[i] = rng.float() < 0.5 ? 0 : -0;
+          const starts = [0, ...Array.from({ length: rng.int(6) }, () => rng.int(N + 1)).sort((a, b) => a - b), N];
+          const ref = new Float64Array(cols * cols);
+          hessianEntriesRef(ref, xT, N, cols, null, starts);
+          expect(hessianT(xT, N, cols, starts, ops)).toEqual(ref);
+          const rows = rng.sample(cols, 1 + rng.int(Math.min(cols, 8)));
+          const before = ref.map((v) => v + 1);
+          const want = before.slice();
+          hessianEntriesRef(want, xT, N, cols, rows, starts);
+          hessianRows(before, xT, N, cols, rows, starts, ops);
+          expect(before).toEqual(want);
         }),
         { numRuns: s.runs },
       );

@@ -1,0 +1,52 @@
+import { describe, expect, it } from 'vitest';
+import { blockLinears, type Model } from '../../core/model/types';
+import { loadModel } from '../../core/model/load';
+import { jsOps, type Ops } from '../../core/ops';
+import { quantizeModel } from '../../core/quant/model';
+import { getBackend } from '../../kernels';
+import { DEFAULT_CONFIG, resolveTuning } from '../../search/config';
+import type { RunConfig } from '../../search/contract';
+import { createSearchJob } from '../../search/run';
+import { resolveTokenSets } from '../../search/tokens';
+import { MODEL_PATH } from '../helpers';
+
+/** A small search (few short calibration sequences); scale initialisation off, so the start is the identity transform. */
+const tuning = { calibSeqs: 4, validSeqs: 2, evalSeqs: 4, seqTokens: 64, blockSteps: 4, scaleInit: false };
+
+function config(): RunConfig {
+  return { ...DEFAULT_CONFIG, model: MODEL_PATH, bits: 3, group: 32, base: 'gptq', steps: 8, patience: 0 };
+}
+
+function expectSameLinears(a: Model, b: Model): void {
+  for (let l = 0; l < a.config.nLayers; l++) {
+    for (const name of blockLinears(a.config)) expect(a.blocks[l][name], `block ${l} ${name}`).toEqual(b.blocks[l][name]);
+  }
+}
+
+// The report's base rows quantize the FP model with core/quant (true-sequential GPTQ over
+// the calibration sequences); the search quantizes the same blocks with its own base
+// quantizer (search/baseGptq.ts). Both take their Hessians from core/quant/hessian.ts, so
+// before any move the search's model is the report's base, bit for bit.
+describe("the search's GPTQ start", () => {
+  it.each([['js', jsOps], ['wasm', getBackend('wasm')]] as [string, Ops][])(
+    "is the report's base GPTQ model bit for bit (%s, no clip search)",
+    async (_name, ops) => {
+      const job = await createSearchJob(config(), { tuning: { ...tuning, clip: false }, ops });
+      const r = await job.report();
+      expectSameLinears(r.models!.searched, r.models!.base);
+      await job.close();
+    },
+  );
+
+  it('with clip search is core GPTQ with clip search (the report\'s base-with-clip row) bit for bit', async () => {
+    const ops = getBackend('wasm');
+    const t = resolveTuning({ ...tuning, clip: true });
+    const job = await createSearchJob(config(), { tuning: t, ops });
+    const r = await job.report();
+    const model = loadModel(MODEL_PATH);
+    const calib = resolveTokenSets(model, config(), t, ops).calib;
+    const core = quantizeModel(model, { bits: 3, group: 32, method: 'gptq', clip: true, f16Scales: t.f16Scales, calib, ops });
+    expectSameLinears(r.models!.searched, core);
+    await job.close();
+  });
+});
