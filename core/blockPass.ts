@@ -54,7 +54,8 @@ export interface PassOptions {
   ops?: Ops;
   /** Transient activation budget per chunk (bytes); see chunkRows. */
   chunkBytes?: number;
-  /** Called after block l with every model's streams (e.g. to capture calibration activations). */
+  /** Called with every model's streams entering the first block, then after each block l (e.g. to capture calibration activations). */
+  onStart?: (streams: Rows[][]) => void;
   onBlock?: (l: number, streams: Rows[][]) => void;
   /** Start at this block (default 0) from `inputs`, the residual stream entering it per sequence ([T, dim] each). */
   from?: number;
@@ -84,6 +85,7 @@ export function finalStreams(models: Model[], seqs: ArrayLike<number>[], opts: P
   }
   const chunks = chunkSeqs(seqs, chunkRows(cfg, opts.chunkBytes));
   const streams = models.map((m) => chunks.map((c) => startRows(m, seqs, c, opts.inputs)));
+  opts.onStart?.(streams);
   for (let l = opts.from ?? 0; l < cfg.nLayers; l++) {
     models.forEach((m, j) => {
       const b = m.blocks[l];

@@ -140,7 +140,7 @@ async function open(init: RunnerInit, log: Logger, port: RunnerPort): Promise<Op
     }
     let job: SearchJob;
     try {
-      job = await createSearchJob(config, { log, tuning: init.tuning, resumeFrom: loaded?.checkpoint.snapshot });
+      job = await createSearchJob(config, { log, tuning: init.tuning, resumeFrom: loaded?.checkpoint.snapshot, scratchDir: join(init.jobDir, 'scratch') });
     } catch (e) {
       // The search refused the snapshot itself (e.g. its own version changed): try an older one.
       if (loaded && e instanceof InvarxError && e.code === 'bad-checkpoint') {

@@ -16,7 +16,7 @@ import type { RunConfig } from '../search/contract';
 import { runConfigFromOptions } from './commands/runOptions';
 import { ProtocolError, describeValue } from './protocol';
 
-const NUMBERS = ['bits', 'group', 'steps', 'timeBudget', 'seed', 'candidates', 'workers', 'patience'] as const;
+const NUMBERS = ['bits', 'group', 'steps', 'timeBudget', 'seed', 'candidates', 'workers', 'patience', 'memoryBudget'] as const;
 const PATHS = ['model', 'tokenizer', 'calibTokens', 'evalTokens', 'calibText', 'evalText'] as const;
 const KEYS = new Set<string>([...NUMBERS, ...PATHS, 'base', 'invariances']);
 const MAX_PATH = 4096;

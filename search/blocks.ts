@@ -19,9 +19,12 @@ export interface AcceptedMove {
 export class SearchBlocks {
   private cur: Block[];
   private q: Block[] = [];
+  /** How many times each block's quantized weights were set (what cached activations depend on). */
+  private ver: number[];
 
   constructor(private model: Model) {
     this.cur = model.blocks.map(cloneBlock);
+    this.ver = new Array(model.config.nLayers).fill(0);
   }
 
   get config(): ModelConfig {
@@ -54,6 +57,12 @@ export class SearchBlocks {
 
   setQuantized(l: number, q: Block): void {
     this.q[l] = q;
+    this.ver[l]++;
+  }
+
+  /** The versions of the quantized blocks 0 … k−1: the rows entering block k depend on exactly these. */
+  versions(k: number): number[] {
+    return this.ver.slice(0, k);
   }
 
   /** Apply `transforms` to block l's transformed weights (an accepted move). */

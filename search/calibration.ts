@@ -1,47 +1,84 @@
 /**
- * The search's calibration rows at every block: the FP model's residual stream at each
- * block boundary (captured once; block l's target is the FP output of block l), and the
- * inputs of block l in the quantized model, obtained by running the calibration sequences
- * through the quantized blocks before it. Walking the blocks in order this way is how the
- * run (re)quantizes the model, initialises scales and re-derives the export's codes, each
- * block on its inputs in the quantized model as quantized so far.
+ * The search's calibration rows at every block, packed row-wise (core/forwardRows.ts): the
+ * FP model's residual stream at each block boundary (captured once, block-major; block l's
+ * target is the FP output of block l), and the inputs of block l in the quantized model,
+ * which are the calibration rows run through the quantized blocks before it.
+ *
+ * The quantized-model inputs are cached per block and kept while the quantized blocks
+ * below are unchanged (SearchBlocks counts each block's versions), so a stint on block l
+ * after one on block l−1 runs one block, not l. Both kinds of rows live in ActivationStores:
+ * in memory up to a budget, past it in scratch files. Walking the blocks in order is how
+ * the run (re)quantizes the model, initialises scales and re-derives the export's codes,
+ * each block on its inputs in the quantized model as quantized so far.
  */
-import { blockForward, forward } from '../core/forward';
-import type { Block, F32, Model } from '../core/model/types';
+import { ActivationStore, type ActivationStoreOptions } from '../core/activationStore';
+import { finalStreams } from '../core/blockPass';
+import { blockForwardRows, type Rows } from '../core/forwardRows';
+import type { F32, Model } from '../core/model/types';
 import type { Ops } from '../core/ops';
 import type { SearchBlocks } from './blocks';
 import type { BlockData } from './blockState';
 
 export class CalibrationRows {
-  /** [layer][seq]: the FP residual stream entering each block, plus the final one. */
-  private fp: F32[][];
+  /** Key l: the FP residual stream entering block l (l = nLayers: the final one). */
+  private fp: ActivationStore;
+  /** Key l: block l's inputs in the quantized model, valid for the versions in `qVersions[l]`. */
+  private q: ActivationStore;
+  private qVersions = new Map<number, number[]>();
+  readonly seqStarts: number[];
   private readonly dim: number;
 
-  constructor(model: Model, seqs: number[][], private ops: Ops) {
-    const cfg = model.config;
-    const perSeq = seqs.map((seq) => forward(model, seq, { ops, capture: true }).hidden!);
-    this.fp = Array.from({ length: cfg.nLayers + 1 }, (_, l) => perSeq.map((h) => h[l]));
-    this.dim = cfg.dim;
+  /** `memory` splits evenly between the FP and the quantized-model rows. */
+  constructor(model: Model, seqs: number[][], private ops: Ops, memory: ActivationStoreOptions) {
+    const half = { memoryBytes: memory.memoryBytes / 2 };
+    this.fp = new ActivationStore({ ...half, dir: memory.dir && `${memory.dir}/fp` });
+    this.q = new ActivationStore({ ...half, dir: memory.dir && `${memory.dir}/q` });
+    this.dim = model.config.dim;
+    let starts: number[] = [];
+    const keep = (l: number, chunks: Rows[]) => {
+      const x = concat(chunks.map((c) => c.x));
+      this.fp.set(l, x);
+      if (l === 0) starts = joinStarts(chunks);
+    };
+    const { streams } = finalStreams([model], seqs, {
+      ops,
+      onStart: (rows) => keep(0, rows[0]),
+      onBlock: (l, rows) => keep(l + 1, rows[0]),
+    });
+    void streams;
+    this.seqStarts = starts;
   }
 
-  /** Block l's calibration rows: its inputs `xs` (one [T, dim] per sequence) and its FP output, concatenated. */
-  data(l: number, xs: F32[]): BlockData {
-    const seqStarts = [0];
-    for (const x of xs) seqStarts.push(seqStarts[seqStarts.length - 1] + x.length / this.dim);
-    return { x: concat(xs), y: concat(this.fp[l + 1]), seqStarts };
+  /** Block l's calibration rows: its inputs `x` in the quantized model and its FP output. */
+  data(l: number, x: F32): BlockData {
+    return { x, y: this.fp.get(l + 1), seqStarts: this.seqStarts };
   }
 
-  /** `xs` through quantized block `q`: the next block's inputs. */
-  through(blocks: SearchBlocks, l: number, xs: F32[]): F32[] {
-    const q: Block = blocks.quantized(l);
-    return xs.map((x) => blockForward(blocks.config, q, x, x.length / this.dim, this.ops));
+  /** Views of packed rows x, one [T, dim] per sequence. */
+  seqViews(x: F32): F32[] {
+    const d = this.dim;
+    return this.seqStarts.slice(0, -1).map((r0, s) => x.subarray(r0 * d, this.seqStarts[s + 1] * d));
   }
 
   /** Block l's inputs in the quantized model (blocks 0 … l−1 as `blocks` holds them quantized). */
-  inputsOf(l: number, blocks: SearchBlocks): F32[] {
-    let xs = this.fp[0];
-    for (let i = 0; i < l; i++) xs = this.through(blocks, i, xs);
-    return xs;
+  inputsOf(l: number, blocks: SearchBlocks): F32 {
+    // the nearest block at or below l whose cached inputs are still valid (block 0's always are)
+    let k = l;
+    while (k > 0 && !this.validAt(k, blocks)) k--;
+    let x = k === 0 ? this.fp.get(0) : this.q.get(k);
+    for (let i = k; i < l; i++) {
+      x = blockForwardRows(blocks.config, blocks.quantized(i), { x, seqStarts: this.seqStarts }, this.ops).x;
+      this.q.set(i + 1, x);
+      this.qVersions.set(i + 1, blocks.versions(i + 1));
+    }
+    return x;
+  }
+
+  private validAt(k: number, blocks: SearchBlocks): boolean {
+    const v = this.qVersions.get(k);
+    if (!v || !this.q.has(k)) return false;
+    const now = blocks.versions(k);
+    return v.every((x, i) => x === now[i]);
   }
 
   /**
@@ -49,16 +86,26 @@ export class CalibrationRows {
    * may set the block's quantized weights (blocks.setQuantized), which the next block's
    * inputs then run through (they are computed when the loop asks for the next block).
    */
-  *walk(from: number, blocks: SearchBlocks): Generator<[number, F32[]]> {
-    let xs = this.inputsOf(from, blocks);
-    for (let l = from; l < blocks.nLayers; l++) {
-      yield [l, xs];
-      if (l + 1 < blocks.nLayers) xs = this.through(blocks, l, xs);
-    }
+  *walk(from: number, blocks: SearchBlocks): Generator<[number, F32]> {
+    for (let l = from; l < blocks.nLayers; l++) yield [l, this.inputsOf(l, blocks)];
+  }
+
+  /** Remove the scratch files. */
+  close(): void {
+    this.fp.close();
+    this.q.close();
   }
 }
 
+/** seqStarts of chunks laid one after the other. */
+function joinStarts(chunks: Rows[]): number[] {
+  const out = [0];
+  for (const c of chunks) for (let s = 1; s < c.seqStarts.length; s++) out.push(out[out.length - 1] + c.seqStarts[s] - c.seqStarts[s - 1]);
+  return out;
+}
+
 function concat(xs: F32[]): F32 {
+  if (xs.length === 1) return xs[0];
   const n = xs.reduce((s, x) => s + x.length, 0);
   const out = new Float32Array(n);
   let o = 0;

@@ -182,13 +182,16 @@ export function validateRunConfig(c: RunConfig): RunConfig {
   int('candidates', c.candidates, 1, 4096);
   int('workers', c.workers, 1, 256);
   int('patience', c.patience, 0, 1e9);
+  if (c.memoryBudget !== undefined && !(Number.isFinite(c.memoryBudget) && c.memoryBudget >= 0)) {
+    fail('bad-config', `memory budget must be a number of bytes >= 0, got ${c.memoryBudget}`);
+  }
   if (!Array.isArray(c.invariances) || c.invariances.length === 0) fail('bad-config', 'at least one invariance must be on');
   for (const k of c.invariances) if (!ALL_INVARIANCES.includes(k)) fail('bad-config', `unknown invariance ${k}`);
   return c;
 }
 
-/** Hash of everything that determines the trajectory (workers and time budget excluded). */
+/** Hash of everything that determines the trajectory (workers, time and memory budgets excluded). */
 export function configHash(c: RunConfig, tuning: SearchTuning = DEFAULT_TUNING): string {
-  const { workers: _w, timeBudget: _t, ...rest } = c;
+  const { workers: _w, timeBudget: _t, memoryBudget: _m, ...rest } = c;
   return createHash('sha256').update(JSON.stringify({ rest, tuning })).digest('hex');
 }

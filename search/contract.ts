@@ -39,6 +39,11 @@ export interface RunConfig {
   workers: number;
   /** Stop after this many validation checks without improvement (0 = never). */
   patience: number;
+  /**
+   * Bytes the run aims to stay within (0 or absent: a fifth of the machine's memory); block
+   * activations past half of it go to scratch files. Changes only memory and speed.
+   */
+  memoryBudget?: number;
 }
 
 export interface Progress {

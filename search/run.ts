@@ -37,12 +37,15 @@ import { scaleInit, scaleSitesOn } from './scaleInit';
 import { nextBlock } from './schedule';
 import { resolveTokenSets, type TokenSets } from './tokens';
 import { QualityProbe } from './validation';
+import { activationBytes, Scratch } from './scratch';
 
 export interface SearchOptions {
   log?: Logger;
   resumeFrom?: SearchSnapshot;
   tuning?: Partial<SearchTuning>;
   ops?: Ops;
+  /** Directory for activations past the memory budget (default: a fresh one under the system's tmpdir); removed on close. */
+  scratchDir?: string;
 }
 
 export async function createSearchJob(config: RunConfig, opts: SearchOptions = {}): Promise<SearchJob> {
@@ -51,7 +54,7 @@ export async function createSearchJob(config: RunConfig, opts: SearchOptions = {
   const model = loadModel(config.model);
   const ops = opts.ops ?? bestBackend();
   const tokens = resolveTokenSets(model, config, tuning, ops);
-  const search = new Search(config, tuning, model, tokens, ops, opts.log);
+  const search = new Search(config, tuning, model, tokens, ops, new Scratch(opts.scratchDir), opts.log);
   await search.init(opts.resumeFrom);
   return search;
 }
@@ -84,6 +87,7 @@ class Search implements SearchJob {
     private model: Model,
     private tokens: TokenSets,
     private ops: Ops,
+    private scratch: Scratch,
     private log?: Logger,
   ) {
     this.hash = configHash(config, tuning);
@@ -98,7 +102,7 @@ class Search implements SearchJob {
   }
 
   async init(resumeFrom?: SearchSnapshot): Promise<void> {
-    this.calib = new CalibrationRows(this.model, this.tokens.calib, this.ops);
+    this.calib = new CalibrationRows(this.model, this.tokens.calib, this.ops, { memoryBytes: activationBytes(this.config), dir: this.scratch.dir });
     if (resumeFrom) {
       this.b = boundaryOf(resumeFrom, this.hash);
       this.rng = Rng.fromState(this.b.rng);
@@ -125,8 +129,8 @@ class Search implements SearchJob {
    */
   private quantizeFrom(from: number): number[] {
     const losses: number[] = [];
-    for (const [l, xs] of this.calib.walk(from, this.blocks)) {
-      const obj = new BlockObjective(this.model.config, this.calib.data(l, xs), this.spec, this.ops, this.config.base);
+    for (const [l, x] of this.calib.walk(from, this.blocks)) {
+      const obj = new BlockObjective(this.model.config, this.calib.data(l, x), this.spec, this.ops, this.config.base);
       losses[l] = obj.reset(this.blocks.transformed(l));
       this.blocks.setQuantized(l, obj.q);
     }
@@ -148,9 +152,9 @@ class Search implements SearchJob {
    * The objective of block l on its inputs xs, its state (and the block's FP weights) in
    * memory the evaluator's workers share, and installed in the evaluator.
    */
-  private sharedObjective(l: number, xs: F32[]): BlockObjective {
+  private sharedObjective(l: number, x: F32): BlockObjective {
     const alloc = this.evaluator.alloc;
-    const plain = this.calib.data(l, xs);
+    const plain = this.calib.data(l, x);
     const data = { ...plain, x: copyInto(alloc.f32(plain.x.length), plain.x), y: copyInto(alloc.f32(plain.y.length), plain.y) };
     this.blocks.setTransformed(l, blockIn(alloc, this.blocks.transformed(l)));
     const obj = new BlockObjective(this.model.config, data, this.spec, this.ops, this.config.base, undefined, alloc);
@@ -168,9 +172,9 @@ class Search implements SearchJob {
     const cfg = this.model.config;
     const sites = scaleSitesOn(this.on);
     const score = async (moves: Move[]) => (await this.evaluator.evaluate(moves)).map((r) => r.loss);
-    for (const [l, xs] of this.calib.walk(0, this.blocks)) {
-      const obj = this.sharedObjective(l, xs);
-      await scaleInit(cfg, obj, this.blocks.transformed(l), xs, this.ops, sites, (t) => this.b.moves.push({ block: l, step: 0, transforms: [t] }), score);
+    for (const [l, x] of this.calib.walk(0, this.blocks)) {
+      const obj = this.sharedObjective(l, x);
+      await scaleInit(cfg, obj, this.blocks.transformed(l), this.calib.seqViews(x), this.ops, sites, (t) => this.b.moves.push({ block: l, step: 0, transforms: [t] }), score);
       this.blocks.setQuantized(l, obj.q);
     }
     // The canonical quantized model of the new weights (what a resumed run rebuilds).
@@ -313,5 +317,7 @@ class Search implements SearchJob {
 
   async close(): Promise<void> {
     await this.evaluator.close();
+    this.calib?.close();
+    this.scratch.remove();
   }
 }

@@ -5,6 +5,7 @@ import type { Command } from 'commander';
 import { fail } from '../../core/errors';
 import { autoWorkers, DEFAULT_CONFIG, parseInvariances, resolveTuning, type SearchTuning } from '../../search/config';
 import type { RunConfig } from '../../search/contract';
+import { parseBytes } from '../../search/scratch';
 
 export function addRunOptions(cmd: Command): Command {
   return cmd
@@ -23,6 +24,7 @@ export function addRunOptions(cmd: Command): Command {
     .option('--invariances <list>', 'ffn, attn, all, or kinds such as ffn-perm,attn-vo-rot', 'all')
     .option('--candidates <n>', 'candidates evaluated per step', String(DEFAULT_CONFIG.candidates))
     .option('--workers <n>', 'worker threads for candidate evaluation, or auto: one per core up to --candidates (results do not depend on it)', 'auto')
+    .option('--memory-budget <bytes>', 'memory the run aims to stay within, e.g. 6G (default: a fifth of the machine\'s); activations past half of it go to scratch files')
     .option('--patience <n>', 'stop after this many validation checks without improvement (0 = never)', String(DEFAULT_CONFIG.patience))
     .option('--tuning <json>', 'search tuning overrides as a JSON object, e.g. \'{"accept":"anneal","schedule":"gain"}\' (README: "Tuning")');
 }
@@ -39,6 +41,12 @@ export function tuningFromOptions(o: Record<string, string>): Partial<SearchTuni
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail('bad-config', '--tuning must be a JSON object');
   resolveTuning(raw as Partial<SearchTuning>); // one clear error now, not when the job starts
   return raw as Partial<SearchTuning>;
+}
+
+function bytes(name: string, v: string): number {
+  const n = parseBytes(v);
+  if (!Number.isFinite(n)) fail('bad-config', `--${name} must be a size such as 6G, 512M or a number of bytes, got "${v}"`);
+  return n;
 }
 
 function num(name: string, v: string): number {
@@ -66,5 +74,6 @@ export function runConfigFromOptions(o: Record<string, string>): RunConfig {
     candidates: num('candidates', o.candidates),
     workers: o.workers === 'auto' ? autoWorkers(num('candidates', o.candidates)) : num('workers', o.workers),
     patience: num('patience', o.patience),
+    memoryBudget: o.memoryBudget === undefined ? undefined : bytes('memory-budget', o.memoryBudget),
   };
 }

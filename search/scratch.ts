@@ -1,0 +1,40 @@
+/**
+ * Where a run keeps what does not fit its memory budget (block activations): a directory
+ * the caller names (the daemon: the job's own), or a fresh one under the system's temporary
+ * directory. Everything in it can be recomputed, so it is removed when the run closes.
+ */
+import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { totalmem, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { RunConfig } from './contract';
+
+export class Scratch {
+  readonly dir: string;
+
+  constructor(dir?: string) {
+    this.dir = dir ?? join(tmpdir(), `invarx-scratch-${process.pid}-${randomBytes(4).toString('hex')}`);
+  }
+
+  remove(): void {
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** The memory budget when none is given: a fifth of the machine's memory. */
+export function defaultMemoryBudget(): number {
+  return Math.floor(totalmem() / 5);
+}
+
+/** Bytes of calibration activations a run keeps in memory: half its budget (weights and caches take the rest). */
+export function activationBytes(config: RunConfig): number {
+  return Math.floor((config.memoryBudget || defaultMemoryBudget()) / 2);
+}
+
+/** "6G", "512M", "300k" or plain bytes → bytes; NaN when it is none of these. */
+export function parseBytes(s: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(?:i?B)?\s*$/.exec(s);
+  if (!m) return NaN;
+  const unit = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
+  return Math.floor(Number(m[1]) * unit);
+}
