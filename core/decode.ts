@@ -6,11 +6,13 @@
  * over its own sequence's cache.
  *
  * Row r of a step computes what forward.ts's Decoder computes for that sequence alone, from
- * the same pieces (norm, rope, ffnActivation, embed, head) and, for attention, the same Ops
- * calls contextHeads makes for one query. It is equal bit for bit whenever ops.matmulT gives
- * a row the same bits at the step's row count as at one row: always for jsOps; for other
- * backends only from SEPARABLE_MIN_ROWS rows up, among themselves (their one-row path may
- * round differently).
+ * the same pieces (norm, rope, ffnActivation, embed, head) and, for attention, what
+ * contextHeads computes for one query, except that the query heads sharing a KV head are the
+ * rows of one matmul instead of one call each (fewer calls for grouped-query models). It is
+ * equal bit for bit whenever ops.matmulT gives a row the same bits at the step's row count
+ * (and a KV group's head count) as at one row: always for jsOps; for other backends only
+ * from SEPARABLE_MIN_ROWS rows up, among themselves (their one-row path may round
+ * differently), so a sequence's logits never depend on the other sequences of the step.
  *
  * The caches are head-major so that attention reads them in place: keys [kvHeads, capacity,
  * headDim] and values transposed, [kvHeads, headDim, capacity], per sequence. contextHeads
@@ -37,7 +39,7 @@ export class BatchDecoder {
   /** Tokens fed to each sequence so far. */
   private lens: Int32Array;
   private readonly kvDim: number;
-  /** Scratch of one head's attention: scores [capacity], values [headDim, S] (S ≤ capacity). */
+  /** Scratch of one KV group's attention: scores [group, S], values [headDim, S] (S ≤ capacity). */
   private att: F32;
   private vg: F32;
 
@@ -62,7 +64,7 @@ export class BatchDecoder {
     const size = batch * capacity * this.kvDim;
     this.keys = m.blocks.map(() => new Float32Array(size));
     this.valuesT = m.blocks.map(() => new Float32Array(size));
-    this.att = new Float32Array(capacity);
+    this.att = new Float32Array((cfg.nHeads / cfg.nKvHeads) * capacity);
     this.vg = new Float32Array(cfg.headDim * capacity);
   }
 
@@ -139,8 +141,8 @@ export class BatchDecoder {
 
   /**
    * Stores the post-RoPE key kr and value vr [kvDim] of sequence s at position p in block l's
-   * cache, then ctx [qDim] ← each query head of qr attending over positions 0…p of s: the
-   * Ops calls contextHeads makes for one query (scores, causal softmax, values), head by head.
+   * cache, then ctx [qDim] ← each query head of qr attending over positions 0…p of s:
+   * scores, softmax and values as contextHeads computes them, one KV group at a time.
    */
   private attend(l: number, s: number, p: number, qr: F32, kr: F32, vr: F32, ctx: F32): void {
     const { nHeads, nKvHeads, headDim: hd } = this.m.config;
@@ -159,22 +161,19 @@ export class BatchDecoder {
     const group = nHeads / nKvHeads;
     const scale = 1 / Math.sqrt(hd);
     const { att, vg } = this;
-    let loaded = -1;
-    for (let h = 0; h < nHeads; h++) {
-      const g = Math.floor(h / group);
-      const base = (s * nKvHeads + g) * cap * hd; // this head's keys, then its transposed values
-      if (g !== loaded) {
-        // the values' first S columns, packed [hd, S] as matmulT's weight
-        for (let i = 0; i < hd; i++) {
-          const src = base + i * cap;
-          if (S > SHORT_SPAN) vg.set(VT.subarray(src, src + S), i * S);
-          else for (let j = 0; j < S; j++) vg[i * S + j] = VT[src + j];
-        }
-        loaded = g;
+    for (let g = 0; g < nKvHeads; g++) {
+      const base = (s * nKvHeads + g) * cap * hd; // this KV head's keys, and its transposed values
+      // the values' first S columns, packed [hd, S] as matmulT's weight
+      for (let i = 0; i < hd; i++) {
+        const src = base + i * cap;
+        if (S > SHORT_SPAN) vg.set(VT.subarray(src, src + S), i * S);
+        else for (let j = 0; j < S; j++) vg[i * S + j] = VT[src + j];
       }
-      this.ops.matmulT(att, qr.subarray(h * hd, (h + 1) * hd), K.subarray(base, base + S * hd), 1, hd, S);
-      softmaxCausal(this.ops, att, 1, S, p, scale);
-      this.ops.matmulT(ctx.subarray(h * hd, (h + 1) * hd), att, vg, 1, S, hd);
+      const h0 = g * group * hd; // the group's query heads are consecutive in q and ctx
+      this.ops.matmulT(att, qr.subarray(h0, h0 + group * hd), K.subarray(base, base + S * hd), group, hd, S);
+      // every head of the group sees all S keys: softmax row by row (one query each)
+      for (let j = 0; j < group; j++) softmaxCausal(this.ops, att.subarray(j * S, (j + 1) * S), 1, S, p, scale);
+      this.ops.matmulT(ctx.subarray(h0, h0 + group * hd), att, vg, group, S, hd);
     }
   }
 }

@@ -143,6 +143,16 @@ describe('BatchDecoder on the wasm backend', () => {
     const six = run(6);
     for (let t = 0; t < T; t++) expect(six[t].slice(0, 4)).toEqual(four[t]);
   });
+
+  it('nor with 4 query heads per KV head (their attention is one 4-row matmul)', () => {
+    const g = randomModel({ dim: 32, nHeads: 8, nKvHeads: 2, seqLen: T, seed: 4 });
+    const Vg = g.config.vocabSize;
+    const go = (B: number) => {
+      const dec = new BatchDecoder(g, B, T, wasm);
+      return Array.from({ length: T }, (_, t) => bits(dec.step(toks.slice(0, B).map((s) => s[t] % Vg)).slice(0, 2 * Vg)));
+    };
+    expect(go(6)).toEqual(go(4));
+  });
 });
 
 describe('sampleTokens (batched) vs sampling one sequence at a time', () => {
