@@ -57,6 +57,12 @@ export interface Progress {
   done: boolean;
   /** Why it stopped, once done: 'steps' | 'time' | 'patience'. */
   stopReason?: string;
+  /** The phase running now (tokens, calibration, base, scale-init, search, report, export; done). */
+  phase?: string;
+  /** Seconds spent in each phase so far (search/phases.ts). */
+  phases?: Record<string, number>;
+  /** Candidates scored so far. */
+  candidates?: number;
 }
 
 export interface QualityRow {
@@ -84,6 +90,11 @@ export interface FinalReport {
   blocks: { block: number; startLoss: number; endLoss: number }[];
   /** Loss/validation history: one entry per validation check (`block`: the stint's block; absent before the search). */
   history: { step: number; loss: number; validation: number; block?: number }[];
+  /** Seconds per phase and candidates scored, for the whole run. */
+  phases?: Record<string, number>;
+  candidates?: number;
+  /** What the time budget left out (report rows left out have NaN figures). */
+  cut?: string[];
   /** The three models compared (for samples); not serialized. */
   models?: { fp: Model; base: Model; searched: Model };
 }

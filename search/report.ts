@@ -10,7 +10,7 @@ import type { BlockQuantized } from '../core/export';
 import { evaluateModels, gapClosed } from '../core/metrics';
 import { blockLinears, type Model } from '../core/model/types';
 import type { Ops } from '../core/ops';
-import { quantizeModel } from '../core/quant/model';
+import { quantizedView } from '../core/quant/view';
 import type { QuantSpec } from '../core/quant/rtn';
 import type { SearchBlocks } from './blocks';
 import type { Boundary } from './boundary';
@@ -19,6 +19,7 @@ import type { FinalReport, RunConfig } from './contract';
 import type { SearchExport } from './export';
 import { BlockObjective } from './objective';
 import type { TokenSets } from './tokens';
+import type { ReportRow } from './phases';
 
 /** What the report and the export read of a run. */
 export interface RunResult {
@@ -32,39 +33,49 @@ export interface RunResult {
   candidatesPerSec: number;
 }
 
-/** A quantizer on the untransformed model: the base (plain, or with clip search) or plain RTN. */
+/**
+ * A quantizer on the untransformed model: the base (plain, or with clip search) or plain
+ * RTN, as a view (each block quantized when the evaluation reaches it).
+ */
 function referenceModel(r: RunResult, method: 'rtn' | 'gptq', clip: boolean): Model {
   const c = r.config;
-  return quantizeModel(r.blocks.fpModel(), { bits: c.bits, group: c.group, method, clip, f16Scales: r.spec.f16Scales, calib: r.tokens.calib, ops: r.ops });
+  return quantizedView(r.blocks.fpModel(), { bits: c.bits, group: c.group, method, clip, f16Scales: r.spec.f16Scales, calib: r.tokens.calib, ops: r.ops });
 }
 
-export function finalReport(r: RunResult): FinalReport {
+/**
+ * The quality table with the reference rows `rows` (all by default; on an RTN base, plain
+ * RTN is the base): a row left out has NaN figures, as has a share it would be measured by.
+ */
+export function finalReport(r: RunResult, rows: readonly ReportRow[] = ['rtn', 'base', 'baseClip']): FinalReport {
   const { config, b } = r;
   const fp = r.blocks.fpModel();
   const searched = r.blocks.quantizedModel();
-  const base = referenceModel(r, config.base, false);
-  const models = {
-    rtn: config.base === 'rtn' ? base : referenceModel(r, 'rtn', false),
-    base,
-    baseClip: referenceModel(r, config.base, true),
-    searched,
-  };
-  const q = evaluateModels(fp, models, r.tokens.eval, { ops: r.ops });
-  const row = (k: keyof typeof models) => ({ ppl: q.models[k].ppl, kl: q.models[k].kl });
+  const onRtn = config.base === 'rtn';
+  const want = (row: ReportRow) => rows.includes(row) || (onRtn && row !== 'baseClip' && (rows.includes('rtn') || rows.includes('base')));
+  const models: Partial<Record<ReportRow, Model>> & { searched: Model } = { searched };
+  if (want('base')) models.base = referenceModel(r, config.base, false);
+  if (want('rtn')) models.rtn = onRtn ? models.base : referenceModel(r, 'rtn', false);
+  if (want('baseClip')) models.baseClip = referenceModel(r, config.base, true);
+  // one view per distinct model (on an RTN base, rtn and base are the same one)
+  const distinct = Object.fromEntries(Object.entries(models).filter(([k, m]) => !(k === 'rtn' && onRtn && m === models.base)));
+  const q = evaluateModels(fp, distinct as Record<string, Model>, r.tokens.eval, { ops: r.ops });
+  const got = (k: string) => q.models[k === 'rtn' && onRtn ? 'base' : k];
+  const row = (k: ReportRow | 'searched') => (got(k) ? { ppl: got(k).ppl, kl: got(k).kl } : { ppl: NaN, kl: NaN });
+  const ppl = (k: ReportRow) => row(k).ppl;
   return {
     fp: { ppl: q.fp.ppl },
     rtn: row('rtn'),
     base: row('base'),
     baseClip: row('baseClip'),
     searched: row('searched'),
-    closes: gapClosed(q.models.rtn.ppl, q.models.searched.ppl, q.fp.ppl),
-    closesBase: gapClosed(q.models.base.ppl, q.models.searched.ppl, q.fp.ppl),
+    closes: gapClosed(ppl('rtn'), q.models.searched.ppl, q.fp.ppl),
+    closesBase: gapClosed(ppl('base'), q.models.searched.ppl, q.fp.ppl),
     steps: b.step,
     accepted: b.accepted,
     candidatesPerSec: r.candidatesPerSec,
     blocks: b.startLoss.map((s, i) => ({ block: i, startLoss: s, endLoss: b.blockLoss[i] })),
     history: b.history,
-    models: { fp, base, searched },
+    models: { fp, base: models.base ?? models.rtn ?? searched, searched },
   };
 }
 

@@ -38,6 +38,7 @@ import { nextBlock } from './schedule';
 import { resolveTokenSets, type TokenSets } from './tokens';
 import { QualityProbe } from './validation';
 import { activationBytes, Scratch } from './scratch';
+import { outOfTime, PhaseClock, reportPlan, reportSeconds, type ReportCosts, type ReportRow } from './phases';
 
 export interface SearchOptions {
   log?: Logger;
@@ -50,11 +51,13 @@ export interface SearchOptions {
 
 export async function createSearchJob(config: RunConfig, opts: SearchOptions = {}): Promise<SearchJob> {
   validateRunConfig(config);
+  const clock = new PhaseClock();
   const tuning = resolveTuning(opts.tuning);
   const model = loadModel(config.model);
   const ops = opts.ops ?? bestBackend();
+  clock.enter('tokens');
   const tokens = resolveTokenSets(model, config, tuning, ops);
-  const search = new Search(config, tuning, model, tokens, ops, new Scratch(opts.scratchDir), opts.log);
+  const search = new Search(config, tuning, model, tokens, ops, new Scratch(opts.scratchDir), clock, opts.log);
   await search.init(opts.resumeFrom);
   return search;
 }
@@ -75,7 +78,12 @@ class Search implements SearchJob {
   /** Copy of `b` taken at the last stint boundary. */
   private boundary!: Boundary;
   private stepInStint = 0;
-  private startedAt = Date.now();
+  /** The run's start (the time budget bounds everything from here, token sampling included). */
+  private startedAt: number;
+  /** Seconds of the last validation pass, of the initial base quantization, and per step (measured). */
+  private validationSeconds = 0;
+  private baseSeconds = 0;
+  private stepSeconds = 0;
   private evalTimeMs = 0;
   private evalCount = 0;
   private lastValidation: number | null = null;
@@ -88,8 +96,10 @@ class Search implements SearchJob {
     private tokens: TokenSets,
     private ops: Ops,
     private scratch: Scratch,
+    private clock: PhaseClock,
     private log?: Logger,
   ) {
+    this.startedAt = Date.now() - clock.inPhase * 1000;
     this.hash = configHash(config, tuning);
     this.spec = { bits: config.bits, group: config.group, clip: tuning.clip, f16Scales: tuning.f16Scales };
     this.on = new Set(config.invariances);
@@ -102,13 +112,17 @@ class Search implements SearchJob {
   }
 
   async init(resumeFrom?: SearchSnapshot): Promise<void> {
+    this.clock.enter('calibration');
     this.calib = new CalibrationRows(this.model, this.tokens.calib, this.ops, { memoryBytes: activationBytes(this.config), dir: this.scratch.dir });
+    this.clock.enter('base');
+    const t0 = performance.now();
     if (resumeFrom) {
       this.b = boundaryOf(resumeFrom, this.hash);
       this.rng = Rng.fromState(this.b.rng);
       this.blocks.replay(this.b.moves);
     }
     const startLoss = this.quantizeFrom(0);
+    this.baseSeconds = (performance.now() - t0) / 1000;
     if (!resumeFrom) {
       // Starting loss of every block (base quantization, identity transform) normalizes the objective.
       this.b.startLoss = startLoss;
@@ -118,8 +132,10 @@ class Search implements SearchJob {
       this.b.best = { validation: v, moves: 0, step: 0 };
       this.b.history.push({ step: 0, loss: 1, validation: v });
     }
+    if (resumeFrom) this.validationSeconds = this.baseSeconds / 2; // a guess until one is measured
     this.markBoundary();
-    this.log?.info({ startLoss: this.b.startLoss, validation: this.b.best.validation }, 'search ready');
+    this.clock.stop();
+    this.log?.info({ startLoss: this.b.startLoss, validation: this.b.best.validation, phases: this.clock.seconds() }, 'search ready');
   }
 
   /**
@@ -172,7 +188,16 @@ class Search implements SearchJob {
     const cfg = this.model.config;
     const sites = scaleSitesOn(this.on);
     const score = async (moves: Move[]) => (await this.evaluator.evaluate(moves)).map((r) => r.loss);
+    this.clock.enter('scale-init');
+    const t0 = performance.now();
     for (const [l, x] of this.calib.walk(0, this.blocks)) {
+      // blocks the time budget leaves no room for keep their base quantization
+      const perBlock = l > 0 ? (performance.now() - t0) / 1000 / l : 0;
+      if (this.mustStop(perBlock + this.baseSeconds)) {
+        this.log?.info({ block: l }, 'scale initialisation cut short by the time budget');
+        this.cut.push(`scale-init from block ${l}`);
+        break;
+      }
       const obj = this.sharedObjective(l, x);
       await scaleInit(cfg, obj, this.blocks.transformed(l), this.calib.seqViews(x), this.ops, sites, (t) => this.b.moves.push({ block: l, step: 0, transforms: [t] }), score);
       this.blocks.setQuantized(l, obj.q);
@@ -183,6 +208,7 @@ class Search implements SearchJob {
     this.checkValidation();
     this.log?.info({ moves: this.b.moves.length, validation: this.lastValidation }, 'scale initialisation done');
     this.markBoundary();
+    this.clock.stop();
   }
 
   async step(): Promise<void> {
@@ -191,6 +217,8 @@ class Search implements SearchJob {
       if (this.tuning.scaleInit && scaleSitesOn(this.on).length > 0) return this.initPass();
       this.b.initDone = true;
     }
+    this.clock.enter('search');
+    const stepStart = performance.now();
     if (this.stepInStint === 0) this.beginStint();
     const l = this.b.block;
     const obj = this.obj!;
@@ -223,7 +251,10 @@ class Search implements SearchJob {
     }
     this.b.step++;
     this.stepInStint++;
-    const outOfTime = this.config.timeBudget > 0 && Date.now() - this.startedAt > this.config.timeBudget * 1000;
+    const took = (performance.now() - stepStart) / 1000;
+    this.stepSeconds = this.stepSeconds > 0 ? 0.8 * this.stepSeconds + 0.2 * took : took;
+    // one more step must leave the stint's validation and the report their time
+    const outOfTime = this.mustStop(this.stepSeconds + this.validationSeconds);
     if (this.stepInStint >= this.tuning.blockSteps || this.b.step >= this.config.steps || outOfTime) {
       this.endStint(outOfTime);
     }
@@ -256,6 +287,37 @@ class Search implements SearchJob {
     const reason = stopReason(this.b, this.config, outOfTime);
     if (reason) this.finish(reason);
     this.markBoundary();
+    this.clock.stop();
+  }
+
+  /** Things the time budget made the run leave out (said in the report). */
+  private cut: string[] = [];
+
+  /**
+   * Whether the run must stop before work predicted to take `next` seconds: with a time
+   * budget, the final report's predicted time (at least its FP and searched rows) has to fit
+   * after it.
+   */
+  private mustStop(next: number): boolean {
+    const costs = this.reportCosts();
+    // the whole table when it takes at most a quarter of the budget, else the rows "closes" needs (FP, RTN, searched)
+    const full = reportSeconds(this.reportRows(), costs);
+    const reserve = full <= this.config.timeBudget / 4 ? full : reportSeconds(['rtn'], costs);
+    return outOfTime(this.config.timeBudget, (Date.now() - this.startedAt) / 1000, reserve, next);
+  }
+
+  /** The report's reference rows (on an RTN base, plain RTN is the base). */
+  private reportRows(): ReportRow[] {
+    return this.config.base === 'rtn' ? ['rtn', 'baseClip'] : ['rtn', 'base', 'baseClip'];
+  }
+
+  /** Predicted costs of the report's parts, from what this run measured. */
+  private reportCosts(): ReportCosts {
+    const evalTokens = this.tokens.eval.reduce((s, q) => s + q.length, 0);
+    const validTokens = Math.max(1, this.tokens.valid.reduce((s, q) => s + q.length, 0));
+    const evalPass = this.validationSeconds * (evalTokens / validTokens);
+    // each reference row quantizes the whole model as the base pass did (an upper bound for plain RTN)
+    return { evalPass, quantize: { rtn: this.baseSeconds, base: this.baseSeconds, baseClip: this.baseSeconds } };
   }
 
   private markBoundary(): void {
@@ -272,7 +334,9 @@ class Search implements SearchJob {
 
   /** Validation objective: KL(FP ‖ quantized) on the held-out validation tokens. */
   private validate(): number {
+    const t0 = performance.now();
     const v = this.probe.measure(this.blocks.quantizedModel()).kl;
+    this.validationSeconds = (performance.now() - t0) / 1000;
     this.lastValidation = v;
     return v;
   }
@@ -290,7 +354,8 @@ class Search implements SearchJob {
   }
 
   progress(): Progress {
-    return progressOf(this.b, this.config, (Date.now() - this.startedAt) / 1000, this.candidatesPerSec(), this.lastValidation);
+    const p = progressOf(this.b, this.config, (Date.now() - this.startedAt) / 1000, this.candidatesPerSec(), this.lastValidation);
+    return { ...p, phase: this.clock.phase ?? (this.b.done ? 'done' : 'search'), phases: this.clock.seconds(), candidates: this.b.evaluated };
   }
 
   private candidatesPerSec(): number {
@@ -308,11 +373,19 @@ class Search implements SearchJob {
   }
 
   async report(): Promise<FinalReport> {
-    return finalReport(this.result());
+    this.clock.enter('report');
+    const left = this.config.timeBudget > 0 ? this.config.timeBudget - (Date.now() - this.startedAt) / 1000 : null;
+    const plan = reportPlan(left, this.reportCosts(), this.reportRows());
+    const report = finalReport(this.result(), plan.rows);
+    this.clock.stop();
+    const cut = [...this.cut, ...plan.cut.map((r) => `report row ${r}`)];
+    return { ...report, phases: this.clock.seconds(), candidates: this.b.evaluated, ...(cut.length ? { cut } : {}) };
   }
 
   async exportTo(dir: string): Promise<void> {
+    this.clock.enter('export');
     writeSearchExport(dir, searchExport(this.result()));
+    this.clock.stop();
   }
 
   async close(): Promise<void> {

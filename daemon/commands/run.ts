@@ -5,6 +5,7 @@
 import type { Command } from 'commander';
 import { SingleBar } from 'cli-progress';
 import { argmax } from '../../core/data';
+import { isLazyBlock } from '../../core/model/lazy';
 import { Decoder } from '../../core/forward';
 import type { Model } from '../../core/model/types';
 import { loadTokenizer, tokenizerPathFor } from '../../core/tokenizer';
@@ -22,7 +23,7 @@ export function register(program: Command): void {
       const json = Boolean(o.json);
       const job = await createSearchJob(config, { tuning: tuningFromOptions(o) });
       const bar = new SingleBar({
-        format: 'search |{bar}| {value}/{total} steps | loss {loss} | valid KL {valid} | accept {accept} | {cps} cand/s | ETA {eta_formatted}',
+        format: '{phase} |{bar}| {value}/{total} steps | loss {loss} | valid KL {valid} | accept {accept} | {cps} cand/s | ETA {eta_formatted}',
         stream: process.stderr,
         hideCursor: true,
       });
@@ -39,11 +40,16 @@ export function register(program: Command): void {
         if (o.out) await job.exportTo(o.out);
         if (json) {
           const { models: _m, history: _h, blocks: _b, ...rest } = report;
-          process.stdout.write(JSON.stringify(rest) + '\n');
+          const phases = job.progress().phases ?? rest.phases;
+          process.stdout.write(JSON.stringify({ ...rest, phases, peakRssMB: peakRssMB() }) + '\n');
         } else {
           process.stdout.write(table(report, config.base, config.bits, config.group));
           const n = Number(o.sample);
-          if (n > 0 && report.models) process.stdout.write(samples(report.models, config.model, config.tokenizer, n));
+          if (n > 0 && report.models) {
+            // token-by-token decoding reads a streamed model whole into memory: not for a summary line
+            if (isLazyBlock(report.models.fp.blocks[0])) process.stdout.write('\n(greedy samples skipped: the model is streamed block by block; use invarx generate)\n');
+            else process.stdout.write(samples(report.models, config.model, config.tokenizer, n));
+          }
           if (o.out) process.stdout.write(`\nwrote ${o.out}\n`);
         }
       } finally {
@@ -55,6 +61,7 @@ export function register(program: Command): void {
 
 function fields(p: ReturnType<Awaited<ReturnType<typeof createSearchJob>>['progress']>) {
   return {
+    phase: (p.phase ?? 'search').padEnd(10),
     loss: p.bestLoss.toFixed(4),
     valid: p.validationLoss === null ? '-' : p.validationLoss.toFixed(4),
     accept: `${Math.round(p.acceptRate * 100)}%`,
@@ -70,10 +77,13 @@ function table(r: FinalReport, base: string, bits: number, group: number): strin
   const closes = (ppl: number) => (Math.log(r.rtn.ppl) - Math.log(ppl)) / (Math.log(r.rtn.ppl) - Math.log(r.fp.ppl));
   const lines = [`${'model'.padEnd(18)} ${'ppl'.padStart(9)} ${'KL'.padStart(8)} ${'closes'.padStart(7)}`];
   for (const [name, ppl, kl] of rows) {
-    const c = kl === undefined ? '' : `${(100 * closes(ppl)).toFixed(1)}%`;
-    lines.push(`${name.padEnd(18)} ${ppl.toFixed(3).padStart(9)} ${kl === undefined ? '-'.padStart(8) : kl.toFixed(4).padStart(8)} ${c.padStart(7)}`);
+    const share = closes(ppl);
+    const c = kl === undefined ? '' : Number.isNaN(share) ? '-' : `${(100 * share).toFixed(1)}%`;
+    if (Number.isNaN(ppl)) lines.push(`${name.padEnd(18)} ${'(cut: time budget)'.padStart(18)}`);
+    else lines.push(`${name.padEnd(18)} ${ppl.toFixed(3).padStart(9)} ${kl === undefined ? '-'.padStart(8) : kl.toFixed(4).padStart(8)} ${c.padStart(7)}`);
   }
   lines.push(`(held-out tokens; "closes" = share of RTN's log-perplexity gap to FP removed; ${r.steps} steps, ${r.accepted} accepted, ${r.candidatesPerSec.toFixed(1)} candidates/s)`);
+  if (r.cut?.length) lines.push(`(the time budget left out: ${r.cut.join('; ')})`);
   return lines.join('\n') + '\n';
 }
 
@@ -99,4 +109,9 @@ function samples(models: NonNullable<FinalReport['models']>, modelPath: string, 
   const lines = ['', 'greedy samples from BOS:'];
   for (const [name, m] of Object.entries(models)) lines.push(`  ${name.padEnd(9)} ${JSON.stringify(tok.decode(greedy(m, n)))}`);
   return lines.join('\n') + '\n';
+}
+
+/** The process's peak resident memory so far, in MiB. */
+function peakRssMB(): number {
+  return Math.round(process.resourceUsage().maxRSS / 1024);
 }
