@@ -46,6 +46,7 @@ export type ToRunner = { type: 'stop'; reason: StopReason };
 export type FromRunner =
   | { type: 'started'; resumedFromStep: number | null; modelHash: string }
   | { type: 'progress'; progress: Progress }
+  | { type: 'phase'; phase: string }
   | { type: 'checkpoint'; step: number; savedAt: string }
   | { type: 'checkpoint-error'; error: JobError }
   | { type: 'warning'; message: string }
@@ -140,7 +141,9 @@ async function open(init: RunnerInit, log: Logger, port: RunnerPort): Promise<Op
     }
     let job: SearchJob;
     try {
-      job = await createSearchJob(config, { log, tuning: init.tuning, resumeFrom: loaded?.checkpoint.snapshot, scratchDir: join(init.jobDir, 'scratch') });
+      job = await createSearchJob(config, { log, tuning: init.tuning, resumeFrom: loaded?.checkpoint.snapshot, scratchDir: join(init.jobDir, 'scratch'),
+        onPhase: (phase) => port.post({ type: 'phase', phase }),
+      });
     } catch (e) {
       // The search refused the snapshot itself (e.g. its own version changed): try an older one.
       if (loaded && e instanceof InvarxError && e.code === 'bad-checkpoint') {

@@ -261,6 +261,12 @@ export class Scheduler extends EventEmitter {
       case 'started':
         j.log.info({ resumedFromStep: m.resumedFromStep }, m.resumedFromStep === null ? 'search started' : 'search resumed from checkpoint');
         break;
+      case 'phase':
+        if (live) {
+          j.status.phase = m.phase;
+          this.emitUpdate(j);
+        }
+        break;
       case 'progress':
         if (live) {
           j.status.progress = m.progress;

@@ -43,6 +43,8 @@ export interface JobStatus {
   state: JobState;
   updatedAt: string;
   progress?: Progress;
+  /** The phase the job's run is in (also before its first progress report). */
+  phase?: string;
   error?: JobError;
   /** The last checkpoint write failed (the job goes on; older checkpoints are intact). */
   checkpointError?: JobError;

@@ -22,6 +22,8 @@ export interface JobView {
   candidatesPerSec: number | null;
   etaSeconds: number | null;
   stopReason: string | null;
+  /** The run's phase (tokens, calibration, base, scale-init, search, report, export), while running. */
+  phase: string | null;
   /** 1-based place in the queue while queued. */
   queuePosition: number | null;
   error: JobError | null;
@@ -63,6 +65,7 @@ export function jobView(spec: JobSpec, s: JobStatus, x: ViewExtras): JobView {
     candidatesPerSec: p && measured ? p.candidatesPerSec : null,
     etaSeconds: s.state === 'running' && measured ? (p?.etaSeconds ?? null) : s.state === 'done' ? 0 : null,
     stopReason: p?.stopReason ?? null,
+    phase: s.state === 'running' ? (p?.phase ?? s.phase ?? null) : null,
     queuePosition: x.queuePosition,
     error: s.error ?? null,
     checkpointError: s.checkpointError ?? null,

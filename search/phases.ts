@@ -14,12 +14,17 @@ export class PhaseClock {
   private spent = new Map<Phase, number>();
   private current: { phase: Phase; since: number } | null = null;
 
-  constructor(private now: () => number = () => performance.now() / 1000) {}
+  constructor(
+    private now: () => number = () => performance.now() / 1000,
+    /** Told each phase as it begins (progress displays before the search's first step). */
+    private onEnter?: (phase: Phase) => void,
+  ) {}
 
   /** Enter `phase` (ending the one before). */
   enter(phase: Phase): void {
     this.stop();
     this.current = { phase, since: this.now() };
+    this.onEnter?.(phase);
   }
 
   /** End the running phase. */

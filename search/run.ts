@@ -38,20 +38,22 @@ import { nextBlock } from './schedule';
 import { resolveTokenSets, type TokenSets } from './tokens';
 import { QualityProbe } from './validation';
 import { activationBytes, Scratch } from './scratch';
-import { outOfTime, PhaseClock, reportPlan, reportSeconds, type ReportCosts, type ReportRow } from './phases';
+import { outOfTime, PhaseClock, reportPlan, reportSeconds, type Phase, type ReportCosts, type ReportRow } from './phases';
 
 export interface SearchOptions {
   log?: Logger;
   resumeFrom?: SearchSnapshot;
   tuning?: Partial<SearchTuning>;
   ops?: Ops;
+  /** Told each phase of the run as it begins (the search's own progress starts with its first step). */
+  onPhase?: (phase: Phase) => void;
   /** Directory for activations past the memory budget (default: a fresh one under the system's tmpdir); removed on close. */
   scratchDir?: string;
 }
 
 export async function createSearchJob(config: RunConfig, opts: SearchOptions = {}): Promise<SearchJob> {
   validateRunConfig(config);
-  const clock = new PhaseClock();
+  const clock = new PhaseClock(undefined, opts.onPhase);
   const tuning = resolveTuning(opts.tuning);
   const model = loadModel(config.model);
   const ops = opts.ops ?? bestBackend();

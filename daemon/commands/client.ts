@@ -36,6 +36,7 @@ function statusText(v: JobView): string {
   const pct = v.totalSteps > 0 ? ` (${Math.floor((100 * v.step) / v.totalSteps)}%)` : '';
   const lines = [`job ${v.id}  ${v.state}${v.queuePosition ? ` (#${v.queuePosition} in queue)` : ''}  step ${v.step}/${v.totalSteps}${pct}`];
   lines.push(`  model       ${v.model}  W${v.bits} g${v.group} ${v.base}, seed ${v.seed}`);
+  if (v.phase) lines.push(`  phase       ${v.phase}`);
   lines.push(`  loss        ${num(v.bestLoss)} (mean block loss / start)   validation KL ${num(v.validationLoss)}`);
   lines.push(`  accepted    ${v.acceptRate === null ? '-' : `${(100 * v.acceptRate).toFixed(1)}%`}   candidates/s ${num(v.candidatesPerSec, 1)}   ETA ${duration(v.etaSeconds)}`);
   if (v.stopReason) lines.push(`  stopped by  ${v.stopReason}`);
@@ -99,7 +100,7 @@ export function register(program: Command): void {
     let started = false;
     const show = (v: JobView) => {
       const f = {
-        state: v.state,
+        state: v.phase ? `${v.state} (${v.phase})` : v.state,
         loss: num(v.bestLoss),
         valid: num(v.validationLoss),
         accept: v.acceptRate === null ? '-' : `${Math.round(100 * v.acceptRate)}%`,
