@@ -126,13 +126,13 @@ export interface SampledSet {
 
 /**
  * Default data-free sets, 32 × 256 tokens each (8,160 predicted positions). Sampling is a
- * large part of a default `invarx eval`, so the size is set by its cost: on stories260K,
- * decoding one sequence at a time, both sets together (2 × 32 × 255 steps) took 9.9 s on the
- * 2-core dev machine (5.3 s on the wasm backend the CLI uses); batched, 3.5 s on wasm (with
- * the machine shared). Sequence length barely changes the cost per step at this size; fewer
- * sequences would make the GPTQ Hessians and the held-out perplexity noisier. The same counts and seeds are what
- * search/tokens.ts samples by default, so `invarx eval` and `invarx run` report on the
- * same held-out set.
+ * large part of a default `invarx eval`, so the size is set by its cost: on stories260K both
+ * sets together (2 × 32 × 255 tokens) take 2.4 s batched on the wasm backend the CLI uses
+ * (4.9 s one sequence at a time; 7.2 s and 8.1 s in plain JS) on the 2-core dev machine; on a
+ * 110M-parameter llama, batching is ~4× faster (bench/sample.ts). Sequence length barely
+ * changes the cost per step at the small size; fewer sequences would make the GPTQ Hessians
+ * and the held-out perplexity noisier. The same counts and seeds are what search/tokens.ts
+ * samples by default, so `invarx eval` and `invarx run` report on the same held-out set.
  */
 export const DEFAULT_CALIB: Readonly<SampledSet> = Object.freeze({ count: 32, length: 256, seed: 1001 });
 export const DEFAULT_HELD_OUT: Readonly<SampledSet> = Object.freeze({ count: 32, length: 256, seed: 3003 });
