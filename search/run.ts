@@ -204,8 +204,13 @@ class Search implements SearchJob {
       await scaleInit(cfg, obj, this.blocks.transformed(l), this.calib.seqViews(x), this.ops, sites, (t) => this.b.moves.push({ block: l, step: 0, transforms: [t] }), score);
       this.blocks.setQuantized(l, obj.q);
     }
-    // The canonical quantized model of the new weights (what a resumed run rebuilds).
-    this.b.blockLoss = this.quantizeFrom(0);
+    // The canonical quantized model of the new weights (what a resumed run rebuilds), from
+    // the first block the pass changed (the blocks before it are as the base pass left them).
+    const changed = this.b.moves.filter((m) => m.step === 0).map((m) => m.block);
+    if (changed.length > 0) {
+      const from = Math.min(...changed);
+      this.quantizeFrom(from).forEach((loss, l) => (this.b.blockLoss[l] = loss));
+    }
     this.b.initDone = true;
     this.checkValidation();
     this.log?.info({ moves: this.b.moves.length, validation: this.lastValidation }, 'scale initialisation done');
