@@ -8,7 +8,9 @@ import { execFileSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll } from 'vitest';
 import { ROOT } from '../helpers';
+import { DaemonProc } from './harness';
 
 const FAULTS = join(ROOT, 'test', 'daemon', 'faults.mjs');
 
@@ -105,4 +107,29 @@ export class SmallDisk {
     rmSync(this.root, { recursive: true, force: true });
     rmSync(this.ctl, { recursive: true, force: true });
   }
+}
+
+/**
+ * Small disks for one test file and daemons started on them (checkpoint every 5 steps):
+ * after the file, every daemon still alive is killed and every disk disposed.
+ */
+export function smallDiskDaemons(): { disk(opts?: { injected?: boolean; size?: string }): SmallDisk; start(disk: SmallDisk): Promise<DaemonProc> } {
+  const daemons: DaemonProc[] = [];
+  const disks: SmallDisk[] = [];
+  afterAll(async () => {
+    for (const d of daemons) if (d.alive()) await d.kill('SIGKILL');
+    for (const disk of disks) disk.dispose();
+  });
+  return {
+    disk(opts) {
+      const disk = SmallDisk.create(opts);
+      disks.push(disk);
+      return disk;
+    },
+    async start(disk) {
+      const d = await DaemonProc.start(disk.home, ['--checkpoint-steps', '5'], disk);
+      daemons.push(d);
+      return d;
+    },
+  };
 }

@@ -5,25 +5,14 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SmallDisk } from './disk';
-import { DaemonProc, call, ensureBuilt, jobConfig, status, submit, waitFor } from './harness';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { smallDiskDaemons } from './disk';
+import { call, ensureBuilt, jobConfig, status, submit, waitFor } from './harness';
 
-const daemons: DaemonProc[] = [];
-const disks: SmallDisk[] = [];
+const { disk: newDisk, start } = smallDiskDaemons();
 
 beforeAll(() => ensureBuilt());
 
-afterAll(async () => {
-  for (const d of daemons) if (d.alive()) await d.kill('SIGKILL');
-  for (const disk of disks) disk.dispose();
-});
-
-async function start(disk: SmallDisk): Promise<DaemonProc> {
-  const d = await DaemonProc.start(disk.home, ['--checkpoint-steps', '5'], disk);
-  daemons.push(d);
-  return d;
-}
 
 function stateOnDisk(home: string, id: string): string {
   return (JSON.parse(readFileSync(join(home, 'jobs', id, 'state.json'), 'utf8')) as { state: string }).state;
@@ -37,8 +26,7 @@ async function runningJob(home: string): Promise<string> {
 
 describe('durable job states', () => {
   it('a state written while the job directory is read-only survives a restart; an unwritable job fails on start', async () => {
-    const disk = SmallDisk.create({ injected: true });
-    disks.push(disk);
+    const disk = newDisk({ injected: true });
     const home = disk.home;
     let d = await start(disk);
 
@@ -74,8 +62,7 @@ describe('durable job states', () => {
   });
 
   it('a state that could not be written on a full disk is written once there is space', async () => {
-    const disk = SmallDisk.create();
-    disks.push(disk);
+    const disk = newDisk();
     const home = disk.home;
     let d = await start(disk);
     const id = await runningJob(home);

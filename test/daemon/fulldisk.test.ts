@@ -9,13 +9,12 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { JobView } from '../../daemon/scheduler';
-import { SmallDisk } from './disk';
-import { DaemonProc, call, ensureBuilt, jobConfig, status, submit, waitFor, waitState } from './harness';
+import { smallDiskDaemons } from './disk';
+import { call, ensureBuilt, jobConfig, status, submit, waitFor, waitState } from './harness';
 
-const daemons: DaemonProc[] = [];
-const disks: SmallDisk[] = [];
+const { disk: newDisk, start } = smallDiskDaemons();
 
 function canMountTmpfs(): boolean {
   if (process.platform !== 'linux' || process.env.INVARX_TEST_NO_TMPFS === '1') return false;
@@ -33,16 +32,6 @@ function canMountTmpfs(): boolean {
 
 beforeAll(() => ensureBuilt());
 
-afterAll(async () => {
-  for (const d of daemons) if (d.alive()) await d.kill('SIGKILL');
-  for (const disk of disks) disk.dispose();
-});
-
-async function start(disk: SmallDisk): Promise<DaemonProc> {
-  const d = await DaemonProc.start(disk.home, ['--checkpoint-steps', '5'], disk);
-  daemons.push(d);
-  return d;
-}
 
 /** The error reply of a request that must fail. */
 async function callError(home: string, verb: string, args: Record<string, unknown>): Promise<{ code: string; message: string }> {
@@ -60,8 +49,7 @@ const modes = canMountTmpfs() ? (['tmpfs', 'injected'] as const) : (['injected']
 
 describe.each(modes)('full disk (%s)', (mode) => {
   it('fails only the writes that hit it; the daemon keeps serving, and starts on the full disk', async () => {
-    const disk = SmallDisk.create({ injected: mode === 'injected' });
-    disks.push(disk);
+    const disk = newDisk({ injected: mode === 'injected' });
     expect(disk.mode).toBe(mode);
     const home = disk.home;
     let d = await start(disk);
