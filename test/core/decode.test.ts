@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { argmax, sampleSoftmax, sampleTokens } from '../../core/data';
+import { sampleTokens } from '../../core/data';
 import { BatchDecoder } from '../../core/decode';
 import { Decoder } from '../../core/forward';
 import type { Model } from '../../core/model/types';
@@ -8,22 +8,11 @@ import { categoricalAt, Rng } from '../../core/rng';
 import { getBackend } from '../../kernels/registry';
 import { shippedModel } from '../helpers';
 import { randomModel, type RandomModelOptions } from '../reference';
+import { sampleSequential as sequentialSampling } from '../../bench/sample';
 
-/** Sampling as it was before batching: a Decoder per sequence, one Rng draw per token. The reference. */
+/** Sampling as it was before batching (a Decoder per sequence, one Rng draw per token): the reference, kept in the sample bench. */
 function sampleSequential(model: Model, count: number, length: number, seed: number, ops: Ops = jsOps, temperature = 1): number[][] {
-  const rng = Rng.fromSeed(seed);
-  const weights = new Float64Array(model.config.vocabSize);
-  const seqs: number[][] = [];
-  for (let s = 0; s < count; s++) {
-    const dec = new Decoder(model, ops);
-    const seq = [model.config.bosId];
-    while (seq.length < length) {
-      const logits = dec.step(seq[seq.length - 1]);
-      seq.push(temperature === 0 ? argmax(logits) : sampleSoftmax(logits, temperature, weights, rng));
-    }
-    seqs.push(seq);
-  }
-  return seqs;
+  return sequentialSampling(model, count, length, seed, ops, temperature);
 }
 
 const bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
