@@ -15,7 +15,8 @@ import { jsOps, type Ops } from '../ops';
 import { blockLinears, cloneBlock, linearShape, type Block, type F32, type LinearName, type Model, type ModelConfig } from '../model/types';
 import { accumulateHessian, gptqQuantize, newHessian, type GptqOptions, type HessianState } from './gptq';
 import { quantizeRtn, dequantize, type QuantSpec, type Quantized } from './rtn';
-import { materialize, quantizedView } from './view';
+import { quantizedView } from './view';
+import { eagerModel } from '../model/lazy';
 
 export type QuantMethod = 'rtn' | 'gptq';
 
@@ -132,5 +133,5 @@ export interface QuantizeModelOptions extends GptqOptions {
  * which makes the same blocks one at a time.
  */
 export function quantizeModel(model: Model, opts: QuantizeModelOptions): Model {
-  return materialize(quantizedView(model, opts));
+  return eagerModel(quantizedView(model, opts));
 }

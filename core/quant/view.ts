@@ -49,11 +49,6 @@ export function quantizedView(model: Model, opts: QuantizeModelOptions): Model {
   return { ...model, blocks };
 }
 
-/** A plain (eager) copy of a model whose blocks may be lazy: every block read once, in order. */
-export function materialize(model: Model): Model {
-  return { ...model, blocks: model.blocks.map((b) => ({ ...b })) };
-}
-
 /** Block `fp` quantized by GPTQ on its calibration inputs x, and the quantized block's outputs (the next block's inputs). */
 function gptqBlock(cfg: ModelConfig, fp: Block, x: Rows, spec: QuantSpec, opts: QuantizeModelOptions, ops: Ops, l: number): { block: Block; state: Rows } {
   const b = cloneBlock(fp);

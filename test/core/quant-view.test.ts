@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { forEachSeqLogits } from '../../core/blockPass';
-import { BlockCache, lazyBlocks, type BlockKey } from '../../core/model/lazy';
+import { BlockCache, eagerModel, lazyBlocks, type BlockKey } from '../../core/model/lazy';
 import { blockLinears, type Model } from '../../core/model/types';
 import { attentionContext, attnSublayer, embed, ffnActivation, ffnSublayer, norm } from '../../core/forward';
 import { BlockHessianAccumulator, inputWidth, quantizeBlockLinears, quantizeModel, type BlockInput } from '../../core/quant/model';
 import { cloneModel, type F32, type LinearName } from '../../core/model/types';
 import type { Ops } from '../../core/ops';
-import { materialize, quantizedView } from '../../core/quant/view';
+import { quantizedView } from '../../core/quant/view';
 import type { Quantized } from '../../core/quant/rtn';
 import { Rng } from '../../core/rng';
 import { getBackend } from '../../kernels';
@@ -81,7 +81,7 @@ describe('quantized views', () => {
         const codesB: Codes = [];
         const opts = { bits: 3, group: 16, method, clip: true, f16Scales: true, calib, ops };
         const want = referenceQuantize(m, 3, 16, method, calib, ops, codesA);
-        const got = materialize(quantizedView(lazy(m).model, { ...opts, onQuantized: (l, n, q) => codesB.push([l, n, q]) }));
+        const got = eagerModel(quantizedView(lazy(m).model, { ...opts, onQuantized: (l, n, q) => codesB.push([l, n, q]) }));
         for (let l = 0; l < m.config.nLayers; l++) {
           for (const name of blockLinears(m.config)) expect(same(got.blocks[l][name]!, want.blocks[l][name]!)).toBe(true);
           expect(same(got.blocks[l].ffnNorm, m.blocks[l].ffnNorm)).toBe(true);
