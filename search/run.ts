@@ -86,6 +86,8 @@ class Search implements SearchJob {
   private validationSeconds = 0;
   private baseSeconds = 0;
   private stepSeconds = 0;
+  /** Things the time budget made the run leave out (said in the report). */
+  private cut: string[] = [];
   private evalTimeMs = 0;
   private evalCount = 0;
   private lastValidation: number | null = null;
@@ -296,9 +298,6 @@ class Search implements SearchJob {
     this.markBoundary();
     this.clock.stop();
   }
-
-  /** Things the time budget made the run leave out (said in the report). */
-  private cut: string[] = [];
 
   /**
    * Whether the run must stop before work predicted to take `next` seconds: with a time
