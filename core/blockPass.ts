@@ -8,7 +8,7 @@
  * A sequence of ≥ 4 tokens gets the same bits as through core/forward.ts's `forward`.
  */
 import { embed, head } from './forward';
-import { blockForwardRows, seqStartsOf, type Rows } from './forwardRows';
+import { blockForwardRows, packRows, type Rows } from './forwardRows';
 import { jsOps, type Ops } from './ops';
 import type { F32, Model, ModelConfig } from './model/types';
 
@@ -43,11 +43,7 @@ export function chunkSeqs(seqs: ArrayLike<number>[], maxRows: number): number[][
 
 /** The residual stream entering block 0 for sequences `seqs`, packed row-wise. */
 export function embedRows(m: Model, seqs: ArrayLike<number>[]): Rows {
-  const d = m.config.dim;
-  const seqStarts = seqStartsOf(Array.from(seqs, (s) => s.length));
-  const x = new Float32Array(seqStarts[seqStarts.length - 1] * d);
-  seqs.forEach((s, i) => x.set(embed(m, s), seqStarts[i] * d));
-  return { x, seqStarts };
+  return packRows(Array.from(seqs, (s) => embed(m, s)), m.config.dim);
 }
 
 export interface PassOptions {
@@ -64,12 +60,7 @@ export interface PassOptions {
 
 /** The residual streams entering block `from` for the sequences `idx` of a chunk: embedded, or packed from given inputs. */
 function startRows(m: Model, seqs: ArrayLike<number>[], idx: number[], inputs: F32[] | undefined): Rows {
-  if (!inputs) return embedRows(m, idx.map((s) => seqs[s]));
-  const d = m.config.dim;
-  const seqStarts = seqStartsOf(idx.map((s) => inputs[s].length / d));
-  const x = new Float32Array(seqStarts[seqStarts.length - 1] * d);
-  idx.forEach((s, i) => x.set(inputs[s], seqStarts[i] * d));
-  return { x, seqStarts };
+  return inputs ? packRows(idx.map((s) => inputs[s]), m.config.dim) : embedRows(m, idx.map((s) => seqs[s]));
 }
 
 /**

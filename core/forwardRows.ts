@@ -27,6 +27,20 @@ export function seqStartsOf(lengths: readonly number[]): number[] {
   return starts;
 }
 
+/** Sequences' activations ([T_s, dim] each) packed row-wise, in order (one part is taken as it is, not copied). */
+export function packRows(parts: readonly F32[], dim: number): Rows {
+  const seqStarts = seqStartsOf(parts.map((p) => p.length / dim));
+  if (parts.length === 1) return { x: parts[0], seqStarts };
+  const x = new Float32Array(seqStarts[seqStarts.length - 1] * dim);
+  parts.forEach((p, i) => x.set(p, seqStarts[i] * dim));
+  return { x, seqStarts };
+}
+
+/** Views of the first `count` sequences of packed rows x, one [T, dim] each (no copies). */
+export function seqViews(x: F32, seqStarts: readonly number[], dim: number, count = seqStarts.length - 1): F32[] {
+  return Array.from({ length: count }, (_, s) => x.subarray(seqStarts[s] * dim, seqStarts[s + 1] * dim));
+}
+
 /** 0, 1, …, n − 1. */
 export function range(n: number): Int32Array {
   return Int32Array.from({ length: n }, (_, i) => i);

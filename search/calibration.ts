@@ -13,7 +13,7 @@
  */
 import { ActivationStore, type ActivationStoreOptions } from '../core/activationStore';
 import { finalStreams } from '../core/blockPass';
-import { blockForwardRows, type Rows } from '../core/forwardRows';
+import { blockForwardRows, packRows, seqStartsOf, seqViews, type Rows } from '../core/forwardRows';
 import type { F32, Model } from '../core/model/types';
 import type { Ops } from '../core/ops';
 import type { SearchBlocks } from './blocks';
@@ -34,19 +34,10 @@ export class CalibrationRows {
     this.fp = new ActivationStore({ ...half, dir: memory.dir && `${memory.dir}/fp` });
     this.q = new ActivationStore({ ...half, dir: memory.dir && `${memory.dir}/q` });
     this.dim = model.config.dim;
-    let starts: number[] = [];
-    const keep = (l: number, chunks: Rows[]) => {
-      const x = concat(chunks.map((c) => c.x));
-      this.fp.set(l, x);
-      if (l === 0) starts = joinStarts(chunks);
-    };
-    const { streams } = finalStreams([model], seqs, {
-      ops,
-      onStart: (rows) => keep(0, rows[0]),
-      onBlock: (l, rows) => keep(l + 1, rows[0]),
-    });
-    void streams;
-    this.seqStarts = starts;
+    this.seqStarts = seqStartsOf(seqs.map((s) => s.length));
+    // the chunks of a pass are consecutive sequences: joined, they are the packed rows
+    const keep = (l: number, chunks: Rows[]) => this.fp.set(l, packRows(chunks.map((c) => c.x), this.dim).x);
+    finalStreams([model], seqs, { ops, onStart: (rows) => keep(0, rows[0]), onBlock: (l, rows) => keep(l + 1, rows[0]) });
   }
 
   /** Block l's calibration rows: its inputs `x` in the quantized model and its FP output. */
@@ -56,8 +47,7 @@ export class CalibrationRows {
 
   /** Views of packed rows x, one [T, dim] per sequence. */
   seqViews(x: F32): F32[] {
-    const d = this.dim;
-    return this.seqStarts.slice(0, -1).map((r0, s) => x.subarray(r0 * d, this.seqStarts[s + 1] * d));
+    return seqViews(x, this.seqStarts, this.dim);
   }
 
   /** Block l's inputs in the quantized model (blocks 0 … l−1 as `blocks` holds them quantized). */
@@ -95,23 +85,4 @@ export class CalibrationRows {
     this.fp.close();
     this.q.close();
   }
-}
-
-/** seqStarts of chunks laid one after the other. */
-function joinStarts(chunks: Rows[]): number[] {
-  const out = [0];
-  for (const c of chunks) for (let s = 1; s < c.seqStarts.length; s++) out.push(out[out.length - 1] + c.seqStarts[s] - c.seqStarts[s - 1]);
-  return out;
-}
-
-function concat(xs: F32[]): F32 {
-  if (xs.length === 1) return xs[0];
-  const n = xs.reduce((s, x) => s + x.length, 0);
-  const out = new Float32Array(n);
-  let o = 0;
-  for (const x of xs) {
-    out.set(x, o);
-    o += x.length;
-  }
-  return out;
 }

@@ -6,6 +6,7 @@
  * the base quantization. Only the blocks from the candidate's on are run: the block's own
  * inputs in the quantized model are its calibration rows.
  */
+import { seqViews } from '../core/forwardRows';
 import type { Block, Model } from '../core/model/types';
 import type { Ops } from '../core/ops';
 import type { SearchBlocks } from './blocks';
@@ -38,7 +39,7 @@ export class GlobalTerm {
     const d = blocks.config.dim;
     const starts = data.seqStarts;
     // The probe holds the first calibration sequences, in the order of the block's rows.
-    const xs = Array.from({ length: this.probe.count }, (_, s) => data.x.subarray(starts[s] * d, starts[s + 1] * d));
+    const xs = seqViews(data.x, starts, d, this.probe.count);
     const kl = this.probe.measureFrom(blocks.quantizedWith(l, qBlock), l, xs).kl;
     return (this.tuning.globalWeight * kl) / Math.max(kl0, 1e-12);
   }

@@ -36,11 +36,6 @@ export class BlockCache {
     if (this.recent.length > this.keep) this.recent.length = this.keep;
     return b;
   }
-
-  /** Forget every loaded block (e.g. after the source changed). */
-  clear(): void {
-    this.recent = [];
-  }
 }
 
 /** n lazy blocks with the weights `keys`, each loaded through `cache`. */
