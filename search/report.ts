@@ -50,17 +50,18 @@ export function finalReport(r: RunResult, rows: readonly ReportRow[] = ['rtn', '
   const { config, b } = r;
   const fp = r.blocks.fpModel();
   const searched = r.blocks.quantizedModel();
-  const onRtn = config.base === 'rtn';
-  const want = (row: ReportRow) => rows.includes(row) || (onRtn && row !== 'baseClip' && (rows.includes('rtn') || rows.includes('base')));
-  const models: Partial<Record<ReportRow, Model>> & { searched: Model } = { searched };
-  if (want('base')) models.base = referenceModel(r, config.base, false);
-  if (want('rtn')) models.rtn = onRtn ? models.base : referenceModel(r, 'rtn', false);
-  if (want('baseClip')) models.baseClip = referenceModel(r, config.base, true);
-  // one view per distinct model (on an RTN base, rtn and base are the same one)
-  const distinct = Object.fromEntries(Object.entries(models).filter(([k, m]) => !(k === 'rtn' && onRtn && m === models.base)));
-  const q = evaluateModels(fp, distinct as Record<string, Model>, r.tokens.eval, { ops: r.ops });
-  const got = (k: string) => q.models[k === 'rtn' && onRtn ? 'base' : k];
-  const row = (k: ReportRow | 'searched') => (got(k) ? { ppl: got(k).ppl, kl: got(k).kl } : { ppl: NaN, kl: NaN });
+  // on an RTN base plain RTN is the base: one model (and one evaluation) serves both rows
+  const key = (row: ReportRow | 'searched') => (config.base === 'rtn' && row === 'rtn' ? 'base' : row);
+  const models: Record<string, Model> = { searched };
+  for (const row of rows) {
+    const k = key(row);
+    models[k] ??= referenceModel(r, k === 'rtn' ? 'rtn' : config.base, k === 'baseClip');
+  }
+  const q = evaluateModels(fp, models, r.tokens.eval, { ops: r.ops });
+  const row = (k: ReportRow | 'searched') => {
+    const m = q.models[key(k)];
+    return m ? { ppl: m.ppl, kl: m.kl } : { ppl: NaN, kl: NaN };
+  };
   const ppl = (k: ReportRow) => row(k).ppl;
   return {
     fp: { ppl: q.fp.ppl },
