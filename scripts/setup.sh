@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh Debian/Ubuntu machine: the system packages the native `gl`
-# module (gpu.js's headless WebGL) builds against and runs under, then a clean npm install.
+# module (gpu.js's headless WebGL) builds against and runs under, and redis-server (the queue
+# mode's tests start their own on a free loopback port), then a clean npm install.
 # Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="build-essential python3 pkg-config libx11-dev libxext-dev libxi-dev libgl1 libglx-mesa0 libgl1-mesa-dri xvfb xauth"
+APT_PACKAGES="build-essential python3 pkg-config libx11-dev libxext-dev libxi-dev libgl1 libglx-mesa0 libgl1-mesa-dri xvfb xauth redis-server"
 if command -v apt-get >/dev/null 2>&1; then
   missing=$(dpkg-query -W -f='${Status} ${Package}\n' $APT_PACKAGES 2>/dev/null | grep -vc '^install ok installed' || true)
   if [ "$missing" != "0" ] || ! command -v xvfb-run >/dev/null 2>&1; then
