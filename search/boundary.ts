@@ -10,7 +10,9 @@
 import { fail } from '../core/errors';
 import type { RngState } from '../core/rng';
 import type { AcceptedMove } from './blocks';
+import type { SearchTuning } from './config';
 import type { FinalReport, Progress, RunConfig, SearchSnapshot } from './contract';
+import { tuningSets, type SetPlan } from './plan';
 
 export const SNAPSHOT_VERSION = 2;
 
@@ -40,16 +42,25 @@ export interface Boundary {
   history: FinalReport['history'];
   done: boolean;
   stopReason?: string;
+  /** The sampled sets' sizes the run planned (absent in snapshots from before plans: the tuning's sizes). */
+  sets?: SetPlan;
 }
 
 /** The record of a run that has not started. */
-export function freshBoundary(configHash: string, rng: RngState, nLayers: number): Boundary {
+export function freshBoundary(configHash: string, rng: RngState, nLayers: number, sets: SetPlan): Boundary {
   return {
+    sets,
     version: SNAPSHOT_VERSION, configHash, step: 0, stint: 0, rng, moves: [],
     block: 0, lastGain: [], lastVisit: new Array(nLayers).fill(-1), globalKl0: 0,
     evaluated: 0, accepted: 0, startLoss: [], blockLoss: [], best: { validation: Infinity, moves: 0, step: 0 },
     checksSinceBest: 0, history: [], done: false, initDone: false,
   };
+}
+
+/** The set sizes a snapshot's run planned. */
+export function snapshotSets(snap: SearchSnapshot, t: SearchTuning): SetPlan {
+  const s = (snap as unknown as Boundary).sets;
+  return s ? { ...s } : tuningSets(t);
 }
 
 /** The record in a snapshot, checked to belong to this format and configuration. */

@@ -23,7 +23,7 @@ import { bestBackend } from '../kernels/registry';
 import { rtnLinears } from './baseRtn';
 import { SearchBlocks } from './blocks';
 import { copyInto } from './blockState';
-import { boundaryOf, freshBoundary, meanLoss, progressOf, recordValidation, stopReason, type Boundary } from './boundary';
+import { boundaryOf, freshBoundary, snapshotSets, meanLoss, progressOf, recordValidation, stopReason, type Boundary } from './boundary';
 import { CalibrationRows } from './calibration';
 import { configHash, resolveTuning, validateRunConfig, type SearchTuning } from './config';
 import type { FinalReport, Invariance, Progress, RunConfig, SearchJob, SearchSnapshot } from './contract';
@@ -38,6 +38,7 @@ import { nextBlock } from './schedule';
 import { resolveTokenSets, type TokenSets } from './tokens';
 import { QualityProbe } from './validation';
 import { activationBytes, Scratch } from './scratch';
+import { describeCuts, planSets, type SetPlan } from './plan';
 import { outOfTime, PhaseClock, reportPlan, reportSeconds, type Phase, type ReportCosts, type ReportRow } from './phases';
 
 export interface SearchOptions {
@@ -58,8 +59,10 @@ export async function createSearchJob(config: RunConfig, opts: SearchOptions = {
   const model = loadModel(config.model);
   const ops = opts.ops ?? bestBackend();
   clock.enter('tokens');
-  const tokens = resolveTokenSets(model, config, tuning, ops);
-  const search = new Search(config, tuning, model, tokens, ops, new Scratch(opts.scratchDir), clock, opts.log);
+  // a resumed run keeps the sets it started with, whatever its time budget now
+  const sets = opts.resumeFrom ? snapshotSets(opts.resumeFrom, tuning) : planSets(model.config, config, tuning);
+  const tokens = resolveTokenSets(model, config, tuning, sets, ops);
+  const search = new Search(config, tuning, model, tokens, sets, ops, new Scratch(opts.scratchDir), clock, opts.log);
   await search.init(opts.resumeFrom);
   return search;
 }
@@ -87,7 +90,7 @@ class Search implements SearchJob {
   private baseSeconds = 0;
   private stepSeconds = 0;
   /** Things the time budget made the run leave out (said in the report). */
-  private cut: string[] = [];
+  private cut: string[];
   private evalTimeMs = 0;
   private evalCount = 0;
   private lastValidation: number | null = null;
@@ -98,6 +101,7 @@ class Search implements SearchJob {
     private tuning: SearchTuning,
     private model: Model,
     private tokens: TokenSets,
+    sets: SetPlan,
     private ops: Ops,
     private scratch: Scratch,
     private clock: PhaseClock,
@@ -112,7 +116,8 @@ class Search implements SearchJob {
     this.evaluator = new Evaluator(model.config, this.spec, ops.name, config.workers);
     this.probe = new QualityProbe(model, tokens.valid, ops);
     if (tuning.globalEvery > 0) this.global = new GlobalTerm(model, tokens.calib, tuning, ops);
-    this.b = freshBoundary(this.hash, this.rng.state(), model.config.nLayers);
+    this.b = freshBoundary(this.hash, this.rng.state(), model.config.nLayers, sets);
+    this.cut = describeCuts(sets, tuning, config);
   }
 
   async init(resumeFrom?: SearchSnapshot): Promise<void> {

@@ -11,6 +11,7 @@ import type { Model } from '../core/model/types';
 import type { Ops } from '../core/ops';
 import type { SearchTuning } from './config';
 import type { RunConfig } from './contract';
+import type { SetPlan } from './plan';
 
 export interface TokenSets {
   calib: number[][];
@@ -21,7 +22,8 @@ export interface TokenSets {
 /** The validation set: like the others, with a seed of its own. */
 export const VALIDATION_SEED = 2002;
 
-export function resolveTokenSets(model: Model, config: RunConfig, t: SearchTuning, ops: Ops): TokenSets {
+/** The sets of a run; sampled ones have the sizes of `plan` (search/plan.ts). */
+export function resolveTokenSets(model: Model, config: RunConfig, t: SearchTuning, plan: SetPlan, ops: Ops): TokenSets {
   const length = Math.min(t.seqTokens, model.config.seqLen);
   if (config.calibTokens && config.calibText) fail('bad-config', 'give calibration tokens or calibration text, not both');
   if (config.evalTokens && config.evalText) fail('bad-config', 'give evaluation tokens or evaluation text, not both');
@@ -31,9 +33,9 @@ export function resolveTokenSets(model: Model, config: RunConfig, t: SearchTunin
     return sampleSet(model, sampled, ops);
   };
   return {
-    calib: set(config.calibTokens, config.calibText, t.calibSeqs, { ...DEFAULT_CALIB, count: t.calibSeqs, length }),
-    valid: sampleSet(model, { count: t.validSeqs, length, seed: VALIDATION_SEED }, ops),
-    eval: set(config.evalTokens, config.evalText, t.evalSeqs, { ...DEFAULT_HELD_OUT, count: t.evalSeqs, length }),
+    calib: set(config.calibTokens, config.calibText, plan.calibSeqs, { ...DEFAULT_CALIB, count: plan.calibSeqs, length }),
+    valid: sampleSet(model, { count: plan.validSeqs, length, seed: VALIDATION_SEED }, ops),
+    eval: set(config.evalTokens, config.evalText, plan.evalSeqs, { ...DEFAULT_HELD_OUT, count: plan.evalSeqs, length }),
   };
 }
 

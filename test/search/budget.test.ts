@@ -14,14 +14,17 @@ function config(over: Partial<RunConfig> = {}): RunConfig {
 }
 
 describe('the time budget bounds the whole run', () => {
-  it('with no time left, scale initialisation and the search stop at once and the report keeps only FP and searched, saying what it cut', async () => {
+  it('with no time left, the sets are cut to their minimum, scale initialisation and the search stop at once and the report keeps only FP and searched, saying what it cut', async () => {
     const job = await createSearchJob(config({ timeBudget: 1e-6 }), { tuning });
     while (!job.done) await job.step();
     const p = job.progress();
     expect(p.stopReason).toBe('time');
     expect(p.step).toBeLessThanOrEqual(1);
     const r = await job.report();
-    expect(r.cut).toEqual(['scale-init from block 0', 'report row baseClip', 'report row rtn']);
+    expect(r.cut).toEqual([
+      'calibration set 2 of 4 sequences (time budget)', 'validation set 1 of 2 sequences (time budget)', 'evaluation set 2 of 4 sequences (time budget)',
+      'scale-init from block 0', 'report row baseClip', 'report row rtn',
+    ]);
     expect(Number.isNaN(r.rtn.ppl) && Number.isNaN(r.baseClip.ppl) && Number.isNaN(r.closes)).toBe(true);
     expect(Number.isFinite(r.searched.ppl) && Number.isFinite(r.fp.ppl)).toBe(true);
     expect(Object.keys(r.phases!)).toEqual(['tokens', 'calibration', 'base', 'scale-init', 'search', 'report']);

@@ -7,6 +7,7 @@ import { getBackend } from '../../kernels';
 import { DEFAULT_CONFIG, resolveTuning } from '../../search/config';
 import type { RunConfig } from '../../search/contract';
 import { createSearchJob } from '../../search/run';
+import { tuningSets } from '../../search/plan';
 import { resolveTokenSets } from '../../search/tokens';
 import { MODEL_PATH } from '../helpers';
 
@@ -44,7 +45,7 @@ describe("the search's GPTQ start", () => {
     const job = await createSearchJob(config(), { tuning: t, ops });
     const r = await job.report();
     const model = loadModel(MODEL_PATH);
-    const calib = resolveTokenSets(model, config(), t, ops).calib;
+    const calib = resolveTokenSets(model, config(), t, tuningSets(t), ops).calib;
     const core = quantizeModel(model, { bits: 3, group: 32, method: 'gptq', clip: true, f16Scales: t.f16Scales, calib, ops });
     expectSameLinears(r.models!.searched, core);
     await job.close();

@@ -6,6 +6,7 @@ import { jsOps } from '../../core/ops';
 import { loadTokenizer } from '../../core/tokenizer';
 import { resolveTuning } from '../../search/config';
 import type { RunConfig } from '../../search/contract';
+import { tuningSets } from '../../search/plan';
 import { resolveTokenSets } from '../../search/tokens';
 import { MODEL_PATH, shippedModel, TOKENIZER_PATH } from '../helpers';
 
@@ -23,7 +24,7 @@ describe('token sets from text', () => {
   const tuning = resolveTuning({ seqTokens: 8, calibSeqs: 3, validSeqs: 1, evalSeqs: 1 });
 
   it('--calib-text: the documents tokenized from BOS, joined and cut into windows of seqTokens, at most calibSeqs', () => {
-    const sets = resolveTokenSets(model, { ...base, calibText: text }, tuning, jsOps);
+    const sets = resolveTokenSets(model, { ...base, calibText: text }, tuning, tuningSets(tuning), jsOps);
     const tok = loadTokenizer(TOKENIZER_PATH, model.config.vocabSize);
     const all = docs.flatMap((d) => tok.encode(d, { bos: true }));
     expect(all.length).toBeGreaterThan(24);
@@ -32,9 +33,9 @@ describe('token sets from text', () => {
   });
 
   it('tokens and text for the same set, or a text with nothing in it, is one clear error', () => {
-    expect(() => resolveTokenSets(model, { ...base, calibText: text, calibTokens: text }, tuning, jsOps)).toThrow(/not both/);
+    expect(() => resolveTokenSets(model, { ...base, calibText: text, calibTokens: text }, tuning, tuningSets(tuning), jsOps)).toThrow(/not both/);
     const empty = join(dir, 'empty.txt');
     writeFileSync(empty, '');
-    expect(() => resolveTokenSets(model, { ...base, evalText: empty }, tuning, jsOps)).toThrow(/no text/);
+    expect(() => resolveTokenSets(model, { ...base, evalText: empty }, tuning, tuningSets(tuning), jsOps)).toThrow(/no text/);
   });
 });
