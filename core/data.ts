@@ -47,38 +47,60 @@ export const SAMPLE_CACHE_BYTES = 1 << 30;
  * one-row matmul rounds differently from its batched one (wasm) may change some tokens.
  */
 export function sampleTokens(model: Model, opts: SampleOptions): number[][] {
-  const { count, length, seed } = opts;
+  return sampleSets(model, [opts], opts)[0];
+}
+
+/**
+ * Several sets at once (e.g. a run's calibration, validation and evaluation sets), each
+ * with its own seed and its uniforms in the order sampleTokens draws them, decoded
+ * together: one matmul per layer and step over the sequences of all sets, so small sets do
+ * not each pay a pass over every weight per token. A set is the one sampleTokens samples
+ * alone whenever the logits are the same: always when both batchings have at least
+ * SEPARABLE_MIN_ROWS rows (sampleBatches sees to that where the count allows).
+ */
+export function sampleSets(model: Model, sets: readonly Pick<SampleOptions, 'count' | 'length' | 'seed'>[], opts: Omit<SampleOptions, 'count' | 'length' | 'seed'> = {}): number[][][] {
   const temperature = opts.temperature ?? 1;
   const { vocabSize: V, seqLen, bosId } = model.config;
-  if (!(Number.isInteger(count) && count >= 1)) fail('bad-config', `sample count must be a positive integer, got ${count}`);
-  if (!(Number.isInteger(length) && length >= 1 && length <= seqLen)) {
-    fail('bad-config', `sample length must be an integer from 1 to the model's seqLen ${seqLen}, got ${length}`);
+  for (const { count, length } of sets) {
+    if (!(Number.isInteger(count) && count >= 1)) fail('bad-config', `sample count must be a positive integer, got ${count}`);
+    if (!(Number.isInteger(length) && length >= 1 && length <= seqLen)) {
+      fail('bad-config', `sample length must be an integer from 1 to the model's seqLen ${seqLen}, got ${length}`);
+    }
   }
   if (!(Number.isFinite(temperature) && temperature >= 0)) fail('bad-config', `temperature must be a number ≥ 0, got ${temperature}`);
-  const rng = Rng.fromSeed(seed);
-  const weights = new Float64Array(V);
-  const seqs: number[][] = [];
-  for (const [s0, s1] of sampleBatches(model.config, count, length, opts.maxCacheBytes ?? SAMPLE_CACHE_BYTES)) {
-    const B = s1 - s0;
+  const out: number[][][] = sets.map(() => []);
+  // sets of one length decode together; each sequence keeps its set's uniforms, drawn in order
+  for (const length of new Set(sets.map((s) => s.length))) {
     const steps = length - 1;
-    // this batch's uniforms, in sequential order (none when greedy)
-    const u = new Float64Array(temperature === 0 ? 0 : B * steps);
-    for (let i = 0; i < u.length; i++) u[i] = rng.float();
-    const batch = Array.from({ length: B }, () => [bosId]);
-    const dec = new BatchDecoder(model, B, Math.max(1, steps), opts.ops);
-    const last = new Int32Array(B).fill(bosId);
-    for (let t = 0; t < steps; t++) {
-      const logits = dec.step(last);
-      for (let b = 0; b < B; b++) {
-        const row = logits.subarray(b * V, (b + 1) * V);
-        const tok = temperature === 0 ? argmax(row) : categoricalAt(softmaxWeights(row, temperature, weights), u[b * steps + t]);
-        batch[b].push(tok);
-        last[b] = tok;
+    const members = sets.map((s, i) => [s, i] as const).filter(([s]) => s.length === length);
+    const seqs: { set: number; u: Float64Array }[] = [];
+    for (const [s, i] of members) {
+      const rng = Rng.fromSeed(s.seed);
+      for (let k = 0; k < s.count; k++) {
+        const u = new Float64Array(temperature === 0 ? 0 : steps);
+        for (let t = 0; t < u.length; t++) u[t] = rng.float();
+        seqs.push({ set: i, u });
       }
     }
-    seqs.push(...batch);
+    const weights = new Float64Array(V);
+    for (const [s0, s1] of sampleBatches(model.config, seqs.length, length, opts.maxCacheBytes ?? SAMPLE_CACHE_BYTES)) {
+      const B = s1 - s0;
+      const batch = Array.from({ length: B }, () => [bosId]);
+      const dec = new BatchDecoder(model, B, Math.max(1, steps), opts.ops);
+      const last = new Int32Array(B).fill(bosId);
+      for (let t = 0; t < steps; t++) {
+        const logits = dec.step(last);
+        for (let b = 0; b < B; b++) {
+          const row = logits.subarray(b * V, (b + 1) * V);
+          const tok = temperature === 0 ? argmax(row) : categoricalAt(softmaxWeights(row, temperature, weights), seqs[s0 + b].u[t]);
+          batch[b].push(tok);
+          last[b] = tok;
+        }
+      }
+      batch.forEach((seq, b) => out[seqs[s0 + b].set].push(seq));
+    }
   }
-  return seqs;
+  return out;
 }
 
 /**
@@ -139,7 +161,12 @@ export const DEFAULT_HELD_OUT: Readonly<SampledSet> = Object.freeze({ count: 32,
 
 /** A sampled set, its length capped at the model's seqLen (for models shorter than 256). */
 export function sampleSet(model: Model, set: SampledSet, ops?: Ops): number[][] {
-  return sampleTokens(model, { count: set.count, length: Math.min(set.length, model.config.seqLen), seed: set.seed, ops });
+  return sampleSetsCapped(model, [set], ops)[0];
+}
+
+/** Several sampled sets decoded together (sampleSets), lengths capped as sampleSet does. */
+export function sampleSetsCapped(model: Model, sets: readonly SampledSet[], ops?: Ops): number[][][] {
+  return sampleSets(model, sets.map((s) => ({ ...s, length: Math.min(s.length, model.config.seqLen) })), { ops });
 }
 
 export function defaultCalibTokens(model: Model, ops?: Ops): number[][] {

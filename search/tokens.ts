@@ -4,7 +4,7 @@
  * Given files are used as they are; otherwise each set is sampled from the FP model with
  * its own fixed seed, so the sets differ and depend only on the model.
  */
-import { DEFAULT_CALIB, DEFAULT_HELD_OUT, loadTextFile, loadTokenFile, sampleSet, type SampledSet } from '../core/data';
+import { DEFAULT_CALIB, DEFAULT_HELD_OUT, loadTextFile, loadTokenFile, sampleSetsCapped, type SampledSet } from '../core/data';
 import { fail } from '../core/errors';
 import { loadTokenizer, tokenizerPathFor } from '../core/tokenizer';
 import type { Model } from '../core/model/types';
@@ -22,21 +22,23 @@ export interface TokenSets {
 /** The validation set: like the others, with a seed of its own. */
 export const VALIDATION_SEED = 2002;
 
-/** The sets of a run; sampled ones have the sizes of `plan` (search/plan.ts). */
+/** The sets of a run; sampled ones have the sizes of `plan` (search/plan.ts) and are decoded together. */
 export function resolveTokenSets(model: Model, config: RunConfig, t: SearchTuning, plan: SetPlan, ops: Ops): TokenSets {
   const length = Math.min(t.seqTokens, model.config.seqLen);
   if (config.calibTokens && config.calibText) fail('bad-config', 'give calibration tokens or calibration text, not both');
   if (config.evalTokens && config.evalText) fail('bad-config', 'give evaluation tokens or evaluation text, not both');
-  const set = (tokens: string | undefined, text: string | undefined, count: number, sampled: SampledSet): number[][] => {
+  const given = (tokens: string | undefined, text: string | undefined, count: number): number[][] | undefined => {
     if (tokens) return loadTokenFile(tokens, model.config);
     if (text) return textWindows(model, tokenizerPathFor(config.model, config.tokenizer), text, length, count);
-    return sampleSet(model, sampled, ops);
+    return undefined;
   };
-  return {
-    calib: set(config.calibTokens, config.calibText, plan.calibSeqs, { ...DEFAULT_CALIB, count: plan.calibSeqs, length }),
-    valid: sampleSet(model, { count: plan.validSeqs, length, seed: VALIDATION_SEED }, ops),
-    eval: set(config.evalTokens, config.evalText, plan.evalSeqs, { ...DEFAULT_HELD_OUT, count: plan.evalSeqs, length }),
-  };
+  const calib = given(config.calibTokens, config.calibText, plan.calibSeqs);
+  const evalSet = given(config.evalTokens, config.evalText, plan.evalSeqs);
+  const wanted: SampledSet[] = [{ count: plan.validSeqs, length, seed: VALIDATION_SEED }];
+  if (!calib) wanted.push({ ...DEFAULT_CALIB, count: plan.calibSeqs, length });
+  if (!evalSet) wanted.push({ ...DEFAULT_HELD_OUT, count: plan.evalSeqs, length });
+  const [valid, ...rest] = sampleSetsCapped(model, wanted, ops);
+  return { calib: calib ?? rest.shift()!, valid, eval: evalSet ?? rest.shift()! };
 }
 
 /**

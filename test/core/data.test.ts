@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { InvarxError } from '../../core/errors';
 import {
   DEFAULT_CALIB, DEFAULT_HELD_OUT, defaultCalibTokens, defaultHeldOutTokens, loadTextFile, loadTokenFile, overlapCount,
-  parseTokenFile, sampleTokens,
+  parseTokenFile, sampleSets, sampleTokens,
 } from '../../core/data';
 import { loadTokenizer } from '../../core/tokenizer';
 import { getBackend } from '../../kernels/registry';
@@ -73,6 +73,14 @@ describe('sampleTokens', () => {
     expect(sampleTokens(m, { count: 3, length: 20, seed: 8 })).not.toEqual(a);
     // One Rng, sequence after sequence: a smaller count is a prefix of the larger set.
     expect(sampleTokens(m, { count: 2, length: 20, seed: 7 })).toEqual(a.slice(0, 2));
+  });
+
+  it('several sets decoded together are each the set sampled alone (own seed, own order; lengths may differ)', () => {
+    const sets = [{ count: 5, length: 24, seed: 3 }, { count: 4, length: 24, seed: 9 }, { count: 6, length: 12, seed: 3 }];
+    for (const ops of [undefined, getBackend('wasm')]) {
+      const together = sampleSets(m, sets, { ops });
+      expect(together).toEqual(sets.map((s) => sampleTokens(m, { ...s, ops })));
+    }
   });
 
   it('is greedy at temperature 0', () => {
