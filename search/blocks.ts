@@ -1,13 +1,21 @@
 /**
- * Where a search gets each block's weights: the FP weights (the model as loaded), the
- * transformed FP weights (FP + the accepted moves of that block) and the quantized
- * transformed weights (what the objective scored, what validation and the report run).
- * Today all three are whole arrays in memory; this class is the one place that knows it,
- * so that holding them otherwise (blocks streamed from disk, transformed weights rebuilt
- * from moves, quantized blocks kept as codes) changes only this file.
+ * Where a search gets each block's weights: the FP weights (the model as loaded, possibly
+ * streamed from disk), the transformed FP weights (FP + the accepted moves of that block)
+ * and the quantized transformed weights (what the objective scored, what validation and
+ * the report run). This class is the one place that knows how they are held.
+ *
+ * Within `residentBytes` they are float arrays, as a small model's always are. Past it:
+ * - a transformed block is rebuilt from its FP block and the transforms applied to it, in
+ *   order, when used (the same float operations in the same order, so the same bits), and
+ *   the most recently used are kept while they fit; the block being searched is pinned;
+ * - a quantized block is kept palette-packed (core/quant/palette.ts, ~1.5 bytes a weight,
+ *   exact) and unpacked when read.
+ * So a run holds O(1 block) of float weights whatever the model's size.
  */
 import { applyTransforms, type Transform } from '../core/invariance';
-import { cloneBlock, type Block, type Model, type ModelConfig } from '../core/model/types';
+import { BlockCache, lazyBlocks, type BlockKey } from '../core/model/lazy';
+import { blockLinears, cloneBlock, linearShape, type Block, type F32, type LinearName, type Model, type ModelConfig } from '../core/model/types';
+import { packPalette, paletteBytes, unpackPalette, type PaletteWeights } from '../core/quant/palette';
 
 /** One accepted move: the transforms applied to one block (step 0: scale initialisation). */
 export interface AcceptedMove {
@@ -16,15 +24,42 @@ export interface AcceptedMove {
   transforms: Transform[];
 }
 
+/** How a quantized block is held: as floats, or its linears palette-packed (other arrays as they are). */
+type HeldQuantized = { floats: Block } | { packed: Partial<Record<LinearName, PaletteWeights>>; rest: Partial<Block> };
+
+export interface QuantGrid {
+  bits: number;
+  group: number;
+}
+
+/** Quantized blocks unpacked at a time (a block-major pass reads one block at a time). */
+const UNPACKED_KEEP = 2;
+
 export class SearchBlocks {
-  private cur: Block[];
-  private q: Block[] = [];
+  /** Per block, every transform applied to it since FP, in order. */
+  private applied: Transform[][];
+  /** Transformed blocks held as floats, least recently used first. */
+  private resident = new Map<number, Block>();
+  private pinned = -1;
+  private q: HeldQuantized[] = [];
+  private unpacked: BlockCache;
+  private qLazy: Block[];
   /** How many times each block's quantized weights were set (what cached activations depend on). */
   private ver: number[];
+  private readonly blockBytes: number;
 
-  constructor(private model: Model) {
-    this.cur = model.blocks.map(cloneBlock);
-    this.ver = new Array(model.config.nLayers).fill(0);
+  /**
+   * `residentBytes`: float block weights to hold at most, half transformed and half
+   * quantized (Infinity: every block as floats); `grid`: the quantized weights' grid.
+   */
+  constructor(private model: Model, private grid: QuantGrid, private residentBytes = Infinity) {
+    const L = model.config.nLayers;
+    this.applied = Array.from({ length: L }, () => []);
+    this.ver = new Array(L).fill(0);
+    this.blockBytes = Object.values(model.blocks[0]).reduce((s, v) => s + (v ? (v as F32).byteLength : 0), 0);
+    this.unpacked = new BlockCache((l) => this.unpack(l), UNPACKED_KEEP);
+    const keys = Object.keys(model.blocks[0]).filter((k) => model.blocks[0][k as BlockKey] !== undefined) as BlockKey[];
+    this.qLazy = lazyBlocks(L, keys, this.unpacked);
   }
 
   get config(): ModelConfig {
@@ -42,21 +77,35 @@ export class SearchBlocks {
 
   /** Transformed FP weights of block l (a move being accepted changes them in place). */
   transformed(l: number): Block {
-    return this.cur[l];
+    let b = this.resident.get(l);
+    if (b) {
+      this.resident.delete(l);
+    } else {
+      b = cloneBlock(this.model.blocks[l]);
+      applyTransforms(this.model.config, b, this.applied[l]);
+    }
+    this.resident.set(l, b);
+    this.evict();
+    return b;
   }
 
   /** Quantized transformed weights of block l. */
   quantized(l: number): Block {
-    return this.q[l];
+    const h = this.q[l];
+    return 'floats' in h ? h.floats : this.qLazy[l];
   }
 
-  /** Hold block l's transformed weights in `b` (the same values, e.g. in memory workers share). */
+  /** Hold block l's transformed weights in `b` (the same values, e.g. in memory workers share), pinned while it is searched. */
   setTransformed(l: number, b: Block): void {
-    this.cur[l] = b;
+    this.resident.delete(l);
+    this.resident.set(l, b);
+    this.pinned = l;
+    this.evict();
   }
 
   setQuantized(l: number, q: Block): void {
-    this.q[l] = q;
+    this.q[l] = this.hold(l, q);
+    this.unpacked.forget(l);
     this.ver[l]++;
   }
 
@@ -67,13 +116,16 @@ export class SearchBlocks {
 
   /** Apply `transforms` to block l's transformed weights (an accepted move). */
   apply(l: number, transforms: readonly Transform[]): void {
-    applyTransforms(this.model.config, this.cur[l], transforms);
+    applyTransforms(this.model.config, this.transformed(l), transforms);
+    this.applied[l].push(...transforms);
   }
 
   /** The transformed weights of every block rebuilt as FP + `moves`, in order (resume, rollback). */
   replay(moves: readonly AcceptedMove[]): void {
-    this.cur = this.model.blocks.map(cloneBlock);
-    for (const m of moves) this.apply(m.block, m.transforms);
+    this.applied = Array.from({ length: this.nLayers }, () => []);
+    for (const m of moves) this.applied[m.block].push(...m.transforms);
+    this.resident.clear();
+    this.pinned = -1;
   }
 
   /** The FP model. */
@@ -81,20 +133,67 @@ export class SearchBlocks {
     return this.model;
   }
 
-  /** The transformed FP model (computes the FP function, up to the approximate invariances). */
+  /** The transformed FP model (computes the FP function, up to the approximate invariances); blocks built when read. */
   transformedModel(): Model {
-    return { ...this.model, blocks: this.cur };
+    const cache = new BlockCache((l) => this.transformed(l), 1);
+    return { ...this.model, blocks: lazyBlocks(this.nLayers, Object.keys(this.model.blocks[0]) as BlockKey[], cache) };
   }
 
   /** The quantized transformed model the objective scored. */
   quantizedModel(): Model {
-    return { ...this.model, blocks: this.q };
+    return { ...this.model, blocks: this.q.map((_, l) => this.quantized(l)) };
   }
 
   /** The quantized model with `qBlock` in place of block l (a candidate's). */
   quantizedWith(l: number, qBlock: Block): Model {
-    const blocks = this.q.slice();
-    blocks[l] = qBlock;
-    return { ...this.model, blocks };
+    const m = this.quantizedModel();
+    m.blocks[l] = qBlock;
+    return m;
+  }
+
+  /** Drop the least recently used transformed blocks past half the budget (never the pinned one, nor the newest). */
+  private evict(): void {
+    const keys = [...this.resident.keys()];
+    const newest = keys[keys.length - 1];
+    for (const l of keys) {
+      if (this.resident.size * this.blockBytes <= this.residentBytes / 2) return;
+      if (l !== this.pinned && l !== newest) this.resident.delete(l);
+    }
+  }
+
+  /** Floats while every block's would fit half the budget, else packed (exactly; floats if some linear is off the grid). */
+  private hold(l: number, q: Block): HeldQuantized {
+    if (this.nLayers * this.blockBytes <= this.residentBytes / 2) return { floats: q };
+    const packed: Partial<Record<LinearName, PaletteWeights>> = {};
+    const rest: Partial<Block> = { ...q };
+    for (const name of blockLinears(this.model.config)) {
+      const [rows, cols] = linearShape(this.model.config, name);
+      const p = packPalette(q[name]!, rows, cols, Math.min(this.grid.group, cols), 2 ** this.grid.bits);
+      if (!p) return { floats: q };
+      packed[name] = p;
+      delete rest[name];
+    }
+    // the other arrays (norms, biases) are small: copied, so later changes to `q` do not leak in
+    for (const [k, v] of Object.entries(rest)) if (v) (rest as Record<string, F32>)[k] = (v as F32).slice();
+    return { packed, rest };
+  }
+
+  private unpack(l: number): Block {
+    const h = this.q[l];
+    if ('floats' in h) return h.floats;
+    const out: Record<string, F32> = { ...(h.rest as Record<string, F32>) };
+    for (const [name, p] of Object.entries(h.packed)) out[name] = unpackPalette(p!);
+    return out as unknown as Block;
+  }
+
+  /** Bytes of quantized weights held (floats or packed). */
+  quantizedBytes(): number {
+    let n = 0;
+    for (const h of this.q) {
+      if (!h) continue;
+      if ('floats' in h) n += this.blockBytes;
+      else for (const p of Object.values(h.packed)) n += paletteBytes(p!);
+    }
+    return n;
   }
 }

@@ -84,8 +84,8 @@ export function finalReport(r: RunResult, rows: readonly ReportRow[] = ['rtn', '
 export function searchExport(r: RunResult): SearchExport {
   const packr = new Packr({ moreTypes: true });
   return {
-    // Without the worker count, which changes only speed: the export is the same for any.
-    transforms: packr.pack({ config: { ...r.config, workers: undefined }, moves: r.b.moves }),
+    // Without the worker count and memory budget, which change only speed and memory: the export is the same for any.
+    transforms: packr.pack({ config: { ...r.config, workers: undefined, memoryBudget: undefined }, moves: r.b.moves }),
     transformed: r.blocks.transformedModel(),
     quantized: r.blocks.quantizedModel(),
     codes: searchedCodes(r),

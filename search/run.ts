@@ -16,6 +16,7 @@
 import type { Logger } from 'pino';
 import { loadModel } from '../core/model/load';
 import { cloneBlock, type F32, type Model } from '../core/model/types';
+import type { Transform } from '../core/invariance';
 import type { Ops } from '../core/ops';
 import type { QuantSpec } from '../core/quant/rtn';
 import { Rng } from '../core/rng';
@@ -37,7 +38,7 @@ import { scaleInit, scaleSitesOn } from './scaleInit';
 import { nextBlock } from './schedule';
 import { resolveTokenSets, type TokenSets } from './tokens';
 import { QualityProbe } from './validation';
-import { activationBytes, Scratch } from './scratch';
+import { activationBytes, Scratch, weightBytes } from './scratch';
 import { describeCuts, planSets, type SetPlan } from './plan';
 import { outOfTime, PhaseClock, reportPlan, reportSeconds, type Phase, type ReportCosts, type ReportRow } from './phases';
 
@@ -112,7 +113,7 @@ class Search implements SearchJob {
     this.spec = { bits: config.bits, group: config.group, clip: tuning.clip, f16Scales: tuning.f16Scales };
     this.on = new Set(config.invariances);
     this.rng = Rng.fromSeed(config.seed);
-    this.blocks = new SearchBlocks(model);
+    this.blocks = new SearchBlocks(model, this.spec, weightBytes(config));
     this.evaluator = new Evaluator(model.config, this.spec, ops.name, config.workers);
     this.probe = new QualityProbe(model, tokens.valid, ops);
     if (tuning.globalEvery > 0) this.global = new GlobalTerm(model, tokens.calib, tuning, ops);
@@ -208,7 +209,11 @@ class Search implements SearchJob {
         break;
       }
       const obj = this.sharedObjective(l, x);
-      await scaleInit(cfg, obj, this.blocks.transformed(l), this.calib.seqViews(x), this.ops, sites, (t) => this.b.moves.push({ block: l, step: 0, transforms: [t] }), score);
+      const accept = (t: Transform) => {
+        this.blocks.apply(l, [t]);
+        this.b.moves.push({ block: l, step: 0, transforms: [t] });
+      };
+      await scaleInit(cfg, obj, this.blocks.transformed(l), this.calib.seqViews(x), this.ops, sites, accept, score);
       this.blocks.setQuantized(l, obj.q);
     }
     // The canonical quantized model of the new weights (what a resumed run rebuilds), from

@@ -9,7 +9,7 @@
  * resume reproduces it.
  */
 import { blockTrace } from '../core/forward';
-import { applyTransform, type Transform } from '../core/invariance';
+import type { Transform } from '../core/invariance';
 import type { Block, F32, ModelConfig } from '../core/model/types';
 import type { Ops } from '../core/ops';
 import type { Invariance } from './contract';
@@ -100,12 +100,12 @@ export type ScoreMoves = (moves: Move[]) => Promise<number[]>;
 
 /**
  * Runs the α search for every site in order; the grid of one site is scored as one batch
- * (in parallel when `score` uses workers). Returns after applying the accepted transforms
- * to `cur` and `obj`; `onAccept` records each.
+ * (in parallel when `score` uses workers). `accept` applies an accepted transform to `cur`
+ * (and records it); the objective is then reset to the new weights.
  */
 export async function scaleInit(
   cfg: ModelConfig, obj: BlockObjective, cur: Block, xs: F32[], ops: Ops, sites: ScaleSite[],
-  onAccept: (t: Transform) => void, score: ScoreMoves,
+  accept: (t: Transform) => void, score: ScoreMoves,
 ): Promise<void> {
   for (const site of sites) {
     const m = siteStats(cfg, cur, xs, ops, site);
@@ -115,10 +115,8 @@ export async function scaleInit(
     let best = -1;
     for (let i = 0; i < losses.length; i++) if (losses[i] < (best < 0 ? obj.loss : losses[best])) best = i;
     if (best >= 0) {
-      const t = moves[best].transforms[0];
-      applyTransform(cfg, cur, t);
+      accept(moves[best].transforms[0]);
       obj.reset(cur, full);
-      onAccept(t);
     }
   }
 }

@@ -31,6 +31,14 @@ export function activationBytes(config: RunConfig): number {
   return Math.floor((config.memoryBudget || defaultMemoryBudget()) / 2);
 }
 
+/**
+ * Bytes of block weights a run keeps as float arrays: a quarter of its budget, half for
+ * transformed and half for quantized blocks (past it, search/blocks.ts rebuilds and packs).
+ */
+export function weightBytes(config: RunConfig): number {
+  return Math.floor((config.memoryBudget || defaultMemoryBudget()) / 4);
+}
+
 /** "6G", "512M", "300k" or plain bytes → bytes; NaN when it is none of these. */
 export function parseBytes(s: string): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(?:i?B)?\s*$/.exec(s);

@@ -36,6 +36,11 @@ export class BlockCache {
     if (this.recent.length > this.keep) this.recent.length = this.keep;
     return b;
   }
+
+  /** Drop block l (its source changed): the next read loads it again. */
+  forget(l: number): void {
+    this.recent = this.recent.filter((e) => e.l !== l);
+  }
 }
 
 /** n lazy blocks with the weights `keys`, each loaded through `cache`. */
