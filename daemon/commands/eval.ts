@@ -19,7 +19,7 @@ import { validateSpec } from '../../core/quant/rtn';
 import { quantizedView } from '../../core/quant/view';
 import { evaluateModels, gapClosed, type Perplexity, type Quality } from '../../core/metrics';
 import {
-  DEFAULT_CALIB, DEFAULT_HELD_OUT, defaultCalibTokens, defaultHeldOutTokens, loadTextFile, loadTokenFile, overlapCount,
+  DEFAULT_CALIB, DEFAULT_HELD_OUT, loadTextFile, loadTokenFile, overlapCount, sampleSetsCapped,
 } from '../../core/data';
 import { loadTokenizer, tokenizerPathFor } from '../../core/tokenizer';
 import { bestBackend } from '../../kernels/registry';
@@ -85,6 +85,14 @@ function evaluate(o: EvalOptions): void {
   // default sets are the ones the search samples too.
   const ops = bestBackend();
 
+  // The default sets this evaluation needs, sampled together (one batch: a pass over the
+  // weights per token serves both).
+  const sampleHeldOut = !o.tokens && !o.text;
+  const sampleCalib = quantized.includes('gptq') && !o.calibTokens && !o.calibText;
+  const wanted = [...(sampleHeldOut ? [DEFAULT_HELD_OUT] : []), ...(sampleCalib ? [DEFAULT_CALIB] : [])];
+  if (wanted.length > 0) note(`sampling the default ${[sampleHeldOut && 'held-out', sampleCalib && 'calibration'].filter(Boolean).join(' and ')} set${wanted.length > 1 ? 's' : ''}…`);
+  const sampled = sampleSetsCapped(fp, wanted, ops);
+
   let heldOut: number[][];
   let source: string;
   if (o.tokens) {
@@ -95,8 +103,7 @@ function evaluate(o: EvalOptions): void {
     heldOut = loadTextFile(o.text, tok, fp.config);
     source = o.text;
   } else {
-    note('sampling the default held-out set…');
-    heldOut = defaultHeldOutTokens(fp, ops);
+    heldOut = sampled.shift()!;
     const len = Math.min(DEFAULT_HELD_OUT.length, fp.config.seqLen);
     source = `sampled from the model (${DEFAULT_HELD_OUT.count} × ${len} tokens, seed ${DEFAULT_HELD_OUT.seed})`;
   }
@@ -110,8 +117,7 @@ function evaluate(o: EvalOptions): void {
         const length = Math.min(DEFAULT_CALIB.length, fp.config.seqLen);
         calib = textWindows(fp, tokenizerPathFor(o.model, o.tokenizer), o.calibText, length, DEFAULT_CALIB.count);
       } else {
-        note('sampling the default calibration set…');
-        calib = defaultCalibTokens(fp, ops);
+        calib = sampled.shift()!;
       }
       const shared = overlapCount(calib, heldOut);
       if (shared > 0) process.stderr.write(`invarx: warning: ${shared} held-out sequences also occur in the calibration set\n`);
