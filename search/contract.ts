@@ -61,6 +61,8 @@ export interface Progress {
   phase?: string;
   /** Seconds spent in each phase so far (search/phases.ts). */
   phases?: Record<string, number>;
+  /** Seconds left in the running phase: predicted for the phases before and after the search (search/plan.ts), the search's own ETA during it. */
+  phaseEtaSeconds?: number | null;
   /** Candidates scored so far. */
   candidates?: number;
 }

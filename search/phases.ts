@@ -13,18 +13,20 @@ export type Phase = (typeof PHASES)[number];
 export class PhaseClock {
   private spent = new Map<Phase, number>();
   private current: { phase: Phase; since: number } | null = null;
+  /** Predicted seconds of the phases that have a prediction (search/plan.ts). */
+  planned: Partial<Record<Phase, number>> = {};
 
   constructor(
     private now: () => number = () => performance.now() / 1000,
-    /** Told each phase as it begins (progress displays before the search's first step). */
-    private onEnter?: (phase: Phase) => void,
+    /** Told each phase as it begins, with its predicted seconds if any (progress displays before the search's first step). */
+    private onEnter?: (phase: Phase, plannedSeconds: number | null) => void,
   ) {}
 
   /** Enter `phase` (ending the one before). */
   enter(phase: Phase): void {
     this.stop();
     this.current = { phase, since: this.now() };
-    this.onEnter?.(phase);
+    this.onEnter?.(phase, this.planned[phase] ?? null);
   }
 
   /** End the running phase. */
@@ -42,6 +44,12 @@ export class PhaseClock {
   /** Seconds in the running phase so far. */
   get inPhase(): number {
     return this.current ? this.now() - this.current.since : 0;
+  }
+
+  /** Predicted seconds left in the running phase (null: no prediction; 0 once it runs over). */
+  get etaSeconds(): number | null {
+    const p = this.current && this.planned[this.current.phase];
+    return p === undefined || p === null ? null : Math.max(0, p - this.inPhase);
   }
 
   /** Seconds per phase that has run (the running one up to now), in PHASES order. */

@@ -16,6 +16,7 @@
 import type { ModelConfig } from '../core/model/types';
 import type { SearchTuning } from './config';
 import type { RunConfig } from './contract';
+import type { Phase } from './phases';
 
 /** The sampled sets' sizes (sequences; each of `seqTokens` tokens). */
 export interface SetPlan {
@@ -106,4 +107,25 @@ export function describeCuts(plan: SetPlan, t: SearchTuning, config: SetSources)
     ['evalSeqs', 'evaluation', isSampled.eval],
   ] as const;
   return sets.filter(([k, , s]) => s && plan[k] < t[k]).map(([k, name]) => `${name} set ${plan[k]} of ${t[k]} sequences (time budget)`);
+}
+
+/**
+ * Predicted seconds of the phases before and after the search for these sets (the same
+ * model as the plan's; a progress display's ETA, not a promise).
+ */
+export function phaseSeconds(cfg: ModelConfig, config: RunConfig, t: SearchTuning, sets: SetPlan): Partial<Record<Phase, number>> {
+  const T = Math.min(t.seqTokens, cfg.seqLen);
+  const f = tokenFlops(cfg, T);
+  const isSampled = sampled(config);
+  const L = cfg.nLayers;
+  const calibTokens = sets.calibSeqs * T;
+  const sampledTokens = T * (sets.validSeqs + (isSampled.calib ? sets.calibSeqs : 0) + (isSampled.eval ? sets.evalSeqs : 0));
+  const pass = (flops: number) => flops / PASS_FLOPS_PER_SECOND;
+  return {
+    tokens: pass(sampledTokens * f.model),
+    calibration: pass(calibTokens * L * f.block),
+    base: pass(calibTokens * L * f.block * (config.base === 'gptq' ? 2 : 1)),
+    'scale-init': (SCALE_INIT_CANDIDATES_PER_BLOCK * L * calibTokens * f.block) / CANDIDATE_FLOPS_PER_SECOND,
+    report: pass(sets.evalSeqs * T * f.model * TABLE_MODELS),
+  };
 }

@@ -39,7 +39,7 @@ import { nextBlock } from './schedule';
 import { resolveTokenSets, type TokenSets } from './tokens';
 import { QualityProbe } from './validation';
 import { activationBytes, Scratch, weightBytes } from './scratch';
-import { describeCuts, planSets, type SetPlan } from './plan';
+import { describeCuts, phaseSeconds, planSets, type SetPlan } from './plan';
 import { outOfTime, PhaseClock, reportPlan, reportSeconds, type Phase, type ReportCosts, type ReportRow } from './phases';
 
 export interface SearchOptions {
@@ -47,8 +47,8 @@ export interface SearchOptions {
   resumeFrom?: SearchSnapshot;
   tuning?: Partial<SearchTuning>;
   ops?: Ops;
-  /** Told each phase of the run as it begins (the search's own progress starts with its first step). */
-  onPhase?: (phase: Phase) => void;
+  /** Told each phase of the run as it begins, with its predicted seconds if any (the search's own progress starts with its first step). */
+  onPhase?: (phase: Phase, plannedSeconds: number | null) => void;
   /** Directory for activations past the memory budget (default: a fresh one under the system's tmpdir); removed on close. */
   scratchDir?: string;
 }
@@ -59,9 +59,10 @@ export async function createSearchJob(config: RunConfig, opts: SearchOptions = {
   const tuning = resolveTuning(opts.tuning);
   const model = loadModel(config.model);
   const ops = opts.ops ?? bestBackend();
-  clock.enter('tokens');
   // a resumed run keeps the sets it started with, whatever its time budget now
   const sets = opts.resumeFrom ? snapshotSets(opts.resumeFrom, tuning) : planSets(model.config, config, tuning);
+  clock.planned = phaseSeconds(model.config, config, tuning, sets);
+  clock.enter('tokens');
   const tokens = resolveTokenSets(model, config, tuning, sets, ops);
   const search = new Search(config, tuning, model, tokens, sets, ops, new Scratch(opts.scratchDir), clock, opts.log);
   await search.init(opts.resumeFrom);
@@ -371,7 +372,9 @@ class Search implements SearchJob {
 
   progress(): Progress {
     const p = progressOf(this.b, this.config, (Date.now() - this.startedAt) / 1000, this.candidatesPerSec(), this.lastValidation);
-    return { ...p, phase: this.clock.phase ?? (this.b.done ? 'done' : 'search'), phases: this.clock.seconds(), candidates: this.b.evaluated };
+    const phase = this.clock.phase ?? (this.b.done ? 'done' : 'search');
+    const phaseEta = phase === 'search' || phase === 'done' ? p.etaSeconds : this.clock.etaSeconds;
+    return { ...p, phase, phaseEtaSeconds: phaseEta, phases: this.clock.seconds(), candidates: this.b.evaluated };
   }
 
   private candidatesPerSec(): number {

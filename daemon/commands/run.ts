@@ -21,13 +21,19 @@ export function register(program: Command): void {
     .action(async (o: Record<string, string>) => {
       const config = runConfigFromOptions(o);
       const json = Boolean(o.json);
-      const job = await createSearchJob(config, { tuning: tuningFromOptions(o) });
+      const show = process.stderr.isTTY || !json;
+      // the phases before the search's first step have no bar yet: one line each, with the plan's estimate
+      let started = false;
+      const onPhase = (phase: string, planned: number | null) => {
+        if (show && !started) process.stderr.write(`${phase}…${planned === null ? '' : ` (about ${duration(planned)})`}\n`);
+      };
+      const job = await createSearchJob(config, { tuning: tuningFromOptions(o), onPhase });
+      started = true;
       const bar = new SingleBar({
-        format: '{phase} |{bar}| {value}/{total} steps | loss {loss} | valid KL {valid} | accept {accept} | {cps} cand/s | ETA {eta_formatted}',
+        format: '{phase} |{bar}| {value}/{total} steps | loss {loss} | valid KL {valid} | accept {accept} | {cps} cand/s | ETA {phaseEta}',
         stream: process.stderr,
         hideCursor: true,
       });
-      const show = process.stderr.isTTY || !json;
       if (show) bar.start(config.steps, 0, fields(job.progress()));
       try {
         while (!job.done) {
@@ -66,7 +72,16 @@ function fields(p: ReturnType<Awaited<ReturnType<typeof createSearchJob>>['progr
     valid: p.validationLoss === null ? '-' : p.validationLoss.toFixed(4),
     accept: `${Math.round(p.acceptRate * 100)}%`,
     cps: p.candidatesPerSec.toFixed(1),
+    phaseEta: p.phaseEtaSeconds === null || p.phaseEtaSeconds === undefined ? '-' : duration(p.phaseEtaSeconds),
   };
+}
+
+/** 75 → "1m15s", 4000 → "1h06m". */
+function duration(seconds: number): string {
+  const s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
 }
 
 function table(r: FinalReport, base: string, bits: number, group: number): string {

@@ -22,6 +22,22 @@ describe('phases and the time budget', () => {
     expect(clock.phase).toBeNull();
   });
 
+  it('PhaseClock tells each phase as it begins with its predicted seconds, and counts down the running one', () => {
+    let t = 0;
+    const told: [string, number | null][] = [];
+    const clock = new PhaseClock(() => t, (phase, planned) => told.push([phase, planned]));
+    clock.planned = { tokens: 10, base: 4 };
+    clock.enter('tokens');
+    t = 3;
+    expect(clock.etaSeconds).toBe(7);
+    t = 12;
+    expect(clock.etaSeconds).toBe(0); // over its prediction: 0, never negative
+    clock.enter('calibration');
+    expect(clock.etaSeconds).toBeNull();
+    clock.enter('base');
+    expect(told).toEqual([['tokens', 10], ['calibration', null], ['base', 4]]);
+  });
+
   const costs: ReportCosts = { evalPass: 10, quantize: { rtn: 1, base: 30, baseClip: 50 } };
 
   it('the report keeps every row when they fit, and drops base+clip, then the base, then RTN when they do not', () => {

@@ -5,7 +5,7 @@ import type { ModelConfig } from '../../core/model/types';
 import { snapshotSets } from '../../search/boundary';
 import { DEFAULT_CONFIG, DEFAULT_TUNING, resolveTuning } from '../../search/config';
 import type { RunConfig } from '../../search/contract';
-import { describeCuts, planSets, plannedSeconds, tuningSets, type SetPlan } from '../../search/plan';
+import { describeCuts, phaseSeconds, planSets, plannedSeconds, tuningSets, type SetPlan } from '../../search/plan';
 import { createSearchJob } from '../../search/run';
 import { MODEL_PATH, shippedModel } from '../helpers';
 
@@ -48,6 +48,20 @@ describe('token sets planned for the time budget', () => {
         }
       }),
     );
+  });
+
+  it('phase predictions follow the sets: sampling counts only sampled sets, the base doubles for GPTQ', () => {
+    const cfg = shape('110m');
+    const sets = { calibSeqs: 8, validSeqs: 2, evalSeqs: 4 };
+    const p = phaseSeconds(cfg, run(), DEFAULT_TUNING, sets);
+    const twice = phaseSeconds(cfg, run(), DEFAULT_TUNING, { calibSeqs: 16, validSeqs: 4, evalSeqs: 8 });
+    for (const k of ['tokens', 'calibration', 'base', 'scale-init', 'report'] as const) {
+      expect(p[k]).toBeGreaterThan(0);
+      expect(twice[k]! / p[k]!).toBeCloseTo(2, 9);
+    }
+    const given = phaseSeconds(cfg, run({ calibTokens: 'c.json', evalTokens: 'e.json' }), DEFAULT_TUNING, sets);
+    expect(given.tokens! / p.tokens!).toBeCloseTo(2 / 14, 9);
+    expect(phaseSeconds(cfg, run({ base: 'gptq' }), DEFAULT_TUNING, sets).base! / p.base!).toBeCloseTo(2, 9);
   });
 
   it('the report names the sampled sets a plan cut, and only those', () => {
