@@ -5,8 +5,12 @@
  * (default <tmpdir>/invarx-scale/NAME; reused while its config.json names the same shape,
  * seed and dtype), then these run as child processes of the built CLI:
  *
- *   invarx eval --model DIR --bits 4 --group 128 --method fp,rtn --json
- *   invarx run  --model DIR --bits 4 --group 128 --time-budget S --json    (S = INVARX_SCALE_BUDGET, default 120)
+ *   invarx eval --model DIR --bits 4 --group 128 --method M --json          (M = INVARX_SCALE_EVAL, default fp,rtn,gptq)
+ *   invarx run  --model DIR --bits 4 --group 128 --time-budget S --json
+ *
+ * S is INVARX_SCALE_BUDGET: one number of seconds for every shape, or per shape as
+ * "110m=900,1b=1800"; by default the budgets the scale targets are stated for (260k 120,
+ * 15m 300, 110m 900, 1b 1800).
  *
  * One JSON line per (shape, command): wall seconds, the child's peak RSS (VmHWM from
  * /proc/PID/status every 200 ms, the maximum seen), the exit code, what the child's own JSON
@@ -24,6 +28,8 @@ import { SYNTHETIC_SHAPES, planSynthetic } from '../core/model/synthetic';
 import { emit, note, type BenchModule } from './emit';
 
 const DEFAULT_SHAPES = ['260k', '15m', '110m'];
+const DEFAULT_BUDGETS: Record<string, number> = { '260k': 120, '15m': 300, '110m': 900, '1b': 1800 };
+const DEFAULT_EVAL = 'fp,rtn,gptq';
 const SEED = 1;
 const DTYPE = 'bf16';
 const POLL_MS = 200;
@@ -33,7 +39,9 @@ const CLI = join(dirname(fileURLToPath(import.meta.url)), 'invarx.js');
 
 interface Settings {
   shapes: string[];
-  budgetS: number;
+  /** Time budget of the run per shape. */
+  budgetS: Record<string, number>;
+  evalMethods: string;
   timeoutS: number;
   cacheDir: string;
 }
@@ -51,11 +59,33 @@ function settings(): Settings | string {
     const n = Number(v);
     return Number.isFinite(n) && n > 0 ? n : `${name} must be a positive number of seconds, got "${v}"`;
   };
-  const budgetS = num('INVARX_SCALE_BUDGET', 120);
+  const budgetS = budgets(env.INVARX_SCALE_BUDGET, shapes);
   const timeoutS = num('INVARX_SCALE_TIMEOUT', 3600);
   if (typeof budgetS === 'string') return budgetS;
   if (typeof timeoutS === 'string') return timeoutS;
-  return { shapes, budgetS, timeoutS, cacheDir: env.INVARX_SCALE_DIR ?? join(tmpdir(), 'invarx-scale') };
+  const evalMethods = env.INVARX_SCALE_EVAL ?? DEFAULT_EVAL;
+  return { shapes, budgetS, evalMethods, timeoutS, cacheDir: env.INVARX_SCALE_DIR ?? join(tmpdir(), 'invarx-scale') };
+}
+
+/** INVARX_SCALE_BUDGET ("900" or "110m=900,1b=1800") over the defaults, or a message naming what is wrong. */
+function budgets(v: string | undefined, shapes: string[]): Record<string, number> | string {
+  const out: Record<string, number> = {};
+  for (const shape of shapes) out[shape] = DEFAULT_BUDGETS[shape] ?? 120;
+  if (v === undefined) return out;
+  const bad = `INVARX_SCALE_BUDGET must be seconds or shape=seconds pairs such as 110m=900,1b=1800, got "${v}"`;
+  if (/^\s*[\d.]+\s*$/.test(v)) {
+    const n = Number(v);
+    if (!(n > 0)) return bad;
+    for (const shape of shapes) out[shape] = n;
+    return out;
+  }
+  for (const pair of v.split(',')) {
+    const [shape, secs] = pair.split('=').map((x) => x.trim());
+    const n = Number(secs);
+    if (!shape || !(n > 0)) return bad;
+    out[shape] = n;
+  }
+  return out;
 }
 
 /** Peak resident set (VmHWM) of a live process in MB, or 0 once it is gone. */
@@ -130,7 +160,7 @@ function childJson(stdout: string): Record<string, unknown> | undefined {
 function report(shape: string, command: string, f: ChildFigures, extra: Record<string, unknown> = {}): void {
   const own = childJson(f.stdout) ?? {};
   const fromChild: Record<string, unknown> = {};
-  for (const k of ['peakRssMB', 'phases', 'candidates', 'candidatesPerSec', 'steps']) {
+  for (const k of ['peakRssMB', 'phases', 'candidates', 'candidatesPerSec', 'steps', 'cut']) {
     if (own[k] !== undefined) fromChild[k === 'peakRssMB' ? 'childPeakRssMB' : k] = own[k];
   }
   const failed = f.exitCode !== 0;
@@ -188,12 +218,11 @@ async function run(): Promise<void> {
     if (!dir) continue;
     const parameters = planSynthetic(shape).parameters;
     const q = ['--model', dir, '--bits', '4', '--group', '128'];
-    note(`${shape}: eval`);
-    report(shape, 'eval', await runCli(['eval', ...q, '--method', 'fp,rtn', '--json'], s.timeoutS), { parameters });
-    note(`${shape}: run, time budget ${s.budgetS} s`);
-    report(shape, 'run', await runCli(['run', ...q, '--time-budget', String(s.budgetS), '--json'], s.timeoutS), {
-      parameters, budgetS: s.budgetS,
-    });
+    note(`${shape}: eval ${s.evalMethods}`);
+    report(shape, 'eval', await runCli(['eval', ...q, '--method', s.evalMethods, '--json'], s.timeoutS), { parameters, methods: s.evalMethods });
+    const budgetS = s.budgetS[shape];
+    note(`${shape}: run, time budget ${budgetS} s`);
+    report(shape, 'run', await runCli(['run', ...q, '--time-budget', String(budgetS), '--json'], s.timeoutS), { parameters, budgetS });
   }
 }
 
