@@ -6,8 +6,9 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fail } from '../errors';
 import { hfConfigOf, hfLayoutOf, hfTensors, withRopeLayout } from '../model/hf';
-import { encodeLlama2c } from '../model/llama2c';
-import { writeSafetensorsCheckpoint } from '../model/safetensors';
+import { presentKeys } from '../model/lazy';
+import { writeLlama2c } from '../model/llama2c';
+import { writeSafetensorsCheckpointStream } from '../model/safetensors';
 import type { Model } from '../model/types';
 import { clearCheckpointFiles, type FloatDtype } from './gptq';
 
@@ -22,16 +23,19 @@ export interface HfExportOptions {
 
 const TORCH_DTYPE: Record<FloatDtype, string> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
 
-/** Write `model` as an HF checkpoint into dir; returns the files written. */
+/**
+ * Write `model` as an HF checkpoint into dir; returns the files written. Tensors are read
+ * and written one at a time (a lazy model's blocks are loaded when their tensors' turn comes).
+ */
 export function writeHfExport(dir: string, model: Model, opts: HfExportOptions = {}): string[] {
   const dtype = opts.dtype ?? 'F32';
   if (!(dtype in TORCH_DTYPE)) fail('bad-config', `unknown export dtype ${String(dtype)} (F32, F16 or BF16)`);
   const layout = hfLayoutOf(model, opts.baseConfig);
-  const tensors = hfTensors(model, layout).map((t) => ({ name: t.name, dtype, shape: t.shape, data: t.data }));
+  const tensors = hfTensors(model, layout).map((t) => ({ name: t.name, dtype, shape: t.shape, read: t.read }));
   const config = hfConfigOf(model, layout, TORCH_DTYPE[dtype], opts.baseConfig);
   mkdirSync(dir, { recursive: true });
   clearCheckpointFiles(dir);
-  const files = writeSafetensorsCheckpoint(dir, tensors, { metadata: { format: 'pt' }, maxShardBytes: opts.maxShardBytes });
+  const files = writeSafetensorsCheckpointStream(dir, tensors, (t) => t.read(), { metadata: { format: 'pt' }, maxShardBytes: opts.maxShardBytes });
   writeFileSync(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
   return [...files, 'config.json'];
 }
@@ -46,13 +50,13 @@ export function llama2cIncompatibility(model: Model): string | null {
   if (cfg.headDim * cfg.nHeads !== cfg.dim) return `llama2.c derives the head size as dim / n_heads; this model has head_dim ${cfg.headDim}`;
   if (cfg.normEps !== 1e-5) return `llama2.c uses RMSNorm epsilon 1e-5; this model has ${cfg.normEps}`;
   if (cfg.ropeTheta !== 10000) return `llama2.c uses RoPE theta 10000; this model has ${cfg.ropeTheta}`;
-  if (model.blocks.some((b) => b.bq || b.bk || b.bv || b.bo)) return 'llama2.c has no attention biases';
+  if (model.blocks.some((b) => presentKeys(b).some((k) => k === 'bq' || k === 'bk' || k === 'bv' || k === 'bo'))) return 'llama2.c has no attention biases';
   return null;
 }
 
-/** Write a llama model as a llama2.c version-0 `.bin` (converted to interleaved RoPE). */
+/** Write a llama model as a llama2.c version-0 `.bin` (converted to interleaved RoPE), a tensor at a time. */
 export function writeLlama2cExport(path: string, model: Model): void {
   const why = llama2cIncompatibility(model);
   if (why) fail('bad-config', `cannot export as llama2.c: ${why}`);
-  writeFileSync(path, encodeLlama2c(withRopeLayout(model, 'interleaved')));
+  writeLlama2c(path, withRopeLayout(model, 'interleaved'));
 }

@@ -43,16 +43,15 @@ import { join } from 'node:path';
 import { fail } from '../errors';
 import { readJsonFile } from '../files';
 import type { Quantized } from '../quant/rtn';
-import { blockLinears, linearShape, type LinearName, type Model } from '../model/types';
+import { blockLinears, linearShape, type LinearName, type Model, type ModelConfig } from '../model/types';
 import {
   hfConfigOf, hfLayoutOf, hfLinearModule, hfModelSpec, hfTensors, modelFromHf, readHfConfig, ropeRowOrder, type TensorSource,
 } from '../model/hf';
 import {
-  INDEX_FILE, SINGLE_FILE, SafetensorsReader, f16BitsToF32, f32ToF16Bits, writeSafetensorsCheckpoint,
-  type TensorToWrite,
+  INDEX_FILE, SINGLE_FILE, SafetensorsReader, f16BitsToF32, f32ToF16Bits, writeSafetensorsCheckpointStream, type TensorSpec,
 } from '../model/safetensors';
 import { packQweight, packQzeros, unpackQweight, unpackQzeros } from './pack';
-import { padFfnHidden, paddedHiddenDim } from './padHidden';
+import { padCodesHidden, padModelHidden, paddedHiddenDim } from './padHidden';
 
 /** Integer codes of a block's linears (the ones core/quant hands out through onQuantized). */
 export type BlockQuantized = Partial<Record<LinearName, Quantized>>;
@@ -103,8 +102,8 @@ export function withF16Scales(qz: Quantized): Quantized {
 }
 
 /** Rows of wq/wk codes (and their scales/zeros) reordered from interleaved to half RoPE layout. */
-function halfLayoutCodes(model: Model, bq: BlockQuantized): BlockQuantized {
-  const { headDim: hd, nHeads, nKvHeads } = model.config;
+function halfLayoutCodes(cfg: ModelConfig, bq: BlockQuantized): BlockQuantized {
+  const { headDim: hd, nHeads, nKvHeads } = cfg;
   const from = ropeRowOrder(hd, 'half');
   const permute = (qz: Quantized | undefined, heads: number): Quantized | undefined => {
     if (!qz) return qz;
@@ -124,61 +123,67 @@ function halfLayoutCodes(model: Model, bq: BlockQuantized): BlockQuantized {
   return { ...bq, wq: permute(bq.wq, nHeads), wk: permute(bq.wk, nKvHeads) };
 }
 
-/** bits and group_size shared by every quantized linear, after checking each against the GPTQ layout. */
-function checkLayout(model: Model, quant: readonly BlockQuantized[]): { bits: number; group: number; groupSize: number } {
-  const cfg = model.config;
-  if (quant.length !== cfg.nLayers) fail('bad-config', `GPTQ export: codes for ${quant.length} blocks, the model has ${cfg.nLayers}`);
-  let bits = -1;
-  let group = -1;
-  let perRow = true;
-  quant.forEach((bq, l) => {
-    for (const name of blockLinears(cfg)) {
-      const qz = bq[name];
-      const where = `GPTQ export: block ${l} ${name}`;
-      if (!qz) fail('bad-config', `${where} has no quantized codes (every block linear must be quantized)`);
-      const [out, inDim] = linearShape(cfg, name);
-      if (qz.rows !== out || qz.cols !== inDim) fail('bad-config', `${where}: codes are [${qz.rows}, ${qz.cols}], the weight is [${out}, ${inDim}]`);
-      if (bits === -1) {
-        bits = qz.bits;
-        group = qz.group;
-      }
-      if (qz.bits !== bits || qz.group !== group) {
-        fail('bad-config', `${where}: ${qz.bits} bits / group ${qz.group} differs from ${bits} bits / group ${group} elsewhere (GPTQ stores one setting)`);
-      }
-      if (!GPTQ_BITS.includes(bits)) fail('bad-config', `GPTQ export: ${bits}-bit weights cannot be packed (GPTQ loaders take ${GPTQ_BITS.join(', ')} bits)`);
-      if (inDim % 32 !== 0 || out % 32 !== 0) {
-        fail('bad-config', `${where}: GPTQ loaders need both dimensions of a packed linear divisible by 32, it is [${out}, ${inDim}]`);
-      }
-      if (group < inDim) {
-        perRow = false;
-        if (inDim % group !== 0) {
-          fail('bad-config', `${where}: input dimension ${inDim} is not a multiple of group size ${group}; GPTQ loaders cannot read a ragged last group (choose a group size that divides ${inDim})`);
-        }
-      }
-      const nG = Math.ceil(inDim / group);
-      if (qz.q.length !== out * inDim || qz.scale.length !== out * nG || qz.zero.length !== out * nG) {
-        fail('bad-config', `${where}: code, scale or zero arrays have the wrong length`);
-      }
+/** Codes of every block: a list, or a function asked for block l's when its tensors are written. */
+export type BlockCodes = readonly BlockQuantized[] | ((l: number) => BlockQuantized);
+
+interface Grid {
+  bits: number;
+  group: number;
+}
+
+/**
+ * Check block l's codes against the GPTQ layout and against `grid`, the setting every
+ * linear shares (the first linear checked sets it when not given); returns the grid.
+ */
+function checkBlockCodes(cfg: ModelConfig, l: number, bq: BlockQuantized, grid?: Grid): Grid {
+  let g = grid;
+  for (const name of blockLinears(cfg)) {
+    const qz = bq[name];
+    const where = `GPTQ export: block ${l} ${name}`;
+    if (!qz) return fail('bad-config', `${where} has no quantized codes (every block linear must be quantized)`);
+    const [out, inDim] = linearShape(cfg, name);
+    if (qz.rows !== out || qz.cols !== inDim) fail('bad-config', `${where}: codes are [${qz.rows}, ${qz.cols}], the weight is [${out}, ${inDim}]`);
+    g ??= { bits: qz.bits, group: qz.group };
+    const { bits, group } = g;
+    if (qz.bits !== bits || qz.group !== group) {
+      fail('bad-config', `${where}: ${qz.bits} bits / group ${qz.group} differs from ${bits} bits / group ${group} elsewhere (GPTQ stores one setting)`);
     }
-  });
-  // group ≥ in for some linears but not all: loaders would reshape those into groups of `group`.
-  if (!perRow) {
-    for (const name of blockLinears(cfg)) {
-      const inDim = linearShape(cfg, name)[1];
-      if (group > inDim) {
-        fail('bad-config', `GPTQ export: group size ${group} exceeds the input dimension ${inDim} of ${name}; GPTQ stores one group size for all layers (choose one that divides every input dimension)`);
-      }
+    if (!GPTQ_BITS.includes(bits)) fail('bad-config', `GPTQ export: ${bits}-bit weights cannot be packed (GPTQ loaders take ${GPTQ_BITS.join(', ')} bits)`);
+    if (inDim % 32 !== 0 || out % 32 !== 0) {
+      fail('bad-config', `${where}: GPTQ loaders need both dimensions of a packed linear divisible by 32, it is [${out}, ${inDim}]`);
+    }
+    if (group < inDim && inDim % group !== 0) {
+      fail('bad-config', `${where}: input dimension ${inDim} is not a multiple of group size ${group}; GPTQ loaders cannot read a ragged last group (choose a group size that divides ${inDim})`);
+    }
+    const nG = Math.ceil(inDim / group);
+    if (qz.q.length !== out * inDim || qz.scale.length !== out * nG || qz.zero.length !== out * nG) {
+      fail('bad-config', `${where}: code, scale or zero arrays have the wrong length`);
     }
   }
-  return { bits, group, groupSize: perRow ? -1 : group };
+  return g!;
 }
+
+/** group_size as written: −1 when one group spans every linear's row (a group spanning some rows but not all is refused). */
+function groupSizeOf(cfg: ModelConfig, group: number): number {
+  const linears = blockLinears(cfg);
+  if (linears.every((name) => group >= linearShape(cfg, name)[1])) return -1;
+  // loaders would reshape the rows a group spans into groups of `group`
+  for (const name of linears) {
+    const inDim = linearShape(cfg, name)[1];
+    if (group > inDim) {
+      fail('bad-config', `GPTQ export: group size ${group} exceeds the input dimension ${inDim} of ${name}; GPTQ stores one group size for all layers (choose one that divides every input dimension)`);
+    }
+  }
+  return group;
+}
+
+/** The packing counts of the report. */
+type PackCounts = Pick<GptqExportReport, 'scalesRounded' | 'maxScaleRelError' | 'zeroShiftedGroups' | 'mirroredGroups'>;
 
 interface PackedLinear {
   qweight: Int32Array;
   qzeros: Int32Array;
   scales: Uint16Array; // fp16 bits
-  gIdx: Int32Array;
-  nGroups: number;
 }
 
 function lcm(a: number, b: number): number {
@@ -188,7 +193,7 @@ function lcm(a: number, b: number): number {
 }
 
 /** Pack one linear's codes; counts go into `rep`. */
-function packLinear(qz: Quantized, format: CheckpointFormat, rep: GptqExportReport): PackedLinear {
+function packLinear(qz: Quantized, format: CheckpointFormat, rep: PackCounts): PackedLinear {
   const { rows: out, cols: inDim, bits } = qz;
   const group = Math.min(qz.group, inDim);
   const nG = inDim / group;
@@ -232,9 +237,14 @@ function packLinear(qz: Quantized, format: CheckpointFormat, rep: GptqExportRepo
     }
   }
   for (let j = 0; j < q.length; j++) if (q[j] > maxq) fail('bad-config', `GPTQ export: code ${q[j]} exceeds ${maxq} for ${bits} bits`);
+  return { qweight: packQweight(q, out, inDim, bits), qzeros: packQzeros(storedZero, nG, out, bits), scales };
+}
+
+/** g_idx of a linear with `inDim` inputs in groups of `group` (≤ inDim): column i is in group floor(i / group). */
+function groupIndex(inDim: number, group: number): Int32Array {
   const gIdx = new Int32Array(inDim);
   for (let i = 0; i < inDim; i++) gIdx[i] = Math.floor(i / group);
-  return { qweight: packQweight(q, out, inDim, bits), qzeros: packQzeros(storedZero, nG, out, bits), scales, gIdx, nGroups: nG };
+  return gIdx;
 }
 
 /** The quantization_config written into config.json (and as quantize_config.json). */
@@ -265,55 +275,110 @@ export function clearCheckpointFiles(dir: string): void {
 
 /**
  * Write `model` (the transformed FP model: its non-linear tensors are written as they are)
- * with every block linear replaced by the packed `quant[layer][name]`, into `dir`.
+ * with every block linear replaced by its packed codes, into `dir`.
+ *
+ * Written a tensor at a time, so a lazy model and codes given as a function are held one
+ * block at a time: block l's codes are asked for (and checked, padded, permuted and packed)
+ * when the writer reaches its first packed tensor, and kept until another block's are asked
+ * for. The writer takes tensors by element size, then name, so a block's 4-byte tensors come
+ * together (one codes computation a block), but its fp16 scales come in a later pass: those
+ * are kept from the packing until written (2 bytes a group and output, 1/64 of the block's
+ * bf16 weights at group 128). Block 0's codes are asked for first, to learn the grid. A
+ * failure part-way (a later block's codes refused) removes what was written.
  */
-export function writeGptqExport(dir: string, model: Model, quant: readonly BlockQuantized[], opts: GptqExportOptions = {}): GptqExportReport {
+export function writeGptqExport(dir: string, model: Model, quant: BlockCodes, opts: GptqExportOptions = {}): GptqExportReport {
   const format = opts.checkpointFormat ?? 'gptq';
   if (format !== 'gptq' && format !== 'gptq_v2') fail('bad-config', `unknown GPTQ checkpoint format ${String(format)} (gptq or gptq_v2)`);
   const floatDtype = opts.floatDtype ?? 'F32';
+  const L = model.config.nLayers;
+  if (typeof quant !== 'function' && quant.length !== L) fail('bad-config', `GPTQ export: codes for ${quant.length} blocks, the model has ${L}`);
+  const given = typeof quant === 'function' ? quant : (l: number) => quant[l];
+  let lastBlock = -1;
+  let lastCodes: BlockQuantized = {};
+  const codesOf = (l: number): BlockQuantized => {
+    if (l !== lastBlock) [lastBlock, lastCodes] = [l, given(l)];
+    return lastCodes;
+  };
   const H = model.config.hiddenDim;
-  const group = quant[0]?.w2?.group;
-  let paddedHidden: GptqExportReport['paddedHidden'];
-  if (opts.padHidden !== false && group !== undefined) {
-    const H2 = paddedHiddenDim(H, group < H ? lcm(32, group) : 32);
-    if (H2 !== H) {
-      ({ model, quant } = padFfnHidden(model, quant, H2));
-      paddedHidden = { from: H, to: H2 };
-    }
-  }
-  const { bits, groupSize } = checkLayout(model, quant);
+  const group0 = L > 0 ? codesOf(0).w2?.group : undefined;
+  let H2 = H;
+  if (opts.padHidden !== false && group0 !== undefined) H2 = paddedHiddenDim(H, group0 < H ? lcm(32, group0) : 32);
+  if (H2 !== H) model = padModelHidden(model, H2);
+  const cfg = model.config;
+  const padded = (l: number) => (H2 === H ? codesOf(l) : padCodesHidden(codesOf(l), H2));
+  const grid = checkBlockCodes(cfg, 0, padded(0));
+  if (typeof quant !== 'function') for (let l = 1; l < L; l++) checkBlockCodes(cfg, l, padded(l), grid);
+  const { bits } = grid;
+  const groupSize = groupSizeOf(cfg, grid.group);
   // An interleaved-RoPE (llama2.c) model is written in HF's half layout: permute the rows
   // of wq/wk codes exactly as hfTensors permutes the weights (rows quantize independently).
-  if (model.config.arch === 'llama' && model.config.ropeLayout !== 'half') quant = quant.map((bq) => halfLayoutCodes(model, bq));
+  const interleaved = cfg.arch === 'llama' && cfg.ropeLayout !== 'half';
   const layout = hfLayoutOf(model, opts.baseConfig);
   const rep: GptqExportReport = {
     files: [], bits, groupSize, checkpointFormat: format, scalesRounded: 0, maxScaleRelError: 0, zeroShiftedGroups: 0, mirroredGroups: 0,
-    paddedHidden,
+    paddedHidden: H2 !== H ? { from: H, to: H2 } : undefined,
   };
-  const tensors: TensorToWrite[] = [];
+  const counted = new Set<number>();
+  const scalesToWrite = new Map<string, Uint16Array>();
+  let packedBlock = -1;
+  let packed: Partial<Record<LinearName, PackedLinear>> = {};
+  const packedOf = (l: number, name: LinearName): PackedLinear => {
+    if (l !== packedBlock) {
+      const bq = padded(l);
+      checkBlockCodes(cfg, l, bq, grid);
+      const codes = interleaved ? halfLayoutCodes(cfg, bq) : bq;
+      const counts: PackCounts = { scalesRounded: 0, maxScaleRelError: 0, zeroShiftedGroups: 0, mirroredGroups: 0 };
+      packed = {};
+      for (const n of blockLinears(cfg)) packed[n] = packLinear(codes[n]!, format, counts);
+      packedBlock = l;
+      if (!counted.has(l)) {
+        counted.add(l);
+        rep.scalesRounded += counts.scalesRounded;
+        rep.zeroShiftedGroups += counts.zeroShiftedGroups;
+        rep.mirroredGroups += counts.mirroredGroups;
+        rep.maxScaleRelError = Math.max(rep.maxScaleRelError, counts.maxScaleRelError);
+        for (const n of blockLinears(cfg)) scalesToWrite.set(`${l}.${n}`, packed[n]!.scales);
+      }
+    }
+    return packed[name]!;
+  };
+  const scalesOf = (l: number, name: LinearName): Uint16Array => {
+    const s = scalesToWrite.get(`${l}.${name}`) ?? packedOf(l, name).scales;
+    scalesToWrite.delete(`${l}.${name}`);
+    return s;
+  };
+  const tensors: (TensorSpec & { produce: () => ArrayBufferView })[] = [];
   for (const t of hfTensors(model, layout)) {
     if (!t.linear) {
-      tensors.push({ name: t.name, dtype: floatDtype, shape: t.shape, data: t.data });
+      tensors.push({ name: t.name, dtype: floatDtype, shape: t.shape, produce: t.read });
       continue;
     }
     const { layer, name } = t.linear;
-    const qz = quant[layer][name]!;
-    const p = packLinear(qz, format, rep);
     const M = hfLinearModule(layout, layer, name);
-    const [out, inDim] = [qz.rows, qz.cols];
+    const [out, inDim] = t.shape;
+    const group = Math.min(grid.group, inDim);
+    const nG = inDim / group;
     tensors.push(
-      { name: `${M}.qweight`, dtype: 'I32', shape: [(inDim * bits) / 32, out], data: p.qweight },
-      { name: `${M}.qzeros`, dtype: 'I32', shape: [p.nGroups, (out * bits) / 32], data: p.qzeros },
-      { name: `${M}.scales`, dtype: 'F16', shape: [p.nGroups, out], data: p.scales },
-      { name: `${M}.g_idx`, dtype: 'I32', shape: [inDim], data: p.gIdx },
+      { name: `${M}.qweight`, dtype: 'I32', shape: [(inDim * bits) / 32, out], produce: () => packedOf(layer, name).qweight },
+      { name: `${M}.qzeros`, dtype: 'I32', shape: [nG, (out * bits) / 32], produce: () => packedOf(layer, name).qzeros },
+      { name: `${M}.scales`, dtype: 'F16', shape: [nG, out], produce: () => scalesOf(layer, name) },
+      { name: `${M}.g_idx`, dtype: 'I32', shape: [inDim], produce: () => groupIndex(inDim, group) },
     );
   }
+  const created = !existsSync(dir);
   mkdirSync(dir, { recursive: true });
   clearCheckpointFiles(dir);
   const qcfg = gptqQuantizationConfig(bits, groupSize, format);
   const config = { ...hfConfigOf(model, layout, 'float16', opts.baseConfig), quantization_config: qcfg };
-  // transformers refuses safetensors without metadata {"format": "pt"}.
-  const files = writeSafetensorsCheckpoint(dir, tensors, { metadata: { format: 'pt' }, maxShardBytes: opts.maxShardBytes });
+  let files: string[];
+  try {
+    // transformers refuses safetensors without metadata {"format": "pt"}.
+    files = writeSafetensorsCheckpointStream(dir, tensors, (t) => t.produce(), { metadata: { format: 'pt' }, maxShardBytes: opts.maxShardBytes });
+  } catch (e) {
+    clearCheckpointFiles(dir);
+    if (created) rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
   writeFileSync(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
   writeFileSync(join(dir, 'quantize_config.json'), JSON.stringify(qcfg, null, 2) + '\n');
   rep.files = [...files, 'config.json', 'quantize_config.json'];

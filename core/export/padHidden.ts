@@ -13,6 +13,7 @@
  * real columns only is exactly what core/quant did for the ragged group, so the packed
  * checkpoint dequantizes to the searched model's weights, plus zeros.
  */
+import { mapBlocks } from '../model/lazy';
 import { numGroups, type Quantized } from '../quant/rtn';
 import type { Block, F32, Model } from '../model/types';
 import type { BlockQuantized } from './gptq';
@@ -72,19 +73,18 @@ function padCodeCols(qz: Quantized, cols2: number): Quantized {
   return { ...qz, cols: cols2, q, scale, zero };
 }
 
-/** `model` and its codes with the FFN hidden size padded to H2 ≥ hiddenDim by zero units. */
-export function padFfnHidden(model: Model, quant: readonly BlockQuantized[], H2: number): { model: Model; quant: BlockQuantized[] } {
+/** `model` with the FFN hidden size padded to H2 > hiddenDim by zero units (a lazy block is padded when read). */
+export function padModelHidden(model: Model, H2: number): Model {
   const cfg = model.config;
-  const { dim: d, hiddenDim: H } = cfg;
-  if (H2 === H) return { model, quant: [...quant] };
-  if (!(Number.isInteger(H2) && H2 > H)) throw new RangeError(`padded hidden size ${H2} must be an integer above ${H}`);
-  const padded: Model = { ...model, config: { ...cfg, hiddenDim: H2 }, blocks: model.blocks.map((b) => padBlock(b, d, H, H2)) };
-  const codes = quant.map((bq) => {
-    const out: BlockQuantized = { ...bq };
-    if (bq.w1) out.w1 = padCodeRows(bq.w1, H2);
-    if (bq.w3) out.w3 = padCodeRows(bq.w3, H2);
-    if (bq.w2) out.w2 = padCodeCols(bq.w2, H2);
-    return out;
-  });
-  return { model: padded, quant: codes };
+  if (!(Number.isInteger(H2) && H2 > cfg.hiddenDim)) throw new RangeError(`padded hidden size ${H2} must be an integer above ${cfg.hiddenDim}`);
+  return { ...model, config: { ...cfg, hiddenDim: H2 }, blocks: mapBlocks(model.blocks, (b) => padBlock(b, cfg.dim, cfg.hiddenDim, H2)) };
+}
+
+/** One block's codes with the FFN hidden size padded to H2 (the codes of padModelHidden's block). */
+export function padCodesHidden(bq: BlockQuantized, H2: number): BlockQuantized {
+  const out: BlockQuantized = { ...bq };
+  if (bq.w1) out.w1 = padCodeRows(bq.w1, H2);
+  if (bq.w3) out.w3 = padCodeRows(bq.w3, H2);
+  if (bq.w2) out.w2 = padCodeCols(bq.w2, H2);
+  return out;
 }

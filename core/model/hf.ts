@@ -35,7 +35,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fail } from '../errors';
 import { readJsonFile } from '../files';
-import { BlockCache, lazyBlocks } from './lazy';
+import { BlockCache, lazyBlocks, mapBlocks, presentKeys } from './lazy';
 import { SafetensorsReader } from './safetensors';
 import type { Block, F32, LinearName, Model, ModelConfig } from './types';
 
@@ -376,6 +376,8 @@ export function ropeRowOrder(headDim: number, layout: ModelConfig['ropeLayout'])
  * The same model with RoPE pairs in `layout`: rows of wq, wk (and bq, bk) permuted inside
  * each head. Interleaved row 2i + j (j = 0, 1) is half-layout row j·headDim/2 + i. Other
  * tensors are shared with `m`. A no-op (returns m) for opt or when already in `layout`.
+ * A lazy block stays lazy: it is permuted when read (mapBlocks), so converting a streamed
+ * model loads nothing.
  */
 export function withRopeLayout(m: Model, layout: ModelConfig['ropeLayout']): Model {
   const cfg = m.config;
@@ -393,7 +395,7 @@ export function withRopeLayout(m: Model, layout: ModelConfig['ropeLayout']): Mod
     }
     return out;
   };
-  const blocks = m.blocks.map((b) => {
+  const blocks = mapBlocks(m.blocks, (b) => {
     const nb: Block = { ...b, wq: permute(b.wq, cfg.nHeads, cfg.dim)!, wk: permute(b.wk, cfg.nKvHeads, cfg.dim)! };
     if (b.bq) nb.bq = permute(b.bq, cfg.nHeads, 1);
     if (b.bk) nb.bk = permute(b.bk, cfg.nKvHeads, 1);
@@ -408,29 +410,34 @@ export function withRopeLayout(m: Model, layout: ModelConfig['ropeLayout']): Mod
 export interface HfTensor {
   name: string;
   shape: number[];
-  data: F32;
+  /** The values, made when called: a block's tensor reads its block then (a lazy one loads). */
+  read: () => F32;
   /** Set for the weight of a block linear (the GPTQ export replaces these). */
   linear?: { layer: number; name: LinearName };
 }
 
-/** The HF layout a Model is written in: the architecture follows from the kind and the biases it has. */
+/**
+ * The HF layout a Model is written in: the architecture follows from the kind and the biases
+ * it has (read from the blocks' keys: no lazy block is loaded).
+ */
 export function hfLayoutOf(m: Model, base?: Json): HfLayout {
   const cfg = m.config;
-  const keys = (b: Block) => (Object.keys(b) as BlockKey[]).filter((k) => b[k] !== undefined).sort().join(',');
+  const keys = (b: Block) => presentKeys(b).sort().join(',');
   const first = m.blocks[0] ? keys(m.blocks[0]) : '';
   if (m.blocks.some((b) => keys(b) !== first)) fail('bad-model', 'blocks have different sets of biases; cannot name them as one HF architecture');
-  const b0 = m.blocks[0] ?? ({} as Block);
+  const present = new Set(m.blocks[0] ? presentKeys(m.blocks[0]) : []);
+  const has = (k: BlockKey) => present.has(k);
   if (cfg.arch === 'opt') {
-    const blockKeys = (Object.keys(OPT_BLOCK) as BlockKey[]).filter((k) => b0[k] !== undefined);
-    const missing = ['attnNormBias', 'ffnNormBias'].filter((k) => b0[k as BlockKey] === undefined);
+    const blockKeys = (Object.keys(OPT_BLOCK) as BlockKey[]).filter(has);
+    const missing = (['attnNormBias', 'ffnNormBias'] as BlockKey[]).filter((k) => !has(k));
     if (missing.length) fail('bad-model', `an OPT model needs LayerNorm biases (${missing.join(', ')} missing)`);
     return { architecture: 'OPTForCausalLM', prefix: 'model.decoder.', blockKeys };
   }
-  if (b0.b1 || b0.b2 || b0.attnNormBias || b0.ffnNormBias) fail('bad-model', 'a llama-kind model with FFN or norm biases has no HF architecture here');
-  const qkv = !!(b0.bq && b0.bk && b0.bv);
-  if ((b0.bq || b0.bk || b0.bv) && !qkv) fail('bad-model', 'q/k/v biases must come together to be written as an HF model');
+  if (has('b1') || has('b2') || has('attnNormBias') || has('ffnNormBias')) fail('bad-model', 'a llama-kind model with FFN or norm biases has no HF architecture here');
+  const qkv = has('bq') && has('bk') && has('bv');
+  if ((has('bq') || has('bk') || has('bv')) && !qkv) fail('bad-model', 'q/k/v biases must come together to be written as an HF model');
   let architecture: HfArchitecture;
-  if (b0.bo) {
+  if (has('bo')) {
     if (!qkv) fail('bad-model', 'an o_proj bias without q/k/v biases has no HF architecture here');
     architecture = 'LlamaForCausalLM'; // attention_bias: true
   } else if (qkv) {
@@ -438,40 +445,44 @@ export function hfLayoutOf(m: Model, base?: Json): HfLayout {
   } else {
     architecture = base?.architectures && (base.architectures as unknown[])[0] === 'MistralForCausalLM' ? 'MistralForCausalLM' : 'LlamaForCausalLM';
   }
-  const blockKeys = (Object.keys(LLAMA_BLOCK) as BlockKey[]).filter((k) => b0[k] !== undefined);
+  const blockKeys = (Object.keys(LLAMA_BLOCK) as BlockKey[]).filter(has);
   return { architecture, prefix: 'model.', blockKeys };
 }
 
 /**
  * The tensors of `m` under HF names (llama2.c's interleaved RoPE converted to the half
  * layout). A tied classifier is not written (HF re-ties it on load). Arrays may be shared
- * with `m`.
+ * with `m`. Names and shapes are known up front; a tensor's values are read when asked
+ * for, so a writer that takes them one at a time holds one block of a lazy model at a time.
  */
 export function hfTensors(model: Model, layout: HfLayout = hfLayoutOf(model)): HfTensor[] {
   const m = withRopeLayout(model, 'half');
   const cfg = m.config;
   const p = layout.prefix;
-  const out: HfTensor[] = [{ name: `${p}embed_tokens.weight`, shape: [cfg.vocabSize, cfg.dim], data: m.embedding }];
+  const out: HfTensor[] = [{ name: `${p}embed_tokens.weight`, shape: [cfg.vocabSize, cfg.dim], read: () => m.embedding }];
   m.blocks.forEach((b, l) => {
     for (const key of layout.blockKeys) {
       const isLinear = (['wq', 'wk', 'wv', 'wo', 'w1', 'w2', 'w3'] as BlockKey[]).includes(key);
-      out.push({
-        name: hfBlockTensorName(layout, l, key), shape: blockShape(cfg, key), data: b[key]!,
-        linear: isLinear ? { layer: l, name: key as LinearName } : undefined,
-      });
+      const name = hfBlockTensorName(layout, l, key);
+      const read = (): F32 => b[key] ?? fail('bad-model', `block ${l} has no ${String(key)} (tensor "${name}")`);
+      out.push({ name, shape: blockShape(cfg, key), read, linear: isLinear ? { layer: l, name: key as LinearName } : undefined });
     }
   });
   if (cfg.arch === 'opt') {
-    if (!m.positions || !m.finalNormBias) fail('bad-model', 'an OPT model needs learned positions and a final LayerNorm bias');
-    const table = new Float32Array((cfg.seqLen + 2) * cfg.dim);
-    table.set(m.positions.subarray(0, cfg.seqLen * cfg.dim), 2 * cfg.dim);
-    out.push({ name: `${p}embed_positions.weight`, shape: [cfg.seqLen + 2, cfg.dim], data: table });
-    out.push({ name: `${p}final_layer_norm.weight`, shape: [cfg.dim], data: m.finalNorm });
-    out.push({ name: `${p}final_layer_norm.bias`, shape: [cfg.dim], data: m.finalNormBias });
+    const { positions, finalNormBias } = m;
+    if (!positions || !finalNormBias) return fail('bad-model', 'an OPT model needs learned positions and a final LayerNorm bias');
+    const table = (): F32 => {
+      const t = new Float32Array((cfg.seqLen + 2) * cfg.dim);
+      t.set(positions.subarray(0, cfg.seqLen * cfg.dim), 2 * cfg.dim);
+      return t;
+    };
+    out.push({ name: `${p}embed_positions.weight`, shape: [cfg.seqLen + 2, cfg.dim], read: table });
+    out.push({ name: `${p}final_layer_norm.weight`, shape: [cfg.dim], read: () => m.finalNorm });
+    out.push({ name: `${p}final_layer_norm.bias`, shape: [cfg.dim], read: () => finalNormBias });
   } else {
-    out.push({ name: `${p}norm.weight`, shape: [cfg.dim], data: m.finalNorm });
+    out.push({ name: `${p}norm.weight`, shape: [cfg.dim], read: () => m.finalNorm });
   }
-  if (!cfg.sharedClassifier) out.push({ name: 'lm_head.weight', shape: [cfg.vocabSize, cfg.dim], data: m.classifier });
+  if (!cfg.sharedClassifier) out.push({ name: 'lm_head.weight', shape: [cfg.vocabSize, cfg.dim], read: () => m.classifier });
   return out;
 }
 

@@ -45,19 +45,42 @@ export class BlockCache {
 
 /** n lazy blocks with the weights `keys`, each loaded through `cache`. */
 export function lazyBlocks(n: number, keys: readonly BlockKey[], cache: BlockCache): Block[] {
-  return Array.from({ length: n }, (_, l) => {
-    const b = {} as Block;
-    for (const key of keys) {
-      Object.defineProperty(b, key, { enumerable: true, get: (): F32 | undefined => cache.get(l)[key] });
-    }
-    return b;
-  });
+  return Array.from({ length: n }, (_, l) => lazyBlock(l, keys, cache));
+}
+
+/** Lazy block l with the weights `keys`, loaded through `cache`. */
+function lazyBlock(l: number, keys: readonly BlockKey[], cache: BlockCache): Block {
+  const b = {} as Block;
+  for (const key of keys) {
+    Object.defineProperty(b, key, { enumerable: true, get: (): F32 | undefined => cache.get(l)[key] });
+  }
+  return b;
 }
 
 /** Whether `b` is a lazy block (its weights are getters). */
 export function isLazyBlock(b: Block): boolean {
   const d = Object.getOwnPropertyDescriptor(b, 'wq');
   return d !== undefined && d.get !== undefined;
+}
+
+/** The weights block `b` holds, without loading it when it is lazy (a lazy block has a getter for each). */
+export function presentKeys(b: Block): BlockKey[] {
+  const keys = Object.keys(b) as BlockKey[];
+  return isLazyBlock(b) ? keys : keys.filter((k) => b[k] !== undefined);
+}
+
+/**
+ * `blocks` with `f` applied to each (f must keep a block's keys): a plain block is mapped
+ * now, a lazy one when read, through a cache of one mapped block, so mapping a streamed
+ * model loads nothing and reading it block by block holds one mapped block at a time.
+ */
+export function mapBlocks(blocks: readonly Block[], f: (b: Block, l: number) => Block): Block[] {
+  let cache: BlockCache | undefined;
+  return blocks.map((b, l) => {
+    if (!isLazyBlock(b)) return f(b, l);
+    cache ??= new BlockCache((i) => f(blocks[i], i), 1);
+    return lazyBlock(l, presentKeys(b), cache);
+  });
 }
 
 /**

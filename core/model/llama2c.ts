@@ -7,8 +7,10 @@
  *   embedding, rms_att, wq, wk, wv, wo, rms_ffn, w1, w2, w3, rms_final,
  *   freq_cis_real, freq_cis_imag, [wcls]
  */
+import { closeSync, fsyncSync, openSync, rmSync, writeSync } from 'node:fs';
 import { fail } from '../errors';
 import { readRegularFile } from '../files';
+import { presentKeys } from './lazy';
 import type { Block, F32, Model, ModelConfig } from './types';
 
 const HEADER_BYTES = 7 * 4;
@@ -122,23 +124,36 @@ function llama2cFloatCount(cfg: ModelConfig): number {
   );
 }
 
-/** Serialize a llama-kind model with interleaved RoPE to llama2.c version 0 bytes. */
-export function encodeLlama2c(m: Model): Uint8Array {
+function checkWritable(m: Model): void {
   const cfg = m.config;
   if (cfg.arch !== 'llama') fail('bad-model', `llama2.c format holds llama models only, not ${cfg.arch}`);
   if (cfg.ropeLayout !== 'interleaved') fail('bad-model', 'llama2.c format needs interleaved RoPE; convert the model first');
-  if (m.blocks.some((b) => b.bq || b.bk || b.bv || b.bo)) fail('bad-model', 'llama2.c format has no attention biases');
-  const out = new Float32Array(llama2cFloatCount(cfg));
-  let off = 0;
-  const put = (t: ArrayLike<number>) => {
-    out.set(t, off);
-    off += t.length;
-  };
-  put(m.embedding);
+  const biases = new Set<string>(['bq', 'bk', 'bv', 'bo']);
+  if (m.blocks.some((b) => presentKeys(b).some((k) => biases.has(k)))) fail('bad-model', 'llama2.c format has no attention biases');
+}
+
+function f32Bytes(t: ArrayLike<number>): Uint8Array {
+  const f = t instanceof Float32Array ? t : Float32Array.from(t);
+  return new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
+}
+
+/**
+ * The bytes of a llama2.c version-0 file, in order, one tensor (or one layer's tensor) at a
+ * time. The layout is kind-major (every layer's wq, then every layer's wk, …), so a lazy
+ * model's blocks are each loaded once per kind, 9 times in all: the price of holding one
+ * block's tensor at a time.
+ */
+function* llama2cParts(m: Model): Generator<Uint8Array> {
+  const cfg = m.config;
+  const header = new DataView(new ArrayBuffer(HEADER_BYTES));
+  const vocab = cfg.sharedClassifier ? cfg.vocabSize : -cfg.vocabSize;
+  [cfg.dim, cfg.hiddenDim, cfg.nLayers, cfg.nHeads, cfg.nKvHeads, vocab, cfg.seqLen].forEach((v, i) => header.setInt32(i * 4, v, true));
+  yield new Uint8Array(header.buffer);
+  yield f32Bytes(m.embedding);
   for (const key of ['attnNorm', 'wq', 'wk', 'wv', 'wo', 'ffnNorm', 'w1', 'w2', 'w3'] as const) {
-    for (const b of m.blocks) put(b[key]!);
+    for (const b of m.blocks) yield f32Bytes(b[key]!);
   }
-  put(m.finalNorm);
+  yield f32Bytes(m.finalNorm);
   // freq_cis tables exactly as llama2.c's export writes them (unused by our reader).
   const half = cfg.headDim / 2;
   const re = new Float32Array(cfg.seqLen * half);
@@ -150,15 +165,40 @@ export function encodeLlama2c(m: Model): Uint8Array {
       im[p * half + i] = Math.sin(a);
     }
   }
-  put(re);
-  put(im);
-  if (!cfg.sharedClassifier) put(m.classifier);
-  const bytes = new Uint8Array(HEADER_BYTES + out.byteLength);
-  const dv = new DataView(bytes.buffer);
-  const vocab = cfg.sharedClassifier ? cfg.vocabSize : -cfg.vocabSize;
-  [cfg.dim, cfg.hiddenDim, cfg.nLayers, cfg.nHeads, cfg.nKvHeads, vocab, cfg.seqLen].forEach((v, i) =>
-    dv.setInt32(i * 4, v, true),
-  );
-  bytes.set(new Uint8Array(out.buffer), HEADER_BYTES);
-  return bytes;
+  yield f32Bytes(re);
+  yield f32Bytes(im);
+  if (!cfg.sharedClassifier) yield f32Bytes(m.classifier);
+}
+
+/** Serialize a llama-kind model with interleaved RoPE to llama2.c version 0 bytes (all in memory: small models). */
+export function encodeLlama2c(m: Model): Uint8Array {
+  checkWritable(m);
+  const out = new Uint8Array(HEADER_BYTES + llama2cFloatCount(m.config) * 4);
+  let off = 0;
+  for (const part of llama2cParts(m)) {
+    out.set(part, off);
+    off += part.byteLength;
+  }
+  return out;
+}
+
+/**
+ * Write a llama-kind model with interleaved RoPE as a llama2.c version-0 file at `path`,
+ * part by part (never the whole file in memory), synced before it is closed. A failed write
+ * removes the file.
+ */
+export function writeLlama2c(path: string, m: Model): void {
+  checkWritable(m);
+  const fd = openSync(path, 'w');
+  try {
+    for (const part of llama2cParts(m)) {
+      for (let done = 0; done < part.byteLength; ) done += writeSync(fd, part, done, Math.min(1 << 30, part.byteLength - done));
+    }
+    fsyncSync(fd);
+  } catch (e) {
+    closeSync(fd);
+    rmSync(path, { force: true });
+    throw e;
+  }
+  closeSync(fd);
 }
