@@ -9,6 +9,9 @@
  *   transformed-fp.bin   the same in llama2.c format (llama models llama2.c can hold)
  *   quantized-fake.bin   the fake-quantized (dequantized float32) searched model, llama2.c
  *   export.json          what was written, the GPTQ packing report, and what was skipped and why
+ *
+ * Every file is written a tensor at a time from models whose blocks may be lazy, so a
+ * streamed model's export holds O(1 block) of weights (plus, for gptq/, the fp16 scales).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -27,17 +30,18 @@ export interface SearchExport {
   transforms: Uint8Array;
   /** The transformed FP model. */
   transformed: Model;
-  /** The searched fake-quant model and its integer codes per block. */
+  /** The searched fake-quant model. */
   quantized: Model;
-  codes: BlockQuantized[];
+  /** The integer codes of block l of the searched model (asked once per block, in the GPTQ writer's order). */
+  codesOf: (l: number) => BlockQuantized;
 }
 
-export function writeSearchExport(dir: string, { transforms, transformed, quantized, codes }: SearchExport): ExportManifest {
+export function writeSearchExport(dir: string, { transforms, transformed, quantized, codesOf }: SearchExport): ExportManifest {
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'transforms.msgpack'), transforms);
   const m: ExportManifest = { files: ['transforms.msgpack'], gptq: null, skipped: [] };
   try {
-    const rep = writeGptqExport(join(dir, 'gptq'), transformed, codes);
+    const rep = writeGptqExport(join(dir, 'gptq'), transformed, codesOf);
     const { bits, groupSize, checkpointFormat, paddedHidden, scalesRounded } = rep;
     m.gptq = { bits, groupSize, checkpointFormat, paddedHidden, scalesRounded };
     m.files.push(...rep.files.map((f) => `gptq/${f}`));

@@ -88,28 +88,29 @@ export function searchExport(r: RunResult): SearchExport {
     transforms: packr.pack({ config: { ...r.config, workers: undefined, memoryBudget: undefined }, moves: r.b.moves }),
     transformed: r.blocks.transformedModel(),
     quantized: r.blocks.quantizedModel(),
-    codes: searchedCodes(r),
+    codesOf: (l) => searchedCodes(r, l),
   };
 }
 
 /**
- * Integer codes of the searched model: each block quantized again as the run did (each on
- * its inputs in the quantized model), with the quantizers' codes kept; checked to
- * dequantize to the searched weights exactly.
+ * Integer codes of block l of the searched model: the block quantized again as the run did,
+ * on its inputs in the quantized model, with the quantizers' codes kept; checked to
+ * dequantize to the searched weights exactly. The inputs come from the calibration rows'
+ * cache (kept per block while the quantized blocks below are unchanged, as they are once
+ * the search is over), so blocks may be asked for in any order and each input is computed
+ * at most once: what a walk of the blocks in order would yield, without holding every
+ * block's codes.
  */
-function searchedCodes(r: RunResult): BlockQuantized[] {
+function searchedCodes(r: RunResult, l: number): BlockQuantized {
   const { blocks } = r;
   const cfg = blocks.config;
-  const out: BlockQuantized[] = [];
-  for (const [l, xs] of r.calib.walk(0, blocks)) {
-    const codes: BlockQuantized = {};
-    const obj = new BlockObjective(cfg, r.calib.data(l, xs), r.spec, r.ops, r.config.base);
-    const { q } = obj.fullEval(blocks.transformed(l), 'all', codes);
-    for (const name of blockLinears(cfg)) {
-      const want = blocks.quantized(l)[name]!;
-      if (!q[name]!.every((v, i) => Object.is(v, want[i]))) throw new Error(`export: block ${l} ${name} re-quantizes differently from the searched model`);
-    }
-    out.push(codes);
+  const codes: BlockQuantized = {};
+  const obj = new BlockObjective(cfg, r.calib.data(l, r.calib.inputsOf(l, blocks)), r.spec, r.ops, r.config.base);
+  const { q } = obj.fullEval(blocks.transformed(l), 'all', codes);
+  const searched = blocks.quantized(l);
+  for (const name of blockLinears(cfg)) {
+    const want = searched[name]!;
+    if (!q[name]!.every((v, i) => Object.is(v, want[i]))) throw new Error(`export: block ${l} ${name} re-quantizes differently from the searched model`);
   }
-  return out;
+  return codes;
 }
