@@ -4,13 +4,14 @@
  * to BENCHES; pass names on the command line to run only those.
  */
 import type { BenchModule } from './emit';
+import { exportBench } from './export';
 import { matmulBench } from './matmul';
 import { ablationBench, qualityBench } from './quality';
 import { sampleBench } from './sample';
 import { scaleBench } from './scale';
 import { searchBench } from './search';
 
-const BENCHES: BenchModule[] = [matmulBench, searchBench, qualityBench, ablationBench, sampleBench, scaleBench];
+const BENCHES: BenchModule[] = [matmulBench, searchBench, qualityBench, ablationBench, sampleBench, scaleBench, exportBench];
 
 const wanted = process.argv.slice(2);
 const unknown = wanted.filter((w) => !BENCHES.some((b) => b.name === w));
