@@ -85,20 +85,19 @@
     (v128.store offset=16 (local.get $y3) (local.get $c31)))
 
   ;; ---------------------------------------------------------------------------------
-  ;; Packs w[N, K] for matmul_t. Layout: for each K-chunk (k0, kc = min(kc_max, K-k0)),
-  ;; at wp + k0·Np·4 (Np = N rounded up to 8), panel p at + p·kc·32, holding
-  ;; w[p·8 + j, k0 + k] at + (k·8 + j)·4. Rows past N are zero.
+  ;; Packs w[N, K] (rows $ldw bytes apart, ≥ 4·K) for matmul_t. Layout: for each K-chunk
+  ;; (k0, kc = min(kc_max, K-k0)), at wp + k0·Np·4 (Np = N rounded up to 8), panel p at
+  ;; + p·kc·32, holding w[p·8 + j, k0 + k] at + (k·8 + j)·4. Rows past N are zero.
   ;; Full groups of 4 rows × 4 columns move as a 4×4 transpose in registers; the ragged
   ;; row group and column tail go one float at a time.
-  (func $pack_w (export "pack_w") (param $w i32) (param $N i32) (param $K i32)
+  (func $pack_w (export "pack_w") (param $w i32) (param $ldw i32) (param $N i32) (param $K i32)
                 (param $kc_max i32) (param $wp i32)
     (local $Np i32) (local $k0 i32) (local $kc i32) (local $chunk i32)
     (local $r i32) (local $k i32) (local $j i32) (local $src i32) (local $dst i32)
-    (local $ldw i32) (local $rows i32)
+    (local $rows i32)
     (local $v0 v128) (local $v1 v128) (local $v2 v128) (local $v3 v128)
     (local $t0 v128) (local $t1 v128) (local $t2 v128) (local $t3 v128)
     (local.set $Np (i32.and (i32.add (local.get $N) (i32.const 7)) (i32.const -8)))
-    (local.set $ldw (i32.shl (local.get $K) (i32.const 2)))
     (local.set $k0 (i32.const 0))
     (block $chunks_done (loop $chunks
       (br_if $chunks_done (i32.ge_u (local.get $k0) (local.get $K)))
@@ -239,20 +238,21 @@
              (f32.add (f32x4.extract_lane 2 (local.get $v)) (f32x4.extract_lane 3 (local.get $v)))))
 
   ;; y[r, j] (+)= Σ_k x[r, k]·w[j, k] for few rows (decode steps): a dot product per
-  ;; output, straight from the unpacked w (packing would cost as much as the product).
-  ;; Four rows of w at a time share each load of x.
-  (func $dot_t (export "dot_t") (param $x i32) (param $w i32) (param $y i32)
+  ;; output, straight from the unpacked w (packing would cost as much as the product);
+  ;; rows of w are $ldw bytes apart (≥ 4·K), rows of x 4·K. Four rows of w at a time
+  ;; share each load of x.
+  (func $dot_t (export "dot_t") (param $x i32) (param $w i32) (param $ldw i32) (param $y i32)
                (param $n i32) (param $K i32) (param $N i32) (param $beta i32)
-    (local $r i32) (local $j i32) (local $k i32) (local $K4 i32) (local $ldw i32)
+    (local $r i32) (local $j i32) (local $k i32) (local $K4 i32) (local $ldx i32)
     (local $xr i32) (local $w0 i32) (local $w1 i32) (local $w2 i32) (local $w3 i32) (local $yp i32)
     (local $xv v128) (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
     (local $s0 f32) (local $s1 f32) (local $s2 f32) (local $s3 f32) (local $xs f32)
     (local.set $K4 (i32.and (local.get $K) (i32.const -4)))
-    (local.set $ldw (i32.shl (local.get $K) (i32.const 2)))
+    (local.set $ldx (i32.shl (local.get $K) (i32.const 2)))
     (local.set $r (i32.const 0))
     (block $rows_done (loop $rows
       (br_if $rows_done (i32.ge_u (local.get $r) (local.get $n)))
-      (local.set $xr (i32.add (local.get $x) (i32.mul (local.get $r) (local.get $ldw))))
+      (local.set $xr (i32.add (local.get $x) (i32.mul (local.get $r) (local.get $ldx))))
       (local.set $j (i32.const 0))
       (block $quads_done (loop $quads
         (br_if $quads_done (i32.gt_u (i32.add (local.get $j) (i32.const 4)) (local.get $N)))
