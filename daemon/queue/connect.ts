@@ -22,12 +22,15 @@ export function openRedis(url: QueueUrl): Redis {
 /** Connects once and pings, so a wrong address or password is one clear line at start (without the password). */
 export async function probeRedis(url: QueueUrl, timeoutMs = 5000): Promise<void> {
   const r = new Redis({ ...url.target, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: timeoutMs, enableOfflineQueue: false });
-  r.on('error', () => undefined);
+  // The reason (WRONGPASS, ECONNREFUSED) comes as an error event; connect() itself may only say the connection closed.
+  let first: Error | undefined;
+  r.on('error', (e: Error) => (first ??= e));
   try {
     await r.connect();
     await r.ping();
   } catch (e) {
-    throw new InvarxError('redis-unreachable', `cannot use Redis at ${url.display}: ${redact(String((e as Error)?.message ?? e), url.target)}`);
+    const why = String((first ?? (e as Error))?.message ?? e);
+    throw new InvarxError('redis-unreachable', `cannot use Redis at ${url.display}: ${redact(why, url.target)}`);
   } finally {
     r.disconnect();
   }
