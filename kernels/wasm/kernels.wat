@@ -167,6 +167,10 @@
   ;; r0 and r1 are multiples of 4 and x, y have rows up to r1 (the caller pads x with
   ;; zero rows). The ragged last panel (N mod 8 columns) goes through the 4×8 scratch
   ;; tile at $scratch (128 bytes), so y itself is never written past column N.
+  ;; Within a K-chunk the panels are taken in blocks of $NB (NB·kc·32 bytes, 256 KiB at
+  ;; kc = 256, stay in L2) and every row tile runs over one block before the next: the
+  ;; panels are read from L2, not from L3 or memory, once per row tile. The loop order
+  ;; changes no sum: each tile of y is the same kernel calls on the same chunks.
   (func $matmul_t (export "matmul_t") (param $x i32) (param $wp i32) (param $y i32)
                   (param $r0 i32) (param $r1 i32) (param $K i32) (param $N i32)
                   (param $kc_max i32) (param $beta i32) (param $scratch i32)
@@ -174,8 +178,10 @@
     (local $k0 i32) (local $kc i32) (local $chunk i32) (local $b i32)
     (local $i i32) (local $p i32) (local $xrow i32) (local $yrow i32) (local $panel i32)
     (local $r i32) (local $j i32) (local $ytail i32)
+    (local $p0 i32) (local $p1 i32) (local $npt i32) (local $NB i32)
     (local.set $np (i32.shr_u (local.get $N) (i32.const 3)))
     (local.set $nr (i32.and (local.get $N) (i32.const 7)))
+    (local.set $npt (i32.add (local.get $np) (i32.ne (local.get $nr) (i32.const 0))))
     (local.set $Np (i32.and (i32.add (local.get $N) (i32.const 7)) (i32.const -8)))
     (local.set $ldx (i32.shl (local.get $K) (i32.const 2)))
     (local.set $ldy (i32.shl (local.get $N) (i32.const 2)))
@@ -187,46 +193,57 @@
       (local.set $chunk (i32.add (local.get $wp)
                                  (i32.shl (i32.mul (local.get $k0) (local.get $Np)) (i32.const 2))))
       (local.set $b (select (local.get $beta) (i32.const 1) (i32.eqz (local.get $k0))))
-      (local.set $i (local.get $r0))
-      (block $rows_done (loop $rows
-        (br_if $rows_done (i32.ge_u (local.get $i) (local.get $r1)))
-        (local.set $xrow (i32.add (local.get $x)
-          (i32.add (i32.mul (local.get $i) (local.get $ldx)) (i32.shl (local.get $k0) (i32.const 2)))))
-        (local.set $yrow (i32.add (local.get $y) (i32.mul (local.get $i) (local.get $ldy))))
-        (local.set $panel (local.get $chunk))
-        (local.set $p (i32.const 0))
-        (block $panels_done (loop $panels
-          (br_if $panels_done (i32.ge_u (local.get $p) (local.get $np)))
-          (call $kernel_4x8 (local.get $xrow) (local.get $ldx) (local.get $panel) (local.get $kc)
-                            (i32.add (local.get $yrow) (i32.shl (local.get $p) (i32.const 5)))
-                            (local.get $ldy) (local.get $b))
-          (local.set $panel (i32.add (local.get $panel) (i32.shl (local.get $kc) (i32.const 5))))
-          (local.set $p (i32.add (local.get $p) (i32.const 1)))
-          (br $panels)))
-        (if (local.get $nr) (then
-          (local.set $ytail (i32.add (local.get $yrow) (i32.shl (local.get $np) (i32.const 5))))
-          (if (local.get $b) (then
-            ;; bring the existing y values of the ragged columns into the scratch tile
+      ;; panels per block: 256 KiB of them, at least one
+      (local.set $NB (i32.div_u (i32.const 262144) (i32.shl (local.get $kc) (i32.const 5))))
+      (if (i32.eqz (local.get $NB)) (then (local.set $NB (i32.const 1))))
+      (local.set $p0 (i32.const 0))
+      (block $blocks_done (loop $blocks
+        (br_if $blocks_done (i32.ge_u (local.get $p0) (local.get $npt)))
+        (local.set $p1 (i32.add (local.get $p0) (local.get $NB)))
+        (if (i32.gt_u (local.get $p1) (local.get $npt)) (then (local.set $p1 (local.get $npt))))
+        (local.set $i (local.get $r0))
+        (block $rows_done (loop $rows
+          (br_if $rows_done (i32.ge_u (local.get $i) (local.get $r1)))
+          (local.set $xrow (i32.add (local.get $x)
+            (i32.add (i32.mul (local.get $i) (local.get $ldx)) (i32.shl (local.get $k0) (i32.const 2)))))
+          (local.set $yrow (i32.add (local.get $y) (i32.mul (local.get $i) (local.get $ldy))))
+          (local.set $panel (i32.add (local.get $chunk) (i32.mul (local.get $p0) (i32.shl (local.get $kc) (i32.const 5)))))
+          (local.set $p (local.get $p0))
+          (block $panels_done (loop $panels
+            (br_if $panels_done (i32.ge_u (local.get $p) (select (local.get $p1) (local.get $np) (i32.lt_u (local.get $p1) (local.get $np)))))
+            (call $kernel_4x8 (local.get $xrow) (local.get $ldx) (local.get $panel) (local.get $kc)
+                              (i32.add (local.get $yrow) (i32.shl (local.get $p) (i32.const 5)))
+                              (local.get $ldy) (local.get $b))
+            (local.set $panel (i32.add (local.get $panel) (i32.shl (local.get $kc) (i32.const 5))))
+            (local.set $p (i32.add (local.get $p) (i32.const 1)))
+            (br $panels)))
+          ;; the ragged panel, when it is in this block ($panel points at it)
+          (if (i32.and (i32.ne (local.get $nr) (i32.const 0)) (i32.eq (local.get $p1) (local.get $npt))) (then
+            (local.set $ytail (i32.add (local.get $yrow) (i32.shl (local.get $np) (i32.const 5))))
+            (if (local.get $b) (then
+              ;; bring the existing y values of the ragged columns into the scratch tile
+              (local.set $r (i32.const 0))
+              (loop $lr
+                (local.set $j (i32.const 0))
+                (loop $lj
+                  (f32.store (i32.add (local.get $scratch) (i32.shl (i32.add (i32.shl (local.get $r) (i32.const 3)) (local.get $j)) (i32.const 2)))
+                    (f32.load (i32.add (local.get $ytail) (i32.add (i32.mul (local.get $r) (local.get $ldy)) (i32.shl (local.get $j) (i32.const 2))))))
+                  (br_if $lj (i32.lt_u (local.tee $j (i32.add (local.get $j) (i32.const 1))) (local.get $nr))))
+                (br_if $lr (i32.lt_u (local.tee $r (i32.add (local.get $r) (i32.const 1))) (i32.const 4))))))
+            (call $kernel_4x8 (local.get $xrow) (local.get $ldx) (local.get $panel) (local.get $kc)
+                              (local.get $scratch) (i32.const 32) (local.get $b))
             (local.set $r (i32.const 0))
-            (loop $lr
+            (loop $sr
               (local.set $j (i32.const 0))
-              (loop $lj
-                (f32.store (i32.add (local.get $scratch) (i32.shl (i32.add (i32.shl (local.get $r) (i32.const 3)) (local.get $j)) (i32.const 2)))
-                  (f32.load (i32.add (local.get $ytail) (i32.add (i32.mul (local.get $r) (local.get $ldy)) (i32.shl (local.get $j) (i32.const 2))))))
-                (br_if $lj (i32.lt_u (local.tee $j (i32.add (local.get $j) (i32.const 1))) (local.get $nr))))
-              (br_if $lr (i32.lt_u (local.tee $r (i32.add (local.get $r) (i32.const 1))) (i32.const 4))))))
-          (call $kernel_4x8 (local.get $xrow) (local.get $ldx) (local.get $panel) (local.get $kc)
-                            (local.get $scratch) (i32.const 32) (local.get $b))
-          (local.set $r (i32.const 0))
-          (loop $sr
-            (local.set $j (i32.const 0))
-            (loop $sj
-              (f32.store (i32.add (local.get $ytail) (i32.add (i32.mul (local.get $r) (local.get $ldy)) (i32.shl (local.get $j) (i32.const 2))))
-                (f32.load (i32.add (local.get $scratch) (i32.shl (i32.add (i32.shl (local.get $r) (i32.const 3)) (local.get $j)) (i32.const 2)))))
-              (br_if $sj (i32.lt_u (local.tee $j (i32.add (local.get $j) (i32.const 1))) (local.get $nr))))
-            (br_if $sr (i32.lt_u (local.tee $r (i32.add (local.get $r) (i32.const 1))) (i32.const 4))))))
-        (local.set $i (i32.add (local.get $i) (i32.const 4)))
-        (br $rows)))
+              (loop $sj
+                (f32.store (i32.add (local.get $ytail) (i32.add (i32.mul (local.get $r) (local.get $ldy)) (i32.shl (local.get $j) (i32.const 2))))
+                  (f32.load (i32.add (local.get $scratch) (i32.shl (i32.add (i32.shl (local.get $r) (i32.const 3)) (local.get $j)) (i32.const 2)))))
+                (br_if $sj (i32.lt_u (local.tee $j (i32.add (local.get $j) (i32.const 1))) (local.get $nr))))
+              (br_if $sr (i32.lt_u (local.tee $r (i32.add (local.get $r) (i32.const 1))) (i32.const 4))))))
+          (local.set $i (i32.add (local.get $i) (i32.const 4)))
+          (br $rows)))
+        (local.set $p0 (local.get $p1))
+        (br $blocks)))
       (local.set $k0 (i32.add (local.get $k0) (local.get $kc)))
       (br $chunks)))
   )
