@@ -58,6 +58,21 @@ export interface Ops {
    * context. Bit for bit what `attendCachedRef` computes on the same backend.
    */
   attendCached?(ctx: F32, q: F32, keys: F32, valuesT: F32, seqs: ArrayLike<number>, pos: ArrayLike<number>, shape: CacheShape): void;
+  /**
+   * Optional: causal attention of one sequence's T rows over themselves: q [T, nHeads·hd]
+   * (post-RoPE), k and v [T, nKvHeads·hd]; the ctx [T, nHeads·hd] columns of query heads
+   * `heads` (all when null) are written, the rest left alone. Bit for bit what
+   * core/forward.ts's contextHeads (past = 0) computes with this backend's matmulT and
+   * softmaxCausal, head by head, so a subset of heads recomputes to the same bits.
+   */
+  attendRows?(ctx: F32, q: F32, k: F32, v: F32, T: number, heads: ArrayLike<number> | null, shape: HeadShape): void;
+}
+
+/** The attention heads of a model. */
+export interface HeadShape {
+  nHeads: number;
+  nKvHeads: number;
+  headDim: number;
 }
 
 /** A pin on weights (Ops.pin): release it before they change, or when they are no longer used. */
@@ -72,10 +87,7 @@ export interface ResidentArray {
 }
 
 /** The layout of BatchDecoder's per-block KV caches. */
-export interface CacheShape {
-  nHeads: number;
-  nKvHeads: number;
-  headDim: number;
+export interface CacheShape extends HeadShape {
   /** Positions per sequence. */
   capacity: number;
 }

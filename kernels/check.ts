@@ -77,3 +77,20 @@ export function checkAttendCached(
     }
   }
 }
+
+export function checkAttendRows(
+  ctx: F32, q: F32, k: F32, v: F32, T: number, heads: ArrayLike<number> | null,
+  shape: { nHeads: number; nKvHeads: number; headDim: number },
+): void {
+  const { nHeads, nKvHeads, headDim } = shape;
+  if (!([nHeads, nKvHeads, headDim].every((d) => isDim(d) && d > 0) && nHeads % nKvHeads === 0 && isDim(T))) {
+    throw new RangeError(`attendRows: bad shape ${JSON.stringify(shape)} or T=${T}`);
+  }
+  if (q.length < T * nHeads * headDim || ctx.length < T * nHeads * headDim) throw new RangeError(`attendRows: q and ctx need ${T} × ${nHeads * headDim} values`);
+  if (k.length < T * nKvHeads * headDim || v.length < T * nKvHeads * headDim) throw new RangeError(`attendRows: k and v need ${T} × ${nKvHeads * headDim} values`);
+  if (heads) {
+    for (let i = 0; i < heads.length; i++) {
+      if (!(Number.isInteger(heads[i]) && heads[i] >= 0 && heads[i] < nHeads)) throw new RangeError(`attendRows: head ${heads[i]} outside [0, ${nHeads})`);
+    }
+  }
+}

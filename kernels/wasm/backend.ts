@@ -4,11 +4,11 @@
  * matmul rows are split between this thread and helper threads on the same memory.
  */
 import type { F32 } from '../../core/model/types';
-import type { CacheShape, Pinned, ResidentArray } from '../../core/ops';
+import type { CacheShape, HeadShape, Pinned, ResidentArray } from '../../core/ops';
 import { hessianSegments } from '../../core/quant/hessian';
 import type { QuantSpec } from '../../core/quant/rtn';
 import type { Backend } from '../backend';
-import { checkAttendCached, checkHessian, checkMatmulT, checkQuantRect, checkSiluMul, checkSoftmax } from '../check';
+import { checkAttendCached, checkAttendRows, checkHessian, checkMatmulT, checkQuantRect, checkSiluMul, checkSoftmax } from '../check';
 import { checkSpec, clipRatios, sqErrRef } from '../js';
 import { Arena } from './arena';
 import { fusedMadd, instantiate, kernelsModule, relaxedSimd, type KernelExports } from './module';
@@ -33,6 +33,7 @@ export interface WasmBackend extends Backend {
   pin(weights: readonly F32[]): Pinned;
   residentArray(floats: number): ResidentArray | null;
   attendCached(ctx: F32, q: F32, keys: F32, valuesT: F32, seqs: ArrayLike<number>, pos: ArrayLike<number>, shape: CacheShape): void;
+  attendRows(ctx: F32, q: F32, k: F32, v: F32, T: number, heads: ArrayLike<number> | null, shape: HeadShape): void;
   /** Bytes the copies of pinned weights take now. */
   readonly residentWeightBytes: number;
 }
@@ -237,6 +238,85 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
     ctx.set(m.subarray(cp >> 2, (cp >> 2) + n * qDim));
   }
 
+  /** matmul_t over rows [0, nPad) of operands already in the arena: on the helpers too when it is large (see matmulT). */
+  function product(xp: number, wp: number, yp: number, nPad: number, K: number, N: number, scratch: number): void {
+    if (helpers && nPad * K * N >= MT_MIN_MACS) {
+      const chunk = Math.max(4, Math.ceil(nPad / (threads * CHUNKS_PER_THREAD) / 4) * 4);
+      helpers.matmul(k, { x: xp, wp, y: yp, rows: nPad, K, N, kcMax, beta: 0, chunk, scratch }, threads - 1);
+    } else {
+      k.matmul_t(xp, wp, yp, 0, nPad, K, N, kcMax, 0, scratch);
+    }
+  }
+
+  /**
+   * core/forward.ts's contextHeads (past = 0) on this backend, with q, k and v copied in
+   * once: per query head, the scores and values products matmulT would compute (dot_t under
+   * DOT_MAX_ROWS + 1 rows, else matmul_t on panels packed straight from k and v, which have
+   * the bytes pack_w gives the gathered keys and transposed values), the same bits.
+   */
+  function attendRows(ctx: F32, q: F32, kk: F32, v: F32, T: number, heads: ArrayLike<number> | null, shape: HeadShape): void {
+    checkAttendRows(ctx, q, kk, v, T, heads, shape);
+    if (T === 0) return;
+    const { nHeads, nKvHeads, headDim: hd } = shape;
+    const qDim = nHeads * hd, kvDim = nKvHeads * hd;
+    const group = nHeads / nKvHeads;
+    const scale = 1 / Math.sqrt(hd);
+    const S = T;
+    const dot = T <= DOT_MAX_ROWS;
+    const nPad = (T + 3) & ~3;
+    arena.reset();
+    const qp = arena.alloc(T * qDim), kp = arena.alloc(T * kvDim), vp = arena.alloc(T * kvDim), cp = arena.alloc(T * qDim);
+    const qh = arena.alloc(nPad * hd), ch = arena.alloc(nPad * hd), att = arena.alloc(nPad * S);
+    // the keys and values of the loaded KV head: packed panels, or (dot_t) the values transposed
+    const kw = dot ? 0 : arena.alloc(((S + 7) & ~7) * hd);
+    const vw = arena.alloc(((hd + 7) & ~7) * S);
+    const scratch = arena.alloc(32 * threads);
+    const m = arena.f32;
+    m.set(q.subarray(0, T * qDim), qp >> 2);
+    m.set(kk.subarray(0, T * kvDim), kp >> 2);
+    m.set(v.subarray(0, T * kvDim), vp >> 2);
+    m.fill(0, (qh >> 2) + T * hd, (qh >> 2) + nPad * hd);
+    let loaded = -1;
+    const n = heads ? heads.length : nHeads;
+    for (let x = 0; x < n; x++) {
+      const h = heads ? heads[x] : x;
+      const g = Math.floor(h / group);
+      if (g !== loaded) {
+        if (dot) {
+          const d = vw >> 2, src = (vp >> 2) + g * hd;
+          for (let s = 0; s < S; s++) for (let i = 0; i < hd; i++) m[d + i * S + s] = m[src + s * kvDim + i];
+        } else {
+          k.pack_w(kp + 4 * g * hd, 4 * kvDim, S, hd, kcMax, kw);
+          k.pack_wt(vp + 4 * g * hd, 4 * kvDim, hd, S, kcMax, vw);
+        }
+        loaded = g;
+      }
+      for (let t = 0; t < T; t++) m.copyWithin((qh >> 2) + t * hd, (qp >> 2) + t * qDim + h * hd, (qp >> 2) + t * qDim + (h + 1) * hd);
+      if (dot) {
+        k.dot_t(qh, kp + 4 * g * hd, 4 * kvDim, att, T, hd, S, 0);
+        k.softmax_causal(att, T, S, 0, scale);
+        k.dot_t(att, vw, 4 * S, ch, T, S, hd, 0);
+      } else {
+        product(qh, kw, att, nPad, hd, S, scratch);
+        k.softmax_causal(att, T, S, 0, scale);
+        // rows past T of att are scores of zero queries, not probabilities: rows never mix
+        product(att, vw, ch, nPad, S, hd, scratch);
+      }
+      for (let t = 0; t < T; t++) m.copyWithin((cp >> 2) + t * qDim + h * hd, (ch >> 2) + t * hd, (ch >> 2) + (t + 1) * hd);
+    }
+    if (heads === null) {
+      ctx.set(m.subarray(cp >> 2, (cp >> 2) + T * qDim));
+      return;
+    }
+    for (let x = 0; x < n; x++) {
+      const h = heads[x];
+      for (let t = 0; t < T; t++) {
+        const o = t * qDim + h * hd;
+        ctx.set(m.subarray((cp >> 2) + o, (cp >> 2) + o + hd), o);
+      }
+    }
+  }
+
   function quantDequant(
     w: F32, cols: number, spec: QuantSpec, out: F32,
     rowStart: number, rowEnd: number, groupStart: number, groupEnd: number,
@@ -351,6 +431,7 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
     pin: (weights) => resident.pin(weights),
     residentArray,
     attendCached,
+    attendRows,
     get residentWeightBytes() {
       return resident.bytes;
     },

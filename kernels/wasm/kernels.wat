@@ -163,6 +163,55 @@
   )
 
   ;; ---------------------------------------------------------------------------------
+  ;; pack_w's layout for w[N, K] given transposed: w[j, k] at src + k·$lds + 4·j (e.g. one
+  ;; head's values in a [positions, kvDim] activation, packed as the weight of the
+  ;; probabilities · values product without transposing them first). Same bytes as pack_w.
+  (func $pack_wt (export "pack_wt") (param $src i32) (param $lds i32) (param $N i32) (param $K i32)
+                 (param $kc_max i32) (param $wp i32)
+    (local $Np i32) (local $k0 i32) (local $kc i32) (local $chunk i32)
+    (local $p i32) (local $k i32) (local $j i32) (local $cols i32) (local $s i32) (local $dst i32)
+    (local.set $Np (i32.and (i32.add (local.get $N) (i32.const 7)) (i32.const -8)))
+    (local.set $k0 (i32.const 0))
+    (block $chunks_done (loop $chunks
+      (br_if $chunks_done (i32.ge_u (local.get $k0) (local.get $K)))
+      (local.set $kc (select (local.get $kc_max) (i32.sub (local.get $K) (local.get $k0))
+                             (i32.lt_u (local.get $kc_max) (i32.sub (local.get $K) (local.get $k0)))))
+      (local.set $chunk (i32.add (local.get $wp)
+                                 (i32.shl (i32.mul (local.get $k0) (local.get $Np)) (i32.const 2))))
+      (local.set $p (i32.const 0))
+      (block $panels_done (loop $panels
+        (br_if $panels_done (i32.ge_u (i32.shl (local.get $p) (i32.const 3)) (local.get $Np)))
+        (local.set $cols (i32.sub (local.get $N) (i32.shl (local.get $p) (i32.const 3))))
+        (local.set $dst (i32.add (local.get $chunk) (i32.mul (local.get $p) (i32.shl (local.get $kc) (i32.const 5)))))
+        (local.set $s (i32.add (local.get $src)
+          (i32.add (i32.mul (local.get $k0) (local.get $lds)) (i32.shl (local.get $p) (i32.const 5)))))
+        (local.set $k (i32.const 0))
+        (block $k_done (loop $kl
+          (br_if $k_done (i32.ge_u (local.get $k) (local.get $kc)))
+          (if (i32.ge_s (local.get $cols) (i32.const 8))
+            (then
+              (v128.store offset=0 (local.get $dst) (v128.load offset=0 (local.get $s)))
+              (v128.store offset=16 (local.get $dst) (v128.load offset=16 (local.get $s))))
+            (else
+              ;; the ragged panel: zero past column N
+              (local.set $j (i32.const 0))
+              (loop $jj
+                (f32.store (i32.add (local.get $dst) (i32.shl (local.get $j) (i32.const 2)))
+                  (if (result f32) (i32.lt_s (local.get $j) (local.get $cols))
+                    (then (f32.load (i32.add (local.get $s) (i32.shl (local.get $j) (i32.const 2)))))
+                    (else (f32.const 0))))
+                (br_if $jj (i32.lt_u (local.tee $j (i32.add (local.get $j) (i32.const 1))) (i32.const 8))))))
+          (local.set $s (i32.add (local.get $s) (local.get $lds)))
+          (local.set $dst (i32.add (local.get $dst) (i32.const 32)))
+          (local.set $k (i32.add (local.get $k) (i32.const 1)))
+          (br $kl)))
+        (local.set $p (i32.add (local.get $p) (i32.const 1)))
+        (br $panels)))
+      (local.set $k0 (i32.add (local.get $k0) (local.get $kc)))
+      (br $chunks)))
+  )
+
+  ;; ---------------------------------------------------------------------------------
   ;; y[r0..r1, :] (+)= x[r0..r1, :] · wᵀ with w packed by pack_w (same kc_max).
   ;; r0 and r1 are multiples of 4 and x, y have rows up to r1 (the caller pads x with
   ;; zero rows). The ragged last panel (N mod 8 columns) goes through the 4×8 scratch
