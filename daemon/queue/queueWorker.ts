@@ -139,6 +139,7 @@ export class QueueWorker {
           }
           return publish();
         case 'checkpoint':
+          log.info({ step: m.step }, 'checkpoint saved');
           state.lastCheckpoint = { step: m.step, savedAt: m.savedAt };
           state.checkpointError = null;
           return publish(true);

@@ -12,7 +12,7 @@ import { CLI, MODEL_PATH, ROOT, TUNING, readDir, sleep } from '../daemon/harness
 import type { RunConfig } from '../../search/contract';
 
 export { CLI, MODEL_PATH, ROOT, TUNING, readDir, sleep };
-export { DaemonProc, call, ensureBuilt, status, submit, tmpHome, waitFor, waitState } from '../daemon/harness';
+export { DaemonProc, call, cli, ensureBuilt, status, submit, tmpHome, waitFor, waitState } from '../daemon/harness';
 
 /** A free TCP port on 127.0.0.1 (taken and released: good enough for a test's own server). */
 export function freePort(): Promise<number> {
@@ -126,6 +126,8 @@ export class WorkerProc {
 export const FAST = ['--lock-seconds', '4', '--stalled-seconds', '1'];
 
 export interface JobOptions {
+  /** Search tuning (default: the daemon tests' small one). */
+  tuning?: Record<string, unknown>;
   bits: number;
   base: 'rtn' | 'gptq';
   seed: number;
@@ -138,19 +140,34 @@ export function queueConfig(j: JobOptions): Partial<RunConfig> {
   return { model: j.model ?? MODEL_PATH, bits: j.bits, group: 32, base: j.base, steps: j.steps, seed: j.seed, patience: 0, candidates: 4, workers: 1 };
 }
 
-/** What `invarx run --out` writes for the same options (a process of its own). */
-export function runExport(j: JobOptions): Map<string, Buffer> {
-  const out = mkdtempSync(join(tmpdir(), 'ixr-run-'));
-  const r = spawnSync(
-    process.execPath,
-    [CLI, 'run', '--model', j.model ?? MODEL_PATH, '--bits', String(j.bits), '--group', '32', '--base', j.base, '--steps', String(j.steps), '--seed', String(j.seed),
-      '--patience', '0', '--candidates', '4', '--workers', '1', '--tuning', JSON.stringify(TUNING), '--sample', '0', '--json', '--out', out],
-    { cwd: ROOT, encoding: 'utf8', timeout: 120_000 },
-  );
-  if (r.status !== 0) throw new Error(`invarx run failed: ${r.stderr}`);
+function runArgs(j: JobOptions, out: string): string[] {
+  return [CLI, 'run', '--model', j.model ?? MODEL_PATH, '--bits', String(j.bits), '--group', '32', '--base', j.base, '--steps', String(j.steps), '--seed', String(j.seed),
+    '--patience', '0', '--candidates', '4', '--workers', '1', '--tuning', JSON.stringify(j.tuning ?? TUNING), '--sample', '0', '--json', '--out', out];
+}
+
+function takeDir(out: string): Map<string, Buffer> {
   const files = readDir(out);
   rmSync(out, { recursive: true, force: true });
   return files;
+}
+
+/** What `invarx run --out` writes for the same options (a process of its own). */
+export function runExport(j: JobOptions): Map<string, Buffer> {
+  const out = mkdtempSync(join(tmpdir(), 'ixr-run-'));
+  const r = spawnSync(process.execPath, runArgs(j, out), { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+  if (r.status !== 0) throw new Error(`invarx run failed: ${r.stderr}`);
+  return takeDir(out);
+}
+
+/** runExport without blocking the test's event loop (to run beside the processes under test). */
+export function runExportAsync(j: JobOptions): Promise<Map<string, Buffer>> {
+  const out = mkdtempSync(join(tmpdir(), 'ixr-run-'));
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, runArgs(j, out), { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    p.stderr!.on('data', (d) => (err += d));
+    p.on('exit', (code) => (code === 0 ? resolve(takeDir(out)) : reject(new Error(`invarx run failed: ${err}`))));
+  });
 }
 
 export interface WorkerLine {
@@ -204,4 +221,16 @@ export function overlappingStints(lines: WorkerLine[]): string[] {
     }
   }
   return bad;
+}
+
+/** Whether the worker with this pid runs a job that has saved a checkpoint in this stint (by its log). */
+export function runsCheckpointedJob(lines: WorkerLine[], pid: number): boolean {
+  let state: 'idle' | 'running' | 'checkpointed' = 'idle';
+  for (const l of lines) {
+    if (l.pid !== pid || !l.job) continue;
+    if (l.msg === 'run started' || l.msg === 'run resumed') state = 'running';
+    else if (l.msg === 'checkpoint saved' && state === 'running') state = 'checkpointed';
+    else if (l.msg.startsWith('run ended')) state = 'idle';
+  }
+  return state === 'checkpointed';
 }
