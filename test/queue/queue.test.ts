@@ -8,6 +8,8 @@ import { copyFileSync, mkdtempSync, openSync, readFileSync, writeSync, closeSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { decodeCheckpoint } from '../../daemon/checkpoint';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SEARCH_EXPORT_FILES } from '../helpers';
 import {
@@ -84,6 +86,39 @@ describe('queue mode', () => {
     // The report verb works as with the local daemon.
     const r = (await call(d.home, 'report', { job: id })) as { report: { steps: number } };
     expect(r.report.steps).toBe(JOB.steps);
+  });
+
+  it('a corrupt newest Redis checkpoint falls back to the previous one with a warning; the export is unchanged', async () => {
+    const url = redis.url(5);
+    const d = await daemon(url);
+    const wHome = tmpHome();
+    const w1 = await worker(wHome, url);
+    const id = await submit(d.home, queueConfig(JOB));
+    await waitFor('two checkpoints past step 8', async () => {
+      const s = await status(d.home, id);
+      if (s.state === 'done') throw new Error('the job finished before the kill');
+      return (s.lastCheckpoint?.step ?? 0) >= 12;
+    }, 90_000, 20);
+    await w1.kill('SIGKILL');
+    const r = new Redis({ host: '127.0.0.1', port: redis.port, db: 5 });
+    try {
+      const key = `invarx:job:${id}:checkpoints`;
+      const list = await r.lrangeBuffer(key, 0, -1);
+      expect(list.length).toBe(2);
+      const older = decodeCheckpoint(list[1]).step;
+      const bytes = Buffer.from(list[0]);
+      bytes[bytes.length >> 1] ^= 0xff;
+      await r.lset(key, 0, bytes);
+      await worker(wHome, url);
+      const done = await waitState(d.home, id, ['done', 'failed'], 120_000);
+      expect(done.error).toBeNull();
+      expect(done.warnings.some((m) => /redis#0 is unusable \(checksum mismatch\); falling back/.test(m))).toBe(true);
+      const resumed = workerLines([wHome]).filter((l) => l.job === id && l.msg === 'run resumed');
+      expect(resumed.map((l) => l.fromStep)).toEqual([older]);
+      expectSameExport(await exported(d.home, id), await reference);
+    } finally {
+      r.disconnect();
+    }
   });
 
   it('pause parks a running job, resume continues it to the same export; cancel ends a running job', async () => {
