@@ -1,7 +1,8 @@
 /**
  * fp32 matmul GFLOP/s, y[M, N] = x[M, K] · w[N, K]ᵀ, per backend and thread count, with
  * NumPy/OpenBLAS measured in the same run (interleaved shape by shape, since the machine
- * may be shared) and the ratio to it. Times are the best of several repetitions.
+ * may be shared) and the ratio to it; and at a decode step's shapes, with the weight
+ * pinned (packed once) and not. Times are the best of several repetitions.
  */
 import os from 'node:os';
 import { Rng } from '../core/rng';
@@ -19,6 +20,9 @@ type Shape = [M: number, K: number, N: number];
 const SHAPES: Shape[] = [[1024, 1024, 1024], [4096, 768, 288], [2048, 512, 1536]];
 /** What one search candidate multiplies on the shipped model (4096 calibration rows, dim 64, hidden 172). */
 const SEARCH_SHAPES: Shape[] = [[4096, 64, 172], [4096, 172, 64]];
+
+/** A batched decode step's products at the 110M shape (32 rows; the FFN, wo/w2 and the classifier): weights pinned or not. */
+const DECODE_SHAPES: Shape[] = [[32, 768, 2048], [32, 2048, 768], [32, 768, 32000]];
 
 /** Alternating rounds of NumPy and wasm per shape (see run). */
 const ROUNDS = 3;
@@ -124,6 +128,22 @@ export const matmulBench: BenchModule = {
     for (const shape of SEARCH_SHAPES) {
       for (const [b, threads] of [[js, 1], [wasm1, 1]] as const) {
         emit({ figure: 'matmul_gflops', backend: b.name, threads, shape: shapeName(shape), tag: 'search-shape', ...time(b, shape, 5, 700) });
+      }
+    }
+    // what pinning saves (core/ops.ts's Ops.pin): the copy and re-pack of w on every call
+    for (const shape of DECODE_SHAPES) {
+      const [M, K, N] = shape;
+      const { x, w, y } = operands(shape);
+      for (const [b, threads] of [[wasm1, 1], [wasm2, 2]] as const) {
+        const copied = bestMs(() => b.matmulT(y, x, w, M, K, N), 4, 400);
+        const pin = b.pin([w]);
+        const pinned = bestMs(() => b.matmulT(y, x, w, M, K, N), 4, 400);
+        pin.release();
+        emit({
+          figure: 'matmul_gflops', backend: 'wasm', threads, shape: shapeName(shape), tag: 'decode-shape',
+          gflops: round(gflops(shape, copied.ms)), gflops_pinned: round(gflops(shape, pinned.ms)),
+          best_ms: round(copied.ms, 3), best_ms_pinned: round(pinned.ms, 3),
+        });
       }
     }
     wasm1.dispose?.();

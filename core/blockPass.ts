@@ -9,8 +9,8 @@
  */
 import { embed, head } from './forward';
 import { blockForwardRows, packRows, type Rows } from './forwardRows';
-import { jsOps, type Ops } from './ops';
-import type { F32, Model, ModelConfig } from './model/types';
+import { jsOps, withResident, type Ops } from './ops';
+import type { Block, F32, Model, ModelConfig } from './model/types';
 
 /** Bytes of transient activations one chunk of rows may take inside a block (a soft cap). */
 export const CHUNK_BYTES = 256 * 2 ** 20;
@@ -80,11 +80,19 @@ export function finalStreams(models: Model[], seqs: ArrayLike<number>[], opts: P
   for (let l = opts.from ?? 0; l < cfg.nLayers; l++) {
     models.forEach((m, j) => {
       const b = m.blocks[l];
-      for (let c = 0; c < chunks.length; c++) streams[j][c] = blockForwardRows(m.config, b, streams[j][c], ops);
+      // each weight copied (and packed) into the backend once for all the chunks
+      withResident(ops, blockWeights(b), () => {
+        for (let c = 0; c < chunks.length; c++) streams[j][c] = blockForwardRows(m.config, b, streams[j][c], ops);
+      });
     });
     opts.onBlock?.(l, streams);
   }
   return { streams, chunks };
+}
+
+/** The weight matrices of a block (what a pass over it multiplies by). */
+function blockWeights(b: Block): F32[] {
+  return [b.wq, b.wk, b.wv, b.wo, b.w1, b.w2, b.w3].filter((w): w is F32 => w !== undefined);
 }
 
 /** Logits [T, vocab] of sequence i (rows seqStarts[i]…) of a final stream. */
@@ -105,9 +113,12 @@ export function forEachSeqLogits(
 ): void {
   const { streams, chunks } = finalStreams(models, seqs, opts);
   const ops = opts.ops ?? jsOps;
-  chunks.forEach((c, ci) => {
-    c.forEach((s, i) => visit(s, models.map((m, j) => seqLogits(m, streams[j][ci], i, ops))));
-    // this chunk's streams are no longer needed
-    for (const st of streams) st[ci] = { x: new Float32Array(0), seqStarts: [0] };
+  // the classifiers are multiplied once per sequence: copied into the backend once
+  withResident(ops, models.map((m) => m.classifier), () => {
+    chunks.forEach((c, ci) => {
+      c.forEach((s, i) => visit(s, models.map((m, j) => seqLogits(m, streams[j][ci], i, ops))));
+      // this chunk's streams are no longer needed
+      for (const st of streams) st[ci] = { x: new Float32Array(0), seqStarts: [0] };
+    });
   });
 }

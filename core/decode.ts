@@ -19,14 +19,17 @@
  * gathers each head's keys and values out of a [positions, kvDim] cache element by element on
  * every call; with one call per row and step, that gather took over a quarter of a batched
  * step at the 110M shape by position 128 (measured), growing with the position.
+ *
+ * On a backend that can (Ops.pin, residentArray, attendCached: the wasm one), the caches live
+ * in the backend's memory and its attention reads them there, and the model's weights are
+ * pinned, so each is copied and packed for the kernel once, not on every step. The model's
+ * weights must therefore not change while the decoder is open; it closes (releasing both)
+ * when `close` is called or when every sequence is full.
  */
 import { embed, ffnActivation, head, norm, rope } from './forward';
-import { jsOps, softmaxCausal, type Ops } from './ops';
+import { attendCachedRef, jsOps, type CacheShape, type Ops, type Pinned, type ResidentArray } from './ops';
 import type { Block, F32, Model } from './model/types';
 import { eagerModel } from './model/lazy';
-
-/** Spans at most this long are copied element by element (a subarray view costs more). */
-const SHORT_SPAN = 48;
 
 export class BatchDecoder {
   readonly batch: number;
@@ -39,17 +42,22 @@ export class BatchDecoder {
   /** Tokens fed to each sequence so far. */
   private lens: Int32Array;
   private readonly kvDim: number;
-  /** Scratch of one KV group's attention: scores [group, S], values [headDim, S] (S ≤ capacity). */
-  private att: F32;
-  private vg: F32;
+  private readonly shape: CacheShape;
+  /** Scratch of one KV group's attention on the reference path: scores [group, S], values [headDim, S] (S ≤ capacity). */
+  private att: F32 | null = null;
+  private vg: F32 | null = null;
+  /** The caches when they live in the backend's memory (then its attendCached reads them). */
+  private resident: ResidentArray[] = [];
+  private pinned: Pinned | undefined;
+  private closed = false;
+
+  private m: Model;
 
   /**
    * `batch` sequences of at most `capacity` positions each (≤ the model's seqLen). Memory:
-   * 2 · nLayers · batch · capacity · kvDim floats.
+   * 2 · nLayers · batch · capacity · kvDim floats. A streamed model is read into memory for
+   * it (every step visits every block).
    */
-  private m: Model;
-
-  /** A streamed model is read into memory for it (every step visits every block). */
   constructor(m: Model, batch: number, capacity: number, private ops: Ops = jsOps) {
     this.m = eagerModel(m);
     const cfg = m.config;
@@ -60,12 +68,41 @@ export class BatchDecoder {
     this.batch = batch;
     this.capacity = capacity;
     this.kvDim = cfg.nKvHeads * cfg.headDim;
+    this.shape = { nHeads: cfg.nHeads, nKvHeads: cfg.nKvHeads, headDim: cfg.headDim, capacity };
     this.lens = new Int32Array(batch);
     const size = batch * capacity * this.kvDim;
-    this.keys = m.blocks.map(() => new Float32Array(size));
-    this.valuesT = m.blocks.map(() => new Float32Array(size));
-    this.att = new Float32Array((cfg.nHeads / cfg.nKvHeads) * capacity);
-    this.vg = new Float32Array(cfg.headDim * capacity);
+    if (ops.attendCached && ops.residentArray) {
+      for (let i = 0; i < 2 * cfg.nLayers; i++) {
+        const a = ops.residentArray(size);
+        if (!a) break;
+        this.resident.push(a);
+      }
+      if (this.resident.length < 2 * cfg.nLayers) this.releaseCaches(); // no room: the reference path
+    }
+    if (this.resident.length > 0) {
+      this.keys = this.resident.slice(0, cfg.nLayers).map((a) => a.data);
+      this.valuesT = this.resident.slice(cfg.nLayers).map((a) => a.data);
+    } else {
+      this.keys = m.blocks.map(() => new Float32Array(size));
+      this.valuesT = m.blocks.map(() => new Float32Array(size));
+    }
+    this.pinned = ops.pin?.(modelWeights(this.m));
+  }
+
+  /** Releases the caches and pinned weights; step() is refused afterwards. Called by itself once every sequence is full. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.pinned?.release();
+    this.pinned = undefined;
+    this.releaseCaches();
+    this.keys = [];
+    this.valuesT = [];
+  }
+
+  private releaseCaches(): void {
+    for (const a of this.resident) a.release();
+    this.resident = [];
   }
 
   /** Tokens sequence `s` has been fed so far (its next token's position). */
@@ -93,12 +130,15 @@ export class BatchDecoder {
       pos[r] = this.lens[s];
       if (pos[r] >= this.capacity) throw new RangeError(`sequence ${s} is full (${this.capacity} positions)`);
     }
+    if (this.closed) throw new RangeError('the decoder is closed');
     const { dim } = this.m.config;
     const x = new Float32Array(n * dim);
     for (let r = 0; r < n; r++) x.set(embed(this.m, [tokens[r]], pos[r]), r * dim);
     for (let l = 0; l < this.m.blocks.length; l++) this.block(l, x, n, rows, pos);
     for (let r = 0; r < n; r++) this.lens[rows[r]]++;
-    return head(this.m, x, n, this.ops);
+    const logits = head(this.m, x, n, this.ops);
+    if (this.lens.every((len) => len === this.capacity)) this.close();
+    return logits;
   }
 
   /** Block l on the step's residual stream x [n, dim], in place: x ← x + attn, then + FFN. */
@@ -128,8 +168,9 @@ export class BatchDecoder {
         rope(cfg, qr, 1, nHeads, pos[r]);
         rope(cfg, kr, 1, nKvHeads, pos[r]);
       }
-      this.attend(l, rows[r], pos[r], qr, kr, v.subarray(r * kvDim, (r + 1) * kvDim), ctx.subarray(r * qDim, (r + 1) * qDim));
+      this.store(l, rows[r], pos[r], kr, v.subarray(r * kvDim, (r + 1) * kvDim));
     }
+    this.attend(l, q, rows, pos, ctx);
     // residual adds as forward.ts's residualLinear does them: accumulate into x, then the bias
     ops.matmulT(x, ctx, b.wo, n, qDim, dim, true);
     addBias(x, b.bo, n, dim);
@@ -139,13 +180,9 @@ export class BatchDecoder {
     addBias(x, b.b2, n, dim);
   }
 
-  /**
-   * Stores the post-RoPE key kr and value vr [kvDim] of sequence s at position p in block l's
-   * cache, then ctx [qDim] ← each query head of qr attending over positions 0…p of s:
-   * scores, softmax and values as contextHeads computes them, one KV group at a time.
-   */
-  private attend(l: number, s: number, p: number, qr: F32, kr: F32, vr: F32, ctx: F32): void {
-    const { nHeads, nKvHeads, headDim: hd } = this.m.config;
+  /** Stores the post-RoPE key kr and value vr [kvDim] of sequence s at position p in block l's cache. */
+  private store(l: number, s: number, p: number, kr: F32, vr: F32): void {
+    const { nKvHeads, headDim: hd } = this.m.config;
     const cap = this.capacity;
     const K = this.keys[l];
     const VT = this.valuesT[l];
@@ -157,25 +194,32 @@ export class BatchDecoder {
         VT[vb + i * cap] = vr[g * hd + i];
       }
     }
-    const S = p + 1;
-    const group = nHeads / nKvHeads;
-    const scale = 1 / Math.sqrt(hd);
-    const { att, vg } = this;
-    for (let g = 0; g < nKvHeads; g++) {
-      const base = (s * nKvHeads + g) * cap * hd; // this KV head's keys, and its transposed values
-      // the values' first S columns, packed [hd, S] as matmulT's weight
-      for (let i = 0; i < hd; i++) {
-        const src = base + i * cap;
-        if (S > SHORT_SPAN) vg.set(VT.subarray(src, src + S), i * S);
-        else for (let j = 0; j < S; j++) vg[i * S + j] = VT[src + j];
-      }
-      const h0 = g * group * hd; // the group's query heads are consecutive in q and ctx
-      this.ops.matmulT(att, qr.subarray(h0, h0 + group * hd), K.subarray(base, base + S * hd), group, hd, S);
-      // every head of the group sees all S keys: softmax row by row (one query each)
-      for (let j = 0; j < group; j++) softmaxCausal(this.ops, att.subarray(j * S, (j + 1) * S), 1, S, p, scale);
-      this.ops.matmulT(ctx.subarray(h0, h0 + group * hd), att, vg, group, S, hd);
-    }
   }
+
+  /**
+   * ctx [n, qDim] ← each query head of row r attending over positions 0…pos[r] of sequence
+   * rows[r] in block l's cache: scores, softmax and values as contextHeads computes them,
+   * one KV group at a time (core/ops.ts's attendCachedRef, or the backend's own over its
+   * resident caches, the same bits).
+   */
+  private attend(l: number, q: F32, rows: ArrayLike<number>, pos: Int32Array, ctx: F32): void {
+    if (this.resident.length > 0) {
+      this.ops.attendCached!(ctx, q, this.keys[l], this.valuesT[l], rows, pos, this.shape);
+      return;
+    }
+    const { nHeads, nKvHeads, headDim } = this.shape;
+    this.att ??= new Float32Array((nHeads / nKvHeads) * this.capacity);
+    this.vg ??= new Float32Array(headDim * this.capacity);
+    attendCachedRef(this.ops, ctx, q, this.keys[l], this.valuesT[l], rows, pos, this.shape, this.att, this.vg);
+  }
+}
+
+/** Every weight matrix of a model that a decode step multiplies by, in the order a step uses them. */
+export function modelWeights(m: Model): F32[] {
+  const out: F32[] = [];
+  for (const b of m.blocks) for (const w of [b.wq, b.wk, b.wv, b.wo, b.w1, b.w3, b.w2]) if (w) out.push(w);
+  out.push(m.classifier);
+  return out;
 }
 
 function addBias(y: F32, b: F32 | undefined, n: number, width: number): void {

@@ -112,17 +112,20 @@ export function qkv(cfg: ModelConfig, b: Block, xa: F32, seqStarts: number[], op
   };
 }
 
-/** ctx [N, qDim]: the columns of q heads `heads` (all when null) computed in place, sequence by sequence. */
+/**
+ * ctx [N, qDim]: the columns of q heads `heads` (all when null) computed in place, sequence
+ * by sequence: the backend's attendRows when it has one (it reads each sequence's q, k and v
+ * once, not per head; the same bits), else contextHeads.
+ */
 export function context(cfg: ModelConfig, a: Qkv, seqStarts: number[], heads: ArrayLike<number> | null, ops: Ops, ctx: F32): void {
   const qDim = cfg.nHeads * cfg.headDim;
   const kvDim = cfg.nKvHeads * cfg.headDim;
   for (let s = 0; s + 1 < seqStarts.length; s++) {
     const r0 = seqStarts[s];
     const r1 = seqStarts[s + 1];
-    contextHeads(
-      cfg, a.q.subarray(r0 * qDim, r1 * qDim), a.k.subarray(r0 * kvDim, r1 * kvDim), a.v.subarray(r0 * kvDim, r1 * kvDim),
-      r1 - r0, 0, heads, ops, ctx.subarray(r0 * qDim, r1 * qDim),
-    );
+    const [q, k, v, c] = [a.q.subarray(r0 * qDim, r1 * qDim), a.k.subarray(r0 * kvDim, r1 * kvDim), a.v.subarray(r0 * kvDim, r1 * kvDim), ctx.subarray(r0 * qDim, r1 * qDim)];
+    if (ops.attendRows) ops.attendRows(c, q, k, v, r1 - r0, heads, cfg);
+    else contextHeads(cfg, q, k, v, r1 - r0, 0, heads, ops, c);
   }
 }
 

@@ -22,3 +22,6 @@ export * from './tokenizer';
 export * from './metrics';
 export * from './data';
 export * from './model/synthetic';
+export * from './quant/formats';
+export * from './gguf';
+export * from './model/gguf';

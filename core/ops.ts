@@ -35,7 +35,108 @@ export interface Ops {
    * H [cols, cols] from xT = xᵀ [cols, N] in sequences `seqStarts`, written in place.
    */
   hessianEntries?(H: Float64Array, xT: F32, N: number, cols: number, rows: ArrayLike<number> | null, seqStarts: readonly number[]): void;
+  /**
+   * Optional: pins weights in the backend. Until the handle is released, a matmulT whose w
+   * is one of these arrays (the same object) uses a copy made on its first use — copied,
+   * and packed for the backend's kernel, once instead of on every call. Same bits as
+   * without. The caller promises that the pinned arrays' contents do not change before it
+   * releases the handle (the copy would go stale). The backend holds at most the pinned
+   * weights' size, less when its own cap is reached (weights past it are not kept).
+   * Use `withResident` for a scope.
+   */
+  pin?(weights: readonly F32[]): Pinned;
+  /**
+   * Optional: `floats` float32 values in the backend's own memory, zeroed, which its
+   * kernels (attendCached) read in place without copying; null when it has no room.
+   */
+  residentArray?(floats: number): ResidentArray | null;
+  /**
+   * Optional: the attention of decode rows over KV caches held in residentArrays (see
+   * core/decode.ts). Row r's query heads q[r] [nHeads·hd] (post-RoPE) attend over positions
+   * 0 … pos[r] of sequence s = seqs[r], whose keys are at keys[((s·nKvHeads + g)·capacity + j)·hd + i]
+   * and values at valuesT[((s·nKvHeads + g)·hd + i)·capacity + j]; ctx[r] [nHeads·hd] ← the
+   * context. Bit for bit what `attendCachedRef` computes on the same backend.
+   */
+  attendCached?(ctx: F32, q: F32, keys: F32, valuesT: F32, seqs: ArrayLike<number>, pos: ArrayLike<number>, shape: CacheShape): void;
+  /**
+   * Optional: causal attention of one sequence's T rows over themselves: q [T, nHeads·hd]
+   * (post-RoPE), k and v [T, nKvHeads·hd]; the ctx [T, nHeads·hd] columns of query heads
+   * `heads` (all when null) are written, the rest left alone. Bit for bit what
+   * core/forward.ts's contextHeads (past = 0) computes with this backend's matmulT and
+   * softmaxCausal, head by head, so a subset of heads recomputes to the same bits.
+   */
+  attendRows?(ctx: F32, q: F32, k: F32, v: F32, T: number, heads: ArrayLike<number> | null, shape: HeadShape): void;
 }
+
+/** The attention heads of a model. */
+export interface HeadShape {
+  nHeads: number;
+  nKvHeads: number;
+  headDim: number;
+}
+
+/** A pin on weights (Ops.pin): release it before they change, or when they are no longer used. */
+export interface Pinned {
+  release(): void;
+}
+
+/** Storage in a backend's memory (Ops.residentArray). `data` must not be used after `release`. */
+export interface ResidentArray {
+  data: F32;
+  release(): void;
+}
+
+/** The layout of BatchDecoder's per-block KV caches. */
+export interface CacheShape extends HeadShape {
+  /** Positions per sequence. */
+  capacity: number;
+}
+
+/** fn() with `weights` pinned on ops (when it can pin), released however fn ends. */
+export function withResident<T>(ops: Ops, weights: readonly F32[], fn: () => T): T {
+  const pinned = ops.pin?.(weights);
+  try {
+    return fn();
+  } finally {
+    pinned?.release();
+  }
+}
+
+/**
+ * Ops.attendCached computed with ops' matmulT and softmax, one KV group at a time: the
+ * group's query heads are the rows of one scores matmul over the group's first S = pos + 1
+ * keys, a causal softmax per row (each sees all S), and one values matmul over the values'
+ * first S columns (gathered into `vg`, [hd, S] packed, as matmulT's weight). `att` holds
+ * nHeads/nKvHeads · capacity floats, `vg` hd · capacity.
+ */
+export function attendCachedRef(
+  ops: Ops, ctx: F32, q: F32, keys: F32, valuesT: F32, seqs: ArrayLike<number>, pos: ArrayLike<number>, shape: CacheShape, att: F32, vg: F32,
+): void {
+  const { nHeads, nKvHeads, headDim: hd, capacity: cap } = shape;
+  const qDim = nHeads * hd;
+  const group = nHeads / nKvHeads;
+  const scale = 1 / Math.sqrt(hd);
+  for (let r = 0; r < seqs.length; r++) {
+    const s = seqs[r];
+    const p = pos[r];
+    const S = p + 1;
+    for (let g = 0; g < nKvHeads; g++) {
+      const base = (s * nKvHeads + g) * cap * hd; // this KV head's keys, and its transposed values
+      for (let i = 0; i < hd; i++) {
+        const src = base + i * cap;
+        if (S > SHORT_SPAN) vg.set(valuesT.subarray(src, src + S), i * S);
+        else for (let j = 0; j < S; j++) vg[i * S + j] = valuesT[src + j];
+      }
+      const h0 = r * qDim + g * group * hd; // the group's query heads are consecutive in q and ctx
+      ops.matmulT(att, q.subarray(h0, h0 + group * hd), keys.subarray(base, base + S * hd), group, hd, S);
+      for (let j = 0; j < group; j++) softmaxCausal(ops, att.subarray(j * S, (j + 1) * S), 1, S, p, scale);
+      ops.matmulT(ctx.subarray(h0, h0 + group * hd), att, vg, group, S, hd);
+    }
+  }
+}
+
+/** Spans at most this long are copied element by element (a subarray view costs more). */
+const SHORT_SPAN = 48;
 
 /**
  * The reference causal softmax: row t of att [T, S] sees keys 0 … past + t;

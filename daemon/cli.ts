@@ -11,6 +11,9 @@ import { register as registerEval } from './commands/eval';
 import { register as registerDaemon } from './commands/daemon';
 import { register as registerClient } from './commands/client';
 import { register as registerGenModel } from './commands/genModel';
+import { register as registerWorker } from './commands/worker';
+import { register as registerSweep } from './commands/sweep';
+import { register as registerExportGguf } from './commands/exportGguf';
 
 const program = new Command('invarx')
   .description('Better 2-4 bit quantization of transformer LMs by search over model invariances')
@@ -18,7 +21,7 @@ const program = new Command('invarx')
   .configureOutput({ outputError: (str, write) => write(str) });
 
 // Each command module: `export function register(program: Command): void`.
-const commands: Array<(p: Command) => void> = [registerRun, registerGenerate, registerEval, registerDaemon, registerClient, registerGenModel];
+const commands: Array<(p: Command) => void> = [registerRun, registerGenerate, registerEval, registerDaemon, registerClient, registerGenModel, registerWorker, registerExportGguf, registerSweep];
 for (const register of commands) register(program);
 
 program.parseAsync(process.argv).catch((e: unknown) => {

@@ -13,7 +13,8 @@ import { fail } from '../core/errors';
 import { isJobId, socketPath } from './home';
 import { openLogFile } from './logfile';
 import { ProtocolError, describeValue, type Request } from './protocol';
-import { Scheduler } from './scheduler';
+import { QueueJobs, type QueueUrl } from './queue';
+import { Scheduler, type JobView } from './scheduler';
 import { Server, type CallContext } from './server';
 import { absolutePath, exportOptions, parseSubmitArgs } from './submit';
 import { JobStore, TERMINAL } from './store';
@@ -26,7 +27,17 @@ export interface DaemonOptions {
   stopTimeoutMs: number;
   /** Client connections idle this long are closed (0: never). */
   idleTimeoutMs?: number;
+  /** Queue mode: jobs go to this Redis (BullMQ) and `invarx worker` processes run them. */
+  queue?: QueueUrl;
 }
+
+/** What the verbs need of the jobs: the local scheduler, or the queue (daemon/queue/queueJobs.ts). */
+type Jobs = Pick<Scheduler, 'load' | 'start' | 'shutdown' | 'runningCount' | 'view'> & {
+  on(topic: string, f: (v: JobView) => void): unknown;
+  off(topic: string, f: (v: JobView) => void): unknown;
+} & {
+  [K in 'submit' | 'list' | 'pause' | 'resume' | 'cancel' | 'exportTo' | 'report']: (...a: Parameters<Scheduler[K]>) => ReturnType<Scheduler[K]> | Promise<Awaited<ReturnType<Scheduler[K]>>>;
+};
 
 /** Creates the home if needed and makes sure only this user can enter it. */
 export function prepareHome(home: string): void {
@@ -89,14 +100,16 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     /* logging to stderr: there is no file */
   }
   const store = new JobStore(home);
-  const scheduler = new Scheduler(store, {
-    concurrency: opts.concurrency,
-    checkpointSteps: opts.checkpointSteps,
-    checkpointSeconds: opts.checkpointSeconds,
-    stopTimeoutMs: opts.stopTimeoutMs,
-    workerScript: cliScript(),
-    log,
-  });
+  const scheduler: Jobs = opts.queue
+    ? await QueueJobs.open({ url: opts.queue, home, log, script: cliScript() })
+    : new Scheduler(store, {
+        concurrency: opts.concurrency,
+        checkpointSteps: opts.checkpointSteps,
+        checkpointSeconds: opts.checkpointSeconds,
+        stopTimeoutMs: opts.stopTimeoutMs,
+        workerScript: cliScript(),
+        log,
+      });
   scheduler.load();
 
   let stopping: Promise<void> | undefined;
@@ -179,18 +192,18 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     process.exit(70);
   });
 
-  log.info({ home, socket: sock, concurrency: opts.concurrency }, 'listening');
+  log.info({ home, socket: sock, ...(opts.queue ? { queue: opts.queue.display } : { concurrency: opts.concurrency }) }, 'listening');
   process.stderr.write(`invarx daemon: listening on ${sock}\n`);
   scheduler.start();
 }
 
 /** Streams the job's status on every change; the final reply is its terminal status. */
-function watch(scheduler: Scheduler, id: string, ctx: CallContext): Promise<unknown> {
+function watch(scheduler: Jobs, id: string, ctx: CallContext): Promise<unknown> {
   const first = scheduler.view(id);
   if (TERMINAL.has(first.state)) return Promise.resolve(first);
   return new Promise((resolve) => {
     const topic = `job:${id}`;
-    const onUpdate = (v: ReturnType<Scheduler['view']>) => {
+    const onUpdate = (v: JobView) => {
       if (TERMINAL.has(v.state)) {
         done();
         resolve(v);

@@ -20,11 +20,11 @@ import type { Logger } from 'pino';
 import { InvarxError } from '../core/errors';
 import { inputKind, openRegularFile } from '../core/files';
 import { DEFAULT_TUNING, configHash, type SearchTuning } from '../search/config';
-import type { Progress, RunConfig, SearchJob } from '../search/contract';
+import type { FinalReport, Progress, RunConfig, SearchJob } from '../search/contract';
 import { createSearchJob } from '../search/run';
 import { openLogFile } from './logfile';
 import { osError } from './oserror';
-import { CheckpointStore, snapshotDigest, type Loaded } from './checkpoint';
+import { CheckpointStore, snapshotDigest, type Checkpoint, type Loaded } from './checkpoint';
 import { toJson, writeFileAtomic, type JobError } from './store';
 import { canonicalRunConfig } from './submit';
 
@@ -37,6 +37,28 @@ export interface RunnerInit {
   checkpointSteps: number;
   /** …or after this many seconds (0 = not by time), whichever comes first. */
   checkpointSeconds: number;
+  /** The model's SHA-256 recorded when the job was submitted (queue mode): a different file at the path fails the job. */
+  modelHash?: string;
+}
+
+/**
+ * Where a job's checkpoints live: by default its directory (CheckpointStore); in queue mode
+ * Redis, through the worker process (daemon/queue/threadCheckpoints.ts). Either may be async.
+ */
+export interface CheckpointBackend {
+  load(configHash: string, warn: (message: string) => void): Loaded | null | Promise<Loaded | null>;
+  save(c: Omit<Checkpoint, 'formatVersion' | 'savedAt'>): string | Promise<string>;
+  discard(file: string): void;
+}
+
+export interface RunnerSeams {
+  checkpoints?: CheckpointBackend;
+  /**
+   * 'files' (default): the finished job writes export/ and report.json into its directory.
+   * 'port': the report goes back in the `done` message instead (queue mode: the export is
+   * written later, by whichever process asks for it, from the final checkpoint).
+   */
+  results?: 'files' | 'port';
 }
 
 export type StopReason = 'pause' | 'shutdown';
@@ -50,7 +72,7 @@ export type FromRunner =
   | { type: 'checkpoint'; step: number; savedAt: string }
   | { type: 'checkpoint-error'; error: JobError }
   | { type: 'warning'; message: string }
-  | { type: 'done'; progress: Progress }
+  | { type: 'done'; progress: Progress; report?: Omit<FinalReport, 'models'> }
   | { type: 'stopped'; reason: StopReason; progress: Progress }
   | { type: 'failed'; error: JobError };
 
@@ -95,21 +117,21 @@ function errorOf(e: unknown): JobError {
 /** What open() hands to drive(): the job and the identity its checkpoints are written under. */
 interface Opened {
   job: SearchJob;
-  store: CheckpointStore;
+  store: CheckpointBackend;
   configHash: string;
   modelHash: string;
 }
 
-export async function runJob(init: RunnerInit, port: RunnerPort): Promise<void> {
+export async function runJob(init: RunnerInit, port: RunnerPort, seams: RunnerSeams = {}): Promise<void> {
   init = { ...init, config: canonicalRunConfig(init.config) };
   const log = openLogFile(join(init.jobDir, 'job.log'), { base: { job: init.id }, who: `invarx daemon: job ${init.id}`, mkdir: true });
   let stop: StopReason | undefined;
   port.onStop((r) => (stop ??= r));
   let job: SearchJob | undefined;
   try {
-    const opened = await open(init, log, port);
+    const opened = await open(init, log, port, seams.checkpoints);
     job = opened.job;
-    await drive(init, opened, log, port, () => stop);
+    await drive(init, opened, log, port, () => stop, seams.results ?? 'files');
   } catch (e) {
     const error = errorOf(e);
     if (e instanceof InvarxError) log.error({ code: error.code }, error.message);
@@ -121,18 +143,24 @@ export async function runJob(init: RunnerInit, port: RunnerPort): Promise<void> 
 }
 
 /** The search job, resumed from the newest usable checkpoint (falling back past corrupt ones). */
-async function open(init: RunnerInit, log: Logger, port: RunnerPort): Promise<Opened> {
+async function open(init: RunnerInit, log: Logger, port: RunnerPort, backend?: CheckpointBackend): Promise<Opened> {
   const { config } = init;
   const cfgHash = configHash(config, { ...DEFAULT_TUNING, ...init.tuning });
-  const store = new CheckpointStore(join(init.jobDir, 'checkpoints'));
+  const store = backend ?? new CheckpointStore(join(init.jobDir, 'checkpoints'));
   const warn = (message: string) => {
     log.warn(message);
     port.post({ type: 'warning', message });
   };
   // A missing or unreadable model is reported below by the search's own loader (one clear line).
   const modelHash = await hashModel(config.model).catch(() => null);
+  if (modelHash && init.modelHash && modelHash !== init.modelHash) {
+    throw new InvarxError(
+      'model-changed',
+      `model file ${config.model} is not the one the job was submitted with (sha256 ${modelHash.slice(0, 12)}… here, ${init.modelHash.slice(0, 12)}… at submit); give every worker the same file`,
+    );
+  }
   for (;;) {
-    const loaded: Loaded | null = store.load(cfgHash, warn);
+    const loaded: Loaded | null = await store.load(cfgHash, warn);
     if (loaded && modelHash && loaded.checkpoint.modelHash !== modelHash) {
       throw new InvarxError(
         'model-changed',
@@ -164,7 +192,7 @@ async function open(init: RunnerInit, log: Logger, port: RunnerPort): Promise<Op
   }
 }
 
-async function drive(init: RunnerInit, o: Opened, log: Logger, port: RunnerPort, stopReason: () => StopReason | undefined): Promise<void> {
+async function drive(init: RunnerInit, o: Opened, log: Logger, port: RunnerPort, stopReason: () => StopReason | undefined, results: 'files' | 'port'): Promise<void> {
   const { job, store } = o;
   let lastDigest = '';
   let stepsSince = 0;
@@ -172,7 +200,7 @@ async function drive(init: RunnerInit, o: Opened, log: Logger, port: RunnerPort,
   let lastPost = 0;
 
   /** Writes a checkpoint unless the snapshot is unchanged (the search's changes at stint boundaries only). */
-  const checkpoint = () => {
+  const checkpoint = async () => {
     stepsSince = 0;
     lastSave = Date.now();
     const snapshot = job.snapshot();
@@ -180,7 +208,7 @@ async function drive(init: RunnerInit, o: Opened, log: Logger, port: RunnerPort,
     if (digest === lastDigest) return;
     const step = job.progress().step;
     try {
-      const file = store.save({ configHash: o.configHash, modelHash: o.modelHash, step, snapshot });
+      const file = await store.save({ configHash: o.configHash, modelHash: o.modelHash, step, snapshot });
       lastDigest = digest;
       log.debug({ step, file }, 'checkpoint');
       port.post({ type: 'checkpoint', step, savedAt: new Date().toISOString() });
@@ -198,7 +226,7 @@ async function drive(init: RunnerInit, o: Opened, log: Logger, port: RunnerPort,
   while (!job.done) {
     const reason = stopReason();
     if (reason) {
-      checkpoint();
+      await checkpoint();
       log.info({ reason, step: job.progress().step }, 'stopped');
       port.post({ type: 'stopped', reason, progress: job.progress() });
       return;
@@ -212,16 +240,18 @@ async function drive(init: RunnerInit, o: Opened, log: Logger, port: RunnerPort,
     }
     const bySteps = init.checkpointSteps > 0 && stepsSince >= init.checkpointSteps;
     const byTime = init.checkpointSeconds > 0 && now - lastSave >= init.checkpointSeconds * 1000;
-    if (bySteps || byTime) checkpoint();
+    if (bySteps || byTime) await checkpoint();
     await yieldToLoop();
   }
   // The finished state too, so a crash while reporting below replays no steps.
-  checkpoint();
+  await checkpoint();
   const { models: _models, ...report } = await job.report();
-  await writeExport(init.jobDir, job);
-  writeFileAtomic(join(init.jobDir, 'report.json'), toJson(report));
+  if (results === 'files') {
+    await writeExport(init.jobDir, job);
+    writeFileAtomic(join(init.jobDir, 'report.json'), toJson(report));
+  }
   log.info({ step: report.steps, accepted: report.accepted, closes: report.closes }, 'done');
-  port.post({ type: 'done', progress: job.progress() });
+  port.post({ type: 'done', progress: job.progress(), ...(results === 'port' ? { report } : {}) });
 }
 
 /**

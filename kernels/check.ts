@@ -56,3 +56,41 @@ export function checkHessian(H: Float64Array, xT: F32, N: number, cols: number, 
     }
   }
 }
+
+export function checkAttendCached(
+  ctx: F32, q: F32, keys: F32, valuesT: F32, seqs: ArrayLike<number>, pos: ArrayLike<number>,
+  shape: { nHeads: number; nKvHeads: number; headDim: number; capacity: number },
+): void {
+  const { nHeads, nKvHeads, headDim, capacity } = shape;
+  if (!([nHeads, nKvHeads, headDim, capacity].every((v) => isDim(v) && v > 0) && nHeads % nKvHeads === 0)) {
+    throw new RangeError(`attendCached: bad cache shape ${JSON.stringify(shape)}`);
+  }
+  const n = seqs.length;
+  if (pos.length !== n) throw new RangeError(`attendCached: ${n} sequences but ${pos.length} positions`);
+  const qDim = nHeads * headDim;
+  if (q.length < n * qDim || ctx.length < n * qDim) throw new RangeError(`attendCached: q and ctx need ${n} × ${qDim} values`);
+  const perSeq = nKvHeads * capacity * headDim;
+  for (let r = 0; r < n; r++) {
+    if (!(isDim(pos[r]) && pos[r] < capacity)) throw new RangeError(`attendCached: position ${pos[r]} outside [0, ${capacity})`);
+    if (!(isDim(seqs[r]) && (seqs[r] + 1) * perSeq <= Math.min(keys.length, valuesT.length))) {
+      throw new RangeError(`attendCached: sequence ${seqs[r]} is outside the caches`);
+    }
+  }
+}
+
+export function checkAttendRows(
+  ctx: F32, q: F32, k: F32, v: F32, T: number, heads: ArrayLike<number> | null,
+  shape: { nHeads: number; nKvHeads: number; headDim: number },
+): void {
+  const { nHeads, nKvHeads, headDim } = shape;
+  if (!([nHeads, nKvHeads, headDim].every((d) => isDim(d) && d > 0) && nHeads % nKvHeads === 0 && isDim(T))) {
+    throw new RangeError(`attendRows: bad shape ${JSON.stringify(shape)} or T=${T}`);
+  }
+  if (q.length < T * nHeads * headDim || ctx.length < T * nHeads * headDim) throw new RangeError(`attendRows: q and ctx need ${T} × ${nHeads * headDim} values`);
+  if (k.length < T * nKvHeads * headDim || v.length < T * nKvHeads * headDim) throw new RangeError(`attendRows: k and v need ${T} × ${nKvHeads * headDim} values`);
+  if (heads) {
+    for (let i = 0; i < heads.length; i++) {
+      if (!(Number.isInteger(heads[i]) && heads[i] >= 0 && heads[i] < nHeads)) throw new RangeError(`attendRows: head ${heads[i]} outside [0, ${nHeads})`);
+    }
+  }
+}

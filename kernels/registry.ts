@@ -6,8 +6,10 @@
  * The choice: INVARX_BACKEND=<name> if set; else gpu only when the startup probe finds
  * a hardware GL renderer AND it measures faster than wasm on a mid-size matmul; else
  * wasm. A software renderer (llvmpipe under xvfb) or gpu.js's silent CPU fallback never
- * counts as a GPU.
+ * counts as a GPU. The wasm backend's thread count: defaultWasmThreads.
  */
+import os from 'node:os';
+import { isMainThread } from 'node:worker_threads';
 import type { Backend } from './backend';
 import { createGpuBackend, probeGpu, type GpuProbe } from './gpu';
 import { createJsBackend } from './js';
@@ -80,6 +82,22 @@ function decide(): BackendChoice {
     : { name: 'wasm', reason: `hardware GL (${probe.renderer}) measured slower than wasm`, probe, measured };
 }
 
+/**
+ * Threads the registered wasm backend splits a large matmul over (results do not depend on
+ * it): INVARX_WASM_THREADS when set; else one per core on the main thread, where the big
+ * products of sampling, calibration and evaluation run one at a time; one in worker threads,
+ * such as the search's candidate workers, which already use a core each.
+ */
+export function defaultWasmThreads(): number {
+  const v = process.env.INVARX_WASM_THREADS;
+  if (v !== undefined && v !== '') {
+    const n = Number(v);
+    if (!(Number.isInteger(n) && n >= 1 && n <= 64)) throw new Error(`INVARX_WASM_THREADS must be an integer from 1 to 64, got ${v}`);
+    return n;
+  }
+  return isMainThread ? Math.min(64, os.availableParallelism()) : 1;
+}
+
 /** GFLOP/s of a 512×512×512 matmul, best of 3 after a warm-up. */
 function timeMatmul(b: Backend): number {
   const n = 512;
@@ -97,5 +115,5 @@ function timeMatmul(b: Backend): number {
 }
 
 registerBackend('js', createJsBackend);
-registerBackend('wasm', () => createWasmBackend());
+registerBackend('wasm', () => createWasmBackend({ threads: defaultWasmThreads() }));
 registerBackend('gpu', createGpuBackend);

@@ -7,6 +7,7 @@ import type { Command } from 'commander';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { fail } from '../../core/errors';
 import { runDaemon } from '../daemon';
+import { parseQueueUrl } from '../queue';
 import { resolveHome } from '../home';
 import { runJob, type RunnerInit, type ToRunner } from '../runner';
 import { parseInteger, parseNumber } from './modelArgs';
@@ -21,6 +22,7 @@ export function register(program: Command): void {
     .option('--checkpoint-seconds <s>', 'and at least every this many seconds (0 = not by time)', '60')
     .option('--stop-timeout <s>', 'on pause or shutdown, seconds a job may take to finish its step and checkpoint', '30')
     .option('--idle-timeout <s>', 'close a client connection idle (or not reading its replies) this long (0 = never)', '60')
+    .option('--queue <url>', 'queue mode: put jobs on BullMQ at redis://[:password@]host[:port][/db] (or rediss://) for `invarx worker` processes to run')
     .action(async (o: Record<string, string>) => {
       const stopTimeout = parseNumber('--stop-timeout', o.stopTimeout);
       const checkpointSeconds = parseNumber('--checkpoint-seconds', o.checkpointSeconds);
@@ -35,6 +37,7 @@ export function register(program: Command): void {
         checkpointSeconds,
         stopTimeoutMs: stopTimeout * 1000,
         idleTimeoutMs: idleTimeout * 1000,
+        ...(o.queue ? { queue: parseQueueUrl(o.queue) } : {}),
       });
     });
 

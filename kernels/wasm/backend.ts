@@ -4,13 +4,15 @@
  * matmul rows are split between this thread and helper threads on the same memory.
  */
 import type { F32 } from '../../core/model/types';
+import type { CacheShape, HeadShape, Pinned, ResidentArray } from '../../core/ops';
 import { hessianSegments } from '../../core/quant/hessian';
 import type { QuantSpec } from '../../core/quant/rtn';
 import type { Backend } from '../backend';
-import { checkHessian, checkMatmulT, checkQuantRect, checkSiluMul, checkSoftmax } from '../check';
+import { checkAttendCached, checkAttendRows, checkHessian, checkMatmulT, checkQuantRect, checkSiluMul, checkSoftmax } from '../check';
 import { checkSpec, clipRatios, sqErrRef } from '../js';
 import { Arena } from './arena';
 import { fusedMadd, instantiate, kernelsModule, relaxedSimd, type KernelExports } from './module';
+import { ResidentWeights } from './resident';
 import { HelperThreads } from './threads';
 
 export interface WasmBackendOptions {
@@ -20,13 +22,24 @@ export interface WasmBackendOptions {
   kcMax?: number;
   /** Fused multiply-add (relaxed SIMD) in the matmul; default `fusedMadd` (unfused under INVARX_WASM_STRICT=1). */
   fused?: boolean;
+  /** Bytes pinned weights may take in the backend's memory (default RESIDENT_WEIGHT_BYTES); past it, a pinned weight is copied per call as if unpinned. */
+  residentWeightBytes?: number;
 }
 
 export interface WasmBackend extends Backend {
   readonly threads: number;
   /** Whether the matmul uses fused multiply-add (relaxed SIMD). */
   readonly fused: boolean;
+  pin(weights: readonly F32[]): Pinned;
+  residentArray(floats: number): ResidentArray | null;
+  attendCached(ctx: F32, q: F32, keys: F32, valuesT: F32, seqs: ArrayLike<number>, pos: ArrayLike<number>, shape: CacheShape): void;
+  attendRows(ctx: F32, q: F32, k: F32, v: F32, T: number, heads: ArrayLike<number> | null, shape: HeadShape): void;
+  /** Bytes the copies of pinned weights take now. */
+  readonly residentWeightBytes: number;
 }
+
+/** Default cap on pinned weights' copies: a 110M-parameter model's weights fit, and the arena's 2 GiB keeps room for the rest. */
+export const RESIDENT_WEIGHT_BYTES = 2 ** 30;
 
 /** Below this many multiply-adds a matmul runs on one thread: the hand-off (~10–50 µs) would dominate. */
 const MT_MIN_MACS = 1 << 21;
@@ -48,6 +61,8 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
   const arena = new Arena();
   const k: KernelExports = instantiate(module, arena.memory);
   const helpers = threads > 1 ? new HelperThreads(module, arena.memory, threads - 1) : null;
+  const weightCap = opts.residentWeightBytes ?? RESIDENT_WEIGHT_BYTES;
+  const resident = new ResidentWeights(arena, weightCap);
 
   /** Copies rows [r0, r1) × columns [c0, c0 + span) of src [·, cols] to the arena at byte p, packed. */
   function copyIn(src: F32, cols: number, r0: number, r1: number, c0: number, span: number, p: number): void {
@@ -86,14 +101,17 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
       if (!accumulate) y.fill(0, 0, n * N);
       return;
     }
-    arena.reset();
     const beta = accumulate ? 1 : 0;
     if (n <= DOT_MAX_ROWS) {
-      const xp = arena.alloc(n * K), wp = arena.alloc(N * K), yp = arena.alloc(n * N);
+      // a pinned weight's resident copy, or this call's (reserved before the scratch: it may move it)
+      const kept = resident.lookup(w, K, N, 'rows') ?? resident.add(w, K, N, 'rows', (p) => copyIn(w, K, 0, N, 0, K, p));
+      arena.reset();
+      const xp = arena.alloc(n * K), yp = arena.alloc(n * N);
+      const wp = kept ?? arena.alloc(N * K);
       copyIn(x, K, 0, n, 0, K, xp);
-      copyIn(w, K, 0, N, 0, K, wp);
+      if (kept === null) copyIn(w, K, 0, N, 0, K, wp);
       if (accumulate) copyIn(y, N, 0, n, 0, N, yp);
-      k.dot_t(xp, wp, yp, n, K, N, beta);
+      k.dot_t(xp, wp, 4 * K, yp, n, K, N, beta);
       copyOut(y, N, 0, n, 0, N, yp);
       return;
     }
@@ -101,16 +119,20 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
     // w is packed into 8-column panels (see kernels.wat).
     const nPad = (n + 3) & ~3;
     const Np = (N + 7) & ~7;
+    const kept = resident.lookup(w, K, N, kcMax) ?? resident.add(w, K, N, kcMax, (p) => packInto(w, K, N, p));
+    arena.reset();
     const xp = arena.alloc(nPad * K);
-    const wRaw = arena.alloc(N * K);
-    const wp = arena.alloc(Np * K);
+    const wp = kept ?? arena.alloc(Np * K);
     const yp = arena.alloc(nPad * N);
     const scratch = arena.alloc(32 * threads);
     const m = arena.f32;
     copyIn(x, K, 0, n, 0, K, xp);
     m.fill(0, (xp >> 2) + n * K, (xp >> 2) + nPad * K);
-    copyIn(w, K, 0, N, 0, K, wRaw);
-    k.pack_w(wRaw, N, K, kcMax, wp);
+    if (kept === null) {
+      const wRaw = arena.alloc(N * K);
+      copyIn(w, K, 0, N, 0, K, wRaw);
+      k.pack_w(wRaw, 4 * K, N, K, kcMax, wp);
+    }
     if (accumulate) {
       copyIn(y, N, 0, n, 0, N, yp);
       m.fill(0, (yp >> 2) + n * N, (yp >> 2) + nPad * N);
@@ -135,6 +157,163 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
     } else {
       k.matmul_t(xp, wp, yp, 0, nPad, K, N, kcMax, beta, scratch);
       copyOut(y, N, 0, n, 0, N, yp);
+    }
+  }
+
+  /** Packs w [N, K] for matmul_t at byte p (Np·K floats), through scratch. */
+  function packInto(w: F32, K: number, N: number, p: number): void {
+    arena.reset();
+    const wRaw = arena.alloc(N * K);
+    copyIn(w, K, 0, N, 0, K, wRaw);
+    k.pack_w(wRaw, 4 * K, N, K, kcMax, p);
+  }
+
+  function residentArray(floats: number): ResidentArray | null {
+    const p = arena.allocResident(floats);
+    if (p < 0) return null;
+    const data = arena.view(p, floats);
+    data.fill(0);
+    let live = true;
+    return {
+      data,
+      release: () => {
+        if (live) arena.freeResident(p, floats);
+        live = false;
+      },
+    };
+  }
+
+  /**
+   * core/ops.ts's attendCachedRef on this backend, reading the caches in place: per row and
+   * KV group, the calls matmulT would make (dot_t for at most DOT_MAX_ROWS query heads per
+   * KV head, else pack_w + matmul_t, with the same kcMax), so the same bits.
+   */
+  function attendCached(ctx: F32, q: F32, keys: F32, valuesT: F32, seqs: ArrayLike<number>, pos: ArrayLike<number>, shape: CacheShape): void {
+    const n = seqs.length;
+    checkAttendCached(ctx, q, keys, valuesT, seqs, pos, shape);
+    const kOff = arena.offsetOf(keys), vOff = arena.offsetOf(valuesT);
+    if (kOff < 0 || vOff < 0) throw new RangeError('attendCached: the caches must be residentArrays of this backend');
+    const { nHeads, nKvHeads, headDim: hd, capacity: cap } = shape;
+    const qDim = nHeads * hd;
+    const group = nHeads / nKvHeads;
+    const scale = 1 / Math.sqrt(hd);
+    let maxS = 1;
+    for (let r = 0; r < n; r++) maxS = Math.max(maxS, pos[r] + 1);
+    arena.reset();
+    const gPad = (group + 3) & ~3;
+    const qp = arena.alloc(n * qDim), cp = arena.alloc(n * qDim);
+    const att = arena.alloc(gPad * maxS);
+    const packed = group > DOT_MAX_ROWS;
+    // the panel path's operands: the group's queries and context padded to gPad rows, packed keys or values
+    const xq = packed ? arena.alloc(gPad * hd) : 0;
+    const yc = packed ? arena.alloc(gPad * hd) : 0;
+    const wp = packed ? arena.alloc(((Math.max(maxS, hd) + 7) & ~7) * Math.max(maxS, hd)) : 0;
+    const scratch = packed ? arena.alloc(32) : 0;
+    const m = arena.f32;
+    m.set(q.subarray(0, n * qDim), qp >> 2);
+    if (packed) m.fill(0, xq >> 2, (xq >> 2) + gPad * hd);
+    for (let r = 0; r < n; r++) {
+      const s = seqs[r];
+      const p = pos[r];
+      const S = p + 1;
+      for (let g = 0; g < nKvHeads; g++) {
+        const base = 4 * (s * nKvHeads + g) * cap * hd;
+        const h0 = 4 * (r * qDim + g * group * hd);
+        if (!packed) {
+          k.dot_t(qp + h0, kOff + base, 4 * hd, att, group, hd, S, 0);
+          for (let j = 0; j < group; j++) k.softmax_causal(att + 4 * j * S, 1, S, p, scale);
+          k.dot_t(att, vOff + base, 4 * cap, cp + h0, group, S, hd, 0);
+          continue;
+        }
+        m.copyWithin(xq >> 2, (qp + h0) >> 2, ((qp + h0) >> 2) + group * hd);
+        k.pack_w(kOff + base, 4 * hd, S, hd, kcMax, wp);
+        k.matmul_t(xq, wp, att, 0, gPad, hd, S, kcMax, 0, scratch);
+        for (let j = 0; j < group; j++) k.softmax_causal(att + 4 * j * S, 1, S, p, scale);
+        // rows past the group were zero queries: their scores are not probabilities, but rows never mix
+        k.pack_w(vOff + base, 4 * cap, hd, S, kcMax, wp);
+        k.matmul_t(att, wp, yc, 0, gPad, S, hd, kcMax, 0, scratch);
+        m.copyWithin((cp + h0) >> 2, yc >> 2, (yc >> 2) + group * hd);
+      }
+    }
+    ctx.set(m.subarray(cp >> 2, (cp >> 2) + n * qDim));
+  }
+
+  /** matmul_t over rows [0, nPad) of operands already in the arena: on the helpers too when it is large (see matmulT). */
+  function product(xp: number, wp: number, yp: number, nPad: number, K: number, N: number, scratch: number): void {
+    if (helpers && nPad * K * N >= MT_MIN_MACS) {
+      const chunk = Math.max(4, Math.ceil(nPad / (threads * CHUNKS_PER_THREAD) / 4) * 4);
+      helpers.matmul(k, { x: xp, wp, y: yp, rows: nPad, K, N, kcMax, beta: 0, chunk, scratch }, threads - 1);
+    } else {
+      k.matmul_t(xp, wp, yp, 0, nPad, K, N, kcMax, 0, scratch);
+    }
+  }
+
+  /**
+   * core/forward.ts's contextHeads (past = 0) on this backend, with q, k and v copied in
+   * once: per query head, the scores and values products matmulT would compute (dot_t under
+   * DOT_MAX_ROWS + 1 rows, else matmul_t on panels packed straight from k and v, which have
+   * the bytes pack_w gives the gathered keys and transposed values), the same bits.
+   */
+  function attendRows(ctx: F32, q: F32, kk: F32, v: F32, T: number, heads: ArrayLike<number> | null, shape: HeadShape): void {
+    checkAttendRows(ctx, q, kk, v, T, heads, shape);
+    if (T === 0) return;
+    const { nHeads, nKvHeads, headDim: hd } = shape;
+    const qDim = nHeads * hd, kvDim = nKvHeads * hd;
+    const group = nHeads / nKvHeads;
+    const scale = 1 / Math.sqrt(hd);
+    const S = T;
+    const dot = T <= DOT_MAX_ROWS;
+    const nPad = (T + 3) & ~3;
+    arena.reset();
+    const qp = arena.alloc(T * qDim), kp = arena.alloc(T * kvDim), vp = arena.alloc(T * kvDim), cp = arena.alloc(T * qDim);
+    const qh = arena.alloc(nPad * hd), ch = arena.alloc(nPad * hd), att = arena.alloc(nPad * S);
+    // the keys and values of the loaded KV head: packed panels, or (dot_t) the values transposed
+    const kw = dot ? 0 : arena.alloc(((S + 7) & ~7) * hd);
+    const vw = arena.alloc(((hd + 7) & ~7) * S);
+    const scratch = arena.alloc(32 * threads);
+    const m = arena.f32;
+    m.set(q.subarray(0, T * qDim), qp >> 2);
+    m.set(kk.subarray(0, T * kvDim), kp >> 2);
+    m.set(v.subarray(0, T * kvDim), vp >> 2);
+    m.fill(0, (qh >> 2) + T * hd, (qh >> 2) + nPad * hd);
+    let loaded = -1;
+    const n = heads ? heads.length : nHeads;
+    for (let x = 0; x < n; x++) {
+      const h = heads ? heads[x] : x;
+      const g = Math.floor(h / group);
+      if (g !== loaded) {
+        if (dot) {
+          const d = vw >> 2, src = (vp >> 2) + g * hd;
+          for (let s = 0; s < S; s++) for (let i = 0; i < hd; i++) m[d + i * S + s] = m[src + s * kvDim + i];
+        } else {
+          k.pack_w(kp + 4 * g * hd, 4 * kvDim, S, hd, kcMax, kw);
+          k.pack_wt(vp + 4 * g * hd, 4 * kvDim, hd, S, kcMax, vw);
+        }
+        loaded = g;
+      }
+      for (let t = 0; t < T; t++) m.copyWithin((qh >> 2) + t * hd, (qp >> 2) + t * qDim + h * hd, (qp >> 2) + t * qDim + (h + 1) * hd);
+      if (dot) {
+        k.dot_t(qh, kp + 4 * g * hd, 4 * kvDim, att, T, hd, S, 0);
+        k.softmax_causal(att, T, S, 0, scale);
+        k.dot_t(att, vw, 4 * S, ch, T, S, hd, 0);
+      } else {
+        product(qh, kw, att, nPad, hd, S, scratch);
+        k.softmax_causal(att, T, S, 0, scale);
+        // rows past T of att are scores of zero queries, not probabilities: rows never mix
+        product(att, vw, ch, nPad, S, hd, scratch);
+      }
+      for (let t = 0; t < T; t++) m.copyWithin((cp >> 2) + t * qDim + h * hd, (ch >> 2) + t * hd, (ch >> 2) + (t + 1) * hd);
+    }
+    if (heads === null) {
+      ctx.set(m.subarray(cp >> 2, (cp >> 2) + T * qDim));
+      return;
+    }
+    for (let x = 0; x < n; x++) {
+      const h = heads[x];
+      for (let t = 0; t < T; t++) {
+        const o = t * qDim + h * hd;
+        ctx.set(m.subarray((cp >> 2) + o, (cp >> 2) + o + hd), o);
+      }
     }
   }
 
@@ -249,6 +428,13 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
     threads,
     fused,
     matmulT,
+    pin: (weights) => resident.pin(weights),
+    residentArray,
+    attendCached,
+    attendRows,
+    get residentWeightBytes() {
+      return resident.bytes;
+    },
     softmaxCausal,
     siluMul,
     hessianEntries,

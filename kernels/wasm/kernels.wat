@@ -85,20 +85,19 @@
     (v128.store offset=16 (local.get $y3) (local.get $c31)))
 
   ;; ---------------------------------------------------------------------------------
-  ;; Packs w[N, K] for matmul_t. Layout: for each K-chunk (k0, kc = min(kc_max, K-k0)),
-  ;; at wp + k0·Np·4 (Np = N rounded up to 8), panel p at + p·kc·32, holding
-  ;; w[p·8 + j, k0 + k] at + (k·8 + j)·4. Rows past N are zero.
+  ;; Packs w[N, K] (rows $ldw bytes apart, ≥ 4·K) for matmul_t. Layout: for each K-chunk
+  ;; (k0, kc = min(kc_max, K-k0)), at wp + k0·Np·4 (Np = N rounded up to 8), panel p at
+  ;; + p·kc·32, holding w[p·8 + j, k0 + k] at + (k·8 + j)·4. Rows past N are zero.
   ;; Full groups of 4 rows × 4 columns move as a 4×4 transpose in registers; the ragged
   ;; row group and column tail go one float at a time.
-  (func $pack_w (export "pack_w") (param $w i32) (param $N i32) (param $K i32)
+  (func $pack_w (export "pack_w") (param $w i32) (param $ldw i32) (param $N i32) (param $K i32)
                 (param $kc_max i32) (param $wp i32)
     (local $Np i32) (local $k0 i32) (local $kc i32) (local $chunk i32)
     (local $r i32) (local $k i32) (local $j i32) (local $src i32) (local $dst i32)
-    (local $ldw i32) (local $rows i32)
+    (local $rows i32)
     (local $v0 v128) (local $v1 v128) (local $v2 v128) (local $v3 v128)
     (local $t0 v128) (local $t1 v128) (local $t2 v128) (local $t3 v128)
     (local.set $Np (i32.and (i32.add (local.get $N) (i32.const 7)) (i32.const -8)))
-    (local.set $ldw (i32.shl (local.get $K) (i32.const 2)))
     (local.set $k0 (i32.const 0))
     (block $chunks_done (loop $chunks
       (br_if $chunks_done (i32.ge_u (local.get $k0) (local.get $K)))
@@ -164,10 +163,63 @@
   )
 
   ;; ---------------------------------------------------------------------------------
+  ;; pack_w's layout for w[N, K] given transposed: w[j, k] at src + k·$lds + 4·j (e.g. one
+  ;; head's values in a [positions, kvDim] activation, packed as the weight of the
+  ;; probabilities · values product without transposing them first). Same bytes as pack_w.
+  (func $pack_wt (export "pack_wt") (param $src i32) (param $lds i32) (param $N i32) (param $K i32)
+                 (param $kc_max i32) (param $wp i32)
+    (local $Np i32) (local $k0 i32) (local $kc i32) (local $chunk i32)
+    (local $p i32) (local $k i32) (local $j i32) (local $cols i32) (local $s i32) (local $dst i32)
+    (local.set $Np (i32.and (i32.add (local.get $N) (i32.const 7)) (i32.const -8)))
+    (local.set $k0 (i32.const 0))
+    (block $chunks_done (loop $chunks
+      (br_if $chunks_done (i32.ge_u (local.get $k0) (local.get $K)))
+      (local.set $kc (select (local.get $kc_max) (i32.sub (local.get $K) (local.get $k0))
+                             (i32.lt_u (local.get $kc_max) (i32.sub (local.get $K) (local.get $k0)))))
+      (local.set $chunk (i32.add (local.get $wp)
+                                 (i32.shl (i32.mul (local.get $k0) (local.get $Np)) (i32.const 2))))
+      (local.set $p (i32.const 0))
+      (block $panels_done (loop $panels
+        (br_if $panels_done (i32.ge_u (i32.shl (local.get $p) (i32.const 3)) (local.get $Np)))
+        (local.set $cols (i32.sub (local.get $N) (i32.shl (local.get $p) (i32.const 3))))
+        (local.set $dst (i32.add (local.get $chunk) (i32.mul (local.get $p) (i32.shl (local.get $kc) (i32.const 5)))))
+        (local.set $s (i32.add (local.get $src)
+          (i32.add (i32.mul (local.get $k0) (local.get $lds)) (i32.shl (local.get $p) (i32.const 5)))))
+        (local.set $k (i32.const 0))
+        (block $k_done (loop $kl
+          (br_if $k_done (i32.ge_u (local.get $k) (local.get $kc)))
+          (if (i32.ge_s (local.get $cols) (i32.const 8))
+            (then
+              (v128.store offset=0 (local.get $dst) (v128.load offset=0 (local.get $s)))
+              (v128.store offset=16 (local.get $dst) (v128.load offset=16 (local.get $s))))
+            (else
+              ;; the ragged panel: zero past column N
+              (local.set $j (i32.const 0))
+              (loop $jj
+                (f32.store (i32.add (local.get $dst) (i32.shl (local.get $j) (i32.const 2)))
+                  (if (result f32) (i32.lt_s (local.get $j) (local.get $cols))
+                    (then (f32.load (i32.add (local.get $s) (i32.shl (local.get $j) (i32.const 2)))))
+                    (else (f32.const 0))))
+                (br_if $jj (i32.lt_u (local.tee $j (i32.add (local.get $j) (i32.const 1))) (i32.const 8))))))
+          (local.set $s (i32.add (local.get $s) (local.get $lds)))
+          (local.set $dst (i32.add (local.get $dst) (i32.const 32)))
+          (local.set $k (i32.add (local.get $k) (i32.const 1)))
+          (br $kl)))
+        (local.set $p (i32.add (local.get $p) (i32.const 1)))
+        (br $panels)))
+      (local.set $k0 (i32.add (local.get $k0) (local.get $kc)))
+      (br $chunks)))
+  )
+
+  ;; ---------------------------------------------------------------------------------
   ;; y[r0..r1, :] (+)= x[r0..r1, :] · wᵀ with w packed by pack_w (same kc_max).
   ;; r0 and r1 are multiples of 4 and x, y have rows up to r1 (the caller pads x with
   ;; zero rows). The ragged last panel (N mod 8 columns) goes through the 4×8 scratch
   ;; tile at $scratch (128 bytes), so y itself is never written past column N.
+  ;; Within a K-chunk the panels are taken in blocks of $NB (NB·kc·32 bytes, 256 KiB at
+  ;; kc = 256, stay in L2) and every row tile runs over one block before the next: the
+  ;; panels are read from L2, not from L3 or memory, once per row tile. The loop order
+  ;; changes no sum: each tile of y is the same kernel calls on the same chunks.
   (func $matmul_t (export "matmul_t") (param $x i32) (param $wp i32) (param $y i32)
                   (param $r0 i32) (param $r1 i32) (param $K i32) (param $N i32)
                   (param $kc_max i32) (param $beta i32) (param $scratch i32)
@@ -175,8 +227,10 @@
     (local $k0 i32) (local $kc i32) (local $chunk i32) (local $b i32)
     (local $i i32) (local $p i32) (local $xrow i32) (local $yrow i32) (local $panel i32)
     (local $r i32) (local $j i32) (local $ytail i32)
+    (local $p0 i32) (local $p1 i32) (local $npt i32) (local $NB i32)
     (local.set $np (i32.shr_u (local.get $N) (i32.const 3)))
     (local.set $nr (i32.and (local.get $N) (i32.const 7)))
+    (local.set $npt (i32.add (local.get $np) (i32.ne (local.get $nr) (i32.const 0))))
     (local.set $Np (i32.and (i32.add (local.get $N) (i32.const 7)) (i32.const -8)))
     (local.set $ldx (i32.shl (local.get $K) (i32.const 2)))
     (local.set $ldy (i32.shl (local.get $N) (i32.const 2)))
@@ -188,46 +242,57 @@
       (local.set $chunk (i32.add (local.get $wp)
                                  (i32.shl (i32.mul (local.get $k0) (local.get $Np)) (i32.const 2))))
       (local.set $b (select (local.get $beta) (i32.const 1) (i32.eqz (local.get $k0))))
-      (local.set $i (local.get $r0))
-      (block $rows_done (loop $rows
-        (br_if $rows_done (i32.ge_u (local.get $i) (local.get $r1)))
-        (local.set $xrow (i32.add (local.get $x)
-          (i32.add (i32.mul (local.get $i) (local.get $ldx)) (i32.shl (local.get $k0) (i32.const 2)))))
-        (local.set $yrow (i32.add (local.get $y) (i32.mul (local.get $i) (local.get $ldy))))
-        (local.set $panel (local.get $chunk))
-        (local.set $p (i32.const 0))
-        (block $panels_done (loop $panels
-          (br_if $panels_done (i32.ge_u (local.get $p) (local.get $np)))
-          (call $kernel_4x8 (local.get $xrow) (local.get $ldx) (local.get $panel) (local.get $kc)
-                            (i32.add (local.get $yrow) (i32.shl (local.get $p) (i32.const 5)))
-                            (local.get $ldy) (local.get $b))
-          (local.set $panel (i32.add (local.get $panel) (i32.shl (local.get $kc) (i32.const 5))))
-          (local.set $p (i32.add (local.get $p) (i32.const 1)))
-          (br $panels)))
-        (if (local.get $nr) (then
-          (local.set $ytail (i32.add (local.get $yrow) (i32.shl (local.get $np) (i32.const 5))))
-          (if (local.get $b) (then
-            ;; bring the existing y values of the ragged columns into the scratch tile
+      ;; panels per block: 256 KiB of them, at least one
+      (local.set $NB (i32.div_u (i32.const 262144) (i32.shl (local.get $kc) (i32.const 5))))
+      (if (i32.eqz (local.get $NB)) (then (local.set $NB (i32.const 1))))
+      (local.set $p0 (i32.const 0))
+      (block $blocks_done (loop $blocks
+        (br_if $blocks_done (i32.ge_u (local.get $p0) (local.get $npt)))
+        (local.set $p1 (i32.add (local.get $p0) (local.get $NB)))
+        (if (i32.gt_u (local.get $p1) (local.get $npt)) (then (local.set $p1 (local.get $npt))))
+        (local.set $i (local.get $r0))
+        (block $rows_done (loop $rows
+          (br_if $rows_done (i32.ge_u (local.get $i) (local.get $r1)))
+          (local.set $xrow (i32.add (local.get $x)
+            (i32.add (i32.mul (local.get $i) (local.get $ldx)) (i32.shl (local.get $k0) (i32.const 2)))))
+          (local.set $yrow (i32.add (local.get $y) (i32.mul (local.get $i) (local.get $ldy))))
+          (local.set $panel (i32.add (local.get $chunk) (i32.mul (local.get $p0) (i32.shl (local.get $kc) (i32.const 5)))))
+          (local.set $p (local.get $p0))
+          (block $panels_done (loop $panels
+            (br_if $panels_done (i32.ge_u (local.get $p) (select (local.get $p1) (local.get $np) (i32.lt_u (local.get $p1) (local.get $np)))))
+            (call $kernel_4x8 (local.get $xrow) (local.get $ldx) (local.get $panel) (local.get $kc)
+                              (i32.add (local.get $yrow) (i32.shl (local.get $p) (i32.const 5)))
+                              (local.get $ldy) (local.get $b))
+            (local.set $panel (i32.add (local.get $panel) (i32.shl (local.get $kc) (i32.const 5))))
+            (local.set $p (i32.add (local.get $p) (i32.const 1)))
+            (br $panels)))
+          ;; the ragged panel, when it is in this block ($panel points at it)
+          (if (i32.and (i32.ne (local.get $nr) (i32.const 0)) (i32.eq (local.get $p1) (local.get $npt))) (then
+            (local.set $ytail (i32.add (local.get $yrow) (i32.shl (local.get $np) (i32.const 5))))
+            (if (local.get $b) (then
+              ;; bring the existing y values of the ragged columns into the scratch tile
+              (local.set $r (i32.const 0))
+              (loop $lr
+                (local.set $j (i32.const 0))
+                (loop $lj
+                  (f32.store (i32.add (local.get $scratch) (i32.shl (i32.add (i32.shl (local.get $r) (i32.const 3)) (local.get $j)) (i32.const 2)))
+                    (f32.load (i32.add (local.get $ytail) (i32.add (i32.mul (local.get $r) (local.get $ldy)) (i32.shl (local.get $j) (i32.const 2))))))
+                  (br_if $lj (i32.lt_u (local.tee $j (i32.add (local.get $j) (i32.const 1))) (local.get $nr))))
+                (br_if $lr (i32.lt_u (local.tee $r (i32.add (local.get $r) (i32.const 1))) (i32.const 4))))))
+            (call $kernel_4x8 (local.get $xrow) (local.get $ldx) (local.get $panel) (local.get $kc)
+                              (local.get $scratch) (i32.const 32) (local.get $b))
             (local.set $r (i32.const 0))
-            (loop $lr
+            (loop $sr
               (local.set $j (i32.const 0))
-              (loop $lj
-                (f32.store (i32.add (local.get $scratch) (i32.shl (i32.add (i32.shl (local.get $r) (i32.const 3)) (local.get $j)) (i32.const 2)))
-                  (f32.load (i32.add (local.get $ytail) (i32.add (i32.mul (local.get $r) (local.get $ldy)) (i32.shl (local.get $j) (i32.const 2))))))
-                (br_if $lj (i32.lt_u (local.tee $j (i32.add (local.get $j) (i32.const 1))) (local.get $nr))))
-              (br_if $lr (i32.lt_u (local.tee $r (i32.add (local.get $r) (i32.const 1))) (i32.const 4))))))
-          (call $kernel_4x8 (local.get $xrow) (local.get $ldx) (local.get $panel) (local.get $kc)
-                            (local.get $scratch) (i32.const 32) (local.get $b))
-          (local.set $r (i32.const 0))
-          (loop $sr
-            (local.set $j (i32.const 0))
-            (loop $sj
-              (f32.store (i32.add (local.get $ytail) (i32.add (i32.mul (local.get $r) (local.get $ldy)) (i32.shl (local.get $j) (i32.const 2))))
-                (f32.load (i32.add (local.get $scratch) (i32.shl (i32.add (i32.shl (local.get $r) (i32.const 3)) (local.get $j)) (i32.const 2)))))
-              (br_if $sj (i32.lt_u (local.tee $j (i32.add (local.get $j) (i32.const 1))) (local.get $nr))))
-            (br_if $sr (i32.lt_u (local.tee $r (i32.add (local.get $r) (i32.const 1))) (i32.const 4))))))
-        (local.set $i (i32.add (local.get $i) (i32.const 4)))
-        (br $rows)))
+              (loop $sj
+                (f32.store (i32.add (local.get $ytail) (i32.add (i32.mul (local.get $r) (local.get $ldy)) (i32.shl (local.get $j) (i32.const 2))))
+                  (f32.load (i32.add (local.get $scratch) (i32.shl (i32.add (i32.shl (local.get $r) (i32.const 3)) (local.get $j)) (i32.const 2)))))
+                (br_if $sj (i32.lt_u (local.tee $j (i32.add (local.get $j) (i32.const 1))) (local.get $nr))))
+              (br_if $sr (i32.lt_u (local.tee $r (i32.add (local.get $r) (i32.const 1))) (i32.const 4))))))
+          (local.set $i (i32.add (local.get $i) (i32.const 4)))
+          (br $rows)))
+        (local.set $p0 (local.get $p1))
+        (br $blocks)))
       (local.set $k0 (i32.add (local.get $k0) (local.get $kc)))
       (br $chunks)))
   )
@@ -239,20 +304,21 @@
              (f32.add (f32x4.extract_lane 2 (local.get $v)) (f32x4.extract_lane 3 (local.get $v)))))
 
   ;; y[r, j] (+)= Σ_k x[r, k]·w[j, k] for few rows (decode steps): a dot product per
-  ;; output, straight from the unpacked w (packing would cost as much as the product).
-  ;; Four rows of w at a time share each load of x.
-  (func $dot_t (export "dot_t") (param $x i32) (param $w i32) (param $y i32)
+  ;; output, straight from the unpacked w (packing would cost as much as the product);
+  ;; rows of w are $ldw bytes apart (≥ 4·K), rows of x 4·K. Four rows of w at a time
+  ;; share each load of x.
+  (func $dot_t (export "dot_t") (param $x i32) (param $w i32) (param $ldw i32) (param $y i32)
                (param $n i32) (param $K i32) (param $N i32) (param $beta i32)
-    (local $r i32) (local $j i32) (local $k i32) (local $K4 i32) (local $ldw i32)
+    (local $r i32) (local $j i32) (local $k i32) (local $K4 i32) (local $ldx i32)
     (local $xr i32) (local $w0 i32) (local $w1 i32) (local $w2 i32) (local $w3 i32) (local $yp i32)
     (local $xv v128) (local $a0 v128) (local $a1 v128) (local $a2 v128) (local $a3 v128)
     (local $s0 f32) (local $s1 f32) (local $s2 f32) (local $s3 f32) (local $xs f32)
     (local.set $K4 (i32.and (local.get $K) (i32.const -4)))
-    (local.set $ldw (i32.shl (local.get $K) (i32.const 2)))
+    (local.set $ldx (i32.shl (local.get $K) (i32.const 2)))
     (local.set $r (i32.const 0))
     (block $rows_done (loop $rows
       (br_if $rows_done (i32.ge_u (local.get $r) (local.get $n)))
-      (local.set $xr (i32.add (local.get $x) (i32.mul (local.get $r) (local.get $ldw))))
+      (local.set $xr (i32.add (local.get $x) (i32.mul (local.get $r) (local.get $ldx))))
       (local.set $j (i32.const 0))
       (block $quads_done (loop $quads
         (br_if $quads_done (i32.gt_u (i32.add (local.get $j) (i32.const 4)) (local.get $N)))

@@ -118,9 +118,10 @@ export function kernelsModule(fused = fusedMadd): WasmModule {
 
 /** The exports of kernels.wat (pointers are byte offsets into the memory). */
 export interface KernelExports {
-  pack_w(w: number, N: number, K: number, kcMax: number, wp: number): void;
+  pack_w(w: number, ldw: number, N: number, K: number, kcMax: number, wp: number): void;
+  pack_wt(src: number, lds: number, N: number, K: number, kcMax: number, wp: number): void;
   matmul_t(x: number, wp: number, y: number, r0: number, r1: number, K: number, N: number, kcMax: number, beta: number, scratch: number): void;
-  dot_t(x: number, w: number, y: number, n: number, K: number, N: number, beta: number): void;
+  dot_t(x: number, w: number, ldw: number, y: number, n: number, K: number, N: number, beta: number): void;
   qdq(w: number, out: number, rows: number, cols: number, group: number, g0: number, g1: number, maxq: number, ratios: number, nratios: number): void;
   softmax_causal(att: number, T: number, S: number, past: number, scale: number): void;
   silu_mul(a: number, g: number, n: number): void;

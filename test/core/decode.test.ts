@@ -6,6 +6,7 @@ import type { Model } from '../../core/model/types';
 import { jsOps, type Ops } from '../../core/ops';
 import { categoricalAt, Rng } from '../../core/rng';
 import { getBackend } from '../../kernels/registry';
+import { createWasmBackend } from '../../kernels/wasm/backend';
 import { shippedModel } from '../helpers';
 import { randomModel, type RandomModelOptions } from '../reference';
 import { sampleSequential as sequentialSampling } from '../../bench/sample';
@@ -141,6 +142,53 @@ describe('BatchDecoder on the wasm backend', () => {
       return Array.from({ length: T }, (_, t) => bits(dec.step(toks.slice(0, B).map((s) => s[t] % Vg)).slice(0, 2 * Vg)));
     };
     expect(go(6)).toEqual(go(4));
+  });
+});
+
+describe('BatchDecoder with the caches and weights resident in the wasm backend', () => {
+  /** The wasm backend without pin, residentArray and attendCached: the decoder's reference path. */
+  const plain = (b: Ops): Ops => ({ name: 'wasm (plain)', matmulT: b.matmulT, softmaxCausal: b.softmaxCausal, siluMul: b.siluMul });
+  const models: Array<[string, Model]> = [
+    ['the shipped model', shippedModel()],
+    ['4 query heads per KV head', randomModel({ dim: 32, nHeads: 8, nKvHeads: 2, seqLen: 20, seed: 4 })],
+    ['opt, 5 query heads per KV head', randomModel({ arch: 'opt', dim: 40, nHeads: 5, nKvHeads: 1, seqLen: 20, seed: 6 })],
+  ];
+  for (const [name, m] of models) {
+    it(`${name}: the reference path's bits, then everything released once every sequence is full`, () => {
+      const wasm = createWasmBackend();
+      const V = m.config.vocabSize;
+      const T = Math.min(20, m.config.seqLen);
+      const rng = Rng.fromSeed(12);
+      const B = 5;
+      const toks = Array.from({ length: B }, () => Array.from({ length: T }, () => rng.int(V)));
+      const fast = new BatchDecoder(m, B, T, wasm);
+      const ref = new BatchDecoder(m, B, T, plain(wasm));
+      for (let t = 0; t < T; t++) {
+        // every third step only two sequences, in reverse order, so rows and sequences differ
+        const seqs = t % 3 === 1 ? [3, 0] : Array.from({ length: B }, (_, s) => s);
+        const step = (d: BatchDecoder) => bits(d.step(seqs.map((s) => toks[s][d.position(s)]), seqs));
+        expect(step(fast)).toEqual(step(ref));
+        if (t === 0) expect(wasm.residentWeightBytes).toBeGreaterThan(0);
+      }
+      // the sequences left out of every third step catch up
+      while (fast.position(1) < T) {
+        const seqs = [1, 2, 4].filter((s) => fast.position(s) < T);
+        expect(bits(fast.step(seqs.map(() => 7), seqs))).toEqual(bits(ref.step(seqs.map(() => 7), seqs)));
+      }
+      for (let s = 0; s < B; s++) expect(fast.position(s)).toBe(T);
+      expect(wasm.residentWeightBytes).toBe(0);
+      expect(() => fast.step([1], [0])).toThrow(/full/);
+    });
+  }
+
+  it('close() releases early; a closed decoder refuses to step', () => {
+    const wasm = createWasmBackend();
+    const dec = new BatchDecoder(shippedModel(), 4, 8, wasm);
+    dec.step([1, 2, 3, 4]);
+    expect(wasm.residentWeightBytes).toBeGreaterThan(0);
+    dec.close();
+    expect(wasm.residentWeightBytes).toBe(0);
+    expect(() => dec.step([1, 2, 3, 4])).toThrow(/closed/);
   });
 });
 

@@ -1,6 +1,9 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { backendNames, chooseBackend, getBackend, probeGpu, registerBackend } from '../../kernels';
+import os from 'node:os';
+import { isMainThread } from 'node:worker_threads';
 import { createJsBackend } from '../../kernels/js';
+import type { WasmBackend } from '../../kernels/wasm/backend';
 
 describe('backend registry', () => {
   afterEach(() => {
@@ -34,6 +37,19 @@ describe('backend registry', () => {
       expect(probe.mode).not.toBe('CPUKernel'); // gpu.js's silent CPU fallback never counts
       expect(probe.renderer).toBeTruthy();
     }
+  });
+
+  it('the registered wasm backend: INVARX_WASM_THREADS threads, else one per core on the main thread', async () => {
+    vi.stubEnv('INVARX_WASM_THREADS', '3');
+    const fresh = await import('../../kernels/registry');
+    expect(fresh.defaultWasmThreads()).toBe(3);
+    const wasm = fresh.getBackend('wasm') as WasmBackend;
+    expect(wasm.threads).toBe(3);
+    wasm.dispose?.();
+    vi.stubEnv('INVARX_WASM_THREADS', '0');
+    expect(() => fresh.defaultWasmThreads()).toThrow(/INVARX_WASM_THREADS/);
+    vi.stubEnv('INVARX_WASM_THREADS', '');
+    expect(fresh.defaultWasmThreads()).toBe(isMainThread ? os.availableParallelism() : 1);
   });
 
   it('obeys INVARX_BACKEND', async () => {

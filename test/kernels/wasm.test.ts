@@ -56,6 +56,34 @@ describe('wasm backend', () => {
     expect(ys[1]).toBeCloseTo(s, 5);
   });
 
+  it('matmul over several blocks of panels (past 256 columns at kc 256) and a ragged last panel: float64 within round-off, and any column range alone the same bits', () => {
+    const b = createWasmBackend();
+    const rng = Rng.fromSeed(21);
+    for (const [n, K, N] of [[5, 700, 1001], [8, 300, 2050], [13, 256, 263]]) {
+      const x = randomArray(rng, n * K), w = randomArray(rng, N * K), y0 = randomArray(rng, n * N);
+      for (const acc of [false, true]) {
+        const y = y0.slice();
+        b.matmulT(y, x, w, n, K, N, acc);
+        for (let i = 0; i < n; i++) {
+          for (let j = 0; j < N; j++) {
+            let s = acc ? y0[i * N + j] : 0;
+            for (let k = 0; k < K; k++) s += x[i * K + k] * w[j * K + k];
+            expect(Math.abs(y[i * N + j] - s)).toBeLessThan(1e-4 * Math.sqrt(K));
+          }
+        }
+        // columns [c0, c1) as their own product: other block boundaries, same bits
+        for (const [c0, c1] of [[255, N], [3, 261], [N - 9, N]]) {
+          const part = new Float32Array(n * (c1 - c0));
+          for (let i = 0; i < n; i++) for (let j = c0; j < c1; j++) part[i * (c1 - c0) + j - c0] = y0[i * N + j];
+          b.matmulT(part, x, w.subarray(c0 * K, c1 * K), n, K, c1 - c0, acc);
+          for (let i = 0; i < n; i++) {
+            expect(firstMismatch(part.subarray(i * (c1 - c0), (i + 1) * (c1 - c0)), y.subarray(i * N + c0, i * N + c1))).toBe(-1);
+          }
+        }
+      }
+    }
+  });
+
   it('unfuseMadd rewrites nested relaxed_madd into mul + add', () => {
     const src = '(local.set $c (f32x4.relaxed_madd (local.get $a) (v128.load (i32.add (local.get $p) (i32.const 4))) (f32x4.relaxed_madd (local.get $a) (local.get $b) (local.get $c))))';
     expect(unfuseMadd(src)).toBe(

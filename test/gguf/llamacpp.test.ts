@@ -1,0 +1,175 @@
+/**
+ * Our GGUF files run by llama.cpp itself (node-llama-cpp's prebuilt CPU binary): greedy
+ * continuations and next-token log-probabilities compared with invarx's forward of the
+ * same model as our GGUF reader dequantizes it.
+ *
+ * llama.cpp's CPU kernels multiply quantized weights with activations they quantize too
+ * (to 8 bits: q8_0 / q8_1 for the 32-blocks, q8_K for the k-quants; f16 for f16 weights),
+ * so only f32 files can agree to float32 rounding. For the others the log-probabilities
+ * are bounded and must stay far below the quantization's own effect: llama.cpp runs our
+ * quantized weights, not something near the FP model. The context keeps its KV cache in
+ * f32 without flash attention, so attention adds no f16 rounding of its own.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getLlama, LlamaLogLevel, type ControlledEvaluateInputItem, type Llama, type Token } from 'node-llama-cpp';
+import { forward } from '../../core/forward';
+import { writeLlamaGguf } from '../../core/gguf';
+import { logSoftmax } from '../../core/metrics';
+import { loadGgufModel } from '../../core/model/gguf';
+import { randomModel } from '../../core/model/synthetic';
+import type { Model } from '../../core/model/types';
+import type { Ops } from '../../core/ops';
+import { loadTokenizer } from '../../core/tokenizer';
+import { shippedModel, TOKENIZER_PATH } from '../helpers';
+import { llamaCpuOps } from './llamaCpuArithmetic';
+
+const dir = mkdtempSync(join(tmpdir(), 'invarx-llamacpp-'));
+let llama: Llama;
+beforeAll(async () => {
+  llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
+});
+afterAll(async () => {
+  await llama?.dispose();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const tok = loadTokenizer(TOKENIZER_PATH, 512);
+const TEXTS = [
+  'Once upon a time, there was a little girl named Lily. She loved to play outside in the park.',
+  'Tom had a big red ball. He threw it to his dog, and the dog ran fast to get it.',
+  'The sun was shining and the birds were singing. Mom said, "Let us go for a walk."',
+];
+const HELD_OUT = TEXTS.map((t) => tok.encode(t));
+
+interface LlamaRun {
+  /** Per sequence, log p(next token) at each position. */
+  logProbs: number[][];
+  greedy: number[];
+}
+
+async function runLlama(path: string, seqs: number[][], greedyLength: number): Promise<LlamaRun> {
+  const model = await llama.loadModel({ modelPath: path });
+  try {
+    const ctx = await model.createContext({
+      contextSize: 256, batchSize: 256, threads: 1, flashAttention: false,
+      experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32',
+    });
+    const seq = ctx.getSequence();
+    const logProbs: number[][] = [];
+    for (const s of seqs) {
+      await seq.clearHistory();
+      const out = await seq.controlledEvaluate(s.map((t): ControlledEvaluateInputItem => [t as Token, { generateNext: { probabilities: true } }]));
+      logProbs.push(s.slice(1).map((next, i) => Math.log(out[i]!.next.probabilities!.get(next as Token) ?? 0)));
+    }
+    await seq.clearHistory();
+    const greedy: number[] = [];
+    if (greedyLength > 0) {
+      for await (const t of seq.evaluate([tok.encode('')[0] as Token], { temperature: 0, yieldEogToken: true })) {
+        greedy.push(t);
+        if (greedy.length >= greedyLength) break;
+      }
+    }
+    await ctx.dispose();
+    return { logProbs, greedy };
+  } finally {
+    await model.dispose();
+  }
+}
+
+function ourLogProbs(m: Model, seqs: number[][], ops?: Ops): number[][] {
+  const V = m.config.vocabSize;
+  const lp = new Float64Array(V);
+  return seqs.map((s) => {
+    const { logits } = forward(m, s, { ops });
+    return s.slice(1).map((next, i) => {
+      logSoftmax(logits, i * V, V, lp);
+      return lp[next];
+    });
+  });
+}
+
+function ourGreedy(m: Model, n: number): number[] {
+  const V = m.config.vocabSize;
+  const seq = [m.config.bosId];
+  while (seq.length <= n) {
+    const { logits } = forward(m, seq);
+    const o = (seq.length - 1) * V;
+    let best = 0;
+    for (let v = 1; v < V; v++) if (logits[o + v] > logits[o + best]) best = v;
+    seq.push(best);
+    if (best === m.config.eosId) break;
+  }
+  return seq.slice(1);
+}
+
+function diffs(a: number[][], b: number[][]): { max: number; mean: number } {
+  let max = 0, sum = 0, n = 0;
+  a.forEach((row, i) => row.forEach((v, j) => {
+    const d = Math.abs(v - b[i][j]);
+    max = Math.max(max, d);
+    sum += d;
+    n++;
+  }));
+  return { max, mean: sum / n };
+}
+
+const figures: string[] = [];
+afterAll(() => {
+  if (figures.length) process.stdout.write(`llama.cpp vs invarx, |Δ log p| on ${HELD_OUT.length} held-out sentences:\n${figures.join('\n')}\n`);
+});
+
+/**
+ * llama.cpp's log-probs against our float32 forward of the same dequantized model, with
+ * the bounds of the header. The figure with llama.cpp's activation rounding emulated
+ * (./llamaCpuArithmetic.ts) is reported, not asserted: llama.cpp's x86 kernels (repacked
+ * ones included) round some activations differently from ggml's reference quantizers.
+ */
+function compare(format: string, path: string, ours: Model, theirs: number[][], fp: number[][]): void {
+  const emulated = diffs(theirs, ourLogProbs(ours, HELD_OUT, llamaCpuOps(ours, path)));
+  const plainLp = ourLogProbs(ours, HELD_OUT);
+  const plain = diffs(theirs, plainLp);
+  const quant = diffs(plainLp, fp);
+  figures.push(
+    `  ${format.padEnd(5)} max ${plain.max.toExponential(2)} mean ${plain.mean.toExponential(2)}` +
+    ` | quantization itself: mean ${quant.mean.toExponential(2)} | activation rounding emulated: max ${emulated.max.toExponential(2)}`,
+  );
+  if (format === 'f32') {
+    expect(plain.max).toBeLessThan(1e-3);
+    return;
+  }
+  expect(plain.max).toBeLessThan(0.6);
+  expect(plain.mean).toBeLessThan(0.04);
+  // Where quantization moves log-probs by more than llama.cpp's activation rounding does, llama.cpp must follow ours.
+  if (quant.mean > 0.05) expect(plain.mean).toBeLessThan(quant.mean / 2.5);
+}
+
+describe('stories260K GGUFs in llama.cpp', () => {
+  const fp = shippedModel();
+  const fpLogProbs = ourLogProbs(fp, HELD_OUT);
+
+  it.each(['f32', 'f16', 'q8_0', 'q5_1', 'q5_0', 'q4_1', 'q4_0'])('%s: same greedy text, log-probs of the same dequantized model', async (format) => {
+    const path = join(dir, `stories260K-${format}.gguf`);
+    writeLlamaGguf(fp, tok, path, { format });
+    const ours = loadGgufModel(path);
+    const run = await runLlama(path, HELD_OUT, 48);
+    expect(run.greedy).toEqual(ourGreedy(ours, 48));
+    compare(format, path, ours, run.logProbs, fpLogProbs);
+  });
+});
+
+describe('k-quants on a random 256-aligned LLaMA in llama.cpp', () => {
+  const fp = randomModel({ dim: 256, hiddenDim: 512, nLayers: 2, nHeads: 4, nKvHeads: 2, vocabSize: 512, seqLen: 128, sharedClassifier: false }, 11);
+  const fpLogProbs = ourLogProbs(fp, HELD_OUT);
+
+  it.each(['q6_k', 'q5_k', 'q4_k', 'q3_k', 'q2_k'])('%s: log-probs of the same dequantized model', async (format) => {
+    const path = join(dir, `random-${format}.gguf`);
+    const rep = writeLlamaGguf(fp, tok, path, { format });
+    expect(rep.fallbacks).toEqual([]);
+    const ours = loadGgufModel(path);
+    const run = await runLlama(path, HELD_OUT, 0);
+    compare(format, path, ours, run.logProbs, fpLogProbs);
+  });
+});
