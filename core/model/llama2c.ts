@@ -11,7 +11,7 @@ import { closeSync, fsyncSync, openSync, rmSync, writeSync } from 'node:fs';
 import { fail } from '../errors';
 import { readRegularFile } from '../files';
 import { presentKeys } from './lazy';
-import type { Block, F32, Model, ModelConfig } from './types';
+import { linearShape, type Block, type F32, type Model, type ModelConfig } from './types';
 
 const HEADER_BYTES = 7 * 4;
 /** Newer llama2.c exports start with this magic ("ak42"); they are a different layout. */
@@ -128,6 +128,7 @@ function checkWritable(m: Model): void {
   const cfg = m.config;
   if (cfg.arch !== 'llama') fail('bad-model', `llama2.c format holds llama models only, not ${cfg.arch}`);
   if (cfg.ropeLayout !== 'interleaved') fail('bad-model', 'llama2.c format needs interleaved RoPE; convert the model first');
+  if (cfg.headDim * cfg.nHeads !== cfg.dim) fail('bad-model', `llama2.c format derives the head size as dim / n_heads; this model has head_dim ${cfg.headDim}`);
   const biases = new Set<string>(['bq', 'bk', 'bv', 'bo']);
   if (m.blocks.some((b) => presentKeys(b).some((k) => biases.has(k)))) fail('bad-model', 'llama2.c format has no attention biases');
 }
@@ -137,23 +138,51 @@ function f32Bytes(t: ArrayLike<number>): Uint8Array {
   return new Uint8Array(f.buffer, f.byteOffset, f.byteLength);
 }
 
+const BLOCK_KINDS = ['attnNorm', 'wq', 'wk', 'wv', 'wo', 'ffnNorm', 'w1', 'w2', 'w3'] as const;
+
+/** A piece of a llama2.c file and its byte offset. */
+interface Part {
+  at: number;
+  bytes: Uint8Array;
+}
+
 /**
- * The bytes of a llama2.c version-0 file, in order, one tensor (or one layer's tensor) at a
- * time. The layout is kind-major (every layer's wq, then every layer's wk, …), so a lazy
- * model's blocks are each loaded once per kind, 9 times in all: the price of holding one
- * block's tensor at a time.
+ * The pieces of a llama2.c version-0 file with their offsets, covering it exactly. The file
+ * is kind-major (every layer's wq, then every layer's wk, …); the pieces come block-major
+ * (block l's nine tensors, each at its place in its kind's run), so a lazy model is read
+ * once, a block at a time, and a writer holds one tensor.
  */
-function* llama2cParts(m: Model): Generator<Uint8Array> {
+function* llama2cParts(m: Model): Generator<Part> {
   const cfg = m.config;
   const header = new DataView(new ArrayBuffer(HEADER_BYTES));
   const vocab = cfg.sharedClassifier ? cfg.vocabSize : -cfg.vocabSize;
   [cfg.dim, cfg.hiddenDim, cfg.nLayers, cfg.nHeads, cfg.nKvHeads, vocab, cfg.seqLen].forEach((v, i) => header.setInt32(i * 4, v, true));
-  yield new Uint8Array(header.buffer);
-  yield f32Bytes(m.embedding);
-  for (const key of ['attnNorm', 'wq', 'wk', 'wv', 'wo', 'ffnNorm', 'w1', 'w2', 'w3'] as const) {
-    for (const b of m.blocks) yield f32Bytes(b[key]!);
+  yield { at: 0, bytes: new Uint8Array(header.buffer) };
+  let at = HEADER_BYTES;
+  const next = (t: ArrayLike<number>, floats: number, what: string): Part => {
+    const bytes = f32Bytes(t);
+    if (bytes.byteLength !== floats * 4) fail('bad-model', `llama2.c export: ${what} has ${bytes.byteLength / 4} values, expected ${floats}`);
+    const part = { at, bytes };
+    at += bytes.byteLength;
+    return part;
+  };
+  yield next(m.embedding, cfg.vocabSize * cfg.dim, 'the embedding');
+  const layerFloats = (key: (typeof BLOCK_KINDS)[number]) => (key === 'attnNorm' || key === 'ffnNorm' ? cfg.dim : linearShape(cfg, key).reduce((a, b) => a * b));
+  const kindStart: Record<string, number> = {};
+  for (const key of BLOCK_KINDS) {
+    kindStart[key] = at;
+    at += cfg.nLayers * layerFloats(key) * 4;
   }
-  yield f32Bytes(m.finalNorm);
+  const rest = at;
+  for (let l = 0; l < cfg.nLayers; l++) {
+    const b = m.blocks[l];
+    for (const key of BLOCK_KINDS) {
+      at = kindStart[key] + l * layerFloats(key) * 4;
+      yield next(b[key]!, layerFloats(key), `block ${l} ${key}`);
+    }
+  }
+  at = rest;
+  yield next(m.finalNorm, cfg.dim, 'the final norm');
   // freq_cis tables exactly as llama2.c's export writes them (unused by our reader).
   const half = cfg.headDim / 2;
   const re = new Float32Array(cfg.seqLen * half);
@@ -165,34 +194,30 @@ function* llama2cParts(m: Model): Generator<Uint8Array> {
       im[p * half + i] = Math.sin(a);
     }
   }
-  yield f32Bytes(re);
-  yield f32Bytes(im);
-  if (!cfg.sharedClassifier) yield f32Bytes(m.classifier);
+  yield next(re, re.length, 'freq_cis_real');
+  yield next(im, im.length, 'freq_cis_imag');
+  if (!cfg.sharedClassifier) yield next(m.classifier, cfg.vocabSize * cfg.dim, 'the classifier');
 }
 
 /** Serialize a llama-kind model with interleaved RoPE to llama2.c version 0 bytes (all in memory: small models). */
 export function encodeLlama2c(m: Model): Uint8Array {
   checkWritable(m);
   const out = new Uint8Array(HEADER_BYTES + llama2cFloatCount(m.config) * 4);
-  let off = 0;
-  for (const part of llama2cParts(m)) {
-    out.set(part, off);
-    off += part.byteLength;
-  }
+  for (const { at, bytes } of llama2cParts(m)) out.set(bytes, at);
   return out;
 }
 
 /**
  * Write a llama-kind model with interleaved RoPE as a llama2.c version-0 file at `path`,
- * part by part (never the whole file in memory), synced before it is closed. A failed write
- * removes the file.
+ * tensor by tensor at their offsets (never the whole file in memory; a lazy model's blocks
+ * read once each), synced before it is closed. A failed write removes the file.
  */
 export function writeLlama2c(path: string, m: Model): void {
   checkWritable(m);
   const fd = openSync(path, 'w');
   try {
-    for (const part of llama2cParts(m)) {
-      for (let done = 0; done < part.byteLength; ) done += writeSync(fd, part, done, Math.min(1 << 30, part.byteLength - done));
+    for (const { at, bytes } of llama2cParts(m)) {
+      for (let done = 0; done < bytes.byteLength; ) done += writeSync(fd, bytes, done, Math.min(1 << 30, bytes.byteLength - done), at + done);
     }
     fsyncSync(fd);
   } catch (e) {
