@@ -8,7 +8,7 @@
  * that export's own:
  *
  *   hf       transformed-fp/ (F32 safetensors)
- *   llama2c  transformed-fp.bin (kind-major: every block is rebuilt 9 times)
+ *   llama2c  transformed-fp.bin
  *   gptq     gptq/ with RTN codes made per block when asked (4 bits, group 128, or the
  *            model's dim when smaller)
  *
