@@ -282,7 +282,7 @@ export function clearCheckpointFiles(dir: string): void {
  * when the writer reaches its first packed tensor, and kept until another block's are asked
  * for. The writer takes tensors by element size, then name, so a block's 4-byte tensors come
  * together (one codes computation a block), but its fp16 scales come in a later pass: those
- * are kept from the packing until written (2 bytes a group and output, 1/64 of the block's
+ * are kept from the packing until written (2 bytes a group of weights, 1/128 of the block's
  * bf16 weights at group 128). Block 0's codes are asked for first, to learn the grid. A
  * failure part-way (a later block's codes refused) removes what was written.
  */
