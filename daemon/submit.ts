@@ -18,7 +18,7 @@ import { ProtocolError, describeValue } from './protocol';
 
 const NUMBERS = ['bits', 'group', 'steps', 'timeBudget', 'seed', 'candidates', 'workers', 'patience', 'memoryBudget'] as const;
 const PATHS = ['model', 'tokenizer', 'calibTokens', 'evalTokens', 'calibText', 'evalText'] as const;
-const KEYS = new Set<string>([...NUMBERS, ...PATHS, 'base', 'invariances']);
+const KEYS = new Set<string>([...NUMBERS, ...PATHS, 'base', 'invariances', 'format', 'embed']);
 const MAX_PATH = 4096;
 
 function bad(message: string): never {
@@ -65,6 +65,11 @@ export function parseSubmitArgs(args: Record<string, unknown>): SubmitArgs {
   if (c.base !== undefined) {
     if (typeof c.base !== 'string' || c.base.length > 32) bad('config.base must be a short string');
     config.base = c.base;
+  }
+  for (const k of ['format', 'embed'] as const) {
+    if (c[k] === undefined) continue;
+    if (typeof c[k] !== 'string' || (c[k] as string).length > 32) bad(`config.${k} must be a short string`);
+    config[k] = c[k];
   }
   if (c.invariances !== undefined) {
     const inv = c.invariances;

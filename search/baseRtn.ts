@@ -7,26 +7,94 @@
  *   Δ = Σ_{j ∈ cols(G)} a'_j w2q'[:, j] − a_j w2q[:, j]
  * at a cost of N·dim·(2|S| + 2|cols(G)|) instead of a whole block (the same loss as a
  * full evaluation to float64 round-off; tested in test/search/objective.test.ts).
+ *
+ * On a ggml format (spec.format) every row is rounded by the format's reference quantizer
+ * and dequantized exactly, with llama-quantize's per-tensor fallback for a row length the
+ * format's block does not divide (a k-quant's 32-block fallback, else f16): the values the
+ * GGUF export holds. Its blocks (32, or 256 for k-quants; 1 for f16) are independent, so
+ * they are the w2 column groups an FFN move re-quantizes.
  */
-import type { Block, F32, LinearName, ModelConfig } from '../core/model/types';
+import { f16Round } from '../core/model/safetensors';
+import { blockLinears, linearShape, type Block, type F32, type LinearName, type ModelConfig } from '../core/model/types';
+import { formatForRow, type QuantFormat } from '../core/quant/formats';
 import { quantizeBlockLinears } from '../core/quant/model';
 import { fakeQuantRtnRect, type QuantSpec } from '../core/quant/rtn';
 import { range } from './attnSide';
-import { commitUnits, QKV_LINEARS, type BaseQuantizer, type CodeSink, type QkvName } from './blockQuant';
+import { commitUnits, QKV_LINEARS, specFormat, type BaseQuantizer, type CodeSink, type QkvName } from './blockQuant';
 import type { BlockSetting, BlockState, Caches } from './blockState';
 import { unitActs } from './ffnSide';
 
-/** RTN of the named linears (all of the block's when omitted). */
+/**
+ * How a ggml format rounds the rows of a linear whose rows hold `cols` weights: `round`
+ * quantizes and dequantizes consecutive whole blocks of `block` weights (any number of
+ * them: the blocks are independent), the fallback format's or f16's.
+ */
+export interface GgmlRows {
+  /** The format the rows get (null: f16). */
+  format: QuantFormat | null;
+  block: number;
+  round(x: F32, out: F32): void;
+}
+
+export function ggmlRows(fmt: QuantFormat, cols: number): GgmlRows {
+  const f = formatForRow(fmt, cols);
+  if (!f) return { format: null, block: 1, round: (x, out) => { for (let j = 0; j < x.length; j++) out[j] = f16Round(x[j]); } };
+  return { format: f, block: f.blockSize, round: (x, out) => { f.dequantizeRow(f.quantizeRow(x), x.length, out); } };
+}
+
+/** RTN of the named linears (all of the block's when omitted); on a ggml format, no integer codes. */
 export function rtnLinears(cfg: ModelConfig, b: Block, spec: QuantSpec, names?: LinearName[], codes?: CodeSink): Partial<Block> {
+  const fmt = specFormat(spec);
+  if (fmt) return ggmlLinears(cfg, b, fmt, names ?? blockLinears(cfg));
   const q = quantizeBlockLinears(cfg, b, spec, { method: 'rtn', names, onQuantized: codes && ((n, qz) => (codes[n] = qz)) });
   const out: Partial<Block> = {};
   for (const n of names ?? (['wq', 'wk', 'wv', 'wo', 'w1', 'w2', 'w3'] as LinearName[])) if (q[n]) out[n] = q[n];
   return out;
 }
 
+/** The named linears rounded row by row by ggml format `fmt` (its per-tensor fallback where its block does not fit). */
+function ggmlLinears(cfg: ModelConfig, b: Block, fmt: QuantFormat, names: readonly LinearName[]): Partial<Block> {
+  const out: Partial<Block> = {};
+  for (const n of names) {
+    const w = b[n];
+    if (!w) continue;
+    const [rows, cols] = linearShape(cfg, n);
+    const { round } = ggmlRows(fmt, cols);
+    const q = new Float32Array(rows * cols);
+    for (let r = 0; r < rows; r++) round(w.subarray(r * cols, (r + 1) * cols), q.subarray(r * cols, (r + 1) * cols));
+    out[n] = q;
+  }
+  return out;
+}
+
 /** Fake-quantize one row (groups along it) into out. */
 function fakeQuantRtnRow(row: F32, spec: QuantSpec, out: F32): void {
-  fakeQuantRtnRect(row, row.length, spec, out, 0, 1, 0, Math.ceil(row.length / spec.group));
+  const fmt = specFormat(spec);
+  if (fmt) ggmlRows(fmt, row.length).round(row, out);
+  else fakeQuantRtnRect(row, row.length, spec, out, 0, 1, 0, Math.ceil(row.length / spec.group));
+}
+
+/** Column groups `gi` (each `g` wide) of every row of w [rows, cols] quantized into the same places of out. */
+function quantizeColumnGroups(w: F32, rows: number, cols: number, spec: QuantSpec, g: number, groups: readonly number[], out: F32): void {
+  const fmt = specFormat(spec);
+  if (!fmt) {
+    for (const gi of groups) fakeQuantRtnRect(w, cols, spec, out, 0, rows, gi, gi + 1);
+    return;
+  }
+  const { round } = ggmlRows(fmt, cols);
+  for (let i = 0; i < rows; i++) {
+    for (const gi of groups) {
+      const a = i * cols + gi * g;
+      const e = i * cols + Math.min(cols, (gi + 1) * g);
+      round(w.subarray(a, e), out.subarray(a, e));
+    }
+  }
+}
+
+/** Width of the w2 column groups RTN quantizes together (w2's rows hold `hidden` weights). */
+function w2Group(spec: QuantSpec, hidden: number): number {
+  const fmt = specFormat(spec);
+  return fmt ? ggmlRows(fmt, hidden).block : spec.group;
 }
 
 export class RtnBase implements BaseQuantizer {
@@ -67,7 +135,7 @@ export class RtnBase implements BaseQuantizer {
     const { cfg, N, spec, ops } = this.s;
     const d = cfg.dim;
     const H = cfg.hiddenDim;
-    const g = spec.group;
+    const g = w2Group(spec, H);
     const { q, c } = st;
     const S = Int32Array.from(units).sort();
     const k = S.length;
@@ -86,7 +154,7 @@ export class RtnBase implements BaseQuantizer {
     for (const gi of groups) for (let j = gi * g; j < Math.min(H, (gi + 1) * g); j++) cols.push(j);
     const nc = cols.length;
     const w2new = new Float32Array(d * H);
-    for (const gi of groups) fakeQuantRtnRect(b.w2, H, spec, w2new, 0, d, gi, gi + 1);
+    quantizeColumnGroups(b.w2, d, H, spec, g, groups, w2new);
     const actS = new Float32Array(N * k);
     unitActs(this.s, actS, c.xn, w1q, w3q, b.b1, S);
     // Δ = [a' | a] · [w2q' | −w2q]ᵀ over the touched columns: one matmul.

@@ -9,11 +9,26 @@
  * Also small helpers the bases share.
  */
 import type { Block, F32, LinearName, ModelConfig } from '../core/model/types';
+import { formatByName, type QuantFormat } from '../core/quant/formats';
 import type { GptqFactor } from '../core/quant/gptq';
-import type { Quantized } from '../core/quant/rtn';
+import type { Quantized, QuantSpec } from '../core/quant/rtn';
 import type { BlockState, Caches, F64, GptqFfnCaches } from './blockState';
 
 export type BaseMethod = 'rtn' | 'gptq';
+
+/**
+ * The search's quantization setting: the int grid's spec and, on a ggml format, the
+ * format's name (a name, not the object, so the setting crosses to worker threads).
+ */
+export interface SearchSpec extends QuantSpec {
+  format?: string;
+}
+
+/** The ggml format of a search's spec, or null for the int grid. */
+export function specFormat(spec: QuantSpec): QuantFormat | null {
+  const name = (spec as SearchSpec).format;
+  return name === undefined || name === 'int' ? null : formatByName(name);
+}
 
 /** Where a quantizer leaves the integer codes of the linears it quantized (for packed export). */
 export type CodeSink = Partial<Record<LinearName, Quantized>>;

@@ -5,6 +5,8 @@
 import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { fail } from '../core/errors';
+import { formatByName, type QuantFormat } from '../core/quant/formats';
+import type { SearchSpec } from './blockQuant';
 import type { Invariance, RunConfig } from './contract';
 
 export const ALL_INVARIANCES: Invariance[] = [
@@ -170,12 +172,44 @@ function int(name: string, v: number, lo: number, hi: number): void {
   if (!Number.isInteger(v) || v < lo || v > hi) fail('bad-config', `${name} must be an integer in [${lo}, ${hi}], got ${v}`);
 }
 
+/** A ggml format's grid as bits and group: its nominal bits (q4_0 → 4, q3_k → 3) and its block (32, or 256 for k-quants). */
+export function formatGrid(fmt: QuantFormat): { bits: number; group: number } {
+  return { bits: Number(fmt.name.charAt(1)), group: fmt.blockSize };
+}
+
+/**
+ * The run's ggml format (null for the int grid). A format fixes the grid, so bits and group
+ * must be its own (`formatGrid`); the GPTQ base does not run on ggml formats yet.
+ */
+export function runFormat(c: Pick<RunConfig, 'format' | 'bits' | 'group' | 'base'>): QuantFormat | null {
+  if (c.format === undefined || c.format === 'int') return null;
+  if (typeof c.format !== 'string') fail('bad-config', `format must be a format name, got ${JSON.stringify(c.format)}`);
+  const fmt = formatByName(c.format);
+  const grid = formatGrid(fmt);
+  if (c.bits !== grid.bits || c.group !== grid.group) {
+    fail('bad-config', `format ${fmt.name} fixes ${grid.bits} bits in blocks of ${grid.group}; bits ${c.bits} group ${c.group} contradict it (leave --bits/--group out)`);
+  }
+  if (c.base === 'gptq') fail('bad-config', `the GPTQ base on ggml format ${fmt.name} is not supported yet (use --base rtn)`);
+  return fmt;
+}
+
+/** The quantization setting the search's blocks use: the int grid's spec, with the ggml format's name when there is one. */
+export function searchSpec(c: RunConfig, tuning: SearchTuning): SearchSpec {
+  const spec: SearchSpec = { bits: c.bits, group: c.group, clip: tuning.clip, f16Scales: tuning.f16Scales };
+  const fmt = runFormat(c);
+  if (fmt) spec.format = fmt.name;
+  return spec;
+}
+
 /** Throws one clear InvarxError for the first impossible setting. */
 export function validateRunConfig(c: RunConfig): RunConfig {
   if (typeof c.model !== 'string' || c.model === '') fail('bad-config', 'a model path is required (--model)');
   int('bits', c.bits, 2, 8);
   int('group', c.group, 1, 1 << 20);
   if (c.base !== 'rtn' && c.base !== 'gptq') fail('bad-config', `base must be rtn or gptq, got ${c.base}`);
+  runFormat(c);
+  if (c.embed !== undefined && c.embed !== 'q8_0' && c.embed !== 'f16') fail('bad-config', `embed must be q8_0 or f16, got ${JSON.stringify(c.embed)}`);
+  if (c.embed !== undefined && runFormat(c) === null) fail('bad-config', 'embed applies to a ggml format\'s GGUF export only (give --format)');
   int('steps', c.steps, 0, 1e9);
   if (!(c.timeBudget >= 0)) fail('bad-config', `time budget must be >= 0 seconds, got ${c.timeBudget}`);
   int('seed', c.seed, 0, 2 ** 32 - 1);

@@ -18,6 +18,14 @@ export interface RunConfig {
   bits: number;
   group: number;
   base: 'rtn' | 'gptq';
+  /**
+   * Quantization format: absent or 'int' for the int grid of `bits` and `group`; a ggml
+   * format (q4_0, q4_1, q5_0, q5_1, q8_0, q2_k … q6_k) fixes both (config.ts formatGrid), the
+   * search then scores its reference quantizer and `--out` writes model.gguf.
+   */
+  format?: string;
+  /** Embedding and classifier type of the GGUF export (ggml formats only; default q8_0). */
+  embed?: 'q8_0' | 'f16';
   /** Step budget. */
   steps: number;
   /** Wall-clock budget in seconds (0 = none). */

@@ -26,7 +26,7 @@ import { SearchBlocks } from './blocks';
 import { copyInto } from './blockState';
 import { boundaryOf, freshBoundary, snapshotSets, meanLoss, progressOf, recordValidation, stopReason, type Boundary } from './boundary';
 import { CalibrationRows } from './calibration';
-import { configHash, resolveTuning, validateRunConfig, type SearchTuning } from './config';
+import { configHash, resolveTuning, searchSpec, validateRunConfig, type SearchTuning } from './config';
 import type { FinalReport, Invariance, Progress, RunConfig, SearchJob, SearchSnapshot } from './contract';
 import { Evaluator, blockIn, candidateQuantBlock } from './evaluator';
 import { writeSearchExport } from './export';
@@ -111,7 +111,7 @@ class Search implements SearchJob {
   ) {
     this.startedAt = Date.now() - clock.inPhase * 1000;
     this.hash = configHash(config, tuning);
-    this.spec = { bits: config.bits, group: config.group, clip: tuning.clip, f16Scales: tuning.f16Scales };
+    this.spec = searchSpec(config, tuning);
     this.on = new Set(config.invariances);
     this.rng = Rng.fromSeed(config.seed);
     this.blocks = new SearchBlocks(model, this.spec, weightBytes(config));

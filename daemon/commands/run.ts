@@ -9,7 +9,7 @@ import { isLazyBlock } from '../../core/model/lazy';
 import { Decoder } from '../../core/forward';
 import type { Model } from '../../core/model/types';
 import { loadTokenizer, tokenizerPathFor } from '../../core/tokenizer';
-import type { FinalReport } from '../../search/contract';
+import type { FinalReport, RunConfig } from '../../search/contract';
 import { createSearchJob } from '../../search/run';
 import { addRunOptions, runConfigFromOptions, tuningFromOptions } from './runOptions';
 
@@ -49,7 +49,7 @@ export function register(program: Command): void {
           const phases = job.progress().phases ?? rest.phases;
           process.stdout.write(JSON.stringify({ ...rest, phases, peakRssMB: peakRssMB() }) + '\n');
         } else {
-          process.stdout.write(table(report, config.base, config.bits, config.group));
+          process.stdout.write(table(report, config.base, gridLabel(config)));
           const n = Number(o.sample);
           if (n > 0 && report.models) {
             // token-by-token decoding reads a streamed model whole into memory: not for a summary line
@@ -84,11 +84,18 @@ function duration(seconds: number): string {
   return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
 }
 
-function table(r: FinalReport, base: string, bits: number, group: number): string {
+/** The grid as the table names it: W3 g32, or a ggml format's name. */
+function gridLabel(c: RunConfig): string {
+  return c.format && c.format !== 'int' ? c.format : `W${c.bits} g${c.group}`;
+}
+
+function table(r: FinalReport, base: string, grid: string): string {
   const B = base.toUpperCase();
   const rows: [string, number, number | undefined][] = [['FP', r.fp.ppl, undefined]];
-  if (base !== 'rtn') rows.push([`RTN W${bits} g${group}`, r.rtn.ppl, r.rtn.kl]);
-  rows.push([`${B} W${bits} g${group}`, r.base.ppl, r.base.kl], [`${B}+clip`, r.baseClip.ppl, r.baseClip.kl], [`${B}+search`, r.searched.ppl, r.searched.kl]);
+  const ggml = !grid.startsWith('W');
+  if (base !== 'rtn') rows.push([`RTN ${grid}`, r.rtn.ppl, r.rtn.kl]);
+  // on a ggml format the base row is ggml's reference quantizer, which has no clip search here (the row repeats it)
+  rows.push([`${B} ${grid}${ggml ? ' (ggml)' : ''}`, r.base.ppl, r.base.kl], [`${B}+clip${ggml ? ' (= ref)' : ''}`, r.baseClip.ppl, r.baseClip.kl], [`${B}+search`, r.searched.ppl, r.searched.kl]);
   const closes = (ppl: number) => (Math.log(r.rtn.ppl) - Math.log(ppl)) / (Math.log(r.rtn.ppl) - Math.log(r.fp.ppl));
   const lines = [`${'model'.padEnd(18)} ${'ppl'.padStart(9)} ${'KL'.padStart(8)} ${'closes'.padStart(7)}`];
   for (const [name, ppl, kl] of rows) {

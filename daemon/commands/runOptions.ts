@@ -3,7 +3,8 @@
  */
 import type { Command } from 'commander';
 import { fail } from '../../core/errors';
-import { autoWorkers, DEFAULT_CONFIG, parseInvariances, resolveTuning, type SearchTuning } from '../../search/config';
+import { formatByName } from '../../core/quant/formats';
+import { autoWorkers, DEFAULT_CONFIG, formatGrid, parseInvariances, resolveTuning, type SearchTuning } from '../../search/config';
 import type { RunConfig } from '../../search/contract';
 import { parseBytes } from '../../search/scratch';
 
@@ -11,8 +12,10 @@ export function addRunOptions(cmd: Command): Command {
   return cmd
     .requiredOption('--model <path>', 'model: llama2.c .bin, HF safetensors directory')
     .option('--tokenizer <path>', 'tokenizer (default: tok512.bin or tokenizer.bin beside the model)')
-    .requiredOption('--bits <n>', 'weight bits (2-8)')
-    .requiredOption('--group <n>', 'quantization group size along the input dimension')
+    .option('--bits <n>', 'weight bits (2-8) of the int grid; required unless --format names a ggml format')
+    .option('--group <n>', 'quantization group size along the input dimension of the int grid; required unless --format names a ggml format')
+    .option('--format <name>', 'int (the grid of --bits/--group, default) or a llama.cpp format: q4_0 q4_1 q5_0 q5_1 q8_0 q2_k q3_k q4_k q5_k q6_k; a ggml format fixes bits and block, so --bits/--group are not needed (if given they must match it), and --out writes model.gguf')
+    .option('--embed <type>', 'ggml formats: token embedding and classifier of model.gguf, q8_0 (default) or f16')
     .option('--base <method>', 'base quantizer the search runs on: rtn or gptq', DEFAULT_CONFIG.base)
     .option('--steps <n>', 'step budget', String(DEFAULT_CONFIG.steps))
     .option('--time-budget <seconds>', 'wall-clock budget in seconds (0 = none)', '0')
@@ -55,13 +58,27 @@ function num(name: string, v: string): number {
   return n;
 }
 
+/**
+ * bits and group of the run: a ggml `--format` fixes them (given ones must agree, which the
+ * search's validation says in one error), the int grid needs both.
+ */
+function grid(o: Record<string, string>): { bits: number; group: number } {
+  if (o.format !== undefined && o.format.toLowerCase() !== 'int') {
+    const g = formatGrid(formatByName(o.format));
+    return { bits: o.bits === undefined ? g.bits : num('bits', o.bits), group: o.group === undefined ? g.group : num('group', o.group) };
+  }
+  if (o.bits === undefined || o.group === undefined) fail('bad-config', '--bits and --group are required (or --format with a ggml format)');
+  return { bits: num('bits', o.bits), group: num('group', o.group) };
+}
+
 /** commander's parsed options → a RunConfig (validated later by the search). */
 export function runConfigFromOptions(o: Record<string, string>): RunConfig {
+  const { bits, group } = grid(o);
   return {
     model: o.model,
     tokenizer: o.tokenizer,
-    bits: num('bits', o.bits),
-    group: num('group', o.group),
+    bits,
+    group,
     base: o.base as RunConfig['base'],
     steps: num('steps', o.steps),
     timeBudget: num('time-budget', o.timeBudget),
@@ -75,5 +92,8 @@ export function runConfigFromOptions(o: Record<string, string>): RunConfig {
     workers: o.workers === 'auto' ? autoWorkers(num('candidates', o.candidates)) : num('workers', o.workers),
     patience: num('patience', o.patience),
     memoryBudget: o.memoryBudget === undefined ? undefined : bytes('memory-budget', o.memoryBudget),
+    // only when given, so an int-grid run's config (and its export's bytes) is as before
+    ...(o.format !== undefined ? { format: o.format.toLowerCase() } : {}),
+    ...(o.embed !== undefined ? { embed: o.embed as RunConfig['embed'] } : {}),
   };
 }
