@@ -8,6 +8,8 @@
  *   transformed-fp/      the transformed full-precision model, HF safetensors
  *   transformed-fp.bin   the same in llama2.c format (llama models llama2.c can hold)
  *   quantized-fake.bin   the fake-quantized (dequantized float32) searched model, llama2.c
+ *   model.gguf           on a ggml format (then instead of gptq/): the searched model as a
+ *                        llama GGUF in that format, what llama.cpp runs
  *   export.json          what was written, the GPTQ packing report, and what was skipped and why
  *
  * Every file is written a tensor at a time from models whose blocks may be lazy, so a
@@ -17,12 +19,15 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InvarxError } from '../core/errors';
 import { llama2cIncompatibility, writeGptqExport, writeHfExport, writeLlama2cExport, type BlockQuantized } from '../core/export';
+import type { LlamaGgufReport } from '../core/gguf';
 import type { Model } from '../core/model/types';
 
 export interface ExportManifest {
   files: string[];
   gptq: { bits: number; groupSize: number; checkpointFormat: string; paddedHidden?: { from: number; to: number }; scalesRounded: number } | null;
   skipped: { what: string; why: string }[];
+  /** model.gguf on a ggml format: the linears' format, embedding type and llama-quantize's fallbacks. */
+  gguf?: { format: string; embed: string; fallbacks: LlamaGgufReport['fallbacks'] };
 }
 
 export interface SearchExport {
@@ -34,21 +39,31 @@ export interface SearchExport {
   quantized: Model;
   /** The integer codes of block l of the searched model (asked once per block, in the GPTQ writer's order). */
   codesOf: (l: number) => BlockQuantized;
+  /** On a ggml format: writes the searched model as GGUF at a path (the GPTQ checkpoint holds the int grid only). */
+  gguf?: { format: string; write: (path: string) => LlamaGgufReport };
 }
 
-export function writeSearchExport(dir: string, { transforms, transformed, quantized, codesOf }: SearchExport): ExportManifest {
+export function writeSearchExport(dir: string, { transforms, transformed, quantized, codesOf, gguf }: SearchExport): ExportManifest {
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'transforms.msgpack'), transforms);
   const m: ExportManifest = { files: ['transforms.msgpack'], gptq: null, skipped: [] };
-  try {
-    const rep = writeGptqExport(join(dir, 'gptq'), transformed, codesOf);
-    const { bits, groupSize, checkpointFormat, paddedHidden, scalesRounded } = rep;
-    m.gptq = { bits, groupSize, checkpointFormat, paddedHidden, scalesRounded };
-    m.files.push(...rep.files.map((f) => `gptq/${f}`));
-  } catch (e) {
-    // A setting GPTQ loaders cannot hold (5-7 bits, a dim not divisible by 32) is reported, not fatal.
-    if (!(e instanceof InvarxError)) throw e;
-    m.skipped.push({ what: 'gptq/', why: e.message });
+  if (gguf) {
+    const rep = gguf.write(join(dir, 'model.gguf'));
+    const embed = rep.tensors.find((t) => t.name === 'token_embd.weight')!.type;
+    m.gguf = { format: gguf.format, embed, fallbacks: rep.fallbacks };
+    m.files.push('model.gguf');
+    m.skipped.push({ what: 'gptq/', why: `the run quantized in ggml format ${gguf.format}, which a GPTQ checkpoint (int grid) cannot hold: model.gguf holds the searched model` });
+  } else {
+    try {
+      const rep = writeGptqExport(join(dir, 'gptq'), transformed, codesOf);
+      const { bits, groupSize, checkpointFormat, paddedHidden, scalesRounded } = rep;
+      m.gptq = { bits, groupSize, checkpointFormat, paddedHidden, scalesRounded };
+      m.files.push(...rep.files.map((f) => `gptq/${f}`));
+    } catch (e) {
+      // A setting GPTQ loaders cannot hold (5-7 bits, a dim not divisible by 32) is reported, not fatal.
+      if (!(e instanceof InvarxError)) throw e;
+      m.skipped.push({ what: 'gptq/', why: e.message });
+    }
   }
   m.files.push(...writeHfExport(join(dir, 'transformed-fp'), transformed).map((f) => `transformed-fp/${f}`));
   const why = llama2cIncompatibility(transformed);

@@ -7,11 +7,14 @@
  */
 import { Packr } from 'msgpackr';
 import type { BlockQuantized } from '../core/export';
+import { packTensorRows, toInterleaved, writeLlamaGguf, type LlamaGgufReport, type TensorType } from '../core/gguf';
+import { loadTokenizer, tokenizerPathFor } from '../core/tokenizer';
 import { evaluateModels, gapClosed } from '../core/metrics';
-import { blockLinears, type Model } from '../core/model/types';
+import { blockLinears, type F32, type LinearName, type Model } from '../core/model/types';
 import type { Ops } from '../core/ops';
-import { quantizedView } from '../core/quant/view';
+import { formatView, quantizedView } from '../core/quant/view';
 import type { QuantSpec } from '../core/quant/rtn';
+import { specFormat } from './blockQuant';
 import type { SearchBlocks } from './blocks';
 import type { Boundary } from './boundary';
 import type { CalibrationRows } from './calibration';
@@ -35,10 +38,14 @@ export interface RunResult {
 
 /**
  * A quantizer on the untransformed model: the base (plain, or with clip search) or plain
- * RTN, as a view (each block quantized when the evaluation reaches it).
+ * RTN, as a view (each block quantized when the evaluation reaches it). On a ggml format
+ * every row is ggml's reference quantizer (no clip search on those formats yet: the clip
+ * row is the reference again).
  */
 function referenceModel(r: RunResult, method: 'rtn' | 'gptq', clip: boolean): Model {
   const c = r.config;
+  const fmt = specFormat(r.spec);
+  if (fmt) return formatView(r.blocks.fpModel(), fmt);
   return quantizedView(r.blocks.fpModel(), { bits: c.bits, group: c.group, method, clip, f16Scales: r.spec.f16Scales, calib: r.tokens.calib, ops: r.ops });
 }
 
@@ -50,8 +57,10 @@ export function finalReport(r: RunResult, rows: readonly ReportRow[] = ['rtn', '
   const { config, b } = r;
   const fp = r.blocks.fpModel();
   const searched = r.blocks.quantizedModel();
-  // on an RTN base plain RTN is the base: one model (and one evaluation) serves both rows
-  const key = (row: ReportRow | 'searched') => (config.base === 'rtn' && row === 'rtn' ? 'base' : row);
+  // on an RTN base plain RTN is the base, and on a ggml format the clip row is the reference
+  // quantizer again (referenceModel): one model (and one evaluation) serves those rows
+  const ggml = specFormat(r.spec) !== null;
+  const key = (row: ReportRow | 'searched') => ((config.base === 'rtn' && row === 'rtn') || (ggml && row === 'baseClip') ? 'base' : row);
   const models: Record<string, Model> = { searched };
   for (const row of rows) {
     const k = key(row);
@@ -80,10 +89,12 @@ export function finalReport(r: RunResult, rows: readonly ReportRow[] = ['rtn', '
   };
 }
 
-/** The export of the run: accepted moves and config, transformed FP model, searched model and its codes. */
+/** The export of the run: accepted moves and config, transformed FP model, searched model and its codes (or, on a ggml format, its GGUF). */
 export function searchExport(r: RunResult): SearchExport {
   const packr = new Packr({ moreTypes: true });
+  const fmt = specFormat(r.spec);
   return {
+    ...(fmt ? { gguf: { format: fmt.name, write: (path: string) => searchedGguf(r, fmt.name, path) } } : {}),
     // Without the worker count and memory budget, which change only speed and memory: the export is the same for any.
     transforms: packr.pack({ config: { ...r.config, workers: undefined, memoryBudget: undefined }, moves: r.b.moves }),
     transformed: r.blocks.transformedModel(),
@@ -113,4 +124,34 @@ function searchedCodes(r: RunResult, l: number): BlockQuantized {
     if (!q[name]!.every((v, i) => Object.is(v, want[i]))) throw new Error(`export: block ${l} ${name} re-quantizes differently from the searched model`);
   }
   return codes;
+}
+
+/**
+ * The searched model as a llama GGUF at `path`: the transformed model's linears packed by
+ * the format's reference quantizer (what the search's RTN base rounds with), each linear
+ * checked to dequantize to the searched weights exactly; embedding and classifier by
+ * config.embed. Fallback tensors (f16) are f16 of the transformed weights, as the search
+ * rounds them.
+ */
+function searchedGguf(r: RunResult, format: string, path: string): LlamaGgufReport {
+  const { blocks, config } = r;
+  const cfg = blocks.config;
+  const transformed = blocks.transformedModel();
+  const tokenizer = loadTokenizer(tokenizerPathFor(config.model, config.tokenizer), cfg.vocabSize);
+  const packLinear = (l: number, name: LinearName, w: F32, rows: number, cols: number, type: TensorType): Uint8Array => {
+    const bytes = packTensorRows(w, rows, cols, type);
+    const fmt = type.format!;
+    let want = blocks.quantized(l)[name]!;
+    if (cfg.ropeLayout === 'half' && (name === 'wq' || name === 'wk')) want = toInterleaved(want, name === 'wq' ? cfg.nHeads : cfg.nKvHeads, cfg.headDim, cols);
+    const rb = fmt.rowBytes(cols);
+    const got = new Float32Array(cols);
+    for (let i = 0; i < rows; i++) {
+      fmt.dequantizeRow(bytes.subarray(i * rb, (i + 1) * rb), cols, got);
+      for (let j = 0; j < cols; j++) {
+        if (!Object.is(got[j], want[i * cols + j])) throw new Error(`export: block ${l} ${name} packs differently from the searched model (row ${i})`);
+      }
+    }
+    return bytes;
+  };
+  return writeLlamaGguf(transformed, tokenizer, path, { format, embed: config.embed, packLinear });
 }
