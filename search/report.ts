@@ -12,6 +12,7 @@ import { loadTokenizer, tokenizerPathFor } from '../core/tokenizer';
 import { evaluateModels, gapClosed } from '../core/metrics';
 import { blockLinears, type F32, type LinearName, type Model } from '../core/model/types';
 import type { Ops } from '../core/ops';
+import { clippedFormat } from '../core/quant/formats';
 import { formatView, quantizedView } from '../core/quant/view';
 import type { QuantSpec } from '../core/quant/rtn';
 import { specFormat } from './blockQuant';
@@ -39,13 +40,13 @@ export interface RunResult {
 /**
  * A quantizer on the untransformed model: the base (plain, or with clip search) or plain
  * RTN, as a view (each block quantized when the evaluation reaches it). On a ggml format
- * every row is ggml's reference quantizer (no clip search on those formats yet: the clip
- * row is the reference again).
+ * the rows are ggml's reference quantizer, with our clip search on the 32-block formats
+ * (core/quant/formats/clip.ts; on k-quants the clip row is the reference again).
  */
 function referenceModel(r: RunResult, method: 'rtn' | 'gptq', clip: boolean): Model {
   const c = r.config;
   const fmt = specFormat(r.spec);
-  if (fmt) return formatView(r.blocks.fpModel(), fmt);
+  if (fmt) return formatView(r.blocks.fpModel(), (clip && clippedFormat(fmt)) || fmt);
   return quantizedView(r.blocks.fpModel(), { bits: c.bits, group: c.group, method, clip, f16Scales: r.spec.f16Scales, calib: r.tokens.calib, ops: r.ops });
 }
 
@@ -59,8 +60,9 @@ export function finalReport(r: RunResult, rows: readonly ReportRow[] = ['rtn', '
   const searched = r.blocks.quantizedModel();
   // on an RTN base plain RTN is the base, and on a ggml format the clip row is the reference
   // quantizer again (referenceModel): one model (and one evaluation) serves those rows
-  const ggml = specFormat(r.spec) !== null;
-  const key = (row: ReportRow | 'searched') => ((config.base === 'rtn' && row === 'rtn') || (ggml && row === 'baseClip') ? 'base' : row);
+  const fmt = specFormat(r.spec);
+  const noClip = fmt !== null && clippedFormat(fmt) === null;
+  const key = (row: ReportRow | 'searched') => ((config.base === 'rtn' && row === 'rtn') || (noClip && row === 'baseClip') ? 'base' : row);
   const models: Record<string, Model> = { searched };
   for (const row of rows) {
     const k = key(row);

@@ -41,3 +41,5 @@ export function formatForRow(fmt: QuantFormat, n: number): QuantFormat | null {
   const next = K_FALLBACK[fmt.name];
   return next && next.fitsRow(n) ? next : null;
 }
+
+export { clippedFormat } from './clip';

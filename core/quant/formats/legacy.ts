@@ -81,6 +81,23 @@ function makeLegacy(s: LegacySpec): QuantFormat {
   const zero = s.bits === 8 ? 128 : s.withMin ? 0 : s.bits === 4 ? 8 : 16;
   const qsOff = 2 + (s.withMin ? 2 : 0) + (s.bits === 5 ? 4 : 0);
   const codes = new Uint8Array(QK);
+  /** One block's fp16 bits d (and m) and unsigned codes into y at o, in ggml's layout. */
+  const packBlock = (y: Uint8Array, o: number, d: number, m: number, c: Uint8Array) => {
+    y[o] = d & 0xff;
+    y[o + 1] = d >>> 8;
+    if (s.withMin) (y[o + 2] = m & 0xff), (y[o + 3] = m >>> 8);
+    if (s.bits === 8) {
+      // Stored as signed bytes: code − 128.
+      for (let j = 0; j < QK; j++) y[o + 2 + j] = c[j] ^ 0x80;
+      return;
+    }
+    let qh = 0;
+    for (let j = 0; j < HALF; j++) {
+      y[o + qsOff + j] = (c[j] & 0x0f) | ((c[j + HALF] & 0x0f) << 4);
+      if (s.bits === 5) qh |= ((c[j] >> 4) << j) | ((c[j + HALF] >> 4) << (j + HALF));
+    }
+    if (s.bits === 5) for (let k = 0; k < 4; k++) y[o + qsOff - 4 + k] = (qh >>> (8 * k)) & 0xff;
+  };
   const fmt: QuantFormat = {
     name: s.name,
     ggmlType: s.ggmlType,
@@ -95,23 +112,27 @@ function makeLegacy(s: LegacySpec): QuantFormat {
       checkRow(s.name, x.length);
       const nb = x.length / QK;
       const y = out ?? new Uint8Array(nb * bytesPer);
-      const dv = new DataView(y.buffer, y.byteOffset, y.byteLength);
       for (let b = 0; b < nb; b++) {
-        const o = b * bytesPer;
         const { d, m } = quantizeBlock(s, x, b * QK, codes);
-        dv.setUint16(o, d, true);
-        if (s.withMin) dv.setUint16(o + 2, m, true);
-        if (s.bits === 8) {
-          // Stored as signed bytes: code − 128.
-          for (let j = 0; j < QK; j++) y[o + 2 + j] = codes[j] ^ 0x80;
-          continue;
-        }
-        let qh = 0;
-        for (let j = 0; j < HALF; j++) {
-          y[o + qsOff + j] = (codes[j] & 0x0f) | ((codes[j + HALF] & 0x0f) << 4);
-          if (s.bits === 5) qh |= ((codes[j] >> 4) << j) | ((codes[j + HALF] >> 4) << (j + HALF));
-        }
-        if (s.bits === 5) dv.setUint32(o + qsOff - 4, qh >>> 0, true);
+        packBlock(y, b * bytesPer, d, m, codes);
+      }
+      return y;
+    },
+    packRow(u, out) {
+      const n = u.n;
+      checkRow(s.name, n);
+      if (u.group !== QK) throw new RangeError(`${s.name} packs groups of ${QK}, not ${u.group}`);
+      const y = out ?? new Uint8Array((n / QK) * bytesPer);
+      const exactF16 = (v: number, what: string) => {
+        const h = toF16(v);
+        if (!Object.is(fromF16(h), Math.fround(v))) throw new RangeError(`${s.name}: ${what} ${v} is not an fp16 value`);
+        return h;
+      };
+      for (let b = 0; b < n / QK; b++) {
+        if (u.zero[b] !== zero) throw new RangeError(`${s.name}: code offset must be ${zero}, got ${u.zero[b]}`);
+        const c = u.codes.subarray(b * QK, (b + 1) * QK);
+        for (let j = 0; j < QK; j++) if (c[j] >= 2 ** s.bits) throw new RangeError(`${s.name}: code ${c[j]} is out of range`);
+        packBlock(y, b * bytesPer, exactF16(u.scale[b], 'scale'), s.withMin ? exactF16(u.min![b], 'min') : 0, c);
       }
       return y;
     },

@@ -50,6 +50,11 @@ export interface QuantFormat {
   fitsRow(n: number): boolean;
   /** The reference quantizer (ggml's `quantize_row_*_ref` for ggml formats): a row → packed bytes. */
   quantizeRow(x: Float32Array, out?: Uint8Array): Uint8Array;
+  /**
+   * Codes and per-group parameters → packed bytes (the inverse of unpackRow): the 32-block
+   * formats; the parameters must be values the format holds (fp16 scale and min).
+   */
+  packRow?(u: UnpackedRow, out?: Uint8Array): Uint8Array;
   /** The packed bytes of a row of n weights → codes and per-group parameters. */
   unpackRow(bytes: Uint8Array, n: number): UnpackedRow;
   /** The exact float32 values of a packed row of n weights. */
