@@ -8,7 +8,7 @@
  * embedding and classifier in q8_0 (the search scores float ones), and llama.cpp's CPU
  * kernels rounding activations to 8 bits for quantized weights (test/gguf/llamacpp.test.ts).
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -170,5 +170,24 @@ describe('a search on a ggml format, exported, run by llama.cpp', () => {
     } finally {
       await job.close();
     }
+  }, 600_000);
+
+  // the format's name crosses to worker threads with the spec; workers change nothing
+  it.skipIf(!existsSync(join(__dirname, '../../dist/worker.js')))('q4_1: the same seed gives the same model.gguf, on one worker thread or two', async () => {
+    const bytes: Buffer[] = [];
+    for (const workers of [1, 2]) {
+      const job = await createSearchJob({
+        model: MODEL_PATH, tokenizer: TOKENIZER_PATH, bits: 4, group: 32, format: 'q4_1', base: 'rtn', steps: 6, timeBudget: 0, seed: 5,
+        evalTokens: evalPath, invariances: ['ffn-perm', 'ffn-scale', 'attn-vo-scale'], candidates: 2, workers, patience: 0,
+      }, { tuning: TUNING });
+      try {
+        while (!job.done) await job.step();
+        await job.exportTo(join(dir, `det-${workers}`));
+        bytes.push(readFileSync(join(dir, `det-${workers}`, 'model.gguf')));
+      } finally {
+        await job.close();
+      }
+    }
+    expect(bytes[1].equals(bytes[0])).toBe(true);
   }, 600_000);
 });
