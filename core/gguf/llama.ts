@@ -16,16 +16,14 @@ import { encodeF16 } from '../model/safetensors';
 import { ropeRowOrder } from '../model/hf';
 import { blockLinears, linearShape, type F32, type LinearName, type Model } from '../model/types';
 import type { Tokenizer } from '../tokenizer';
-import { F16_TYPE, F32_TYPE, GgufValueType, tensorTypeByName, type GgufValue, type TensorType } from './types';
+import { formatForRow } from '../quant/formats';
+import { F16_TYPE, F32_TYPE, GgufValueType, tensorType, tensorTypeByName, type GgufValue, type TensorType } from './types';
 import { writeGguf, type GgufTensorToWrite } from './writer';
 
 /** ggml names of our linears (w1 = gate, w3 = up, w2 = down). */
 export const GGML_LINEAR_NAMES: Readonly<Record<LinearName, string>> = {
   wq: 'attn_q', wk: 'attn_k', wv: 'attn_v', wo: 'attn_output', w1: 'ffn_gate', w2: 'ffn_down', w3: 'ffn_up',
 };
-
-/** llama-quantize's fallback for a row length the target's block does not divide. */
-const FALLBACK: Readonly<Record<string, string>> = { q2_k: 'q4_0', q3_k: 'q4_0', q4_k: 'q5_0', q5_k: 'q5_1', q6_k: 'q8_0' };
 
 export type EmbedType = 'q8_0' | 'f16' | 'f32';
 
@@ -59,11 +57,9 @@ export interface LlamaGgufReport {
 
 /** Type a tensor with rows of `n` gets when `wanted` is asked for, as llama-quantize decides. */
 export function typeForRow(wanted: TensorType, n: number): TensorType {
-  if (n % wanted.blockSize === 0) return wanted;
-  let t = wanted;
-  const next = FALLBACK[wanted.name];
-  if (next) t = tensorTypeByName(next)!;
-  return n % t.blockSize === 0 && t !== wanted ? t : F16_TYPE;
+  if (!wanted.format) return wanted;
+  const fmt = formatForRow(wanted.format, n);
+  return fmt ? tensorType(fmt.ggmlType!)! : F16_TYPE;
 }
 
 /** Rows × cols float32 → packed bytes of `type` (row by row for block formats). */

@@ -25,6 +25,8 @@ import { jsOps, type Ops } from '../ops';
 import { hessian } from './hessian';
 import { inputWidth, quantizeLinear, type BlockInput, type QuantizeModelOptions } from './model';
 import { validateSpec, type QuantSpec } from './rtn';
+import { formatForRow, type QuantFormat } from './formats';
+import { f16Round } from '../model/safetensors';
 
 /** The quantized model as a lazy view of `model` (see the header); `model` is not changed. */
 export function quantizedView(model: Model, opts: QuantizeModelOptions): Model {
@@ -92,4 +94,35 @@ function checkCalib(model: Model, calib: number[][] | undefined): number[][] {
     }
   });
   return calib.filter((s) => s.length > 0);
+}
+
+/**
+ * The model with every linear quantized by `format`'s reference quantizer (ggml's
+ * `quantize_row_*_ref` for llama.cpp's formats) and dequantized exactly, row by row, as a
+ * lazy view like quantizedView's RTN: a linear whose rows the format cannot hold falls back
+ * as llama-quantize does (a k-quant's 32-block fallback, else f16), so the view holds the
+ * same weights as the linears of a GGUF written in that format. Embedding, classifier and
+ * norms stay as they are.
+ */
+export function formatView(model: Model, format: QuantFormat): Model {
+  const cfg = model.config;
+  const keys = Object.keys(model.blocks[0]) as BlockKey[];
+  const cache = new BlockCache((l) => {
+    const b = cloneBlock(model.blocks[l]);
+    for (const name of blockLinears(cfg)) {
+      const [rows, cols] = linearShape(cfg, name);
+      const w = b[name]!;
+      const fmt = formatForRow(format, cols);
+      const out = new Float32Array(rows * cols);
+      for (let r = 0; r < rows; r++) {
+        const row = w.subarray(r * cols, (r + 1) * cols);
+        const dst = out.subarray(r * cols, (r + 1) * cols);
+        if (fmt) fmt.dequantizeRow(fmt.quantizeRow(row), cols, dst);
+        else for (let j = 0; j < cols; j++) dst[j] = f16Round(row[j]);
+      }
+      b[name] = out;
+    }
+    return b;
+  }, 1);
+  return { ...model, blocks: lazyBlocks(cfg.nLayers, keys, cache) };
 }

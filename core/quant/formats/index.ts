@@ -27,3 +27,17 @@ export function formatByName(name: string): QuantFormat {
   if (!fmt) fail('bad-config', `unknown quantization format "${name}" (known: ${GGML_FORMAT_NAMES.join(', ')})`);
   return fmt;
 }
+
+/** llama-quantize's fallback when a row's length is not a multiple of the k-quants' 256. */
+const K_FALLBACK: Readonly<Record<string, QuantFormat>> = { q2_k: Q4_0, q3_k: Q4_0, q4_k: Q5_0, q5_k: Q5_1, q6_k: Q8_0 };
+
+/**
+ * The format a row of n weights gets when `fmt` is asked for, as llama-quantize decides:
+ * `fmt` when its block divides n, else a k-quant's 32-block fallback when that divides n,
+ * else null (f16).
+ */
+export function formatForRow(fmt: QuantFormat, n: number): QuantFormat | null {
+  if (fmt.fitsRow(n)) return fmt;
+  const next = K_FALLBACK[fmt.name];
+  return next && next.fitsRow(n) ? next : null;
+}
