@@ -160,6 +160,24 @@ describe('stories260K GGUFs in llama.cpp', () => {
   });
 });
 
+describe("llama.cpp reads our tokenizer as run.c's", () => {
+  it('tokenize and detokenize agree with core/tokenizer.ts (spaces, newlines as byte tokens, unicode by bytes)', async () => {
+    const path = join(dir, 'tokenizer-check.gguf');
+    writeLlamaGguf(shippedModel(), tok, path, { format: 'f32' });
+    const model = await llama.loadModel({ modelPath: path });
+    try {
+      const texts = [...TEXTS, 'Line one.\nLine two!\n\nEnd', 'Café — naïve 😀 ok', '  two leading spaces', 'x'];
+      for (const text of texts) {
+        const ours = tok.encode(text, { bos: false });
+        expect(Array.from(model.tokenize(text))).toEqual(ours);
+        expect(model.detokenize(ours as Token[])).toBe(tok.decode(ours, 1));
+      }
+    } finally {
+      await model.dispose();
+    }
+  });
+});
+
 describe('k-quants on a random 256-aligned LLaMA in llama.cpp', () => {
   const fp = randomModel({ dim: 256, hiddenDim: 512, nLayers: 2, nHeads: 4, nKvHeads: 2, vocabSize: 512, seqLen: 128, sharedClassifier: false }, 11);
   const fpLogProbs = ourLogProbs(fp, HELD_OUT);
