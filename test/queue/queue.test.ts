@@ -151,6 +151,25 @@ describe('queue mode', () => {
     await expect(call(d.home, 'export', { job: long, out: join(tmpHome(), 'x') })).rejects.toThrow(/not-done/);
   });
 
+  it('SIGTERM: the worker checkpoints its job, puts it back on the queue and exits 0; the next worker finishes it', async () => {
+    const url = redis.url(6);
+    const d = await daemon(url);
+    const wHome = tmpHome();
+    const w1 = await worker(wHome, url);
+    const id = await submit(d.home, queueConfig(JOB));
+    await waitFor('step 6', async () => (await status(d.home, id)).step >= 6, 90_000);
+    expect((await w1.kill('SIGTERM')).code).toBe(0);
+    const ended = workerLines([wHome]).find((l) => l.job === id && l.msg === 'run ended: shutdown');
+    expect(ended).toBeDefined();
+    expect((await waitState(d.home, id, ['queued'], 10_000)).state).toBe('queued');
+    await worker(wHome, url);
+    const done = await waitState(d.home, id, ['done', 'failed'], 120_000);
+    expect(done.error).toBeNull();
+    const resumed = workerLines([wHome]).filter((l) => l.job === id && l.msg === 'run resumed');
+    expect(resumed.map((l) => l.fromStep)).toEqual([ended!.step]);
+    expectSameExport(await exported(d.home, id), await reference);
+  });
+
   it('malformed jobs put into Redis by hand fail with a clear reason; the worker and other jobs go on', async () => {
     const url = redis.url(3);
     const d = await daemon(url);
