@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { decodeCheckpoint } from '../../daemon/checkpoint';
+import { encodeFrame } from '../../daemon/protocol';
+import { Conn } from '../daemon/harness';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SEARCH_EXPORT_FILES } from '../helpers';
 import {
@@ -65,6 +67,9 @@ describe('queue mode', () => {
     const wHome = tmpHome();
     const w1 = await worker(wHome, url);
     const id = await submit(d.home, queueConfig(JOB));
+    // `watch` streams the job's progress (from BullMQ progress events) until it ends.
+    const watcher = await Conn.open(d.socket);
+    watcher.write(encodeFrame({ id: 1, verb: 'watch', args: { job: id } }));
     const at = await waitFor('a checkpoint past step 10', async () => {
       const s = await status(d.home, id);
       if (s.state === 'done') throw new Error('the job finished before the kill');
@@ -76,6 +81,11 @@ describe('queue mode', () => {
     const done = await waitState(d.home, id, ['done', 'failed'], 120_000);
     expect(done.error).toBeNull();
     expect(done.step).toBe(JOB.steps);
+    const final = await waitFor('the watch to end', () => watcher.replies.find((r) => r.id === 1 && !('event' in r)), 10_000);
+    watcher.close();
+    expect((final.result as { state: string }).state).toBe('done');
+    const events = watcher.replies.filter((r) => 'event' in r).map((r) => r.event as { state: string; step: number });
+    expect(events.filter((e) => e.state === 'running' && e.step > 0).length).toBeGreaterThanOrEqual(3);
     const lines = workerLines([wHome]).filter((l) => l.job === id);
     const resumed = lines.filter((l) => l.msg === 'run resumed');
     expect(resumed.length).toBe(1);
