@@ -43,7 +43,8 @@ async function start(cmd: string, args: string[], ready: RegExp): Promise<ChildP
   let out = '';
   p.stdout!.on('data', (d) => (out += d));
   p.stderr!.on('data', (d) => (out += d));
-  const end = Date.now() + 30_000;
+  // Generous: on a loaded machine a worker takes many seconds to load.
+  const end = Date.now() + 120_000;
   while (!ready.test(out)) {
     if (p.exitCode !== null || Date.now() > end) throw new Error(`${cmd} did not start: ${out}`);
     await sleep(20);
