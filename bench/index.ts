@@ -10,8 +10,9 @@ import { ablationBench, qualityBench } from './quality';
 import { sampleBench } from './sample';
 import { scaleBench } from './scale';
 import { searchBench } from './search';
+import { sweepBench } from './sweep';
 
-const BENCHES: BenchModule[] = [matmulBench, searchBench, qualityBench, ablationBench, sampleBench, scaleBench, exportBench];
+const BENCHES: BenchModule[] = [matmulBench, searchBench, qualityBench, ablationBench, sampleBench, scaleBench, exportBench, sweepBench];
 
 const wanted = process.argv.slice(2);
 const unknown = wanted.filter((w) => !BENCHES.some((b) => b.name === w));

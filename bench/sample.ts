@@ -81,10 +81,13 @@ function envInt(name: string, fallback: number): number {
   return n;
 }
 
-function timed<T>(f: () => T): { value: T; s: number } {
+/** Wall seconds, and CPU seconds of the whole process (helper threads included): steadier than wall time on a busy machine. */
+function timed<T>(f: () => T): { value: T; s: number; cpu: number } {
+  const c0 = process.cpuUsage();
   const t0 = performance.now();
   const value = f();
-  return { value, s: (performance.now() - t0) / 1000 };
+  const c = process.cpuUsage(c0);
+  return { value, s: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6 };
 }
 
 const r3 = (v: number) => Math.round(v * 1000) / 1000;
@@ -106,17 +109,19 @@ export const sampleBench: BenchModule = {
 
     note(`sample: sequential, ${oldCount} × ${length} tokens…`);
     const seq = timed(() => sampleSequential(model, oldCount, length, SEED, ops));
-    emit({ ...base, figure: 'sequential', count: oldCount, seconds: r3(seq.s), tokens_per_s: r3(tokens(oldCount) / seq.s) });
+    emit({ ...base, figure: 'sequential', count: oldCount, seconds: r3(seq.s), cpu_seconds: r3(seq.cpu), tokens_per_s: r3(tokens(oldCount) / seq.s) });
 
     note(`sample: batched, ${count} × ${length} tokens…`);
     const full = timed(() => sampleTokens(model, { count, length, seed: SEED, ops }));
-    emit({ ...base, figure: 'batched', count, threads, seconds: r3(full.s), tokens_per_s: r3(tokens(count) / full.s) });
+    emit({ ...base, figure: 'batched', count, threads, seconds: r3(full.s), cpu_seconds: r3(full.cpu), tokens_per_s: r3(tokens(count) / full.s) });
 
     const seqFull = (seq.s * count) / oldCount;
     emit({
       ...base, figure: 'speedup', count,
       sequential_seconds: r3(seqFull), sequential_scaled_from_count: oldCount === count ? null : oldCount,
       batched_seconds: r3(full.s), ratio: r3(seqFull / full.s),
+      // one thread each: the ratio of CPU seconds, which a busy machine disturbs less than wall time
+      ratio_cpu: threads === 1 ? r3((seq.cpu * count) / oldCount / full.cpu) : null,
       // whether both paths sampled the same tokens (a smaller count samples a prefix of the
       // set): on a backend whose one-row matmul rounds differently from its batched one, a
       // few logits differ in the last bits and a draw near a boundary may go the other way
@@ -130,7 +135,8 @@ export const sampleBench: BenchModule = {
       one.dispose?.();
       emit({
         ...base, backend: 'wasm', backend_reason: '1 thread', figure: 'batched', count, threads: 1,
-        seconds: r3(single.s), tokens_per_s: r3(tokens(count) / single.s), ratio_vs_sequential: r3(seqFull / single.s),
+        seconds: r3(single.s), cpu_seconds: r3(single.cpu), tokens_per_s: r3(tokens(count) / single.s), ratio_vs_sequential: r3(seqFull / single.s),
+        ratio_cpu_vs_sequential: r3((seq.cpu * count) / oldCount / single.cpu),
         identical_tokens: JSON.stringify(single.value) === JSON.stringify(full.value),
       });
     }

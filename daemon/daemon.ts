@@ -63,7 +63,7 @@ function isLive(path: string): Promise<boolean> {
 }
 
 /** dist/invarx.js: this bundle, or (when running from sources) the built one. */
-function cliScript(): string {
+export function cliScript(): string {
   const here = fileURLToPath(import.meta.url);
   if (here.endsWith('.js')) return here;
   for (let dir = dirname(here); ; dir = dirname(dir)) {

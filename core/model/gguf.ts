@@ -7,6 +7,8 @@
 import { fail } from '../errors';
 import { readGgufHeader, readGgufTensor, type GgufFile } from '../gguf/reader';
 import { GGML_LINEAR_NAMES } from '../gguf/llama';
+import { blockBytes, STREAM_ABOVE_BYTES } from './hf';
+import { BlockCache, lazyBlocks } from './lazy';
 import { blockLinears, linearShape, type Block, type Model, type ModelConfig } from './types';
 
 function num(file: GgufFile, key: string, fallback?: number): number {
@@ -61,38 +63,50 @@ export function ggufConfig(file: GgufFile): ModelConfig {
   };
 }
 
-/** Read a llama GGUF as a Model (all weights dequantized to float32). */
-export function loadGgufModel(path: string): Model {
+/**
+ * Read a llama GGUF as a Model (weights dequantized to float32). With `stream` the blocks
+ * are read and dequantized when used (core/model/lazy.ts); 'auto' streams models whose
+ * block weights take more than STREAM_ABOVE_BYTES as float32, as HF checkpoints do.
+ */
+export function loadGgufModel(path: string, opts: { stream?: boolean | 'auto' } = {}): Model {
   const file = readGgufHeader(path);
   const cfg = ggufConfig(file);
-  const tensor = (name: string, dims: number[]): Float32Array => {
+  const { dim, vocabSize } = cfg;
+  if (!(vocabSize > 0)) fail('bad-model', `${path}: token_embd.weight is not a matrix`);
+  // Every tensor's presence and shape is checked before any data is read.
+  const want = new Map<string, number[]>([['token_embd.weight', [dim, vocabSize]], ['output_norm.weight', [dim]]]);
+  if (!cfg.sharedClassifier) want.set('output.weight', [dim, vocabSize]);
+  const blockTensors = (l: number): [keyof Block, string, number[]][] => [
+    ['attnNorm', `blk.${l}.attn_norm.weight`, [dim]],
+    ['ffnNorm', `blk.${l}.ffn_norm.weight`, [dim]],
+    ...blockLinears(cfg).map((name): [keyof Block, string, number[]] => {
+      const [rows, cols] = linearShape(cfg, name);
+      return [name, `blk.${l}.${GGML_LINEAR_NAMES[name]}.weight`, [cols, rows]];
+    }),
+  ];
+  for (let l = 0; l < cfg.nLayers; l++) for (const [, name, dims] of blockTensors(l)) want.set(name, dims);
+  for (const [name, dims] of want) {
     const t = file.tensors.find((x) => x.name === name);
     if (!t) fail('bad-model', `${path}: no tensor ${name}`);
     if (t.dims.length !== dims.length || t.dims.some((d, i) => d !== dims[i])) {
       fail('bad-model', `${path}: tensor ${name} has dims [${t.dims.join(', ')}], the metadata implies [${dims.join(', ')}]`);
     }
-    return readGgufTensor(file, name);
-  };
-  const { dim, vocabSize } = cfg;
-  if (!(vocabSize > 0)) fail('bad-model', `${path}: token_embd.weight is not a matrix`);
-  const embedding = tensor('token_embd.weight', [dim, vocabSize]);
-  const blocks: Block[] = [];
-  for (let l = 0; l < cfg.nLayers; l++) {
-    const b: Partial<Block> = {
-      attnNorm: tensor(`blk.${l}.attn_norm.weight`, [dim]),
-      ffnNorm: tensor(`blk.${l}.ffn_norm.weight`, [dim]),
-    };
-    for (const name of blockLinears(cfg)) {
-      const [rows, cols] = linearShape(cfg, name);
-      b[name] = tensor(`blk.${l}.${GGML_LINEAR_NAMES[name]}.weight`, [cols, rows]);
-    }
-    blocks.push(b as Block);
   }
+  const loadBlock = (l: number): Block => {
+    const b: Partial<Record<keyof Block, Float32Array>> = {};
+    for (const [key, name] of blockTensors(l)) b[key] = readGgufTensor(file, name);
+    return b as Block;
+  };
+  const stream = opts.stream === 'auto' ? blockBytes(cfg) > STREAM_ABOVE_BYTES : !!opts.stream;
+  const blocks = stream
+    ? lazyBlocks(cfg.nLayers, blockTensors(0).map(([key]) => key), new BlockCache(loadBlock, 2))
+    : Array.from({ length: cfg.nLayers }, (_, l) => loadBlock(l));
+  const embedding = readGgufTensor(file, 'token_embd.weight');
   return {
     config: cfg,
     embedding,
     blocks,
-    finalNorm: tensor('output_norm.weight', [dim]),
-    classifier: cfg.sharedClassifier ? embedding : tensor('output.weight', [dim, vocabSize]),
+    finalNorm: readGgufTensor(file, 'output_norm.weight'),
+    classifier: cfg.sharedClassifier ? embedding : readGgufTensor(file, 'output.weight'),
   };
 }

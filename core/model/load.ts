@@ -14,7 +14,7 @@ import { readLlama2c } from './llama2c';
 import type { Model } from './types';
 
 export interface LoadOptions {
-  /** HF checkpoints: read blocks when used (core/model/hf.ts loadHfModel); 'auto' (default) for large ones. */
+  /** HF checkpoints and GGUF files: read blocks when used (core/model/hf.ts loadHfModel); 'auto' (default) for large ones. */
   stream?: boolean | 'auto';
 }
 
@@ -26,7 +26,7 @@ export function loadModel(path: string, opts: LoadOptions = {}): Model {
     return fail('bad-model', `${path}: a model directory needs a config.json (Hugging Face checkpoint)`);
   }
   if (path.endsWith('.bin')) return readLlama2c(path);
-  if (path.endsWith('.gguf')) return loadGgufModel(path);
+  if (path.endsWith('.gguf')) return loadGgufModel(path, { stream: opts.stream ?? 'auto' });
   if (path.endsWith('.safetensors') || path.endsWith('.json')) {
     return fail('bad-model', `${path}: give the checkpoint directory (with config.json), not one of its files`);
   }

@@ -16,7 +16,8 @@ import { isGptqDir } from '../../core/export/gptq';
 import { loadModel } from '../../core/model/load';
 import { blockLinears, linearShape, type Model } from '../../core/model/types';
 import { validateSpec } from '../../core/quant/rtn';
-import { quantizedView } from '../../core/quant/view';
+import { formatView, quantizedView } from '../../core/quant/view';
+import { formatByName } from '../../core/quant/formats';
 import { evaluateModels, gapClosed, type Perplexity, type Quality } from '../../core/metrics';
 import {
   DEFAULT_CALIB, DEFAULT_HELD_OUT, loadTextFile, loadTokenFile, overlapCount, sampleSetsCapped,
@@ -37,6 +38,7 @@ interface EvalOptions {
   group: string;
   method: string;
   quantized?: string;
+  format?: string;
   json?: boolean;
 }
 
@@ -53,6 +55,7 @@ export function register(program: Command): void {
     .option('--bits <n>', 'weight bits (2-8)', '3')
     .option('--group <n>', 'quantization group size along the input dimension', '32')
     .option('--method <list>', 'comma-separated: fp, rtn, gptq', 'fp,rtn,gptq')
+    .option('--format <name>', "the rtn row in a llama.cpp format (q4_0 … q6_k) by its reference quantizer, instead of --bits/--group")
     .option('--quantized <paths>', 'comma-separated models to compare with --model as the FP reference (e.g. a run\'s export DIR/gptq)')
     .option('--json', 'print one JSON object instead of a table')
     .action((o: EvalOptions) => evaluate(o));
@@ -72,6 +75,8 @@ function evaluate(o: EvalOptions): void {
   if ((o.calibTokens || o.calibText) && !quantized.includes('gptq')) fail('bad-config', '--calib-tokens and --calib-text only apply to --method gptq');
   if (o.calibTokens && o.calibText) fail('bad-config', 'give --calib-tokens or --calib-text, not both');
 
+  const format = o.format === undefined ? undefined : formatByName(o.format);
+  if (format && quantized.includes('gptq')) fail('bad-config', '--format sets the rtn row: give --method fp,rtn (GPTQ in ggml formats is not built yet)');
   const fp = loadModel(o.model);
   if (isGptqDir(o.model) && !o.tokens && !o.text) {
     // Its "fp" row is the quantized model itself, on tokens sampled from it: rarely what is meant.
@@ -123,7 +128,7 @@ function evaluate(o: EvalOptions): void {
       if (shared > 0) process.stderr.write(`invarx: warning: ${shared} held-out sequences also occur in the calibration set\n`);
     }
     // Quantized block by block as the evaluation reaches it: one block of it in memory at a time.
-    models[method] = quantizedView(fp, { bits, group, method, calib, ops, f16Scales: true });
+    models[method] = format ? formatView(fp, format) : quantizedView(fp, { bits, group, method, calib, ops, f16Scales: true });
   }
   note(`quantizing (${quantized.join(', ') || 'nothing'}) and evaluating, block by block…`);
   const res = evaluateModels(fp, { ...models, ...given } as Record<string, Model>, heldOut, { ops });
@@ -144,7 +149,7 @@ function evaluate(o: EvalOptions): void {
     : '';
   const width = Math.max(8, ...names.map((n) => n.length + 2));
   const lines = [
-    `model ${basename(o.model)}, ${bits}-bit, group ${group}`,
+    format ? `model ${basename(o.model)}, rtn: ${format.name} (llama.cpp's reference quantizer)` : `model ${basename(o.model)}, ${bits}-bit, group ${group}`,
     `held-out: ${source}, ${res.fp.positions} predicted tokens${calibNote}`,
     '',
     `${'method'.padEnd(width)}${'ppl'.padStart(10)}${'KL(FP||q)'.padStart(12)}${'closes'.padStart(9)}`,

@@ -2,28 +2,17 @@
  * `invarx worker --queue URL`: runs queue jobs (daemon/queue/queueWorker.ts), and the hidden
  * `__queue-runner` that each queue job's thread executes (daemon/queue/jobThread.ts).
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import type { Command } from 'commander';
 import { fail } from '../../core/errors';
+import { cliScript } from '../daemon';
 import { resolveHome } from '../home';
 import { openLogFile } from '../logfile';
 import { DEFAULT_QUEUE_SETTINGS, QueueWorker, parseQueueUrl, probeRedis, runQueueThread, type QueueThreadData } from '../queue';
 import { parseInteger, parseNumber } from './modelArgs';
-
-/** dist/invarx.js: this bundle, or (from sources) the built one. */
-function cliScript(): string {
-  const here = fileURLToPath(import.meta.url);
-  if (here.endsWith('.js')) return here;
-  for (let dir = dirname(here); ; dir = dirname(dir)) {
-    const p = join(dir, 'dist', 'invarx.js');
-    if (existsSync(p)) return p;
-    if (dirname(dir) === dir) fail('no-build', 'dist/invarx.js not found: run `npm run build`');
-  }
-}
 
 function seconds(option: string, v: string): number {
   const s = parseNumber(option, v);

@@ -9,8 +9,7 @@
  * owner must keep renewing the job's BullMQ lock and reading pause/cancel flags meanwhile.
  */
 import { Worker, type MessagePort } from 'node:worker_threads';
-import type { Progress } from '../../search/contract';
-import type { FinalReport } from '../../search/contract';
+import type { FinalReport, Progress } from '../../search/contract';
 import { runJob, type FromRunner, type RunnerInit, type StopReason, type ToRunner } from '../runner';
 import type { JobError } from '../store';
 import { ThreadCheckpoints } from './threadCheckpoints';

@@ -54,10 +54,19 @@ export function failure(e: JobError): string {
   return `${e.code}: ${e.message}`;
 }
 
+/** A job this worker is running. */
+interface Running {
+  thread: JobThread;
+  /** The lock is someone else's now: the thread was ended without a last write. */
+  lost: boolean;
+  stopping?: 'pause' | 'shutdown';
+  cancelled?: boolean;
+}
+
 export class QueueWorker {
   private readonly worker: Worker;
   private readonly redis;
-  private readonly threads = new Map<string, { thread: JobThread; lost: boolean; stopping?: 'pause' | 'shutdown' }>();
+  private readonly threads = new Map<string, Running>();
   private closing?: Promise<void>;
 
   constructor(private readonly o: QueueWorkerOptions) {
@@ -178,7 +187,7 @@ export class QueueWorker {
         discardCheckpoint: (bytes) => void dropCheckpoint(this.redis, id, bytes).catch(() => undefined),
       },
     );
-    const entry: { thread: JobThread; lost: boolean; stopping?: 'pause' | 'shutdown'; cancelled?: boolean } = { thread, lost: false };
+    const entry: Running = { thread, lost: false };
     this.threads.set(id, entry);
     if (this.closing) {
       entry.stopping = 'shutdown';

@@ -5,10 +5,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Packr } from 'msgpackr';
 import { sampleTokens } from '../../core/data';
 import { writeLlamaGguf } from '../../core/gguf';
+import { formatByName } from '../../core/quant/formats';
 import { applyTransforms } from '../../core/invariance';
 import { perplexity } from '../../core/metrics';
 import { loadGgufModel } from '../../core/model/gguf';
 import { cloneBlock } from '../../core/model/types';
+import { formatView } from '../../core/quant/view';
 import { loadTokenizer } from '../../core/tokenizer';
 import { ensureBuilt, expectUserError, invarx } from '../cli/cli';
 import { shippedModel, TOKENIZER_PATH } from '../helpers';
@@ -74,5 +76,21 @@ describe('invarx export-gguf and eval on GGUF', () => {
     writeFileSync(bad, b);
     expectUserError(invarx('eval', '--model', bad, '--tokens', heldPath, '--method', 'fp'), /bad\.gguf: not a GGUF file/);
     expectUserError(invarx('export-gguf', '--model', model, '--format', 'q9_9', '--out', join(dir, 'y.gguf')), /unknown GGUF format "q9_9"/);
+  });
+
+  it('eval --format scores the rtn row in a ggml format: the linears of a GGUF in that format, as the library computes', () => {
+    const view = formatView(m, formatByName('q4_0'));
+    const gguf = join(dir, 'q4_0-f32embed.gguf');
+    writeLlamaGguf(m, loadTokenizer(TOKENIZER_PATH, 512), gguf, { format: 'q4_0', embed: 'f32' });
+    const back = loadGgufModel(gguf);
+    for (let l = 0; l < m.config.nLayers; l++) {
+      for (const k of ['wq', 'wk', 'wv', 'wo', 'w1', 'w2', 'w3'] as const) expect(view.blocks[l][k]).toEqual(back.blocks[l][k]);
+    }
+    const r = invarx('eval', '--model', model, '--tokens', heldPath, '--method', 'fp,rtn', '--format', 'q4_0', '--json');
+    expect(r.code).toBe(0);
+    const want = perplexity(view, held).ppl;
+    expect(Math.abs(JSON.parse(r.stdout).rtn.ppl - want) / want).toBeLessThan(1e-4);
+    expectUserError(invarx('eval', '--model', model, '--tokens', heldPath, '--format', 'q4_0'), /--format sets the rtn row/);
+    expectUserError(invarx('eval', '--model', model, '--tokens', heldPath, '--method', 'fp,rtn', '--format', 'q7_1'), /unknown quantization format "q7_1"/);
   });
 });

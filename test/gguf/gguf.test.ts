@@ -202,6 +202,8 @@ describe('llama models as GGUF', () => {
     expect(spaced).toBeGreaterThan(0);
     expect(Buffer.from(tok.piece(spaced)).toString('utf8')).toBe(tokens[spaced].replaceAll('▁', ' '));
     const back = loadGgufModel(path);
+    const streamed = loadGgufModel(path, { stream: true });
+    for (let l = 0; l < m.config.nLayers; l++) expect({ ...streamed.blocks[l] }).toEqual({ ...back.blocks[l] });
     // The RMS epsilon is a float32 in GGUF.
     expect(back.config.normEps).toBe(Math.fround(m.config.normEps));
     expect({ ...back.config, normEps: m.config.normEps }).toEqual(m.config);

@@ -19,6 +19,7 @@ import { forward } from '../../core/forward';
 import { writeLlamaGguf } from '../../core/gguf';
 import { logSoftmax } from '../../core/metrics';
 import { loadGgufModel } from '../../core/model/gguf';
+import { withRopeLayout } from '../../core/model/hf';
 import { randomModel } from '../../core/model/synthetic';
 import type { Model } from '../../core/model/types';
 import type { Ops } from '../../core/ops';
@@ -157,6 +158,36 @@ describe('stories260K GGUFs in llama.cpp', () => {
     const run = await runLlama(path, HELD_OUT, 48);
     expect(run.greedy).toEqual(ourGreedy(ours, 48));
     compare(format, path, ours, run.logProbs, fpLogProbs);
+  });
+});
+
+describe("llama.cpp reads our tokenizer as run.c's", () => {
+  it('tokenize and detokenize agree with core/tokenizer.ts (spaces, newlines as byte tokens, unicode by bytes)', async () => {
+    const path = join(dir, 'tokenizer-check.gguf');
+    writeLlamaGguf(shippedModel(), tok, path, { format: 'f32' });
+    const model = await llama.loadModel({ modelPath: path });
+    try {
+      const texts = [...TEXTS, 'Line one.\nLine two!\n\nEnd', 'Café — naïve 😀 ok', '  two leading spaces', 'x'];
+      for (const text of texts) {
+        const ours = tok.encode(text, { bos: false });
+        expect(Array.from(model.tokenize(text))).toEqual(ours);
+        expect(model.detokenize(ours as Token[])).toBe(tok.decode(ours, 1));
+      }
+    } finally {
+      await model.dispose();
+    }
+  });
+});
+
+describe("HF's half RoPE layout in llama.cpp", () => {
+  it('a half-layout model written as f32 GGUF gives llama.cpp the log-probs of our forward of the original model', async () => {
+    const half = withRopeLayout(randomModel({ dim: 64, hiddenDim: 128, nLayers: 2, nHeads: 4, nKvHeads: 2, vocabSize: 512, seqLen: 128, sharedClassifier: false }, 4), 'half');
+    const path = join(dir, 'half-f32.gguf');
+    writeLlamaGguf(half, tok, path, { format: 'f32' });
+    const run = await runLlama(path, HELD_OUT, 0);
+    const d = diffs(run.logProbs, ourLogProbs(half, HELD_OUT));
+    figures.push(`  half-layout f32: max ${d.max.toExponential(2)}`);
+    expect(d.max).toBeLessThan(1e-3);
   });
 });
 

@@ -10,6 +10,8 @@ import { join } from 'node:path';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { decodeCheckpoint } from '../../daemon/checkpoint';
+import { encodeFrame } from '../../daemon/protocol';
+import { Conn } from '../daemon/harness';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SEARCH_EXPORT_FILES } from '../helpers';
 import {
@@ -65,6 +67,9 @@ describe('queue mode', () => {
     const wHome = tmpHome();
     const w1 = await worker(wHome, url);
     const id = await submit(d.home, queueConfig(JOB));
+    // `watch` streams the job's progress (from BullMQ progress events) until it ends.
+    const watcher = await Conn.open(d.socket);
+    watcher.write(encodeFrame({ id: 1, verb: 'watch', args: { job: id } }));
     const at = await waitFor('a checkpoint past step 10', async () => {
       const s = await status(d.home, id);
       if (s.state === 'done') throw new Error('the job finished before the kill');
@@ -76,6 +81,11 @@ describe('queue mode', () => {
     const done = await waitState(d.home, id, ['done', 'failed'], 120_000);
     expect(done.error).toBeNull();
     expect(done.step).toBe(JOB.steps);
+    const final = await waitFor('the watch to end', () => watcher.replies.find((r) => r.id === 1 && !('event' in r)), 10_000);
+    watcher.close();
+    expect((final.result as { state: string }).state).toBe('done');
+    const events = watcher.replies.filter((r) => 'event' in r).map((r) => r.event as { state: string; step: number });
+    expect(events.filter((e) => e.state === 'running' && e.step > 0).length).toBeGreaterThanOrEqual(3);
     const lines = workerLines([wHome]).filter((l) => l.job === id);
     const resumed = lines.filter((l) => l.msg === 'run resumed');
     expect(resumed.length).toBe(1);
@@ -149,6 +159,25 @@ describe('queue mode', () => {
     const v = await status(d.home, long);
     expect(v.state).toBe('cancelled');
     await expect(call(d.home, 'export', { job: long, out: join(tmpHome(), 'x') })).rejects.toThrow(/not-done/);
+  });
+
+  it('SIGTERM: the worker checkpoints its job, puts it back on the queue and exits 0; the next worker finishes it', async () => {
+    const url = redis.url(6);
+    const d = await daemon(url);
+    const wHome = tmpHome();
+    const w1 = await worker(wHome, url);
+    const id = await submit(d.home, queueConfig(JOB));
+    await waitFor('step 6', async () => (await status(d.home, id)).step >= 6, 90_000);
+    expect((await w1.kill('SIGTERM')).code).toBe(0);
+    const ended = workerLines([wHome]).find((l) => l.job === id && l.msg === 'run ended: shutdown');
+    expect(ended).toBeDefined();
+    expect((await waitState(d.home, id, ['queued'], 10_000)).state).toBe('queued');
+    await worker(wHome, url);
+    const done = await waitState(d.home, id, ['done', 'failed'], 120_000);
+    expect(done.error).toBeNull();
+    const resumed = workerLines([wHome]).filter((l) => l.job === id && l.msg === 'run resumed');
+    expect(resumed.map((l) => l.fromStep)).toEqual([ended!.step]);
+    expectSameExport(await exported(d.home, id), await reference);
   });
 
   it('malformed jobs put into Redis by hand fail with a clear reason; the worker and other jobs go on', async () => {
