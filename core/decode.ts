@@ -86,7 +86,9 @@ export class BatchDecoder {
       this.keys = m.blocks.map(() => new Float32Array(size));
       this.valuesT = m.blocks.map(() => new Float32Array(size));
     }
-    this.pinned = ops.pin?.(modelWeights(this.m));
+    // A streamed model's in-memory copy is already the largest thing a run holds; pinned
+    // copies of it (up to the kernel's cap) would come on top, so it is not pinned.
+    if (this.m === m) this.pinned = ops.pin?.(modelWeights(this.m));
   }
 
   /** Releases the caches and pinned weights; step() is refused afterwards. Called by itself once every sequence is full. */
