@@ -8,13 +8,11 @@
  * so only f32 files can agree to float32 rounding. For the others the log-probabilities
  * are bounded and must stay far below the quantization's own effect: llama.cpp runs our
  * quantized weights, not something near the FP model. The context keeps its KV cache in
- * f32 without flash attention, so attention adds no f16 rounding of its own.
+ * f32 without flash attention (./llamaRunner.ts), so attention adds no f16 rounding of its own.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getLlama, LlamaLogLevel, type ControlledEvaluateInputItem, type Llama, type Token } from 'node-llama-cpp';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { Token } from 'node-llama-cpp';
 import { forward } from '../../core/forward';
 import { writeLlamaGguf } from '../../core/gguf';
 import { logSoftmax } from '../../core/metrics';
@@ -26,18 +24,13 @@ import type { Ops } from '../../core/ops';
 import { loadTokenizer } from '../../core/tokenizer';
 import { shippedModel, TOKENIZER_PATH } from '../helpers';
 import { llamaCpuOps } from './llamaCpuArithmetic';
+import { llamaSession, runLlama } from './llamaRunner';
 
-const dir = mkdtempSync(join(tmpdir(), 'invarx-llamacpp-'));
-let llama: Llama;
-beforeAll(async () => {
-  llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
-});
-afterAll(async () => {
-  await llama?.dispose();
-  rmSync(dir, { recursive: true, force: true });
-});
+const session = llamaSession('invarx-llamacpp-');
+const dir = session.dir;
 
 const tok = loadTokenizer(TOKENIZER_PATH, 512);
+const BOS = tok.encode('')[0];
 const TEXTS = [
   'Once upon a time, there was a little girl named Lily. She loved to play outside in the park.',
   'Tom had a big red ball. He threw it to his dog, and the dog ran fast to get it.',
@@ -45,40 +38,7 @@ const TEXTS = [
 ];
 const HELD_OUT = TEXTS.map((t) => tok.encode(t));
 
-interface LlamaRun {
-  /** Per sequence, log p(next token) at each position. */
-  logProbs: number[][];
-  greedy: number[];
-}
 
-async function runLlama(path: string, seqs: number[][], greedyLength: number): Promise<LlamaRun> {
-  const model = await llama.loadModel({ modelPath: path });
-  try {
-    const ctx = await model.createContext({
-      contextSize: 256, batchSize: 256, threads: 1, flashAttention: false,
-      experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32',
-    });
-    const seq = ctx.getSequence();
-    const logProbs: number[][] = [];
-    for (const s of seqs) {
-      await seq.clearHistory();
-      const out = await seq.controlledEvaluate(s.map((t): ControlledEvaluateInputItem => [t as Token, { generateNext: { probabilities: true } }]));
-      logProbs.push(s.slice(1).map((next, i) => Math.log(out[i]!.next.probabilities!.get(next as Token) ?? 0)));
-    }
-    await seq.clearHistory();
-    const greedy: number[] = [];
-    if (greedyLength > 0) {
-      for await (const t of seq.evaluate([tok.encode('')[0] as Token], { temperature: 0, yieldEogToken: true })) {
-        greedy.push(t);
-        if (greedy.length >= greedyLength) break;
-      }
-    }
-    await ctx.dispose();
-    return { logProbs, greedy };
-  } finally {
-    await model.dispose();
-  }
-}
 
 function ourLogProbs(m: Model, seqs: number[][], ops?: Ops): number[][] {
   const V = m.config.vocabSize;
@@ -155,7 +115,7 @@ describe('stories260K GGUFs in llama.cpp', () => {
     const path = join(dir, `stories260K-${format}.gguf`);
     writeLlamaGguf(fp, tok, path, { format });
     const ours = loadGgufModel(path);
-    const run = await runLlama(path, HELD_OUT, 48);
+    const run = await runLlama(session.llama(), path, HELD_OUT, BOS, 48);
     expect(run.greedy).toEqual(ourGreedy(ours, 48));
     compare(format, path, ours, run.logProbs, fpLogProbs);
   });
@@ -165,7 +125,7 @@ describe("llama.cpp reads our tokenizer as run.c's", () => {
   it('tokenize and detokenize agree with core/tokenizer.ts (spaces, newlines as byte tokens, unicode by bytes)', async () => {
     const path = join(dir, 'tokenizer-check.gguf');
     writeLlamaGguf(shippedModel(), tok, path, { format: 'f32' });
-    const model = await llama.loadModel({ modelPath: path });
+    const model = await session.llama().loadModel({ modelPath: path });
     try {
       const texts = [...TEXTS, 'Line one.\nLine two!\n\nEnd', 'Café — naïve 😀 ok', '  two leading spaces', 'x'];
       for (const text of texts) {
@@ -184,7 +144,7 @@ describe("HF's half RoPE layout in llama.cpp", () => {
     const half = withRopeLayout(randomModel({ dim: 64, hiddenDim: 128, nLayers: 2, nHeads: 4, nKvHeads: 2, vocabSize: 512, seqLen: 128, sharedClassifier: false }, 4), 'half');
     const path = join(dir, 'half-f32.gguf');
     writeLlamaGguf(half, tok, path, { format: 'f32' });
-    const run = await runLlama(path, HELD_OUT, 0);
+    const run = await runLlama(session.llama(), path, HELD_OUT, BOS, 0);
     const d = diffs(run.logProbs, ourLogProbs(half, HELD_OUT));
     figures.push(`  half-layout f32: max ${d.max.toExponential(2)}`);
     expect(d.max).toBeLessThan(1e-3);
@@ -200,7 +160,7 @@ describe('k-quants on a random 256-aligned LLaMA in llama.cpp', () => {
     const rep = writeLlamaGguf(fp, tok, path, { format });
     expect(rep.fallbacks).toEqual([]);
     const ours = loadGgufModel(path);
-    const run = await runLlama(path, HELD_OUT, 0);
+    const run = await runLlama(session.llama(), path, HELD_OUT, BOS, 0);
     compare(format, path, ours, run.logProbs, fpLogProbs);
   });
 });

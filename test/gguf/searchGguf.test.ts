@@ -8,11 +8,9 @@
  * embedding and classifier in q8_0 (the search scores float ones), and llama.cpp's CPU
  * kernels rounding activations to 8 bits for quantized weights (test/gguf/llamacpp.test.ts).
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getLlama, LlamaLogLevel, type ControlledEvaluateInputItem, type Llama, type Token } from 'node-llama-cpp';
+import { afterAll, describe, expect, it } from 'vitest';
 import { forward } from '../../core/forward';
 import { logSoftmax } from '../../core/metrics';
 import { loadGgufModel } from '../../core/model/gguf';
@@ -24,18 +22,13 @@ import { createSearchJob } from '../../search/run';
 import type { Ops } from '../../core/ops';
 import { MODEL_PATH, TOKENIZER_PATH } from '../helpers';
 import { llamaCpuOps } from './llamaCpuArithmetic';
+import { llamaSession, runLlama } from './llamaRunner';
 
-const dir = mkdtempSync(join(tmpdir(), 'invarx-search-gguf-'));
-let llama: Llama;
-beforeAll(async () => {
-  llama = await getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error });
-});
-afterAll(async () => {
-  await llama?.dispose();
-  rmSync(dir, { recursive: true, force: true });
-});
+const session = llamaSession('invarx-search-gguf-');
+const dir = session.dir;
 
 const tok = loadTokenizer(TOKENIZER_PATH, 512);
+const BOS = tok.encode('')[0];
 const EVAL = [
   'Once upon a time, there was a little girl named Lily. She loved to play outside in the park with her friends.',
   'Tom had a big red ball. He threw it to his dog, and the dog ran fast to get it. Tom was very happy.',
@@ -45,32 +38,6 @@ const EVAL = [
 const evalPath = join(dir, 'eval.json');
 writeFileSync(evalPath, JSON.stringify(EVAL));
 
-async function runLlama(path: string, seqs: number[][], greedyLength: number): Promise<{ logProbs: number[][]; greedy: number[] }> {
-  const model = await llama.loadModel({ modelPath: path });
-  try {
-    const ctx = await model.createContext({
-      contextSize: 256, batchSize: 256, threads: 1, flashAttention: false,
-      experimentalKvCacheKeyType: 'F32', experimentalKvCacheValueType: 'F32',
-    });
-    const seq = ctx.getSequence();
-    const logProbs: number[][] = [];
-    for (const s of seqs) {
-      await seq.clearHistory();
-      const out = await seq.controlledEvaluate(s.map((t): ControlledEvaluateInputItem => [t as Token, { generateNext: { probabilities: true } }]));
-      logProbs.push(s.slice(1).map((next, i) => Math.log(out[i]!.next.probabilities!.get(next as Token) ?? 0)));
-    }
-    await seq.clearHistory();
-    const greedy: number[] = [];
-    for await (const t of seq.evaluate([tok.encode('')[0] as Token], { temperature: 0, yieldEogToken: true })) {
-      greedy.push(t);
-      if (greedy.length >= greedyLength) break;
-    }
-    await ctx.dispose();
-    return { logProbs, greedy };
-  } finally {
-    await model.dispose();
-  }
-}
 
 /** Greedy continuation of BOS, and at each step the logit margin of the chosen token over the runner-up. */
 function ourGreedy(m: Model, n: number, ops?: Ops): { tokens: number[]; margins: number[] } {
@@ -154,7 +121,7 @@ describe('a search on a ggml format, exported, run by llama.cpp', () => {
         for (const name of blockLinears(searched.config)) expect(gguf.blocks[l][name]).toEqual(searched.blocks[l][name]);
       }
       expect(report.accepted).toBeGreaterThan(0); // the GGUF holds a searched model, not the base
-      const run = await runLlama(join(out, 'model.gguf'), EVAL, GREEDY);
+      const run = await runLlama(session.llama(), join(out, 'model.gguf'), EVAL, BOS, GREEDY);
       const llamaPpl = pplOf(run.logProbs);
       const rel = Math.abs(llamaPpl / report.searched.ppl - 1);
       const embedOnly = Math.abs(ourPpl(gguf, EVAL) / report.searched.ppl - 1);
