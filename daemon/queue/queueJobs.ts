@@ -95,9 +95,10 @@ export class QueueJobs extends EventEmitter {
     const payload: QueuePayload = { v: PAYLOAD_VERSION, config, ...(tuning && Object.keys(tuning).length ? { tuning } : {}), modelHash, createdAt: new Date().toISOString() };
     // Checked as a worker will check it, so what the daemon accepts a worker accepts.
     parsePayload(JSON.parse(JSON.stringify(payload)));
+    // BullMQ refuses a custom id that reads as an integer, which 8 hex digits sometimes do
     let id: string;
     do id = randomBytes(4).toString('hex');
-    while (await this.queue.getJob(id));
+    while (/^\d+$/.test(id) || (await this.queue.getJob(id)));
     const job = await this.queue.add('search', payload, { jobId: id });
     this.o.log.info({ job: id, model: config.model, bits: config.bits, base: config.base, seed: config.seed }, 'submitted to the queue');
     this.put(jobRecord(job, 'waiting', null));
