@@ -72,10 +72,12 @@ async function sequential(): Promise<Timing> {
   const c0 = process.cpuUsage();
   for (const bits of BITS) {
     for (const seed of SEEDS) {
+      const j0 = performance.now();
       const job = await createSearchJob({ ...DEFAULT_CONFIG, model: MODEL, bits, group: 32, steps: STEPS, seed, patience: 0, workers: 1 }, { tuning: TUNING });
       while (!job.done) await job.step();
       await job.report();
       await job.close();
+      note(`sweep: W${bits} seed ${seed} in this process: ${((performance.now() - j0) / 1000).toFixed(1)} s`);
     }
   }
   const c = process.cpuUsage(c0);
@@ -96,6 +98,7 @@ async function queued(): Promise<Timing> {
     const cpu = () => workers.reduce((n, w) => n + cpuSeconds(w.pid!), 0);
     const c0 = cpu();
     const t0 = performance.now();
+    const wall0 = Date.now();
     const s = spawnSync(process.execPath, [CLI, 'sweep', '--home', join(dir, 'd'), '--model', MODEL, '--bits', BITS.join(','), '--group', '32', '--seed', SEEDS.join(','),
       '--steps', String(STEPS), '--patience', '0', '--workers', '1', '--tuning', JSON.stringify(TUNING)], { encoding: 'utf8' });
     if (s.status !== 0) throw new Error(`invarx sweep failed: ${s.stderr}`);
@@ -103,7 +106,12 @@ async function queued(): Promise<Timing> {
       const jobs = (await callDaemon(join(dir, 'd', 'daemon.sock'), 'list')) as JobView[];
       const failed = jobs.find((j) => j.state === 'failed');
       if (failed) throw new Error(`job ${failed.id} failed: ${failed.error?.message}`);
-      if (jobs.length === BITS.length * SEEDS.length && jobs.every((j) => j.state === 'done')) break;
+      if (jobs.length === BITS.length * SEEDS.length && jobs.every((j) => j.state === 'done')) {
+        // When each job ran, relative to the submit: gaps show where the workers idled.
+        const at = (s: string | null) => (s ? ((Date.parse(s) - wall0) / 1000).toFixed(1) : '?');
+        for (const j of jobs) note(`sweep: job ${j.id} ${at(j.startedAt)}–${at(j.finishedAt)} s`);
+        break;
+      }
       await sleep(100);
     }
     return { wallS: (performance.now() - t0) / 1000, cpuS: cpu() - c0 };

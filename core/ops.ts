@@ -22,6 +22,13 @@ export interface Ops {
    */
   matmulT(y: F32, x: F32, w: F32, n: number, inDim: number, outDim: number, accumulate?: boolean): void;
   /**
+   * Optional:
+   * Caps the threads one operation is split over at `n` (at most those the backend has), so a
+   * job asked to use n cores does; results do not depend on it. Backends without threads lack it.
+   */
+  useThreads?(n: number): void;
+
+  /**
    * Optional: causal softmax of the scores att [T, S] (S = past + T) in place, as
    * softmaxCausalRef does it. Row by row, so any subset of rows or heads recomputes to the
    * same bits.

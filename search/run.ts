@@ -59,6 +59,8 @@ export async function createSearchJob(config: RunConfig, opts: SearchOptions = {
   const tuning = resolveTuning(opts.tuning);
   const model = loadModel(config.model);
   const ops = opts.ops ?? bestBackend();
+  // `workers` is the cores the job computes on: its sampling, calibration and evaluation too
+  ops.useThreads?.(config.workers);
   // a resumed run keeps the sets it started with, whatever its time budget now
   const sets = opts.resumeFrom ? snapshotSets(opts.resumeFrom, tuning) : planSets(model.config, config, tuning);
   clock.planned = phaseSeconds(model.config, config, tuning, sets);

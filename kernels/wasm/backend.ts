@@ -27,7 +27,9 @@ export interface WasmBackendOptions {
 }
 
 export interface WasmBackend extends Backend {
+  /** Threads a large matmul may be split over (helpers created); `activeThreads` of them are used. */
   readonly threads: number;
+  readonly activeThreads: number;
   /** Whether the matmul uses fused multiply-add (relaxed SIMD). */
   readonly fused: boolean;
   pin(weights: readonly F32[]): Pinned;
@@ -61,6 +63,7 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
   const arena = new Arena();
   const k: KernelExports = instantiate(module, arena.memory);
   const helpers = threads > 1 ? new HelperThreads(module, arena.memory, threads - 1) : null;
+  let active = threads;
   const weightCap = opts.residentWeightBytes ?? RESIDENT_WEIGHT_BYTES;
   const resident = new ResidentWeights(arena, weightCap);
 
@@ -137,9 +140,9 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
       copyIn(y, N, 0, n, 0, N, yp);
       m.fill(0, (yp >> 2) + n * N, (yp >> 2) + nPad * N);
     }
-    if (helpers && n * K * N >= MT_MIN_MACS) {
+    if (helpers && active > 1 && n * K * N >= MT_MIN_MACS) {
       // chunks of whole 4-row tiles, about CHUNKS_PER_THREAD per thread
-      const chunk = Math.max(4, Math.ceil(nPad / (threads * CHUNKS_PER_THREAD) / 4) * 4);
+      const chunk = Math.max(4, Math.ceil(nPad / (active * CHUNKS_PER_THREAD) / 4) * 4);
       // copying y out is serial work: this thread copies its own chunks while the helpers finish
       const copied = new Uint8Array(Math.ceil(nPad / chunk));
       const copyChunk = (c: number) => {
@@ -147,7 +150,7 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
         const r1 = Math.min(r0 + chunk, n);
         if (r1 > r0) copyOut(y, N, r0, r1, 0, N, yp + r0 * N * 4);
       };
-      helpers.matmul(k, { x: xp, wp, y: yp, rows: nPad, K, N, kcMax, beta, chunk, scratch }, threads - 1, (mine) => {
+      helpers.matmul(k, { x: xp, wp, y: yp, rows: nPad, K, N, kcMax, beta, chunk, scratch }, active - 1, (mine) => {
         for (const r0 of mine) {
           copyChunk(r0 / chunk);
           copied[r0 / chunk] = 1;
@@ -240,9 +243,9 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
 
   /** matmul_t over rows [0, nPad) of operands already in the arena: on the helpers too when it is large (see matmulT). */
   function product(xp: number, wp: number, yp: number, nPad: number, K: number, N: number, scratch: number): void {
-    if (helpers && nPad * K * N >= MT_MIN_MACS) {
-      const chunk = Math.max(4, Math.ceil(nPad / (threads * CHUNKS_PER_THREAD) / 4) * 4);
-      helpers.matmul(k, { x: xp, wp, y: yp, rows: nPad, K, N, kcMax, beta: 0, chunk, scratch }, threads - 1);
+    if (helpers && active > 1 && nPad * K * N >= MT_MIN_MACS) {
+      const chunk = Math.max(4, Math.ceil(nPad / (active * CHUNKS_PER_THREAD) / 4) * 4);
+      helpers.matmul(k, { x: xp, wp, y: yp, rows: nPad, K, N, kcMax, beta: 0, chunk, scratch }, active - 1);
     } else {
       k.matmul_t(xp, wp, yp, 0, nPad, K, N, kcMax, 0, scratch);
     }
@@ -426,6 +429,12 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
   return {
     name: 'wasm',
     threads,
+    get activeThreads() {
+      return active;
+    },
+    useThreads(n) {
+      active = Math.max(1, Math.min(threads, Math.floor(n)));
+    },
     fused,
     matmulT,
     pin: (weights) => resident.pin(weights),

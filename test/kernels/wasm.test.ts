@@ -35,6 +35,28 @@ describe('wasm backend', () => {
     }
   });
 
+  it('useThreads caps the threads a matmul is split over within those it has, with the same bits', () => {
+    const three = createWasmBackend({ threads: 3 });
+    try {
+      const rng = Rng.fromSeed(11);
+      const [n, K, N] = [300, 256, 200]; // past the size where a matmul is split
+      const x = randomArray(rng, n * K), w = randomArray(rng, N * K);
+      const run = () => {
+        const y = new Float32Array(n * N);
+        three.matmulT(y, x, w, n, K, N);
+        return y;
+      };
+      const all = run();
+      for (const [asked, used] of [[1, 1], [2, 2], [0, 1], [9, 3]]) {
+        three.useThreads(asked);
+        expect(three.activeThreads).toBe(used);
+        expect(firstMismatch(run(), all)).toBe(-1);
+      }
+    } finally {
+      three.dispose?.();
+    }
+  });
+
   it('grows its memory for a large call after small ones and stays correct', () => {
     const b = createWasmBackend();
     const rng = Rng.fromSeed(5);
