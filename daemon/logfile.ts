@@ -57,5 +57,15 @@ export function openLogFile(path: string, opts: LogFileOptions): Logger {
     }
   });
   log = pino({ base: opts.base }, dest);
+  opened.set(log, dest);
   return log;
+}
+
+const opened = new WeakMap<Logger, ReturnType<typeof pino.destination>>();
+
+/** Closes the file a logger from openLogFile writes (nothing for the stderr fallback), for a thread that outlives its job. */
+export function closeLogFile(log: Logger): void {
+  const dest = opened.get(log);
+  opened.delete(log);
+  dest?.end();
 }

@@ -22,7 +22,7 @@ import { inputKind, openRegularFile } from '../core/files';
 import { DEFAULT_TUNING, configHash, type SearchTuning } from '../search/config';
 import type { FinalReport, Progress, RunConfig, SearchJob } from '../search/contract';
 import { createSearchJob } from '../search/run';
-import { openLogFile } from './logfile';
+import { closeLogFile, openLogFile } from './logfile';
 import { osError } from './oserror';
 import { CheckpointStore, snapshotDigest, type Checkpoint, type Loaded } from './checkpoint';
 import { toJson, writeFileAtomic, type JobError } from './store';
@@ -139,6 +139,7 @@ export async function runJob(init: RunnerInit, port: RunnerPort, seams: RunnerSe
     port.post({ type: 'failed', error });
   } finally {
     await job?.close().catch(() => undefined);
+    closeLogFile(log); // a queue worker's thread runs the next job next
   }
 }
 

@@ -5,13 +5,13 @@
 import { mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { isMainThread, parentPort } from 'node:worker_threads';
 import type { Command } from 'commander';
 import { fail } from '../../core/errors';
 import { cliScript } from '../daemon';
 import { resolveHome } from '../home';
 import { openLogFile } from '../logfile';
-import { DEFAULT_QUEUE_SETTINGS, QueueWorker, parseQueueUrl, probeRedis, runQueueThread, type QueueThreadData } from '../queue';
+import { DEFAULT_QUEUE_SETTINGS, QueueWorker, parseQueueUrl, probeRedis, serveQueueThread } from '../queue';
 import { parseInteger, parseNumber } from './modelArgs';
 
 function seconds(option: string, v: string): number {
@@ -73,9 +73,9 @@ export function register(program: Command): void {
 
   program
     .command('__queue-runner', { hidden: true })
-    .description('internal: runs one queue job inside a worker thread')
-    .action(async () => {
+    .description('internal: runs queue jobs inside a worker thread')
+    .action(() => {
       if (isMainThread || !parentPort) fail('bad-usage', '__queue-runner is internal to `invarx worker`');
-      await runQueueThread(workerData as QueueThreadData, parentPort);
+      serveQueueThread(parentPort);
     });
 }

@@ -4,7 +4,7 @@
  */
 export { QueueJobs } from './queueJobs';
 export { QueueWorker } from './queueWorker';
-export { runQueueThread, type QueueThreadData } from './jobThread';
+export { serveQueueThread } from './jobThread';
 export { parseQueueUrl, type QueueUrl } from './redisUrl';
 export { probeRedis } from './connect';
 export { DEFAULT_QUEUE_SETTINGS, type QueueSettings } from './settings';

@@ -1,9 +1,9 @@
 /**
- * A queue job's search in a worker thread of its own, running the daemon's runner
- * (daemon/runner.ts runJob) with its checkpoints kept by the thread's owner: the worker
- * process (Redis) or the daemon rebuilding an export. The thread side is runQueueThread
- * (started through the bundle's hidden `__queue-runner` command); the owner side is
- * startJobThread.
+ * A queue job's search in a worker thread, running the daemon's runner (daemon/runner.ts
+ * runJob) with its checkpoints kept by the thread's owner: the worker process (Redis) or
+ * the daemon rebuilding an export. The thread side is serveQueueThread (started through
+ * the bundle's hidden `__queue-runner` command); the owner side is JobThreads (threads kept
+ * for the next job) or startJobThread (one job).
  *
  * A thread, not the owner's event loop: search steps are long synchronous compute, and the
  * owner must keep renewing the job's BullMQ lock and reading pause/cancel flags meanwhile.
@@ -22,14 +22,19 @@ export interface QueueThreadData {
 }
 
 type FromThread = FromRunner | { type: 'checkpoint-save'; seq: number; bytes: Uint8Array } | { type: 'checkpoint-discard'; bytes: Uint8Array };
-type ToThread = ToRunner | { type: 'checkpoint-saved'; seq: number; error?: string };
+type ToThread = ToRunner | { type: 'job'; data: QueueThreadData } | { type: 'checkpoint-saved'; seq: number; error?: string };
 
-/** The thread side: runs the job, forwarding checkpoint writes to the owner and awaiting each. */
-export async function runQueueThread(data: QueueThreadData, port: MessagePort): Promise<void> {
+/**
+ * The thread side: runs the jobs its owner sends, one at a time, forwarding each job's
+ * checkpoint writes to the owner and awaiting each; it lives until the owner ends it.
+ */
+export function serveQueueThread(port: MessagePort): void {
   let seq = 0;
   const acks = new Map<number, { resolve(): void; reject(e: Error): void }>();
   let onStop: ((r: StopReason) => void) | undefined;
+  const post = (m: FromThread) => port.postMessage(m);
   port.on('message', (m: ToThread) => {
+    if (m?.type === 'job') void runOne(m.data);
     if (m?.type === 'stop') onStop?.(m.reason);
     if (m?.type === 'checkpoint-saved') {
       const a = acks.get(m.seq);
@@ -38,19 +43,20 @@ export async function runQueueThread(data: QueueThreadData, port: MessagePort): 
       else a?.resolve();
     }
   });
-  const post = (m: FromThread) => port.postMessage(m);
-  const checkpoints = new ThreadCheckpoints(data.checkpoints, {
-    save: (bytes) =>
-      new Promise<void>((resolve, reject) => {
-        const n = ++seq;
-        acks.set(n, { resolve, reject });
-        post({ type: 'checkpoint-save', seq: n, bytes });
-      }),
-    discard: (bytes) => post({ type: 'checkpoint-discard', bytes }),
-  });
-  await runJob(data.init, { post, onStop: (cb) => (onStop = cb) }, { checkpoints, results: data.results });
-  port.removeAllListeners('message');
-  port.unref();
+  async function runOne(data: QueueThreadData): Promise<void> {
+    onStop = undefined;
+    const checkpoints = new ThreadCheckpoints(data.checkpoints, {
+      save: (bytes) =>
+        new Promise<void>((resolve, reject) => {
+          const n = ++seq;
+          acks.set(n, { resolve, reject });
+          post({ type: 'checkpoint-save', seq: n, bytes });
+        }),
+      discard: (bytes) => post({ type: 'checkpoint-discard', bytes }),
+    });
+    // runJob always ends by posting done, stopped or failed: the owner's cue that this thread is free again
+    await runJob(data.init, { post, onStop: (cb) => (onStop = cb) }, { checkpoints, results: data.results });
+  }
 }
 
 export type ThreadOutcome =
@@ -75,17 +81,42 @@ export interface JobThread {
   terminate(): Promise<void>;
 }
 
-/** The owner side: starts the thread on `script` (the bundled CLI) and serves its checkpoint writes. */
-export function startJobThread(script: string, data: QueueThreadData, owner: ThreadOwner): JobThread {
-  const w = new Worker(script, { argv: ['__queue-runner'], workerData: data });
-  let settled = false;
-  const outcome = new Promise<ThreadOutcome>((resolve) => {
-    const settle = (o: ThreadOutcome) => {
+/**
+ * The owner side: job threads on `script` (the bundled CLI's `__queue-runner`), kept warm
+ * between jobs. A thread whose job ended is reused by the next job, so a worker pays for
+ * loading the bundle and compiling the kernels once per slot rather than once per job, and
+ * each job starts on JIT-compiled code. A thread that was terminated, crashed or exited is
+ * never reused.
+ */
+export class JobThreads {
+  private readonly idle: Worker[] = [];
+  private closed = false;
+  /** Threads started so far. */
+  spawned = 0;
+
+  constructor(private readonly script: string) {}
+
+  /** Runs one job on an idle thread (or a new one) and serves its checkpoint writes. */
+  start(data: QueueThreadData, owner: ThreadOwner): JobThread {
+    const w = this.idle.pop() ?? this.spawn();
+    w.ref();
+    let settled = false;
+    let reusable = true;
+    let resolveOutcome!: (o: ThreadOutcome) => void;
+    const outcome = new Promise<ThreadOutcome>((r) => (resolveOutcome = r));
+    const settle = (o: ThreadOutcome, free: boolean) => {
       if (settled) return;
       settled = true;
-      resolve(o);
+      w.off('message', onMessage);
+      w.off('error', onError);
+      w.off('exit', onExit);
+      if (free && reusable && !this.closed) {
+        w.unref(); // an idle thread must not keep the process alive
+        this.idle.push(w);
+      } else void w.terminate();
+      resolveOutcome(o);
     };
-    w.on('message', (m: FromThread) => {
+    const onMessage = (m: FromThread) => {
       if (!m || typeof m !== 'object') return;
       switch (m.type) {
         case 'checkpoint-save':
@@ -98,26 +129,51 @@ export function startJobThread(script: string, data: QueueThreadData, owner: Thr
           owner.discardCheckpoint(m.bytes);
           return;
         case 'done':
-          settle({ kind: 'done', progress: m.progress, report: m.report });
-          return;
+          return settle({ kind: 'done', progress: m.progress, report: m.report }, true);
         case 'stopped':
-          settle({ kind: 'stopped', reason: m.reason, progress: m.progress });
-          return;
+          return settle({ kind: 'stopped', reason: m.reason, progress: m.progress }, true);
         case 'failed':
-          settle({ kind: 'failed', error: m.error });
-          return;
+          return settle({ kind: 'failed', error: m.error }, true);
         default:
           owner.onMessage(m);
       }
-    });
-    w.on('error', (e) => settle({ kind: 'failed', error: { code: 'crashed', message: `job thread crashed: ${e.message.split('\n')[0]}` } }));
-    w.on('exit', (code) => settle({ kind: 'failed', error: { code: 'crashed', message: `job thread exited unexpectedly (code ${code})` } }));
-  });
-  return {
-    outcome,
-    stop: (reason) => w.postMessage({ type: 'stop', reason } satisfies ToThread),
-    terminate: async () => {
-      await w.terminate();
-    },
-  };
+    };
+    const onError = (e: Error) => settle({ kind: 'failed', error: { code: 'crashed', message: `job thread crashed: ${e.message.split('\n')[0]}` } }, false);
+    const onExit = (code: number) => settle({ kind: 'failed', error: { code: 'crashed', message: `job thread exited unexpectedly (code ${code})` } }, false);
+    w.on('message', onMessage);
+    w.on('error', onError);
+    w.on('exit', onExit);
+    w.postMessage({ type: 'job', data } satisfies ToThread);
+    return {
+      outcome,
+      // once settled the thread may be running another job: these no longer reach it
+      stop: (reason) => {
+        if (!settled) w.postMessage({ type: 'stop', reason } satisfies ToThread);
+      },
+      terminate: async () => {
+        if (settled) return;
+        reusable = false;
+        await w.terminate();
+      },
+    };
+  }
+
+  private spawn(): Worker {
+    this.spawned++;
+    return new Worker(this.script, { argv: ['__queue-runner'] });
+  }
+
+  /** Ends the idle threads; threads still running a job end when it does. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.idle.splice(0).map((w) => w.terminate()));
+  }
+}
+
+/** One job on a thread of its own, ended with the job. */
+export function startJobThread(script: string, data: QueueThreadData, owner: ThreadOwner): JobThread {
+  const threads = new JobThreads(script);
+  const t = threads.start(data, owner);
+  void t.outcome.then(() => threads.close());
+  return t;
 }

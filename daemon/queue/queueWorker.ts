@@ -1,6 +1,7 @@
 /**
  * `invarx worker --queue URL`: takes jobs off the BullMQ queue and runs each with the
- * daemon's runner in a thread of its own (daemon/queue/jobThread.ts), `concurrency` at once.
+ * daemon's runner in a thread (daemon/queue/jobThread.ts; kept for the next job),
+ * `concurrency` at once.
  *
  * - Before anything else, a job's id and data are checked like a socket submit
  *   (daemon/queue/payload.ts); a malformed job fails at once with the reason, and the worker
@@ -22,7 +23,7 @@ import type { Logger } from 'pino';
 import type { FromRunner } from '../runner';
 import type { JobError } from '../store';
 import { connectionOptions, openRedis } from './connect';
-import { startJobThread, type JobThread } from './jobThread';
+import { JobThreads, type JobThread } from './jobThread';
 import { checkJobId, parsePayload } from './payload';
 import { dropCheckpoint, loadCheckpoints, pushCheckpoint } from './redisCheckpoints';
 import type { QueueUrl } from './redisUrl';
@@ -67,9 +68,11 @@ export class QueueWorker {
   private readonly worker: Worker;
   private readonly redis;
   private readonly threads = new Map<string, Running>();
+  private readonly jobThreads: JobThreads;
   private closing?: Promise<void>;
 
   constructor(private readonly o: QueueWorkerOptions) {
+    this.jobThreads = new JobThreads(o.script);
     this.redis = openRedis(o.url);
     this.worker = new Worker(QUEUE_NAME, (job, token) => this.process(job, token!), {
       connection: connectionOptions(o.url.target),
@@ -92,6 +95,7 @@ export class QueueWorker {
         t.thread.stop('shutdown');
       }
       await this.worker.close();
+      await this.jobThreads.close();
       this.redis.disconnect();
     })());
   }
@@ -161,8 +165,7 @@ export class QueueWorker {
           return publish(true);
       }
     };
-    const thread = startJobThread(
-      this.o.script,
+    const thread = this.jobThreads.start(
       {
         init: {
           id,

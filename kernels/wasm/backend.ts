@@ -30,6 +30,7 @@ export interface WasmBackend extends Backend {
   /** Threads a large matmul may be split over (helpers created); `activeThreads` of them are used. */
   readonly threads: number;
   readonly activeThreads: number;
+  useThreads(n: number): void;
   /** Whether the matmul uses fused multiply-add (relaxed SIMD). */
   readonly fused: boolean;
   pin(weights: readonly F32[]): Pinned;
