@@ -47,11 +47,14 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
 /** The daemon's bundle: INVARX_TEST_DAEMON_CLI runs these tests against another build (e.g. an older one). */
 export const DAEMON_CLI = process.env.INVARX_TEST_DAEMON_CLI ?? CLI;
 
-export class DaemonProc {
-  stderr = '';
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+type Exit = { code: number | null; signal: NodeJS.Signals | null };
 
-  private constructor(
+/** A CLI process a test starts (`invarx daemon`, `invarx worker`), with its stderr kept. */
+export class CliProc {
+  stderr = '';
+  readonly exited: Promise<Exit>;
+
+  protected constructor(
     readonly home: string,
     readonly proc: ChildProcess,
   ) {
@@ -59,6 +62,29 @@ export class DaemonProc {
     this.exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
   }
 
+  /** Resolves once `ready` shows on stderr; throws with the stderr if the process exits or 20 s pass first. */
+  protected async ready(ready: string, what: string): Promise<void> {
+    let exit: { code: number | null } | undefined;
+    void this.exited.then((e) => (exit = e));
+    const end = Date.now() + 20_000;
+    while (!this.stderr.includes(ready)) {
+      if (exit) throw new Error(`${what} exited with ${exit.code}: ${this.stderr}`);
+      if (Date.now() > end) throw new Error(`${what} did not start: ${this.stderr}`);
+      await sleep(10);
+    }
+  }
+
+  kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<Exit> {
+    this.proc.kill(signal);
+    return this.exited;
+  }
+
+  alive(): boolean {
+    return this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+}
+
+export class DaemonProc extends CliProc {
   get socket(): string {
     return join(this.home, 'daemon.sock');
   }
@@ -71,24 +97,8 @@ export class DaemonProc {
       env: { ...process.env, ...opts.env },
     });
     const d = new DaemonProc(home, proc);
-    let exit: { code: number | null } | undefined;
-    void d.exited.then((e) => (exit = e));
-    const end = Date.now() + 20_000;
-    while (!d.stderr.includes('listening on')) {
-      if (exit) throw new Error(`daemon exited with ${exit.code}: ${d.stderr}`);
-      if (Date.now() > end) throw new Error(`daemon did not start listening: ${d.stderr}`);
-      await sleep(10);
-    }
+    await d.ready('listening on', 'daemon');
     return d;
-  }
-
-  kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-    this.proc.kill(signal);
-    return this.exited;
-  }
-
-  alive(): boolean {
-    return this.proc.exitCode === null && this.proc.signalCode === null;
   }
 }
 

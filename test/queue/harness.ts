@@ -8,7 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLI, MODEL_PATH, ROOT, TUNING, readDir, sleep } from '../daemon/harness';
+import { CLI, CliProc, MODEL_PATH, ROOT, TUNING, readDir, sleep } from '../daemon/harness';
 import type { RunConfig } from '../../search/contract';
 
 export { CLI, MODEL_PATH, ROOT, TUNING, readDir, sleep };
@@ -85,40 +85,13 @@ export class RedisProc {
   }
 }
 
-export class WorkerProc {
-  stderr = '';
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-
-  private constructor(
-    readonly home: string,
-    readonly proc: ChildProcess,
-  ) {
-    proc.stderr!.on('data', (d) => (this.stderr += d));
-    this.exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
-  }
-
+export class WorkerProc extends CliProc {
   /** `invarx worker --queue URL --home HOME ARGS…`, resolved once it takes jobs. */
   static async start(home: string, url: string, args: string[] = []): Promise<WorkerProc> {
     const proc = spawn(process.execPath, [CLI, 'worker', '--queue', url, '--home', home, ...args], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
     const w = new WorkerProc(home, proc);
-    let exit: { code: number | null } | undefined;
-    void w.exited.then((e) => (exit = e));
-    const end = Date.now() + 20_000;
-    while (!w.stderr.includes('taking jobs from')) {
-      if (exit) throw new Error(`worker exited with ${exit.code}: ${w.stderr}`);
-      if (Date.now() > end) throw new Error(`worker did not start: ${w.stderr}`);
-      await sleep(10);
-    }
+    await w.ready('taking jobs from', 'worker');
     return w;
-  }
-
-  kill(signal: NodeJS.Signals = 'SIGKILL') {
-    this.proc.kill(signal);
-    return this.exited;
-  }
-
-  alive(): boolean {
-    return this.proc.exitCode === null && this.proc.signalCode === null;
   }
 }
 
