@@ -7,12 +7,13 @@ import type { BenchModule } from './emit';
 import { exportBench } from './export';
 import { matmulBench } from './matmul';
 import { ablationBench, qualityBench } from './quality';
+import { resumeBench } from './resume';
 import { sampleBench } from './sample';
 import { scaleBench } from './scale';
 import { searchBench } from './search';
 import { sweepBench } from './sweep';
 
-const BENCHES: BenchModule[] = [matmulBench, searchBench, qualityBench, ablationBench, sampleBench, scaleBench, exportBench, sweepBench];
+const BENCHES: BenchModule[] = [matmulBench, searchBench, qualityBench, ablationBench, sampleBench, scaleBench, exportBench, sweepBench, resumeBench];
 
 const wanted = process.argv.slice(2);
 const unknown = wanted.filter((w) => !BENCHES.some((b) => b.name === w));

@@ -1,0 +1,121 @@
+/**
+ * Exact resume at a model's real size (`node dist/bench.js resume`): the same step-bounded
+ * job run by `invarx run --out` without interruption, and by a daemon that is SIGKILLed
+ * twice (once past a third of the steps, once past two thirds) and restarted; prints both
+ * wall times, and whether every file of the two exports is byte-identical.
+ *
+ * Steps, not a time budget: a budgeted job stops by the clock, so two runs of it need not
+ * end at the same step. The model is INVARX_BENCH_MODEL (default the shipped stories260K);
+ * INVARX_BENCH_ARGS adds run options (e.g. `--memory-budget 1G --tuning {...}`, split on
+ * spaces), INVARX_BENCH_STEPS sets the steps (default 30).
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { emit, note, type BenchModule } from './emit';
+
+const CLI = join(process.cwd(), 'dist', 'invarx.js');
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function cli(args: string[]): string {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (r.status !== 0) throw new Error(`invarx ${args[0]} failed (${r.status}): ${r.stderr}`);
+  return r.stdout;
+}
+
+async function startDaemon(home: string): Promise<ChildProcess> {
+  const p = spawn(process.execPath, [CLI, 'daemon', '--home', home, '--checkpoint-steps', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  p.stderr!.on('data', (d) => (err += d));
+  const end = Date.now() + 120_000;
+  while (!err.includes('listening on')) {
+    if (p.exitCode !== null || Date.now() > end) throw new Error(`daemon did not start: ${err}`);
+    await sleep(50);
+  }
+  return p;
+}
+
+interface JobStatus {
+  state: string;
+  step: number;
+  error?: { message: string } | null;
+}
+
+function jobStatus(home: string, id: string): JobStatus {
+  return JSON.parse(cli(['status', id, '--home', home, '--json'])) as JobStatus;
+}
+
+/** Polls until the job is past `step` (or ended); returns its status. */
+async function waitPast(home: string, id: string, step: number): Promise<JobStatus> {
+  for (;;) {
+    const s = jobStatus(home, id);
+    if (s.state === 'failed') throw new Error(`job ${id} failed: ${s.error?.message}`);
+    if (s.state === 'done' || s.step > step) return s;
+    await sleep(500);
+  }
+}
+
+/** Paths of the files below `dir`, relative to it, sorted. */
+function filesBelow(dir: string): string[] {
+  return (readdirSync(dir, { recursive: true, withFileTypes: true }) as import('node:fs').Dirent[])
+    .filter((e) => e.isFile())
+    .map((e) => relative(dir, join(e.parentPath ?? e.path, e.name)))
+    .sort();
+}
+
+function sameFiles(a: string, b: string): { identical: boolean; files: string[]; differing: string[] } {
+  const files = filesBelow(a);
+  const other = filesBelow(b);
+  const differing = files.filter((f) => !other.includes(f) || !readFileSync(join(a, f)).equals(readFileSync(join(b, f))));
+  differing.push(...other.filter((f) => !files.includes(f)));
+  return { identical: differing.length === 0, files, differing };
+}
+
+export const resumeBench: BenchModule = {
+  name: 'resume',
+  byNameOnly: true,
+  async run() {
+    const model = process.env.INVARX_BENCH_MODEL ?? join(process.cwd(), 'models', 'stories260K.bin');
+    const steps = Number(process.env.INVARX_BENCH_STEPS ?? 30);
+    const extra = (process.env.INVARX_BENCH_ARGS ?? '').split(' ').filter(Boolean);
+    const opts = ['--model', model, '--bits', '4', '--group', '128', '--steps', String(steps), '--patience', '0', '--workers', '1', ...extra];
+    const dir = mkdtempSync(join(tmpdir(), 'ixresume-'));
+    const procs: ChildProcess[] = [];
+    try {
+      note(`resume: ${model}, ${steps} steps, uninterrupted \`invarx run --out\`…`);
+      let t0 = performance.now();
+      cli(['run', ...opts, '--out', join(dir, 'reference'), '--json', '--sample', '0']);
+      const referenceS = (performance.now() - t0) / 1000;
+
+      note('resume: the same job on a daemon, SIGKILLed twice…');
+      const home = join(dir, 'home');
+      t0 = performance.now();
+      let d = await startDaemon(home);
+      procs.push(d);
+      const id = (JSON.parse(cli(['submit', ...opts, '--home', home, '--json'])) as { id: string }).id;
+      const killedAt: number[] = [];
+      for (const past of [Math.floor(steps / 3), Math.floor((2 * steps) / 3)]) {
+        const s = await waitPast(home, id, past);
+        if (s.state === 'done') break;
+        d.kill('SIGKILL');
+        killedAt.push(s.step);
+        await new Promise((r) => d.once('exit', r));
+        d = await startDaemon(home);
+        procs.push(d);
+      }
+      const end = await waitPast(home, id, Infinity);
+      const interruptedS = (performance.now() - t0) / 1000;
+      cli(['export', id, '--home', home, '--out', join(dir, 'interrupted')]);
+      const cmp = sameFiles(join(dir, 'reference'), join(dir, 'interrupted'));
+      emit({
+        bench: 'resume', model, steps, reference_s: +referenceS.toFixed(1), interrupted_s: +interruptedS.toFixed(1),
+        killed_at_steps: killedAt, state: end.state, identical: cmp.identical, files: cmp.files, differing: cmp.differing,
+      });
+    } finally {
+      for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+};
