@@ -90,6 +90,7 @@ function makeK(s: KSpec): QuantFormat {
     blockSize: QK_K,
     blockBytes: s.blockBytes,
     groupSize: s.group,
+    codeBits: s.bits,
     bitsPerWeight: (s.blockBytes * 8) / QK_K,
     gptqFixedGroups: false,
     rowBytes: (n) => (n / QK_K) * s.blockBytes,

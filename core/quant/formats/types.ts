@@ -53,6 +53,8 @@ export interface QuantFormat {
   readonly blockBytes: number;
   /** Weights per (scale, zero, min) group of the unpacked form. */
   readonly groupSize: number;
+  /** Bits of a code: codes run from 0 to 2^codeBits − 1. */
+  readonly codeBits: number;
   /** Packed bits per weight, parameters included. */
   readonly bitsPerWeight: number;
   /**
