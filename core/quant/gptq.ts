@@ -6,7 +6,8 @@
  *
  * `accumulateHessian` and `gptqQuantize` mirror `add_batch` and `fasterquant` of the
  * reference gptq.py nearly line for line (the comments quote it). Same group layout and
- * quantization grid as RTN (./rtn.ts), so search can run on top of either.
+ * quantization grid as RTN (./rtn.ts), so search can run on top of either. The column loop
+ * (`gptqColumns`) takes any grid; ./gptqFormat.ts gives it llama.cpp's formats.
  *
  * One deliberate difference from gptq.py: with groups (static_groups=False) gptq.py computes
  * a group's (scale, zero) from `W[:, i:i+groupsize]`, which inside a lazy batch has not yet

@@ -66,7 +66,7 @@ export function gptqFormatRows(
     return { format: null, rows, cols, packed: null, deq, loss: 0 };
   }
   const us = Array.from({ length: rows }, () => emptyRow(f, cols));
-  const { deq, loss } = gptqColumns(w, cols, factor, formatGrid(f, us, opts.clip ?? false), opts, rowSet);
+  const { deq, loss } = gptqColumns(w, cols, factor, columnGrid(f, us, opts.clip ?? false), opts, rowSet);
   const rb = f.rowBytes(cols);
   const packed = new Uint8Array(rows * rb);
   for (let r = 0; r < rows; r++) f.packRow!(us[r], packed.subarray(r * rb, (r + 1) * rb));
@@ -79,7 +79,7 @@ function emptyRow(f: QuantFormat, cols: number): UnpackedRow {
 }
 
 /** The column grid of format `f` writing codes and parameters into the rows `us`. */
-function formatGrid(f: QuantFormat, us: UnpackedRow[], clip: boolean): ColumnGrid {
+function columnGrid(f: QuantFormat, us: UnpackedRow[], clip: boolean): ColumnGrid {
   const bs = f.blockSize;
   const gs = f.groupSize;
   const top = 2 ** f.codeBits - 1;
