@@ -159,6 +159,30 @@ describe('GPTQ on ggml formats against the float64 reference', () => {
   });
 });
 
+/** Σ_r (w − q)_r H (w − q)_rᵀ: the layer's output error ‖X(W − Q)ᵀ‖² up to H's 2/n. */
+function outputError(H: Float64Array, w: Float32Array, q: Float32Array, rows: number, cols: number): number {
+  let s = 0;
+  for (let r = 0; r < rows; r++) {
+    for (let i = 0; i < cols; i++) {
+      const di = w[r * cols + i] - q[r * cols + i];
+      for (let j = 0; j < cols; j++) s += di * H[i * cols + j] * (w[r * cols + j] - q[r * cols + j]);
+    }
+  }
+  return s;
+}
+
+describe('GPTQ on ggml formats with correlated inputs', () => {
+  it.each(FORMATS.map((f) => [f.name, f] as const))('%s: a lower layer output error than the reference quantizer', (_n, fmt) => {
+    const rows = 4;
+    const cols = 512;
+    const { H, w } = layer(21, rows, cols, 200);
+    const got = gptqFormatRows(w, cols, gptqFactor(H, cols), fmt);
+    const ref = new Float32Array(rows * cols);
+    for (let r = 0; r < rows; r++) fmt.dequantizeRow(fmt.quantizeRow(w.subarray(r * cols, (r + 1) * cols)), cols, ref.subarray(r * cols, (r + 1) * cols));
+    expect(outputError(H, w, got.deq, rows, cols)).toBeLessThan(0.9 * outputError(H, w, ref, rows, cols));
+  });
+});
+
 describe('GPTQ on ggml formats with an uncorrelated (diagonal) Hessian', () => {
   it.each(FORMATS.map((f) => [f.name, f] as const))('%s: fixed-parameter rounding of the weights, no worse than the reference quantizer per block', (_n, fmt) => {
     const rng = Rng.fromSeed(9);
