@@ -23,7 +23,11 @@ import { clippedFormat, formatForRow, type QuantFormat, type UnpackedRow } from 
 import { gptqColumns, type ColumnGrid, type GptqFactor, type GptqOptions } from './gptq';
 
 export interface FormatGptqOptions extends GptqOptions {
-  /** Choose a 32-block format's parameters by our clip search instead of the reference quantizer (no effect on k-quants). */
+  /**
+   * Choose a 32-block format's parameters by our clip search instead of the reference
+   * quantizer. No effect on a k-quant, its 32-block fallback rows included: the report's
+   * clip row of a k-quant is its plain one (search/report.ts), and so is GPTQ's.
+   */
   clip?: boolean;
 }
 
@@ -66,7 +70,8 @@ export function gptqFormatRows(
     return { format: null, rows, cols, packed: null, deq, loss: 0 };
   }
   const us = Array.from({ length: rows }, () => emptyRow(f, cols));
-  const { deq, loss } = gptqColumns(w, cols, factor, columnGrid(f, us, opts.clip ?? false), opts, rowSet);
+  const clip = (opts.clip ?? false) && clippedFormat(fmt) !== null;
+  const { deq, loss } = gptqColumns(w, cols, factor, columnGrid(f, us, clip), opts, rowSet);
   const rb = f.rowBytes(cols);
   const packed = new Uint8Array(rows * rb);
   for (let r = 0; r < rows; r++) f.packRow!(us[r], packed.subarray(r * rb, (r + 1) * rb));
