@@ -8,6 +8,8 @@ import { dequantizeUnpacked, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K } from '../../core/qua
 import { Rng } from '../../core/rng';
 
 const KQUANTS = [Q2_K, Q3_K, Q4_K, Q5_K, Q6_K];
+/** Byte offsets of each k-quant block's fp16 fields. */
+const F16_AT: Record<string, number[]> = { q2_k: [80, 82], q3_k: [108], q4_k: [0, 2], q5_k: [0, 2], q6_k: [208] };
 
 function rows(seed: number, count: number, n: number): Float32Array[] {
   const rng = Rng.fromSeed(seed);
@@ -43,6 +45,19 @@ describe('k-quants from codes and super-block parameters', () => {
         return u.min ? Math.fround(v - Math.fround(u.k!.dmin![0] * u.k!.m![g])) : v;
       });
       expect(fmt.dequantizeRow(fmt.packRow!(u), u.n)).toEqual(want);
+    }
+  });
+
+  // every bit of a k-quant block means something, so packRow must give any block back; with
+  // unpackRow held to an independent reading of the byte layout (test/core/formats.test.ts)
+  // this pins packRow's layout down
+  it.each(KQUANTS.map((f) => [f.name, f] as const))('%s: packRow(unpackRow(random bytes)) gives them back', (_n, fmt) => {
+    const rng = Rng.fromSeed(17);
+    for (let t = 0; t < 20; t++) {
+      const bytes = Uint8Array.from({ length: 2 * fmt.blockBytes }, () => Math.floor(rng.float() * 256));
+      // finite fp16 fields (d, dmin): clear the top exponent bit
+      for (const b of [0, fmt.blockBytes]) for (const at of F16_AT[fmt.name]) bytes[b + at + 1] &= 0xbf;
+      expect(Buffer.from(fmt.packRow!(fmt.unpackRow(bytes, 512))).equals(Buffer.from(bytes))).toBe(true);
     }
   });
 
