@@ -14,18 +14,22 @@
  * as GPTQ's error feedback spreads over all of them. The Hessians are core's
  * (core/quant/hessian.ts, float64, one calibration sequence at a time), the ones the
  * report's base rows use, so the search starts from the report's base model bit for bit.
+ *
+ * On a ggml format (spec.format) every GPTQ is the format's (core/quant/gptqFormat.ts,
+ * with the clip search when spec.clip), and the codes kept for export are the packed rows.
  */
 import { ffnActivation } from '../core/forward';
 import type { Block, F32, LinearName } from '../core/model/types';
-import { gptqFactor, gptqQuantize, gptqQuantizeRows, type GptqFactor, type GptqResult } from '../core/quant/gptq';
+import { gptqFactor, gptqQuantizeRows, type GptqFactor, type GptqResult } from '../core/quant/gptq';
+import { gptqFormatRows, type FormatGptqResult } from '../core/quant/gptqFormat';
 import { hessian, hessianRows, hessianT, transpose } from '../core/quant/hessian';
-import { commitUnits, QKV_LINEARS, setRows, type BaseQuantizer, type CodeSink, type QkvName } from './blockQuant';
+import { commitUnits, QKV_LINEARS, setRows, specFormat, type BaseQuantizer, type CodeSink, type QkvName } from './blockQuant';
 import type { BlockSetting, BlockState, Caches, F64, GptqFfnCaches } from './blockState';
 import { addFfnOutput, unitActs } from './ffnSide';
 
-/** The fake-quantized weights of a GPTQ result, its integer codes left in `codes` under `name`. */
-function keepCodes(name: LinearName, r: GptqResult, codes?: CodeSink): F32 {
-  if (codes) codes[name] = r.qz;
+/** The fake-quantized weights of a GPTQ result, its codes (int grid) or packed rows (ggml format) left in `codes` under `name`. */
+function keepCodes(name: LinearName, r: GptqResult | FormatGptqResult, codes?: CodeSink): F32 {
+  if (codes) codes[name] = 'qz' in r ? r.qz : r;
   return r.deq;
 }
 
@@ -34,18 +38,30 @@ export class GptqBase implements BaseQuantizer {
 
   constructor(private s: BlockSetting) {}
 
+  /** GPTQ of the rows `rowSet` (all when omitted) of w [·, cols] on the run's grid, from the factor of their input Hessian. */
+  private gptqRows(w: F32, cols: number, factor: GptqFactor, rowSet?: ArrayLike<number>): GptqResult | FormatGptqResult {
+    const { spec } = this.s;
+    const fmt = specFormat(spec);
+    return fmt ? gptqFormatRows(w, cols, factor, fmt, { clip: spec.clip === true }, rowSet) : gptqQuantizeRows(w, cols, factor, spec, {}, rowSet);
+  }
+
+  /** GPTQ of all of w [·, cols] given its input Hessian. */
+  private gptq(w: F32, cols: number, H: F64): GptqResult | FormatGptqResult {
+    return this.gptqRows(w, cols, gptqFactor(H, cols));
+  }
+
   qkv(b: Block, xa: F32, codes?: CodeSink): { w: Pick<Block, QkvName>; factorA: GptqFactor } {
     const { N, spec, data, ops } = this.s;
     const d = this.s.cfg.dim;
     const factorA = gptqFactor(hessian(xa, N, d, data.seqStarts, ops), d);
     const w: Partial<Block> = {};
-    for (const name of QKV_LINEARS) w[name] = keepCodes(name, gptqQuantizeRows(b[name], d, factorA, spec), codes);
+    for (const name of QKV_LINEARS) w[name] = keepCodes(name, this.gptqRows(b[name], d, factorA), codes);
     return { w: { wq: w.wq!, wk: w.wk!, wv: w.wv! }, factorA };
   }
 
   qkvRows(b: Block, name: QkvName, rows: Int32Array, w: F32, c: Caches): void {
     const d = this.s.cfg.dim;
-    setRows(w, gptqQuantizeRows(b[name], d, c.gptq!.factorA, this.s.spec, {}, rows).deq, rows, d);
+    setRows(w, this.gptqRows(b[name], d, c.gptq!.factorA, rows).deq, rows, d);
   }
 
   wo(b: Block, ctx: F32, codes?: CodeSink): { wo: F32; ctxT: F32; Hctx: F64 } {
@@ -71,8 +87,8 @@ export class GptqBase implements BaseQuantizer {
   }
 
   private quantizeWo(b: Block, Hctx: F64, codes?: CodeSink): F32 {
-    const { cfg, spec } = this.s;
-    return keepCodes('wo', gptqQuantize(b.wo, cfg.dim, cfg.nHeads * cfg.headDim, Hctx, spec), codes);
+    const { cfg } = this.s;
+    return keepCodes('wo', this.gptq(b.wo, cfg.nHeads * cfg.headDim, Hctx), codes);
   }
 
   /** GPTQ of w1/w3 (from xn) then w2 (from the activation of the quantized w1/w3, returned too). */
@@ -82,12 +98,12 @@ export class GptqBase implements BaseQuantizer {
     const H = cfg.hiddenDim;
     const factorX = gptqFactor(hessian(xn, N, d, data.seqStarts, ops), d);
     const q: Block = { ...b };
-    q.w1 = keepCodes('w1', gptqQuantizeRows(b.w1, d, factorX, spec), codes);
-    if (b.w3) q.w3 = keepCodes('w3', gptqQuantizeRows(b.w3, d, factorX, spec), codes);
+    q.w1 = keepCodes('w1', this.gptqRows(b.w1, d, factorX), codes);
+    if (b.w3) q.w3 = keepCodes('w3', this.gptqRows(b.w3, d, factorX), codes);
     const act = ffnActivation(cfg, q, xn, N, ops);
     const actT = transpose(act, N, H);
     const Ha = hessianT(actT, N, H, data.seqStarts, ops);
-    q.w2 = keepCodes('w2', gptqQuantize(b.w2, d, H, Ha, spec), codes);
+    q.w2 = keepCodes('w2', this.gptq(b.w2, H, Ha), codes);
     return { w: b.w3 ? { w1: q.w1, w3: q.w3, w2: q.w2 } : { w1: q.w1, w2: q.w2 }, act, cache: { factorX, actT, Ha } };
   }
 
@@ -100,8 +116,8 @@ export class GptqBase implements BaseQuantizer {
     const S = Int32Array.from(units).sort();
     const k = S.length;
     // Rows S of w1/w3 from the factor of their (unchanged) input Hessian.
-    const w1q = gptqQuantizeRows(b.w1, d, g.factorX, spec, {}, S).deq;
-    const w3q = b.w3 ? gptqQuantizeRows(b.w3, d, g.factorX, spec, {}, S).deq : undefined;
+    const w1q = this.gptqRows(b.w1, d, g.factorX, S).deq;
+    const w3q = b.w3 ? this.gptqRows(b.w3, d, g.factorX, S).deq : undefined;
     const actS = new Float32Array(N * k);
     unitActs(this.s, actS, c.xn, w1q, w3q, b.b1, S);
     // The activation with units S replaced, as [N, H] and transposed [H, N].
@@ -116,7 +132,7 @@ export class GptqBase implements BaseQuantizer {
     }
     const Ha = g.Ha.slice();
     hessianRows(Ha, actT, N, H, S, data.seqStarts, ops);
-    const w2q = gptqQuantize(b.w2, d, H, Ha, spec).deq;
+    const w2q = this.gptq(b.w2, H, Ha).deq;
     const err = g.errBase.slice();
     const loss = addFfnOutput(this.s, err, act, w2q);
     if (commit) {

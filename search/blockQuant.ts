@@ -11,6 +11,7 @@
 import type { Block, F32, LinearName, ModelConfig } from '../core/model/types';
 import { formatByName, type QuantFormat } from '../core/quant/formats';
 import type { GptqFactor } from '../core/quant/gptq';
+import type { FormatGptqResult } from '../core/quant/gptqFormat';
 import type { Quantized, QuantSpec } from '../core/quant/rtn';
 import type { BlockState, Caches, F64, GptqFfnCaches } from './blockState';
 
@@ -30,8 +31,11 @@ export function specFormat(spec: QuantSpec): QuantFormat | null {
   return name === undefined || name === 'int' ? null : formatByName(name);
 }
 
-/** Where a quantizer leaves the integer codes of the linears it quantized (for packed export). */
-export type CodeSink = Partial<Record<LinearName, Quantized>>;
+/**
+ * Where a quantizer leaves the codes of the linears it quantized (for packed export): the
+ * int grid's integer codes, or GPTQ's packed rows on a ggml format.
+ */
+export type CodeSink = Partial<Record<LinearName, Quantized | FormatGptqResult>>;
 
 export type QkvName = 'wq' | 'wk' | 'wv';
 export const QKV_LINEARS = ['wq', 'wk', 'wv'] as const;

@@ -179,9 +179,9 @@ export function formatGrid(fmt: QuantFormat): { bits: number; group: number } {
 
 /**
  * The run's ggml format (null for the int grid). A format fixes the grid, so bits and group
- * must be its own (`formatGrid`); the GPTQ base does not run on ggml formats yet.
+ * must be its own (`formatGrid`); both bases run on it (GPTQ: core/quant/gptqFormat.ts).
  */
-export function runFormat(c: Pick<RunConfig, 'format' | 'bits' | 'group' | 'base'>): QuantFormat | null {
+export function runFormat(c: Pick<RunConfig, 'format' | 'bits' | 'group'>): QuantFormat | null {
   if (c.format === undefined || c.format === 'int') return null;
   if (typeof c.format !== 'string') fail('bad-config', `format must be a format name, got ${JSON.stringify(c.format)}`);
   const fmt = formatByName(c.format);
@@ -189,7 +189,6 @@ export function runFormat(c: Pick<RunConfig, 'format' | 'bits' | 'group' | 'base
   if (c.bits !== grid.bits || c.group !== grid.group) {
     fail('bad-config', `format ${fmt.name} fixes ${grid.bits} bits in blocks of ${grid.group}; bits ${c.bits} group ${c.group} contradict it (leave --bits/--group out)`);
   }
-  if (c.base === 'gptq') fail('bad-config', `the GPTQ base on ggml format ${fmt.name} is not supported yet (use --base rtn)`);
   return fmt;
 }
 

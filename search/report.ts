@@ -12,10 +12,10 @@ import { loadTokenizer, tokenizerPathFor } from '../core/tokenizer';
 import { evaluateModels, gapClosed } from '../core/metrics';
 import { blockLinears, type F32, type LinearName, type Model } from '../core/model/types';
 import type { Ops } from '../core/ops';
-import { clippedFormat } from '../core/quant/formats';
+import { clippedFormat, type QuantFormat } from '../core/quant/formats';
 import { formatView, quantizedView } from '../core/quant/view';
 import type { QuantSpec } from '../core/quant/rtn';
-import { specFormat } from './blockQuant';
+import { specFormat, type CodeSink } from './blockQuant';
 import type { SearchBlocks } from './blocks';
 import type { Boundary } from './boundary';
 import type { CalibrationRows } from './calibration';
@@ -40,14 +40,15 @@ export interface RunResult {
 /**
  * A quantizer on the untransformed model: the base (plain, or with clip search) or plain
  * RTN, as a view (each block quantized when the evaluation reaches it). On a ggml format
- * the rows are ggml's reference quantizer, with our clip search on the 32-block formats
- * (core/quant/formats/clip.ts; on k-quants the clip row is the reference again).
+ * RTN is ggml's reference quantizer and GPTQ runs on the format's grid, with our clip
+ * search on the 32-block formats (core/quant/formats/clip.ts; on k-quants the clip row is
+ * the plain one again).
  */
 function referenceModel(r: RunResult, method: 'rtn' | 'gptq', clip: boolean): Model {
   const c = r.config;
-  const fmt = specFormat(r.spec);
-  if (fmt) return formatView(r.blocks.fpModel(), (clip && clippedFormat(fmt)) || fmt);
-  return quantizedView(r.blocks.fpModel(), { bits: c.bits, group: c.group, method, clip, f16Scales: r.spec.f16Scales, calib: r.tokens.calib, ops: r.ops });
+  const fmt = specFormat(r.spec) ?? undefined;
+  if (fmt && method === 'rtn') return formatView(r.blocks.fpModel(), (clip && clippedFormat(fmt)) || fmt);
+  return quantizedView(r.blocks.fpModel(), { bits: c.bits, group: c.group, method, clip, f16Scales: r.spec.f16Scales, calib: r.tokens.calib, ops: r.ops, format: fmt });
 }
 
 /**
@@ -101,7 +102,8 @@ export function searchExport(r: RunResult): SearchExport {
     transforms: packr.pack({ config: { ...r.config, workers: undefined, memoryBudget: undefined }, moves: r.b.moves }),
     transformed: r.blocks.transformedModel(),
     quantized: r.blocks.quantizedModel(),
-    codesOf: (l) => searchedCodes(r, l),
+    // only the int grid's export asks (gptq/), and there the sink holds integer codes alone
+    codesOf: (l) => searchedCodes(r, l) as BlockQuantized,
   };
 }
 
@@ -114,10 +116,10 @@ export function searchExport(r: RunResult): SearchExport {
  * at most once: what a walk of the blocks in order would yield, without holding every
  * block's codes.
  */
-function searchedCodes(r: RunResult, l: number): BlockQuantized {
+function searchedCodes(r: RunResult, l: number): CodeSink {
   const { blocks } = r;
   const cfg = blocks.config;
-  const codes: BlockQuantized = {};
+  const codes: CodeSink = {};
   const obj = new BlockObjective(cfg, r.calib.data(l, r.calib.inputsOf(l, blocks)), r.spec, r.ops, r.config.base);
   const { q } = obj.fullEval(blocks.transformed(l), 'all', codes);
   const searched = blocks.quantized(l);
@@ -129,20 +131,29 @@ function searchedCodes(r: RunResult, l: number): BlockQuantized {
 }
 
 /**
- * The searched model as a llama GGUF at `path`: the transformed model's linears packed by
- * the format's reference quantizer (what the search's RTN base rounds with), each linear
- * checked to dequantize to the searched weights exactly; embedding and classifier by
- * config.embed. Fallback tensors (f16) are f16 of the transformed weights, as the search
- * rounds them.
+ * The searched model as a llama GGUF at `path`: the linears' packed rows — on the RTN
+ * base the transformed model's linears packed by the format's reference quantizer (what
+ * that base rounds with), on the GPTQ base the rows GPTQ packed when the block is
+ * quantized again as the run did (searchedCodes) — each linear checked to dequantize to
+ * the searched weights exactly; embedding and classifier by config.embed. Fallback tensors
+ * (f16) are f16 of the transformed weights, as both bases round them.
  */
 function searchedGguf(r: RunResult, format: string, path: string): LlamaGgufReport {
   const { blocks, config } = r;
   const cfg = blocks.config;
   const transformed = blocks.transformedModel();
   const tokenizer = loadTokenizer(tokenizerPathFor(config.model, config.tokenizer), cfg.vocabSize);
+  let codes: { l: number; sink: CodeSink } | undefined;
+  const gptqPacked = (l: number, name: LinearName, fmt: QuantFormat, rows: number, cols: number): Uint8Array => {
+    if (codes?.l !== l) codes = { l, sink: searchedCodes(r, l) };
+    const c = codes.sink[name];
+    if (!c || !('packed' in c) || !c.packed || c.format !== fmt) throw new Error(`export: block ${l} ${name} has no packed GPTQ rows in ${fmt.name}`);
+    const half = cfg.ropeLayout === 'half' && (name === 'wq' || name === 'wk');
+    return half ? toInterleaved(c.packed, name === 'wq' ? cfg.nHeads : cfg.nKvHeads, cfg.headDim, fmt.rowBytes(cols)) : c.packed.subarray(0, rows * fmt.rowBytes(cols));
+  };
   const packLinear = (l: number, name: LinearName, w: F32, rows: number, cols: number, type: TensorType): Uint8Array => {
-    const bytes = packTensorRows(w, rows, cols, type);
     const fmt = type.format!;
+    const bytes = config.base === 'gptq' ? gptqPacked(l, name, fmt, rows, cols) : packTensorRows(w, rows, cols, type);
     let want = blocks.quantized(l)[name]!;
     if (cfg.ropeLayout === 'half' && (name === 'wq' || name === 'wk')) want = toInterleaved(want, name === 'wq' ? cfg.nHeads : cfg.nKvHeads, cfg.headDim, cols);
     const rb = fmt.rowBytes(cols);

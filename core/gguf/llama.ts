@@ -73,10 +73,10 @@ export function packTensorRows(w: F32, rows: number, cols: number, type: TensorT
   return out;
 }
 
-/** Rows of wq / wk permuted from HF's half RoPE layout to llama.cpp's interleaved one. */
-export function toInterleaved(w: F32, heads: number, headDim: number, cols: number): F32 {
+/** Rows of wq / wk (float32 rows of `cols`, or packed rows of `cols` bytes) permuted from HF's half RoPE layout to llama.cpp's interleaved one. */
+export function toInterleaved<T extends F32 | Uint8Array>(w: T, heads: number, headDim: number, cols: number): T {
   const from = ropeRowOrder(headDim, 'interleaved');
-  const out = new Float32Array(w.length);
+  const out = (w instanceof Uint8Array ? new Uint8Array(w.length) : new Float32Array(w.length)) as T;
   for (let h = 0; h < heads; h++) {
     for (let r = 0; r < headDim; r++) {
       const src = (h * headDim + from[r]) * cols;

@@ -6,7 +6,8 @@
  *
  * `accumulateHessian` and `gptqQuantize` mirror `add_batch` and `fasterquant` of the
  * reference gptq.py nearly line for line (the comments quote it). Same group layout and
- * quantization grid as RTN (./rtn.ts), so search can run on top of either.
+ * quantization grid as RTN (./rtn.ts), so search can run on top of either. The column loop
+ * (`gptqColumns`) takes any grid; ./gptqFormat.ts gives it llama.cpp's formats.
  *
  * One deliberate difference from gptq.py: with groups (static_groups=False) gptq.py computes
  * a group's (scale, zero) from `W[:, i:i+groupsize]`, which inside a lazy batch has not yet
@@ -196,6 +197,19 @@ export function gptqQuantize(
 }
 
 /**
+ * What the GPTQ column loop asks of a quantization grid: the int grid's here, the ggml
+ * formats' in ./gptqFormat.ts. Parameters are fixed per group of `group` columns, from the
+ * row's error-updated weights when the loop reaches the group's first column.
+ */
+export interface ColumnGrid {
+  readonly group: number;
+  /** Fix row r's parameters for the group starting at column i from its current weights cur[0, glen). */
+  enter(r: number, i: number, cur: Float64Array, glen: number): void;
+  /** Row r's current weight w at column i quantized with those parameters: the float32 value it dequantizes to. */
+  round(r: number, i: number, w: number): number;
+}
+
+/**
  * The second half of `fasterquant`, the column loop, on the rows `rowSet` of w [·, cols]
  * (all rows when omitted). Each row's updates read only that row and the shared factor, so
  * the rows come out bit for bit as in a run over the whole matrix; the result holds the
@@ -205,13 +219,49 @@ export function gptqQuantizeRows(
   w: F32, cols: number, factor: GptqFactor, spec: QuantSpec, opts: GptqOptions = {}, rowSet?: ArrayLike<number>,
 ): GptqResult {
   validateSpec(spec, cols);
+  const rows = rowSet ? rowSet.length : w.length / cols;
+  const { bits, group } = spec;
+  const maxq = 2 ** bits - 1;
+  const clip = clipGrid(spec);
+  const nG = numGroups(cols, group);
+  const q = new Uint8Array(rows * cols);
+  const scale = new Float32Array(rows * nG);
+  const zero = new Uint8Array(rows * nG);
+  const params = new Float64Array(2);
+  const grid: ColumnGrid = {
+    group,
+    enter(r, i, cur, glen) {
+      groupParams(cur, 0, glen, maxq, clip, params, spec.f16Scales);
+      scale[r * nG + i / group] = params[0];
+      zero[r * nG + i / group] = params[1];
+    },
+    round(r, i, wi) {
+      const g = Math.floor(i / group);
+      const s = scale[r * nG + g];
+      const z = zero[r * nG + g];
+      // q = quantize(w, scale, zero, maxq)
+      const qi = quantCode(wi, s, z, maxq);
+      q[r * cols + i] = qi;
+      return Math.fround((qi - z) * s);
+    },
+  };
+  const { deq, loss } = gptqColumns(w, cols, factor, grid, opts, rowSet);
+  return { qz: { rows, cols, bits, group, q, scale, zero }, deq, loss };
+}
+
+/**
+ * The column loop itself on any grid: W = the chosen rows with dead columns zeroed, each
+ * column quantized in turn and its error spread over the columns after it. Returns the
+ * fake-quant rows and gptq.py's loss.
+ */
+export function gptqColumns(
+  w: F32, cols: number, factor: GptqFactor, grid: ColumnGrid, opts: GptqOptions = {}, rowSet?: ArrayLike<number>,
+): { deq: F32; loss: number } {
   if (factor.cols !== cols) throw new RangeError(`GPTQ factor is for ${factor.cols} columns, not ${cols}`);
   if (w.length % cols !== 0) throw new RangeError(`weight holds ${w.length} values, not a multiple of ${cols} columns`);
   const { blocksize } = checkOptions(opts);
   const rows = rowSet ? rowSet.length : w.length / cols;
-  const { bits, group } = spec;
-  const maxq = 2 ** bits - 1;
-  const grid = clipGrid(spec);
+  const { group } = grid;
   const nG = numGroups(cols, group);
   const Hinv = factor.U;
 
@@ -222,13 +272,9 @@ export function gptqQuantizeRows(
     for (let i = 0; i < cols; i++) W[r * cols + i] = factor.dead[i] ? 0 : w[src + i];
   }
 
-  const q = new Uint8Array(rows * cols);
   const deq = new Float32Array(rows * cols);
-  const scale = new Float32Array(rows * nG);
-  const zero = new Uint8Array(rows * nG);
   const Err1 = new Float64Array(rows * blocksize); // [rows, count] errors of the current batch
   const cur = new Float64Array(Math.min(group, cols)); // current weights of one row of a group
-  const params = new Float64Array(2);
   let loss = 0;
 
   // if static_groups: groups.append(quantizer.find_params(W[:, i:(i + groupsize)])) for every group
@@ -238,9 +284,7 @@ export function gptqQuantizeRows(
       for (let g = 0; g < nG; g++) {
         const glen = Math.min(group, cols - g * group);
         for (let c = 0; c < glen; c++) cur[c] = W[r * cols + g * group + c];
-        groupParams(cur, 0, glen, maxq, grid, params, spec.f16Scales);
-        scale[r * nG + g] = params[0];
-        zero[r * nG + g] = params[1];
+        grid.enter(r, g * group, cur, glen);
       }
     }
   }
@@ -253,27 +297,19 @@ export function gptqQuantizeRows(
     for (let i = i1; i < i2; i++) {
       // if (i1 + i) % groupsize == 0: self.quantizer.find_params(W[:, (i1 + i):(i1 + i + groupsize)])
       if (!staticGroups && i % group === 0) {
-        const g = i / group;
         const glen = Math.min(group, cols - i);
         for (let r = 0; r < rows; r++) {
           currentGroupRow(cur, W, Err1, Hinv, r, cols, blocksize, i1, i, i2, glen);
-          groupParams(cur, 0, glen, maxq, grid, params, spec.f16Scales);
-          scale[r * nG + g] = params[0];
-          zero[r * nG + g] = params[1];
+          grid.enter(r, i, cur, glen);
         }
       }
-      const g = Math.floor(i / group);
       // d = Hinv1[i, i]
       const d = Hinv[i * cols + i];
       const hrow = i * cols;
       for (let r = 0; r < rows; r++) {
-        const s = scale[r * nG + g];
-        const z = zero[r * nG + g];
         // q = quantize(w, scale, zero, maxq)
         const wi = W[r * cols + i];
-        const qi = quantCode(wi, s, z, maxq);
-        const qv = Math.fround((qi - z) * s);
-        q[r * cols + i] = qi;
+        const qv = grid.round(r, i, wi);
         deq[r * cols + i] = qv;
         // Losses1[:, i] = (w - q) ** 2 / d ** 2   (halved below, like Losses[:, i1:i2] = Losses1 / 2)
         const err1 = (wi - qv) / d;
@@ -298,7 +334,7 @@ export function gptqQuantizeRows(
       }
     }
   }
-  return { qz: { rows, cols, bits, group, q, scale, zero }, deq, loss };
+  return { deq, loss };
 }
 
 /**

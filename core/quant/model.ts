@@ -15,6 +15,7 @@ import { jsOps, type Ops } from '../ops';
 import { blockLinears, cloneBlock, linearShape, type Block, type F32, type LinearName, type Model, type ModelConfig } from '../model/types';
 import { accumulateHessian, gptqQuantize, newHessian, type GptqOptions, type HessianState } from './gptq';
 import { quantizeRtn, dequantize, type QuantSpec, type Quantized } from './rtn';
+import type { QuantFormat } from './formats';
 import { quantizedView } from './view';
 import { eagerModel } from '../model/lazy';
 
@@ -122,6 +123,8 @@ export interface QuantizeModelOptions extends GptqOptions {
   f16Scales?: boolean;
   /** Calibration token sequences (GPTQ only). */
   calib?: number[][];
+  /** A ggml format whose grid replaces bits and group (quantizedView only). */
+  format?: QuantFormat;
   ops?: Ops;
   /** Receives the integer codes of each quantized linear (for packed export). */
   onQuantized?: (layer: number, name: LinearName, qz: Quantized) => void;

@@ -14,6 +14,9 @@
  * The Hessians are accumulated sequence by sequence, in order (./hessian.ts, the one
  * builder the search's GPTQ base uses too), so the view gives the same bits as
  * quantizeModel (tested).
+ *
+ * With `format` (a ggml format) the grid is the format's: RTN is its reference quantizer
+ * (formatView; with clip, our clip search), GPTQ runs on the format's grid (./gptqFormat.ts).
  */
 import { InvarxError } from '../errors';
 import { embedRows } from '../blockPass';
@@ -25,14 +28,17 @@ import { jsOps, type Ops } from '../ops';
 import { hessian } from './hessian';
 import { inputWidth, quantizeLinear, type BlockInput, type QuantizeModelOptions } from './model';
 import { validateSpec, type QuantSpec } from './rtn';
-import { formatForRow, type QuantFormat } from './formats';
+import { clippedFormat, formatForRow, type QuantFormat } from './formats';
+import { gptqFactor } from './gptq';
+import { gptqFormatRows } from './gptqFormat';
 import { f16Round } from '../model/safetensors';
 
 /** The quantized model as a lazy view of `model` (see the header); `model` is not changed. */
 export function quantizedView(model: Model, opts: QuantizeModelOptions): Model {
   const cfg = model.config;
   const spec: QuantSpec = { bits: opts.bits, group: opts.group, clip: opts.clip, f16Scales: opts.f16Scales };
-  for (const name of blockLinears(cfg)) validateSpec(spec, linearShape(cfg, name)[1]);
+  if (opts.format && opts.method === 'rtn') return formatView(model, (opts.clip && clippedFormat(opts.format)) || opts.format);
+  if (!opts.format) for (const name of blockLinears(cfg)) validateSpec(spec, linearShape(cfg, name)[1]);
   const keys = Object.keys(model.blocks[0]) as BlockKey[];
   if (opts.method === 'rtn') {
     const cache = new BlockCache((l) => {
@@ -75,6 +81,10 @@ function gptqBlock(cfg: ModelConfig, fp: Block, x: Rows, spec: QuantSpec, opts: 
 /** Replace linear `name` of `b` (in place) by its quantized version, reporting the codes. */
 function quantizeInto(cfg: ModelConfig, b: Block, name: LinearName, spec: QuantSpec, opts: QuantizeModelOptions, l: number, H?: Float64Array): void {
   const [rows, cols] = linearShape(cfg, name);
+  if (opts.format && H) {
+    b[name] = gptqFormatRows(b[name]!, cols, gptqFactor(H, cols, opts), opts.format, { ...opts, clip: opts.clip === true }).deq;
+    return;
+  }
   const { qz, deq } = quantizeLinear(b[name]!, rows, cols, spec, opts.method, H, opts);
   opts.onQuantized?.(l, name, qz);
   b[name] = deq;

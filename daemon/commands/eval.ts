@@ -55,7 +55,7 @@ export function register(program: Command): void {
     .option('--bits <n>', 'weight bits (2-8)', '3')
     .option('--group <n>', 'quantization group size along the input dimension', '32')
     .option('--method <list>', 'comma-separated: fp, rtn, gptq', 'fp,rtn,gptq')
-    .option('--format <name>', "the rtn row in a llama.cpp format (q4_0 … q6_k) by its reference quantizer, instead of --bits/--group")
+    .option('--format <name>', 'a llama.cpp format (q4_0 … q6_k) instead of --bits/--group: rtn is its reference quantizer, gptq GPTQ on its grid')
     .option('--quantized <paths>', 'comma-separated models to compare with --model as the FP reference (e.g. a run\'s export DIR/gptq)')
     .option('--json', 'print one JSON object instead of a table')
     .action((o: EvalOptions) => evaluate(o));
@@ -76,7 +76,6 @@ function evaluate(o: EvalOptions): void {
   if (o.calibTokens && o.calibText) fail('bad-config', 'give --calib-tokens or --calib-text, not both');
 
   const format = o.format === undefined ? undefined : formatByName(o.format);
-  if (format && quantized.includes('gptq')) fail('bad-config', '--format sets the rtn row: give --method fp,rtn (GPTQ in ggml formats is not built yet)');
   const fp = loadModel(o.model);
   if (isGptqDir(o.model) && !o.tokens && !o.text) {
     // Its "fp" row is the quantized model itself, on tokens sampled from it: rarely what is meant.
@@ -128,7 +127,7 @@ function evaluate(o: EvalOptions): void {
       if (shared > 0) process.stderr.write(`invarx: warning: ${shared} held-out sequences also occur in the calibration set\n`);
     }
     // Quantized block by block as the evaluation reaches it: one block of it in memory at a time.
-    models[method] = format ? formatView(fp, format) : quantizedView(fp, { bits, group, method, calib, ops, f16Scales: true });
+    models[method] = format && method === 'rtn' ? formatView(fp, format) : quantizedView(fp, { bits, group, method, calib, ops, f16Scales: true, format });
   }
   note(`quantizing (${quantized.join(', ') || 'nothing'}) and evaluating, block by block…`);
   const res = evaluateModels(fp, { ...models, ...given } as Record<string, Model>, heldOut, { ops });

@@ -10,7 +10,7 @@ import { applyTransforms } from '../../core/invariance';
 import { perplexity } from '../../core/metrics';
 import { loadGgufModel } from '../../core/model/gguf';
 import { cloneBlock } from '../../core/model/types';
-import { formatView } from '../../core/quant/view';
+import { formatView, quantizedView } from '../../core/quant/view';
 import { loadTokenizer } from '../../core/tokenizer';
 import { ensureBuilt, expectUserError, invarx } from '../cli/cli';
 import { shippedModel, TOKENIZER_PATH } from '../helpers';
@@ -78,7 +78,7 @@ describe('invarx export-gguf and eval on GGUF', () => {
     expectUserError(invarx('export-gguf', '--model', model, '--format', 'q9_9', '--out', join(dir, 'y.gguf')), /unknown GGUF format "q9_9"/);
   });
 
-  it('eval --format scores the rtn row in a ggml format: the linears of a GGUF in that format, as the library computes', () => {
+  it('eval --format scores the rtn row in a ggml format (the linears of a GGUF in that format) and the gptq row (GPTQ on its grid), as the library computes', () => {
     const view = formatView(m, formatByName('q4_0'));
     const gguf = join(dir, 'q4_0-f32embed.gguf');
     writeLlamaGguf(m, loadTokenizer(TOKENIZER_PATH, 512), gguf, { format: 'q4_0', embed: 'f32' });
@@ -90,7 +90,16 @@ describe('invarx export-gguf and eval on GGUF', () => {
     expect(r.code).toBe(0);
     const want = perplexity(view, held).ppl;
     expect(Math.abs(JSON.parse(r.stdout).rtn.ppl - want) / want).toBeLessThan(1e-4);
-    expectUserError(invarx('eval', '--model', model, '--tokens', heldPath, '--format', 'q4_0'), /--format sets the rtn row/);
+    // the gptq row: GPTQ on the format's grid, as the library's view computes it on the same calibration tokens
+    const calib = sampleTokens(m, { count: 4, length: 48, seed: 32 });
+    const calibPath = join(dir, 'calib.json');
+    writeFileSync(calibPath, JSON.stringify(calib));
+    const g = invarx('eval', '--model', model, '--tokens', heldPath, '--calib-tokens', calibPath, '--method', 'rtn,gptq', '--format', 'q4_0', '--json');
+    expect(g.code).toBe(0);
+    const gptqWant = perplexity(quantizedView(m, { bits: 4, group: 32, method: 'gptq', calib, format: formatByName('q4_0') }), held).ppl;
+    const got = JSON.parse(g.stdout);
+    expect(Math.abs(got.gptq.ppl - gptqWant) / gptqWant).toBeLessThan(1e-4);
+    expect(got.gptq.ppl).not.toBe(got.rtn.ppl);
     expectUserError(invarx('eval', '--model', model, '--tokens', heldPath, '--method', 'fp,rtn', '--format', 'q7_1'), /unknown quantization format "q7_1"/);
   });
 });

@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { InvarxError } from '../../core/errors';
 import {
-  F16_TYPE, F32_TYPE, GgufValueType, alignUp, readGgufHeader, readGgufTensor, tensorTypeByName, writeGguf, writeLlamaGguf,
+  F16_TYPE, F32_TYPE, GgufValueType, alignUp, readGgufHeader, readGgufTensor, tensorTypeByName, toInterleaved, writeGguf, writeLlamaGguf,
   type GgufValue, type GgufTensorToWrite,
 } from '../../core/gguf';
 import { loadGgufModel } from '../../core/model/gguf';
@@ -252,5 +252,25 @@ describe('llama models as GGUF', () => {
     const m = randomModel({ dim: 64, hiddenDim: 128, nLayers: 1, nHeads: 4, nKvHeads: 4, vocabSize: 100, seqLen: 64, sharedClassifier: true }, 1);
     expect(() => writeLlamaGguf(m, tok, join(dir, 'x.gguf'), { format: 'q4_0' })).toThrow(/512 pieces.*100/);
     expect(() => writeLlamaGguf(shippedModel(), tok, join(dir, 'x.gguf'), { format: 'q4_2' })).toThrow(InvarxError);
+  });
+});
+
+describe('toInterleaved on packed rows', () => {
+  it('permutes packed rows as it permutes their float rows (what the GPTQ export of a half-RoPE model writes)', () => {
+    const heads = 2, headDim = 8, cols = 64;
+    const fmt = formatByName('q4_0');
+    const w = randomRows(41, heads * headDim * cols);
+    const rb = fmt.rowBytes(cols);
+    const packed = new Uint8Array(heads * headDim * rb);
+    for (let r = 0; r < heads * headDim; r++) fmt.quantizeRow(w.subarray(r * cols, (r + 1) * cols), packed.subarray(r * rb, (r + 1) * rb));
+    const deq = (bytes: Uint8Array) => {
+      const out = new Float32Array(heads * headDim * cols);
+      for (let r = 0; r < heads * headDim; r++) fmt.dequantizeRow(bytes.subarray(r * rb, (r + 1) * rb), cols, out.subarray(r * cols, (r + 1) * cols));
+      return out;
+    };
+    const moved = toInterleaved(packed, heads, headDim, rb);
+    expect(moved).toBeInstanceOf(Uint8Array);
+    expect(deq(moved)).toEqual(toInterleaved(deq(packed), heads, headDim, cols));
+    expect(deq(moved)).not.toEqual(deq(packed));
   });
 });

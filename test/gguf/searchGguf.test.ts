@@ -14,10 +14,13 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { forward } from '../../core/forward';
 import { logSoftmax } from '../../core/metrics';
 import { loadGgufModel } from '../../core/model/gguf';
+import { loadModel } from '../../core/model/load';
 import { blockLinears, type Model } from '../../core/model/types';
 import { loadTokenizer } from '../../core/tokenizer';
 import { formatGrid } from '../../search/config';
-import { formatByName } from '../../core/quant/formats';
+import { formatByName, formatForRow } from '../../core/quant/formats';
+import { GGML_LINEAR_NAMES } from '../../core/gguf';
+import { linearShape } from '../../core/model/types';
 import { createSearchJob } from '../../search/run';
 import type { Ops } from '../../core/ops';
 import { MODEL_PATH, TOKENIZER_PATH } from '../helpers';
@@ -156,5 +159,61 @@ describe('a search on a ggml format, exported, run by llama.cpp', () => {
       }
     }
     expect(bytes[1].equals(bytes[0])).toBe(true);
+  }, 600_000);
+});
+
+describe('a search on the GPTQ base of a ggml format, exported, run by llama.cpp', () => {
+  // stories260K's rows of 64 take q4_k's fallback q5_0; its 172-wide FFN rows are f16 either way
+  it.each([
+    ['q4_0', 'q4_0', 'f16'],
+    ['q4_k', 'q5_0', 'f16'],
+  ])('%s: model.gguf holds GPTQ\'s packed rows of the searched model (%s, FFN down %s); llama.cpp gives its perplexity', async (format, used, down) => {
+    const out = join(dir, `gptq-${format}`);
+    const job = await createSearchJob({
+      model: MODEL_PATH, tokenizer: TOKENIZER_PATH, ...formatGrid(formatByName(format)), format, base: 'gptq', steps: 6, timeBudget: 0, seed: 3,
+      evalTokens: evalPath, invariances: ['ffn-perm', 'ffn-scale', 'attn-vo-scale'], candidates: 2, workers: 1, patience: 0,
+    }, { tuning: TUNING });
+    try {
+      while (!job.done) await job.step();
+      const report = await job.report();
+      await job.exportTo(out);
+      const searched = report.models!.searched;
+      const cfg = searched.config;
+      const manifest = JSON.parse(readFileSync(join(out, 'export.json'), 'utf8'));
+      expect(manifest.gguf.format).toBe(format);
+      const wantFallbacks = Array.from({ length: cfg.nLayers }, (_, l) => blockLinears(cfg).flatMap((n) => {
+        const f = formatForRow(formatByName(format), linearShape(cfg, n)[1]);
+        const t = f ? f.name : 'f16';
+        expect(t).toBe(n === 'w2' ? down : used);
+        return t === format ? [] : [`blk.${l}.${GGML_LINEAR_NAMES[n]}.weight:${t}`];
+      })).flat();
+      expect(manifest.gguf.fallbacks.map((f: { tensor: string; used: string }) => `${f.tensor}:${f.used}`).sort()).toEqual(wantFallbacks.sort());
+      // the file's linears are the searched model's, bit for bit, and not what the reference quantizer makes of the transformed weights
+      const gguf = loadGgufModel(join(out, 'model.gguf'));
+      const transformed = loadModel(join(out, 'transformed-fp.bin'));
+      let requantDiffers = 0;
+      for (let l = 0; l < cfg.nLayers; l++) {
+        for (const name of blockLinears(cfg)) {
+          expect(gguf.blocks[l][name]).toEqual(searched.blocks[l][name]);
+          const [rows, cols] = linearShape(cfg, name);
+          const f = formatForRow(formatByName(format), cols);
+          if (!f) continue;
+          const w = transformed.blocks[l][name]!;
+          for (let r = 0; r < rows; r++) {
+            const ref = f.dequantizeRow(f.quantizeRow(w.subarray(r * cols, (r + 1) * cols)), cols);
+            if (ref.some((v, j) => v !== searched.blocks[l][name]![r * cols + j])) requantDiffers++;
+          }
+        }
+      }
+      expect(requantDiffers).toBeGreaterThan(0);
+      expect(report.accepted).toBeGreaterThan(0);
+      const run = await runLlama(session.llama(), join(out, 'model.gguf'), EVAL, BOS, 0);
+      const llamaPpl = pplOf(run.logProbs);
+      const rel = Math.abs(llamaPpl / report.searched.ppl - 1);
+      figures.push(`  ${format} GPTQ base: searched ppl ${report.searched.ppl.toFixed(4)} (GPTQ ${report.base.ppl.toFixed(4)}, ref ${report.rtn.ppl.toFixed(4)}), llama.cpp ${llamaPpl.toFixed(4)}: ${(100 * rel).toFixed(3)}% apart, ${report.accepted} moves`);
+      expect(rel).toBeLessThan(0.005);
+    } finally {
+      await job.close();
+    }
   }, 600_000);
 });

@@ -32,12 +32,13 @@ describe('--format', () => {
     expect(error(() => runConfigFromOptions({ ...base, bits: '3' }))).toMatch(/--bits and --group are required/);
   });
 
-  it('unknown formats, contradicting bits/group, GPTQ on a ggml format and a misplaced --embed are one clear error each', () => {
+  it('unknown formats, contradicting bits/group and a misplaced --embed are one clear error each; GPTQ takes a ggml format', () => {
     expect(error(() => runConfigFromOptions({ ...base, format: 'q9_0' }))).toMatch(/unknown quantization format "q9_0"/);
     const cfg = (o: Record<string, string>) => validateRunConfig(runConfigFromOptions({ ...base, ...o }));
     expect(error(() => cfg({ format: 'q4_0', bits: '3' }))).toMatch(/format q4_0 fixes 4 bits in blocks of 32; bits 3 group 32 contradict it/);
     expect(error(() => cfg({ format: 'q4_k', group: '32' }))).toMatch(/format q4_k fixes 4 bits in blocks of 256/);
-    expect(error(() => cfg({ format: 'q4_0', base: 'gptq' }))).toMatch(/GPTQ base on ggml format q4_0 is not supported yet/);
+    expect(cfg({ format: 'q4_0', base: 'gptq' })).toMatchObject({ format: 'q4_0', base: 'gptq', bits: 4, group: 32 });
+    expect(cfg({ format: 'q3_k', base: 'gptq' })).toMatchObject({ format: 'q3_k', base: 'gptq', bits: 3, group: 256 });
     expect(error(() => cfg({ format: 'q4_0', embed: 'q4_0' }))).toMatch(/embed must be q8_0 or f16/);
     expect(error(() => cfg({ bits: '4', group: '32', embed: 'f16' }))).toMatch(/embed applies to a ggml format/);
     expect(cfg({ format: 'q4_0', embed: 'f16' }).embed).toBe('f16');

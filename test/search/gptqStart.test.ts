@@ -10,6 +10,7 @@ import { createSearchJob } from '../../search/run';
 import { tuningSets } from '../../search/plan';
 import { resolveTokenSets } from '../../search/tokens';
 import { MODEL_PATH } from '../helpers';
+import { formatByName } from '../../core/quant/formats';
 
 /** A small search (few short calibration sequences); scale initialisation off, so the start is the identity transform. */
 const tuning = { calibSeqs: 4, validSeqs: 2, evalSeqs: 4, seqTokens: 64, blockSteps: 4, scaleInit: false };
@@ -49,5 +50,22 @@ describe("the search's GPTQ start", () => {
     const core = quantizeModel(model, { bits: 3, group: 32, method: 'gptq', clip: true, f16Scales: t.f16Scales, calib, ops });
     expectSameLinears(r.models!.searched, core);
     await job.close();
+  });
+
+  it.each(['q4_0', 'q4_k'])("on ggml format %s is the report's base GPTQ model, and with clip search core GPTQ with clip, bit for bit", async (format) => {
+    const ops = getBackend('wasm');
+    const cfg: RunConfig = { ...config(), bits: 4, group: format === 'q4_k' ? 256 : 32, format, steps: 2 };
+    const plain = await createSearchJob(cfg, { tuning: { ...tuning, clip: false }, ops });
+    const r = await plain.report();
+    expectSameLinears(r.models!.searched, r.models!.base);
+    await plain.close();
+    const t = resolveTuning({ ...tuning, clip: true });
+    const clipped = await createSearchJob(cfg, { tuning: t, ops });
+    const rc = await clipped.report();
+    const model = loadModel(MODEL_PATH);
+    const calib = resolveTokenSets(model, cfg, t, tuningSets(t), ops).calib;
+    const core = quantizeModel(model, { bits: 4, group: 32, method: 'gptq', clip: true, calib, ops, format: formatByName(format) });
+    expectSameLinears(rc.models!.searched, core);
+    await clipped.close();
   });
 });

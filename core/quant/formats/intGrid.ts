@@ -18,6 +18,7 @@ export function intFormat(bits: number, group: number, f16Scales = false): Quant
     blockSize: group,
     blockBytes: 5 + group,
     groupSize: group,
+    codeBits: bits,
     bitsPerWeight: bits + (f16Scales ? 16 + bits : 32 + 8) / group,
     gptqFixedGroups: true,
     rowBytes,

@@ -9,11 +9,16 @@
  *   q6_k  16 × 16, 6-bit codes, 8-bit signed scales        v = d·sc·(q − 32)
  *
  * Byte layouts and the reference quantizers are ggml's (see the pack/unpack functions).
+ * `packRow` writes a row from codes and the super-block parameters (UnpackedRow.k), with
+ * the same byte writers the reference quantizers use, so the two cannot drift apart.
  */
 import { clamp, f, fromF16, GROUP_MAX_EPS, nearestInt, toF16 } from './ggmlFloat';
 import { fitMinScale, fitSymmetric, fitSymmetric3 } from './kquantFit';
 import { checkBytes, checkRow } from './legacy';
-import type { QuantFormat, UnpackedRow } from './types';
+import {
+  getF16, pack2, packQ3Codes, packQ4Codes, packQ5Codes, packQ6Codes, q3Scale, scaleMinK4, setF16, setK4Scale, setQ3Scale, unpack2,
+} from './kquantBytes';
+import type { KQuantParams, QuantFormat, UnpackedRow } from './types';
 import { dequantizeUnpacked, newUnpacked } from './unpacked';
 
 const QK_K = 256;
@@ -24,10 +29,58 @@ interface KSpec {
   blockBytes: number;
   group: number;
   withMin: boolean;
+  bits: number;
+  /** Code offset of every group. */
+  zero: number;
+  /** Range of the integer sub-block scale (and, with a min, mins run 0..scHi). */
+  scLo: number;
+  scHi: number;
   /** Quantize one super-block x[off, off+256) into y at o. */
   quantize(x: Float32Array, off: number, y: Uint8Array, o: number): void;
   /** Codes and parameters of the super-block at byte o into u (weights from `first`, groups from `first/group`). */
   unpack(y: Uint8Array, o: number, u: UnpackedRow, first: number): void;
+  /** The super-block of u starting at weight `first` (checked) into y at o (zeroed). */
+  pack(u: UnpackedRow, first: number, y: Uint8Array, o: number): void;
+}
+
+/** An unpacked k-quant row of n weights, with room for its super-block parameters. */
+function newKUnpacked(s: KSpec, n: number): UnpackedRow {
+  const u = newUnpacked(n, s.group, s.withMin);
+  const nG = n / s.group;
+  const nb = n / QK_K;
+  const k: KQuantParams = { d: new Float32Array(nb), sc: new Int32Array(nG) };
+  if (s.withMin) (k.dmin = new Float32Array(nb)), (k.m = new Int32Array(nG));
+  u.k = k;
+  return u;
+}
+
+/** Throws a RangeError naming the first thing in u that `s` cannot pack exactly. */
+function checkPackable(s: KSpec, u: UnpackedRow): void {
+  const k = u.k;
+  if (!k) throw new RangeError(`${s.name}: packing needs the super-block parameters (UnpackedRow.k)`);
+  if (u.group !== s.group) throw new RangeError(`${s.name} packs groups of ${s.group}, not ${u.group}`);
+  if (s.withMin && (!u.min || !k.dmin || !k.m)) throw new RangeError(`${s.name}: packing needs mins (min, k.dmin, k.m)`);
+  const fp16 = (v: number, what: string) => {
+    if (!Object.is(fromF16(toF16(v)), v)) throw new RangeError(`${s.name}: ${what} ${v} is not an fp16 value`);
+  };
+  const per = QK_K / s.group;
+  for (let b = 0; b < u.n / QK_K; b++) {
+    fp16(k.d[b], 'd');
+    if (s.withMin) fp16(k.dmin![b], 'dmin');
+    for (let g = b * per; g < (b + 1) * per; g++) {
+      const sc = k.sc[g];
+      if (!(Number.isInteger(sc) && sc >= s.scLo && sc <= s.scHi)) throw new RangeError(`${s.name}: sub-block scale ${sc} is out of range [${s.scLo}, ${s.scHi}]`);
+      if (!Object.is(u.scale[g], f(k.d[b] * sc))) throw new RangeError(`${s.name}: scale of group ${g} is not d · sc`);
+      if (u.zero[g] !== s.zero) throw new RangeError(`${s.name}: code offset must be ${s.zero}, got ${u.zero[g]}`);
+      if (s.withMin) {
+        const m = k.m![g];
+        if (!(Number.isInteger(m) && m >= 0 && m <= s.scHi)) throw new RangeError(`${s.name}: sub-block min ${m} is out of range [0, ${s.scHi}]`);
+        if (!Object.is(u.min![g], -f(k.dmin![b] * m))) throw new RangeError(`${s.name}: min of group ${g} is not −dmin · m`);
+      }
+    }
+  }
+  const top = (1 << s.bits) - 1;
+  for (let j = 0; j < u.n; j++) if (u.codes[j] > top) throw new RangeError(`${s.name}: code ${u.codes[j]} is out of range`);
 }
 
 function makeK(s: KSpec): QuantFormat {
@@ -37,6 +90,7 @@ function makeK(s: KSpec): QuantFormat {
     blockSize: QK_K,
     blockBytes: s.blockBytes,
     groupSize: s.group,
+    codeBits: s.bits,
     bitsPerWeight: (s.blockBytes * 8) / QK_K,
     gptqFixedGroups: false,
     rowBytes: (n) => (n / QK_K) * s.blockBytes,
@@ -49,10 +103,19 @@ function makeK(s: KSpec): QuantFormat {
       for (let b = 0; b < nb; b++) s.quantize(x, b * QK_K, y, b * s.blockBytes);
       return y;
     },
+    packRow(u, out) {
+      checkRow(s.name, u.n, QK_K);
+      checkPackable(s, u);
+      const nb = u.n / QK_K;
+      const y = out ?? new Uint8Array(nb * s.blockBytes);
+      y.fill(0, 0, nb * s.blockBytes);
+      for (let b = 0; b < nb; b++) s.pack(u, b * QK_K, y, b * s.blockBytes);
+      return y;
+    },
     unpackRow(bytes, n) {
       checkRow(s.name, n, QK_K);
       checkBytes(s.name, bytes, (n / QK_K) * s.blockBytes);
-      const u = newUnpacked(n, s.group, s.withMin);
+      const u = newKUnpacked(s, n);
       for (let b = 0; b < n / QK_K; b++) s.unpack(bytes, b * s.blockBytes, u, b * QK_K);
       return u;
     },
@@ -70,28 +133,6 @@ const weights = new Float32Array(32);
 const minOut = new Float32Array(1);
 const scales = new Float32Array(16);
 const mins = new Float32Array(16);
-
-function getF16(y: Uint8Array, o: number): number {
-  return fromF16(y[o] | (y[o + 1] << 8));
-}
-function setF16(y: Uint8Array, o: number, bits: number): void {
-  y[o] = bits & 0xff;
-  y[o + 1] = bits >> 8;
-}
-
-/** 2-bit codes of 128 weights into 32 bytes: byte l holds weights l, l+32, l+64, l+96 (low bits first). */
-function pack2(L: ArrayLike<number>, y: Uint8Array, o: number): void {
-  for (let j = 0; j < QK_K; j += 128) {
-    for (let l = 0; l < 32; l++) {
-      y[o + j / 4 + l] = (L[j + l] & 3) | ((L[j + l + 32] & 3) << 2) | ((L[j + l + 64] & 3) << 4) | ((L[j + l + 96] & 3) << 6);
-    }
-  }
-}
-function unpack2(y: Uint8Array, o: number, e: number): number {
-  const n = e & ~127;
-  const r = e & 127;
-  return (y[o + n / 4 + (r & 31)] >> (2 * (r >> 5))) & 3;
-}
 
 // ---- q2_k: scales[16] (4-bit scale | 4-bit min << 4) @0, qs[64] @16, d @80, dmin @82 ----
 
@@ -136,22 +177,29 @@ function unpackQ2K(y: Uint8Array, o: number, u: UnpackedRow, first: number): voi
   const d = getF16(y, o + 80);
   const dmin = getF16(y, o + 82);
   const g0 = first / 16;
+  const k = u.k!;
+  k.d[first / QK_K] = d;
+  k.dmin![first / QK_K] = dmin;
   for (let g = 0; g < 16; g++) {
     const sc = y[o + g];
+    k.sc[g0 + g] = sc & 0xf;
+    k.m![g0 + g] = sc >> 4;
     u.scale[g0 + g] = f(d * (sc & 0xf));
     u.min![g0 + g] = -f(dmin * (sc >> 4));
   }
   for (let e = 0; e < QK_K; e++) u.codes[first + e] = unpack2(y, o + 16, e);
 }
 
-// ---- q3_k: hmask[32] @0, qs[64] @32, scales[12] @96, d @108 ----
-
-/** The 6-bit scale j of q3_k's 12 scale bytes at o: low 4 bits in bytes 0..7, high 2 bits in bytes 8..11. */
-function q3Scale(y: Uint8Array, o: number, j: number): number {
-  const low = j < 8 ? y[o + j] & 0xf : y[o + j - 8] >> 4;
-  const high = (y[o + 8 + (j % 4)] >> (2 * (j >> 2))) & 3;
-  return (low | (high << 4)) - 32;
+function packQ2K(u: UnpackedRow, first: number, y: Uint8Array, o: number): void {
+  const k = u.k!;
+  const g0 = first / 16;
+  for (let g = 0; g < 16; g++) y[o + g] = k.sc[g0 + g] | (k.m![g0 + g] << 4);
+  setF16(y, o + 80, toF16(k.d[first / QK_K]));
+  setF16(y, o + 82, toF16(k.dmin![first / QK_K]));
+  pack2(u.codes.subarray(first, first + QK_K), y, o + 16);
 }
+
+// ---- q3_k: hmask[32] @0, qs[64] @32, scales[12] @96, d @108 ----
 
 function quantizeQ3K(x: Float32Array, off: number, y: Uint8Array, o: number): void {
   let maxScale = 0;
@@ -167,13 +215,7 @@ function quantizeQ3K(x: Float32Array, off: number, y: Uint8Array, o: number): vo
   const S = o + 96;
   if (maxScale) {
     const iscale = f(-32 / maxScale);
-    for (let j = 0; j < 16; j++) {
-      let l = (nearestInt(f(iscale * scales[j])) << 24) >> 24;
-      l = clamp(l, -32, 31) + 32;
-      if (j < 8) y[S + j] = l & 0xf;
-      else y[S + j - 8] |= (l & 0xf) << 4;
-      y[S + 8 + (j % 4)] |= (l >> 4) << (2 * (j >> 2));
-    }
+    for (let j = 0; j < 16; j++) setQ3Scale(y, S, j, clamp((nearestInt(f(iscale * scales[j])) << 24) >> 24, -32, 31));
     setF16(y, o + 108, toF16(f(1 / iscale)));
   } else {
     setF16(y, o + 108, toF16(0));
@@ -184,21 +226,24 @@ function quantizeQ3K(x: Float32Array, off: number, y: Uint8Array, o: number): vo
     if (!dd) continue;
     for (let i = 0; i < 16; i++) L8[16 * j + i] = clamp(nearestInt(f(x[off + 16 * j + i] / dd)), -4, 3) + 4;
   }
-  // The high bit of weight j goes to bit j/32 of hmask byte j%32.
-  for (let j = 0; j < QK_K; j++) {
-    if (L8[j] > 3) {
-      y[o + (j & 31)] |= 1 << (j >> 5);
-      L8[j] -= 4;
-    }
-  }
-  pack2(L8, y, o + 32);
+  packQ3Codes(L8, y, o);
+}
+
+function packQ3K(u: UnpackedRow, first: number, y: Uint8Array, o: number): void {
+  const k = u.k!;
+  for (let j = 0; j < 16; j++) setQ3Scale(y, o + 96, j, k.sc[first / 16 + j]);
+  setF16(y, o + 108, toF16(k.d[first / QK_K]));
+  packQ3Codes(u.codes.subarray(first, first + QK_K), y, o);
 }
 
 function unpackQ3K(y: Uint8Array, o: number, u: UnpackedRow, first: number): void {
   const d = getF16(y, o + 108);
   const g0 = first / 16;
+  u.k!.d[first / QK_K] = d;
   for (let g = 0; g < 16; g++) {
-    u.scale[g0 + g] = f(d * q3Scale(y, o + 96, g));
+    const sc = q3Scale(y, o + 96, g);
+    u.k!.sc[g0 + g] = sc;
+    u.scale[g0 + g] = f(d * sc);
     u.zero[g0 + g] = 4;
   }
   for (let e = 0; e < QK_K; e++) u.codes[first + e] = unpack2(y, o + 32, e) | (((y[o + (e & 31)] >> (e >> 5)) & 1) << 2);
@@ -206,16 +251,6 @@ function unpackQ3K(y: Uint8Array, o: number, u: UnpackedRow, first: number): voi
 
 // ---- q4_k / q5_k: d @0, dmin @2, scales[12] @4 (6-bit scales and mins), then the codes ----
 
-/** 6-bit (scale, min) j of the 12 bytes at o, as ggml packs them. */
-function scaleMinK4(y: Uint8Array, o: number, j: number, out: Int32Array): void {
-  if (j < 4) {
-    out[0] = y[o + j] & 63;
-    out[1] = y[o + j + 4] & 63;
-  } else {
-    out[0] = (y[o + j + 4] & 0xf) | ((y[o + j - 4] >> 6) << 4);
-    out[1] = (y[o + j + 4] >> 4) | ((y[o + j] >> 6) << 4);
-  }
-}
 const scMin = new Int32Array(2);
 
 /** Fit 8 sub-blocks of 32 with ggml's weights √mean(x²) + |x|, then quantize their scales and mins to 6 bits. Codes into LU. */
@@ -237,16 +272,7 @@ function quantizeK4Scales(x: Float32Array, off: number, y: Uint8Array, o: number
   const invMin = maxMin > 0 ? f(63 / maxMin) : 0;
   const S = o + 4;
   for (let j = 0; j < 8; j++) {
-    const ls = Math.min(63, nearestInt(f(invScale * scales[j])) & 0xff);
-    const lm = Math.min(63, nearestInt(f(invMin * mins[j])) & 0xff);
-    if (j < 4) {
-      y[S + j] = ls;
-      y[S + j + 4] = lm;
-    } else {
-      y[S + j + 4] = (ls & 0xf) | ((lm & 0xf) << 4);
-      y[S + j - 4] |= (ls >> 4) << 6;
-      y[S + j] |= (lm >> 4) << 6;
-    }
+    setK4Scale(y, S, j, Math.min(63, nearestInt(f(invScale * scales[j])) & 0xff), Math.min(63, nearestInt(f(invMin * mins[j])) & 0xff));
   }
   setF16(y, o, toF16(f(maxScale / 63)));
   setF16(y, o + 2, toF16(f(maxMin / 63)));
@@ -265,19 +291,34 @@ function unpackK4Scales(y: Uint8Array, o: number, u: UnpackedRow, first: number)
   const d = getF16(y, o);
   const dmin = getF16(y, o + 2);
   const g0 = first / 32;
+  const k = u.k!;
+  k.d[first / QK_K] = d;
+  k.dmin![first / QK_K] = dmin;
   for (let g = 0; g < 8; g++) {
     scaleMinK4(y, o + 4, g, scMin);
+    k.sc[g0 + g] = scMin[0];
+    k.m![g0 + g] = scMin[1];
     u.scale[g0 + g] = f(d * scMin[0]);
     u.min![g0 + g] = -f(dmin * scMin[1]);
   }
 }
 
+function packK4Scales(u: UnpackedRow, first: number, y: Uint8Array, o: number): void {
+  const k = u.k!;
+  setF16(y, o, toF16(k.d[first / QK_K]));
+  setF16(y, o + 2, toF16(k.dmin![first / QK_K]));
+  for (let j = 0; j < 8; j++) setK4Scale(y, o + 4, j, k.sc[first / 32 + j], k.m![first / 32 + j]);
+}
+
 // q4_k codes: qs[128] @16; each 64 weights share 32 bytes, the first 32 in the low nibbles.
 function quantizeQ4K(x: Float32Array, off: number, y: Uint8Array, o: number): void {
   quantizeK4Scales(x, off, y, o, 15, -1, 20);
-  for (let j = 0; j < QK_K; j += 64) {
-    for (let l = 0; l < 32; l++) y[o + 16 + j / 2 + l] = LU[j + l] | (LU[j + l + 32] << 4);
-  }
+  packQ4Codes(LU, y, o);
+}
+
+function packQ4K(u: UnpackedRow, first: number, y: Uint8Array, o: number): void {
+  packK4Scales(u, first, y, o);
+  packQ4Codes(u.codes.subarray(first, first + QK_K), y, o);
 }
 
 function unpackQ4K(y: Uint8Array, o: number, u: UnpackedRow, first: number): void {
@@ -292,21 +333,12 @@ function unpackQ4K(y: Uint8Array, o: number, u: UnpackedRow, first: number): voi
 // q5_k codes: qh[32] @16 (bit 2k / 2k+1 of byte j: 5th bit of weight 64k+j / 64k+j+32), qs[128] @48 as q4_k.
 function quantizeQ5K(x: Float32Array, off: number, y: Uint8Array, o: number): void {
   quantizeK4Scales(x, off, y, o, 31, -0.5, 15);
-  for (let k = 0; k < 4; k++) {
-    for (let j = 0; j < 32; j++) {
-      let l1 = LU[64 * k + j];
-      let l2 = LU[64 * k + j + 32];
-      if (l1 > 15) {
-        l1 -= 16;
-        y[o + 16 + j] |= 1 << (2 * k);
-      }
-      if (l2 > 15) {
-        l2 -= 16;
-        y[o + 16 + j] |= 2 << (2 * k);
-      }
-      y[o + 48 + 32 * k + j] = l1 | (l2 << 4);
-    }
-  }
+  packQ5Codes(LU, y, o);
+}
+
+function packQ5K(u: UnpackedRow, first: number, y: Uint8Array, o: number): void {
+  packK4Scales(u, first, y, o);
+  packQ5Codes(u.codes.subarray(first, first + QK_K), y, o);
 }
 
 function unpackQ5K(y: Uint8Array, o: number, u: UnpackedRow, first: number): void {
@@ -344,22 +376,23 @@ function quantizeQ6K(x: Float32Array, off: number, y: Uint8Array, o: number): vo
     if (!dd) continue;
     for (let i = 0; i < 16; i++) L8[16 * j + i] = clamp(nearestInt(f(x[off + 16 * j + i] / dd)), -32, 31) + 32;
   }
-  for (let c = 0; c < 2; c++) {
-    const L = 128 * c;
-    for (let l = 0; l < 32; l++) {
-      const q1 = L8[L + l], q2 = L8[L + l + 32], q3 = L8[L + l + 64], q4 = L8[L + l + 96];
-      y[o + 64 * c + l] = (q1 & 0xf) | ((q3 & 0xf) << 4);
-      y[o + 64 * c + l + 32] = (q2 & 0xf) | ((q4 & 0xf) << 4);
-      y[o + 128 + 32 * c + l] = (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
-    }
-  }
+  packQ6Codes(L8, y, o);
+}
+
+function packQ6K(u: UnpackedRow, first: number, y: Uint8Array, o: number): void {
+  for (let j = 0; j < 16; j++) y[o + 192 + j] = u.k!.sc[first / 16 + j] & 0xff;
+  setF16(y, o + 208, toF16(u.k!.d[first / QK_K]));
+  packQ6Codes(u.codes.subarray(first, first + QK_K), y, o);
 }
 
 function unpackQ6K(y: Uint8Array, o: number, u: UnpackedRow, first: number): void {
   const d = getF16(y, o + 208);
   const g0 = first / 16;
+  u.k!.d[first / QK_K] = d;
   for (let g = 0; g < 16; g++) {
-    u.scale[g0 + g] = f(d * ((y[o + 192 + g] << 24) >> 24));
+    const sc = (y[o + 192 + g] << 24) >> 24;
+    u.k!.sc[g0 + g] = sc;
+    u.scale[g0 + g] = f(d * sc);
     u.zero[g0 + g] = 32;
   }
   for (let e = 0; e < QK_K; e++) {
@@ -372,8 +405,8 @@ function unpackQ6K(y: Uint8Array, o: number, u: UnpackedRow, first: number): voi
   }
 }
 
-export const Q2_K = makeK({ name: 'q2_k', ggmlType: 10, blockBytes: 84, group: 16, withMin: true, quantize: quantizeQ2K, unpack: unpackQ2K });
-export const Q3_K = makeK({ name: 'q3_k', ggmlType: 11, blockBytes: 110, group: 16, withMin: false, quantize: quantizeQ3K, unpack: unpackQ3K });
-export const Q4_K = makeK({ name: 'q4_k', ggmlType: 12, blockBytes: 144, group: 32, withMin: true, quantize: quantizeQ4K, unpack: unpackQ4K });
-export const Q5_K = makeK({ name: 'q5_k', ggmlType: 13, blockBytes: 176, group: 32, withMin: true, quantize: quantizeQ5K, unpack: unpackQ5K });
-export const Q6_K = makeK({ name: 'q6_k', ggmlType: 14, blockBytes: 210, group: 16, withMin: false, quantize: quantizeQ6K, unpack: unpackQ6K });
+export const Q2_K = makeK({ name: 'q2_k', ggmlType: 10, blockBytes: 84, group: 16, withMin: true, bits: 2, zero: 0, scLo: 0, scHi: 15, quantize: quantizeQ2K, unpack: unpackQ2K, pack: packQ2K });
+export const Q3_K = makeK({ name: 'q3_k', ggmlType: 11, blockBytes: 110, group: 16, withMin: false, bits: 3, zero: 4, scLo: -32, scHi: 31, quantize: quantizeQ3K, unpack: unpackQ3K, pack: packQ3K });
+export const Q4_K = makeK({ name: 'q4_k', ggmlType: 12, blockBytes: 144, group: 32, withMin: true, bits: 4, zero: 0, scLo: 0, scHi: 63, quantize: quantizeQ4K, unpack: unpackQ4K, pack: packQ4K });
+export const Q5_K = makeK({ name: 'q5_k', ggmlType: 13, blockBytes: 176, group: 32, withMin: true, bits: 5, zero: 0, scLo: 0, scHi: 63, quantize: quantizeQ5K, unpack: unpackQ5K, pack: packQ5K });
+export const Q6_K = makeK({ name: 'q6_k', ggmlType: 14, blockBytes: 210, group: 16, withMin: false, bits: 6, zero: 32, scLo: -128, scHi: 127, quantize: quantizeQ6K, unpack: unpackQ6K, pack: packQ6K });

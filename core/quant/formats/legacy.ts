@@ -104,6 +104,7 @@ function makeLegacy(s: LegacySpec): QuantFormat {
     blockSize: QK,
     blockBytes: bytesPer,
     groupSize: QK,
+    codeBits: s.bits,
     bitsPerWeight: (bytesPer * 8) / QK,
     gptqFixedGroups: true,
     rowBytes: (n) => (n / QK) * bytesPer,

@@ -23,6 +23,23 @@ export interface UnpackedRow {
   zero: Int32Array;
   /** float32 added after scaling, per group; absent for formats without a min. */
   min?: Float32Array;
+  /** k-quants: the factors of scale and min, which packing needs (the products alone do not give them back). */
+  k?: KQuantParams;
+}
+
+/**
+ * A k-quant row's super-block parameters: scale[g] = fround(d[b] · sc[g]) and
+ * min[g] = −fround(dmin[b] · m[g]) for the groups g of super-block b.
+ */
+export interface KQuantParams {
+  /** fp16 super-block scale, per super-block of 256. */
+  d: Float32Array;
+  /** fp16 super-block min scale, per super-block (formats with a min). */
+  dmin?: Float32Array;
+  /** Integer sub-block scale per group (q3_k: the signed 6-bit value, −32..31; q6_k: int8). */
+  sc: Int32Array;
+  /** Integer sub-block min per group (formats with a min). */
+  m?: Int32Array;
 }
 
 export interface QuantFormat {
@@ -36,6 +53,8 @@ export interface QuantFormat {
   readonly blockBytes: number;
   /** Weights per (scale, zero, min) group of the unpacked form. */
   readonly groupSize: number;
+  /** Bits of a code: codes run from 0 to 2^codeBits − 1. */
+  readonly codeBits: number;
   /** Packed bits per weight, parameters included. */
   readonly bitsPerWeight: number;
   /**
@@ -51,8 +70,9 @@ export interface QuantFormat {
   /** The reference quantizer (ggml's `quantize_row_*_ref` for ggml formats): a row → packed bytes. */
   quantizeRow(x: Float32Array, out?: Uint8Array): Uint8Array;
   /**
-   * Codes and per-group parameters → packed bytes (the inverse of unpackRow): the 32-block
-   * formats; the parameters must be values the format holds (fp16 scale and min).
+   * Codes and per-group parameters → packed bytes (the inverse of unpackRow); the
+   * parameters must be values the format holds (fp16 scale and min; the k-quants: `k`, of
+   * which scale and min must be the products). The int grid has none.
    */
   packRow?(u: UnpackedRow, out?: Uint8Array): Uint8Array;
   /** The packed bytes of a row of n weights → codes and per-group parameters. */
