@@ -12,18 +12,22 @@
  * kernels for norms, RoPE, SiLU, softmax): some 1e-6 relative, which by itself would leave
  * the log-probs equal to ~1e-5 — and does at the first position, BOS alone, for q3_k
  * (measured 3.8e-6; q4_k differs there by 0.07: llama.cpp's x86 q4_K kernels, repacked
- * ones included, evidently round some activations otherwise). But wherever the two sides' values straddle a rounding boundary the
- * q8 value differs by one step, amax/127 of its 256-block, and at this shape amax is large:
+ * ones included, evidently round some activations otherwise). But wherever the two sides'
+ * values straddle a rounding boundary the q8 value differs by one step, amax/127 of its
+ * 256-block, and at this shape amax is large:
  * the outlier channels of gen-model make the FFN-down inputs reach 60–120 while most are
  * below 4, so one step there is ~0.5–1, and a single such flip moves later log-probs by
  * 1e-2 to 1e-1. Over 32 positions × 12 blocks × ~5000 rounded values per position flips
  * are certain: our own forward with two float32 summation orders (js and wasm matmuls,
- * same emulation) already differs by mean 0.044, max 0.20 on these sequences. Measured
- * llama.cpp vs ours (quiet machine): max 0.38–0.46, mean 0.066–0.079, while quantization
+ * same emulation) already differ by mean 0.044, max 0.20 on the first sequence (q3_k).
+ * Measured llama.cpp vs ours: max 0.38–0.46, mean 0.066–0.079, while quantization
  * itself moves the log-probs by mean 0.77–1.09. So the bounds: max 0.6, and mean under a
  * fifth of quantization's own effect, which a wrong block layout or scale (log-probs of
  * some other model) cannot meet. The tight agreement the arithmetic allows holds only
  * without flips, which no 110M-sized run of 32 tokens avoids.
+ *
+ * Wall time about 75 s on a quiet 2-core machine, most of it the three exports (the k-quant
+ * fits of 85M weights), run at once.
  */
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
