@@ -10,7 +10,7 @@ import { fail, InvarxError } from '../errors';
 import { readRegularFile } from '../files';
 import { BlockCache, lazyBlock, presentKeys } from '../model/lazy';
 import { cloneBlock, type Block, type Model } from '../model/types';
-import { applyTransforms } from './index';
+import { applyTransforms, validateTransform } from './index';
 import type { Transform } from './types';
 
 export interface AcceptedMove {
@@ -18,7 +18,7 @@ export interface AcceptedMove {
   transforms: Transform[];
 }
 
-/** The accepted moves of a transforms.msgpack, checked enough to apply them safely to `model`. */
+/** The accepted moves of a transforms.msgpack, each transform checked against `model`'s config. */
 export function readAcceptedMoves(path: string, model: Model): AcceptedMove[] {
   const bytes = readRegularFile(path, 'transforms file', 'bad-transforms');
   let data: unknown;
@@ -33,6 +33,8 @@ export function readAcceptedMoves(path: string, model: Model): AcceptedMove[] {
     if (!(m && Number.isInteger(m.block) && m.block! >= 0 && m.block! < model.config.nLayers && Array.isArray(m.transforms))) {
       fail('bad-transforms', `${path}: move ${i} does not name a block of this ${model.config.nLayers}-layer model with a list of transforms`);
     }
+    // Shapes and index ranges now, from the config alone: a bad move fails before any weight is read.
+    for (const t of m.transforms!) validateTransform(model.config, t);
   });
   return moves as AcceptedMove[];
 }

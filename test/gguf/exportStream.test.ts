@@ -11,7 +11,7 @@ import { Packr } from 'msgpackr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeLlamaGguf } from '../../core/gguf';
 import { applyTransforms, type Transform } from '../../core/invariance';
-import { withMoves, type AcceptedMove } from '../../core/invariance/acceptedMoves';
+import { readAcceptedMoves, withMoves, type AcceptedMove } from '../../core/invariance/acceptedMoves';
 import { BlockCache, lazyBlocks, type BlockKey } from '../../core/model/lazy';
 import { cloneBlock, type Model } from '../../core/model/types';
 import { loadTokenizer } from '../../core/tokenizer';
@@ -90,13 +90,16 @@ describe('export-gguf of a transformed model, block by block', () => {
     expect(readFileSync(out).equals(readFileSync(want))).toBe(true);
   });
 
-  it('a move that cannot be applied: its error, and no file (nor temporary) left', () => {
+  it('a move that cannot be applied: its error, and no file (nor temporary) left; reading the moves says so before any weight is read', () => {
     const bad: AcceptedMove[] = [{ block: 2, transforms: [{ kind: 'ffn-perm', units: Int32Array.from([0, 1]), from: Int32Array.from([1, H + 5]) }] }];
     const out = join(tmp, 'bad.gguf');
     expect(() => writeLlamaGguf(withMoves(m, bad, 'bad.msgpack'), tok, out, { format: 'q4_0' })).toThrow(`ffn-perm: from[1] = ${H + 5} is outside [0, ${H})`);
     expect(readdirSync(tmp).filter((f) => f.startsWith('bad.gguf'))).toEqual([]);
     const tPath = join(tmp, 'bad.msgpack');
     writeFileSync(tPath, new Packr({ moreTypes: true }).pack({ config: {}, moves: bad }));
+    const loads: number[] = [];
+    expect(() => readAcceptedMoves(tPath, lazyOf(m, loads))).toThrow(/ffn-perm: from\[1\] = \d+ is outside/);
+    expect(loads).toEqual([]);
     expectUserError(invarx('export-gguf', '--model', 'models/stories260K.bin', '--transforms', tPath, '--format', 'q4_0', '--out', out), /ffn-perm: from\[1\] = \d+ is outside/);
     expect(existsSync(out)).toBe(false);
   });
