@@ -11,10 +11,12 @@
  *   llama2c  transformed-fp.bin
  *   gptq     gptq/ with RTN codes made per block when asked (4 bits, group 128, or the
  *            model's dim when smaller)
+ *   gguf     transformed.gguf in INVARX_EXPORT_GGUF_FORMAT (default q4_k), with the
+ *            tokenizer beside the checkpoint (gen-model writes one)
  *
  * One JSON line per export: wall seconds, peak RSS (the child's maxRSS), bytes written,
  * float32 bytes of one block and of the whole model for scale. INVARX_EXPORT_KINDS picks
- * some (default hf,llama2c,gptq). The files go to a fresh directory under INVARX_EXPORT_OUT
+ * some (default hf,llama2c,gptq,gguf). The files go to a fresh directory under INVARX_EXPORT_OUT
  * (default the system's tmpdir), removed after each export.
  */
 import { spawnSync } from 'node:child_process';
@@ -23,13 +25,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeGptqExport, type BlockQuantized } from '../core/export/gptq';
 import { writeHfExport, writeLlama2cExport } from '../core/export/fp';
+import { writeLlamaGguf } from '../core/gguf';
 import { blockBytes, loadHfModel } from '../core/model/hf';
 import { blockLinears, linearShape, type Model } from '../core/model/types';
 import { quantizeRtn } from '../core/quant/rtn';
+import { loadTokenizer, tokenizerPathFor } from '../core/tokenizer';
 import { SearchBlocks } from '../search/blocks';
 import { emit, note, type BenchModule } from './emit';
 
-const KINDS = ['hf', 'llama2c', 'gptq'] as const;
+const KINDS = ['hf', 'llama2c', 'gptq', 'gguf'] as const;
 type Kind = (typeof KINDS)[number];
 const BITS = 4;
 const GROUP = 128;
@@ -57,13 +61,15 @@ function exportOnce(kind: Kind, modelDir: string, outDir: string): void {
   const t0 = performance.now();
   const fp = loadHfModel(modelDir, { stream: true });
   const transformed = new SearchBlocks(fp, { bits: BITS, group: GROUP }, 0).transformedModel();
-  const out = join(outDir, kind === 'llama2c' ? 'transformed-fp.bin' : kind);
+  const out = join(outDir, kind === 'llama2c' ? 'transformed-fp.bin' : kind === 'gguf' ? 'transformed.gguf' : kind);
+  const format = kind === 'gguf' ? process.env.INVARX_EXPORT_GGUF_FORMAT ?? 'q4_k' : undefined;
   if (kind === 'hf') writeHfExport(out, transformed);
   else if (kind === 'llama2c') writeLlama2cExport(out, transformed);
+  else if (kind === 'gguf') writeLlamaGguf(transformed, loadTokenizer(tokenizerPathFor(modelDir), fp.config.vocabSize), out, { format: format! });
   else writeGptqExport(out, transformed, (l) => rtnCodes(transformed, l));
   const cfg = fp.config;
   emit({
-    bench: 'export', kind, model: modelDir, wallS: +((performance.now() - t0) / 1000).toFixed(1),
+    bench: 'export', kind, ...(format ? { format } : {}), model: modelDir, wallS: +((performance.now() - t0) / 1000).toFixed(1),
     peakRssMB: Math.round(process.resourceUsage().maxRSS / 1024), bytesWritten: bytesUnder(out),
     blockMB: Math.round(blockBytes(cfg) / cfg.nLayers / 2 ** 20), modelF32MB: Math.round((blockBytes(cfg) + 4 * cfg.vocabSize * cfg.dim * (cfg.sharedClassifier ? 1 : 2)) / 2 ** 20),
   });

@@ -49,7 +49,7 @@ export function lazyBlocks(n: number, keys: readonly BlockKey[], cache: BlockCac
 }
 
 /** Lazy block l with the weights `keys`, loaded through `cache`. */
-function lazyBlock(l: number, keys: readonly BlockKey[], cache: BlockCache): Block {
+export function lazyBlock(l: number, keys: readonly BlockKey[], cache: BlockCache): Block {
   const b = {} as Block;
   for (const key of keys) {
     Object.defineProperty(b, key, { enumerable: true, get: (): F32 | undefined => cache.get(l)[key] });

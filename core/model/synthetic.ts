@@ -10,7 +10,8 @@
  *
  * Every tensor is a pure function of (seed, its HF name), so a checkpoint is written tensor
  * by tensor in whatever order the file needs, holding one tensor at a time, and
- * `randomModel` builds the same values in memory.
+ * `randomModel` builds the same values in memory. Beside the weights goes a tokenizer.bin
+ * of the vocabulary's size (./syntheticTokenizer.ts), so the checkpoint exports to GGUF.
  *
  * Scales follow trained LLMs: linear weights N(0, 1/in) (std 0.013–0.036 at the 110m and
  * 1b widths), with 1% of input channels (at least one) scaled ×10–30 on top, the same
@@ -23,6 +24,7 @@ import { join } from 'node:path';
 import { fail } from '../errors';
 import { Rng } from '../rng';
 import { hfBlockTensorName, hfConfigOf, type HfLayout } from './hf';
+import { SYNTHETIC_TOKENIZER_MIN_VOCAB, syntheticTokenizerBytes } from './syntheticTokenizer';
 import {
   decodeBf16, decodeF16, dtypeSize, encodeBf16, encodeF16, writeSafetensorsCheckpointStream, type Dtype, type TensorSpec,
 } from './safetensors';
@@ -273,6 +275,9 @@ export function randomModel(shape: string | SyntheticShape, seed = 1, opts: { dt
 // ---------------------------------------------------------------------------------------
 // On disk
 
+/** The tokenizer written beside a checkpoint (one of the names export commands look for). */
+export const SYNTHETIC_TOKENIZER_FILE = 'tokenizer.bin';
+
 export interface SyntheticWriteOptions {
   dtype?: SyntheticDtype;
   seed?: number;
@@ -298,8 +303,8 @@ export function checkOutputDir(dir: string): void {
 
 /**
  * Write a checkpoint of this shape into `dir` (created; it must not hold anything): the
- * safetensors file(s), then config.json (HF LlamaForCausalLM form), last, so a directory
- * with config.json is complete. Tensors are drawn, encoded and written one at a time.
+ * safetensors file(s), tokenizer.bin (when the vocabulary holds its 259 fixed pieces), then
+ * config.json (HF LlamaForCausalLM form), last, so a directory with config.json is complete. Tensors are drawn, encoded and written one at a time.
  */
 export function writeSyntheticCheckpoint(dir: string, shape: string | SyntheticShape, opts: SyntheticWriteOptions = {}): SyntheticWriteResult {
   const plan = planSynthetic(shape);
@@ -320,6 +325,11 @@ export function writeSyntheticCheckpoint(dir: string, shape: string | SyntheticS
     return tensorValues(t, seed);
   };
   const files = writeSafetensorsCheckpointStream(dir, specs, produce, { metadata: { format: 'pt' }, shards: opts.shards });
+  // A tokenizer to go with it (GGUF export needs one); vocabularies too small for its layout get none.
+  if (plan.config.vocabSize >= SYNTHETIC_TOKENIZER_MIN_VOCAB) {
+    writeFileSync(join(dir, SYNTHETIC_TOKENIZER_FILE), syntheticTokenizerBytes(plan.config.vocabSize));
+    files.push(SYNTHETIC_TOKENIZER_FILE);
+  }
   // hfConfigOf reads only the model's config; the rest of a Model is not needed for the header.
   const config = hfConfigOf({ config: plan.config } as Model, LAYOUT, TORCH_DTYPE[dtype]);
   config.invarx_synthetic = { shape: plan.shape, seed, dtype }; // what made it (the scale bench reuses a matching one)

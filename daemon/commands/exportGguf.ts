@@ -7,14 +7,10 @@
  */
 import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
-import { Packr } from 'msgpackr';
-import { fail, InvarxError } from '../../core/errors';
-import { readRegularFile } from '../../core/files';
+import { fail } from '../../core/errors';
 import { writeLlamaGguf, type EmbedType, type LlamaGgufReport } from '../../core/gguf';
-import { applyTransforms } from '../../core/invariance';
-import type { Transform } from '../../core/invariance/types';
+import { readAcceptedMoves, withMoves } from '../../core/invariance/acceptedMoves';
 import { loadModel } from '../../core/model/load';
-import { cloneBlock, type Model } from '../../core/model/types';
 import { loadTokenizer, tokenizerPathFor } from '../../core/tokenizer';
 
 interface ExportGgufOptions {
@@ -43,50 +39,14 @@ export function register(program: Command): void {
     .action((o: ExportGgufOptions) => exportGguf(o));
 }
 
-interface AcceptedMoves {
-  moves: { block: number; transforms: Transform[] }[];
-}
-
-/** The accepted moves of a transforms.msgpack, checked enough to apply them safely. */
-function readMoves(path: string, model: Model): AcceptedMoves['moves'] {
-  const bytes = readRegularFile(path, 'transforms file', 'bad-transforms');
-  let data: unknown;
-  try {
-    data = new Packr({ moreTypes: true }).unpack(bytes);
-  } catch (e) {
-    return fail('bad-transforms', `${path}: not a transforms.msgpack (${(e as Error).message})`);
-  }
-  const moves = (data as Partial<AcceptedMoves> | null)?.moves;
-  if (!Array.isArray(moves)) fail('bad-transforms', `${path}: not a transforms.msgpack (no list of moves)`);
-  moves.forEach((m, i) => {
-    if (!(m && Number.isInteger(m.block) && m.block >= 0 && m.block < model.config.nLayers && Array.isArray(m.transforms))) {
-      fail('bad-transforms', `${path}: move ${i} does not name a block of this ${model.config.nLayers}-layer model with a list of transforms`);
-    }
-  });
-  return moves;
-}
-
-/** `model` with the moves applied to copies of its blocks, in order, as the search did. */
-function transformed(model: Model, moves: AcceptedMoves['moves'], path: string): Model {
-  const blocks = model.blocks.map(cloneBlock);
-  moves.forEach((m, i) => {
-    try {
-      applyTransforms(model.config, blocks[m.block], m.transforms);
-    } catch (e) {
-      if (e instanceof InvarxError) throw e;
-      fail('bad-transforms', `${path}: move ${i} cannot be applied to this model (${(e as Error).message})`);
-    }
-  });
-  return { ...model, blocks };
-}
-
 function exportGguf(o: ExportGgufOptions): void {
   if (!o.out.endsWith('.gguf')) fail('bad-config', `--out ${o.out}: give a file name ending in .gguf`);
   if (existsSync(o.out) && !o.force) fail('bad-config', `--out ${o.out} exists; pass --force to overwrite it`);
   if (o.embed !== undefined && !['q8_0', 'f16'].includes(o.embed)) fail('bad-config', `--embed must be q8_0 or f16, got "${o.embed}"`);
   let model = loadModel(o.model);
   const tokenizer = loadTokenizer(tokenizerPathFor(o.model, o.tokenizer), model.config.vocabSize);
-  if (o.transforms) model = transformed(model, readMoves(o.transforms, model), o.transforms);
+  // Blocks are transformed as the writer reaches them: a streamed model stays O(block) in memory.
+  if (o.transforms) model = withMoves(model, readAcceptedMoves(o.transforms, model), o.transforms);
   const report = writeLlamaGguf(model, tokenizer, o.out, { format: o.format, embed: o.embed as EmbedType | undefined });
   process.stdout.write(o.json ? `${JSON.stringify({ out: o.out, ...report })}\n` : describe(o.out, o.format, report));
 }

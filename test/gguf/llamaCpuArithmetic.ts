@@ -52,8 +52,12 @@ function activationQuantizer(type: string): ((x: F32, out: F32) => void) | null 
   return q8Blocks32;
 }
 
-/** Ops that treat each weight of `model` (read back from the GGUF at `path`) as llama.cpp's CPU backend does. */
-export function llamaCpuOps(model: Model, path: string): Ops {
+/**
+ * Ops that treat each weight of `model` (read back from the GGUF at `path`) as llama.cpp's
+ * CPU backend does; the float32 products are `base`'s (a faster backend for large models:
+ * only the summation order differs).
+ */
+export function llamaCpuOps(model: Model, path: string, base: Ops = jsOps): Ops {
   const typeOf = new Map<string, string>();
   const names: Record<number, string> = { 0: 'f32', 1: 'f16', 2: 'q4_0', 3: 'q4_1', 6: 'q5_0', 7: 'q5_1', 8: 'q8_0', 10: 'q2_k', 11: 'q3_k', 12: 'q4_k', 13: 'q5_k', 14: 'q6_k' };
   for (const t of readGgufHeader(path).tensors) typeOf.set(t.name, names[t.type]);
@@ -67,14 +71,14 @@ export function llamaCpuOps(model: Model, path: string): Ops {
     for (const name of blockLinears(model.config)) put(b[name]!, `blk.${l}.${GGML_LINEAR_NAMES[name]}.weight`);
   });
   return {
-    ...jsOps,
+    ...base,
     name: 'llama.cpp-cpu',
     matmulT(y, x, w, n, inDim, outDim, accumulate) {
       const q = quantizer.get(w);
-      if (!q) return jsOps.matmulT(y, x, w, n, inDim, outDim, accumulate);
+      if (!q) return base.matmulT(y, x, w, n, inDim, outDim, accumulate);
       const xq = new Float32Array(n * inDim);
       for (let r = 0; r < n; r++) q(x.subarray(r * inDim, (r + 1) * inDim), xq.subarray(r * inDim, (r + 1) * inDim));
-      return jsOps.matmulT(y, xq, w, n, inDim, outDim, accumulate);
+      return base.matmulT(y, xq, w, n, inDim, outDim, accumulate);
     },
   };
 }

@@ -43,3 +43,4 @@ export function formatForRow(fmt: QuantFormat, n: number): QuantFormat | null {
 }
 
 export { clippedFormat } from './clip';
+export { clippedKFormat, hasKClip } from './kquantClip';
