@@ -42,6 +42,11 @@ export interface SearchTuning {
   attnAngleStep: number;
   /** Share of steps that propose attention moves (when attention invariances are on). */
   attnShare: number;
+  /**
+   * Share of candidates that are clip moves (one group's clip ratio, clipMoves.ts); 0 = none.
+   * RTN base on the int grid only: elsewhere no clip move is drawn.
+   */
+  clipShare: number;
   /** Steps spent on one block before moving to the next. */
   blockSteps: number;
   /** Calibration / validation / evaluation set sizes (sequences × tokens) when sampled. */
@@ -87,6 +92,7 @@ export const DEFAULT_TUNING: SearchTuning = {
   attnScaleStep: 5e-2,
   attnAngleStep: 5e-2,
   attnShare: 0.75,
+  clipShare: 0,
   blockSteps: 25,
   calibSeqs: 32,
   validSeqs: 8,
@@ -117,6 +123,7 @@ const RANGES: Partial<Record<keyof SearchTuning, [number, number, boolean]>> = {
   attnScaleStep: [0, 10, false],
   attnAngleStep: [0, Math.PI, false],
   attnShare: [0, 1, false],
+  clipShare: [0, 1, false],
   blockSteps: [1, 1e9, true],
   calibSeqs: [1, 1e6, true],
   validSeqs: [1, 1e6, true],

@@ -118,7 +118,7 @@ function searchedCodes(r: RunResult, l: number): BlockQuantized {
   const { blocks } = r;
   const cfg = blocks.config;
   const codes: BlockQuantized = {};
-  const obj = new BlockObjective(cfg, r.calib.data(l, r.calib.inputsOf(l, blocks)), r.spec, r.ops, r.config.base);
+  const obj = new BlockObjective(cfg, r.calib.data(l, r.calib.inputsOf(l, blocks)), r.spec, r.ops, r.config.base, undefined, undefined, blocks.clips(l));
   const { q } = obj.fullEval(blocks.transformed(l), 'all', codes);
   const searched = blocks.quantized(l);
   for (const name of blockLinears(cfg)) {
