@@ -51,11 +51,18 @@ export function fullClips(cfg: ModelConfig, spec: QuantSpec, clips: BlockClips |
   return out;
 }
 
-/** `clips` with `c` set: a copy of c's linear, the other tables shared. */
-export function withClip(cfg: ModelConfig, spec: QuantSpec, clips: BlockClips | undefined, c: ClipSet): BlockClips {
-  const t = clips?.[c.linear]?.slice() ?? autoTable(cfg, spec, c.linear);
-  t[c.row * clipShape(cfg, spec, c.linear)[1] + c.group] = c.code;
-  return { ...clips, [c.linear]: t };
+/** `clips` with codes `cs` set: copies of their linears' tables, the other tables shared. */
+export function withClips(cfg: ModelConfig, spec: QuantSpec, clips: BlockClips | undefined, cs: readonly ClipSet[]): BlockClips {
+  const out: BlockClips = { ...clips };
+  const copied = new Set<LinearName>();
+  for (const c of cs) {
+    if (!copied.has(c.linear)) {
+      out[c.linear] = clips?.[c.linear]?.slice() ?? autoTable(cfg, spec, c.linear);
+      copied.add(c.linear);
+    }
+    out[c.linear]![c.row * clipShape(cfg, spec, c.linear)[1] + c.group] = c.code;
+  }
+  return out;
 }
 
 /** Set `c` in `clips` in place (a linear without a table gets one). */
@@ -84,11 +91,13 @@ export function currentCode(cfg: ModelConfig, spec: QuantSpec, w: Float32Array, 
 }
 
 /**
- * One clip move: a group drawn uniformly over all the block's groups, its code moved 1 or
- * 2 steps (±0.025 or ±0.05 in ratio) from the one it is quantized with now, reflected at
- * the ends of the grid.
+ * One clip move: a group drawn uniformly over all the block's groups and, with probability
+ * `rowShare`, every group of its row with it (a single group's gain is small; a row's is
+ * a row of the block's output error). Each group's code moves by the same 1 or 2 steps
+ * (±0.025 or ±0.05 in ratio) from the one it is quantized with now, reflected at the ends
+ * of the grid.
  */
-export function drawClipMove(cfg: ModelConfig, spec: QuantSpec, rng: Rng, cur: Block, clips: BlockClips | undefined): ClipSet {
+export function drawClipMove(cfg: ModelConfig, spec: QuantSpec, rng: Rng, cur: Block, clips: BlockClips | undefined, rowShare = 0): ClipSet[] {
   const names = blockLinears(cfg);
   const sizes = names.map((n) => clipShape(cfg, spec, n)).map(([r, g]) => r * g);
   let i = rng.int(sizes.reduce((s, x) => s + x, 0));
@@ -96,21 +105,27 @@ export function drawClipMove(cfg: ModelConfig, spec: QuantSpec, rng: Rng, cur: B
   while (i >= sizes[li]) i -= sizes[li++];
   const linear = names[li];
   const nG = clipShape(cfg, spec, linear)[1];
-  const at = { linear, row: Math.floor(i / nG), group: i % nG };
-  const now = currentCode(cfg, spec, cur[linear]!, clips, at);
+  const row = Math.floor(i / nG);
+  const groups = rowShare > 0 && rng.float() < rowShare ? Array.from({ length: nG }, (_, g) => g) : [i % nG];
   const step = (1 + rng.int(2)) * (rng.float() < 0.5 ? -1 : 1);
   const last = CLIP_RATIOS.length - 1;
-  const code = now + step < 0 || now + step > last ? now - step : now + step;
-  return { ...at, code };
+  return groups.map((group) => {
+    const now = currentCode(cfg, spec, cur[linear]!, clips, { linear, row, group });
+    const code = now + step < 0 || now + step > last ? now - step : now + step;
+    return { linear, row, group, code };
+  });
 }
 
 /**
- * The FFN units whose incremental evaluation (the base's FFN move) covers a clip move on
- * w1/w3 (the move's row) or on w2 (the units of the move's column group).
+ * The FFN units whose incremental evaluation (the base's FFN move) covers clip codes `cs`
+ * on w1/w3 (their rows) or on w2 (the units of their column groups), sorted.
  */
-export function clipUnits(cfg: ModelConfig, spec: QuantSpec, c: ClipSet): Int32Array {
-  if (c.linear === 'w1' || c.linear === 'w3') return Int32Array.of(c.row);
+export function clipUnits(cfg: ModelConfig, spec: QuantSpec, cs: readonly ClipSet[]): Int32Array {
   const H = cfg.hiddenDim;
-  const lo = c.group * spec.group;
-  return Int32Array.from({ length: Math.min(H, lo + spec.group) - lo }, (_, j) => lo + j);
+  const units = new Set<number>();
+  for (const c of cs) {
+    if (c.linear === 'w1' || c.linear === 'w3') units.add(c.row);
+    else for (let j = c.group * spec.group; j < Math.min(H, (c.group + 1) * spec.group); j++) units.add(j);
+  }
+  return Int32Array.from(units).sort();
 }

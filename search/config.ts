@@ -47,6 +47,8 @@ export interface SearchTuning {
    * RTN base on the int grid only: elsewhere no clip move is drawn.
    */
   clipShare: number;
+  /** Share of clip moves that set every group of the drawn group's row (the others: that group alone). */
+  clipRowShare: number;
   /** Steps spent on one block before moving to the next. */
   blockSteps: number;
   /** Calibration / validation / evaluation set sizes (sequences × tokens) when sampled. */
@@ -93,6 +95,7 @@ export const DEFAULT_TUNING: SearchTuning = {
   attnAngleStep: 5e-2,
   attnShare: 0.75,
   clipShare: 0,
+  clipRowShare: 0,
   blockSteps: 25,
   calibSeqs: 32,
   validSeqs: 8,
@@ -124,6 +127,7 @@ const RANGES: Partial<Record<keyof SearchTuning, [number, number, boolean]>> = {
   attnAngleStep: [0, Math.PI, false],
   attnShare: [0, 1, false],
   clipShare: [0, 1, false],
+  clipRowShare: [0, 1, false],
   blockSteps: [1, 1e9, true],
   calibSeqs: [1, 1e6, true],
   validSeqs: [1, 1e6, true],

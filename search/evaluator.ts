@@ -41,14 +41,14 @@ export function candidateLoss(cfg: ModelConfig, obj: BlockObjective, cur: Block,
   // Moves re-evaluate incrementally (objective.ts): the rows, groups, heads and Hessian
   // entries they touch (attention moves also redo the FFN side, whose input they change).
   if (move.full) return obj.fullEval(nb, move.full).loss;
-  if (move.kind === 'clip') return obj.clipMoveLoss(cur, move.clip!);
+  if (move.kind === 'clip') return obj.clipMoveLoss(cur, move.clips!);
   if (move.kind === 'ffn') return obj.ffnMoveLoss(nb, move.units!);
   return obj.attnMoveLoss(nb, move.transforms);
 }
 
 /** The candidate's whole quantized block (for the global term, which runs the rest of the model on it). */
 export function candidateQuantBlock(cfg: ModelConfig, obj: BlockObjective, cur: Block, move: Move): Block {
-  if (move.kind === 'clip') return obj.clipMoveFull(cur, move.clip!).q;
+  if (move.kind === 'clip') return obj.clipMoveFull(cur, move.clips!).q;
   const nb = candidateBlock(cur, move);
   applyTransforms(cfg, nb, move.transforms);
   return obj.fullEval(nb, move.kind).q;
@@ -94,7 +94,7 @@ export class Evaluator {
 
   /** Install an accepted move; `cur` already holds the transformed FP weights. */
   commit(move: Move, cur: Block): void {
-    if (move.kind === 'clip') this.obj!.clipMoveLoss(cur, move.clip!, true);
+    if (move.kind === 'clip') this.obj!.clipMoveLoss(cur, move.clips!, true);
     else if (move.kind === 'ffn') this.obj!.ffnMoveLoss(cur, move.units!, true);
     else this.obj!.attnMoveLoss(cur, move.transforms, true);
   }

@@ -26,7 +26,7 @@ import { RtnBase } from './baseRtn';
 import type { BaseMethod, BaseQuantizer, CodeSink } from './blockQuant';
 import { BlockState, plainAlloc, type Alloc, type BlockData, type BlockSetting, type Caches, type Change, type Evaluated, type ObjectiveState } from './blockState';
 import { fullEval } from './fullEval';
-import { clipUnits, setClip, withClip, type BlockClips, type ClipSet } from './clipMoves';
+import { clipUnits, setClip, withClips, type BlockClips, type ClipSet } from './clipMoves';
 
 /** The base quantizer of `method` for the block `s`. */
 export function baseQuantizer(method: BaseMethod, s: BlockSetting): BaseQuantizer {
@@ -116,39 +116,43 @@ export class BlockObjective implements BlockSetting {
   }
 
   /**
-   * Loss after clip move `c` on the current block `b` (its FP weights unchanged): the
-   * evaluation of the move's rows under this block's clip codes with c set. With `commit`,
-   * the caches and the codes are updated to the new state.
+   * Loss after clip move `cs` (codes of groups of one linear) on the current block `b`
+   * (its FP weights unchanged): the evaluation of the rows it touches under this block's
+   * clip codes with cs set. With `commit`, the caches and the codes are updated to the new state.
    */
-  clipMoveLoss(b: Block, c: ClipSet, commit = false): number {
-    const { s, base } = this.clipSetting(c);
+  clipMoveLoss(b: Block, cs: readonly ClipSet[], commit = false): number {
+    const { s, base } = this.clipSetting(cs);
+    const linears = new Set(cs.map((c) => c.linear));
+    const ffn = [...linears].every((n) => n === 'w1' || n === 'w2' || n === 'w3');
+    const attn = [...linears].every((n) => n !== 'w1' && n !== 'w2' && n !== 'w3');
     let loss: number;
-    if (c.linear === 'w1' || c.linear === 'w2' || c.linear === 'w3') {
-      loss = base.ffnMove(this.st, b, clipUnits(this.cfg, this.spec, c), commit);
+    if (ffn) {
+      loss = base.ffnMove(this.st, b, clipUnits(this.cfg, this.spec, cs), commit);
     } else {
       const rows = { wq: new Set<number>(), wk: new Set<number>(), wv: new Set<number>() };
-      if (c.linear !== 'wo') rows[c.linear].add(c.row);
-      const st = attnRowsMove(s, base, this.st, b, rows);
+      for (const c of cs) if (c.linear === 'wq' || c.linear === 'wk' || c.linear === 'wv') rows[c.linear].add(c.row);
+      // codes on both sides: a full evaluation (an attention move's path keeps the FFN's weights)
+      const st = attn ? attnRowsMove(s, base, this.st, b, rows) : fullEval(s, base, this.st, b, 'all');
       if (commit) this.st.install(st);
       loss = st.loss;
     }
     if (commit) {
       if (!this.clips) throw new Error('BlockObjective: a clip move is committed to an objective without clip codes');
-      setClip(this.cfg, this.spec, this.clips, c);
+      for (const c of cs) setClip(this.cfg, this.spec, this.clips, c);
     }
     return loss;
   }
 
-  /** Full evaluation of the current block `b` with clip move `c` (the reference the incremental path equals). */
-  clipMoveFull(b: Block, c: ClipSet): Evaluated {
-    const { s, base } = this.clipSetting(c);
+  /** Full evaluation of the current block `b` with clip codes `cs` set (the reference the incremental path equals). */
+  clipMoveFull(b: Block, cs: readonly ClipSet[]): Evaluated {
+    const { s, base } = this.clipSetting(cs);
     return fullEval(s, base, this.st, b, 'all');
   }
 
-  /** This block's setting with the clip codes of move `c`, and its base quantizer. */
-  private clipSetting(c: ClipSet): { s: BlockSetting; base: BaseQuantizer } {
+  /** This block's setting with clip codes `cs` set, and its base quantizer. */
+  private clipSetting(cs: readonly ClipSet[]): { s: BlockSetting; base: BaseQuantizer } {
     if (this.method !== 'rtn') throw new Error('clip moves run on the RTN base only');
-    const s: BlockSetting = { cfg: this.cfg, data: this.data, N: this.N, spec: this.spec, ops: this.ops, clips: withClip(this.cfg, this.spec, this.clips, c) };
+    const s: BlockSetting = { cfg: this.cfg, data: this.data, N: this.N, spec: this.spec, ops: this.ops, clips: withClips(this.cfg, this.spec, this.clips, cs) };
     return { s, base: baseQuantizer(this.method, s) };
   }
 }

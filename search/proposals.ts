@@ -21,8 +21,8 @@ export interface Move {
   kind: 'ffn' | 'attn' | 'clip';
   /** The invariance transforms (none for a clip move). */
   transforms: Transform[];
-  /** Clip moves: the group's new clip code (clipMoves.ts). */
-  clip?: ClipSet;
+  /** Clip moves: the groups' new clip codes, of one row of one linear (clipMoves.ts). */
+  clips?: ClipSet[];
   /** FFN moves: the units whose rows/columns change. */
   units?: Int32Array;
   /** Score by a full evaluation redoing this side (scale initialisation's whole-layer scales). */
@@ -113,7 +113,7 @@ export interface ClipContext {
  */
 export function drawMove(cfg: ModelConfig, rng: Rng, on: Set<Invariance>, t: SearchTuning, group: number, clip?: ClipContext): Move {
   if (clip && t.clipShare > 0 && rng.float() < t.clipShare) {
-    return { kind: 'clip', transforms: [], clip: drawClipMove(cfg, clip.spec, rng, clip.cur, clip.clips) };
+    return { kind: 'clip', transforms: [], clips: drawClipMove(cfg, clip.spec, rng, clip.cur, clip.clips, t.clipRowShare) };
   }
   const attnKinds = attnKindsOn(cfg, on);
   const ffnOn = (['ffn-perm', 'ffn-scale', 'ffn-rot'] as const).some((k) => on.has(k));
@@ -121,8 +121,8 @@ export function drawMove(cfg: ModelConfig, rng: Rng, on: Set<Invariance>, t: Sea
   return attn ? drawAttnMove(cfg, rng, attnKinds, t) : drawFfnMove(cfg, rng, on, t, group);
 }
 
-/** A move's type in the run's statistics: 'ffn', the attention invariance, or 'clip-<linear>'. */
+/** A move's type in the run's statistics: 'ffn', the attention invariance, 'clip-<linear>' (one group) or 'clip-row-<linear>' (a row's groups). */
 export function moveKind(m: Move): string {
-  if (m.kind === 'clip') return `clip-${m.clip!.linear}`;
+  if (m.kind === 'clip') return `clip-${m.clips!.length > 1 ? 'row-' : ''}${m.clips![0].linear}`;
   return m.kind === 'ffn' ? 'ffn' : m.transforms[0].kind;
 }

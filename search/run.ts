@@ -277,7 +277,7 @@ class Search implements SearchJob {
       if (move.kind === 'clip') {
         // the objective's codes are the block's (shared): committing the move sets them
         this.evaluator.commit(move, cur);
-        this.b.moves.push({ block: l, step: this.b.step, transforms: [], clips: [move.clip!] });
+        this.b.moves.push({ block: l, step: this.b.step, transforms: [], clips: move.clips! });
       } else {
         this.blocks.apply(l, move.transforms);
         this.evaluator.commit(move, cur);

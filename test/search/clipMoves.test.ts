@@ -62,27 +62,28 @@ describe('clip codes in RTN', () => {
 describe('clip moves in the block objective', () => {
   // One move on every linear, several times: scored incrementally, compared with a full
   // evaluation under the same codes, then some committed and checked against a fresh objective.
-  it('score as a full evaluation does (attention linears bit for bit, FFN linears to float64 round-off), and commits keep the FP block', () => {
+  it('score as a full evaluation does (attention linears bit for bit, FFN linears to the FFN path's round-off), and commits keep the FP block', () => {
     const { m, rng, obj, cur, spec, clips, data } = setup(1, 3);
     const fp = cloneBlock(cur);
     const seen = new Set<LinearName>();
     let changed = 0;
     const names = blockLinears(m.config);
-    for (let i = 0; i < 35; i++) {
-      // every linear in turn, a random group and code
+    for (let i = 0; i < 42; i++) {
+      // every linear in turn, a random group (every group of its row on odd turns) and code
       const linear = names[i % names.length];
       const [rows, nG] = clipShape(m.config, spec, linear);
-      const c: ClipSet = { linear, row: rng.int(rows), group: rng.int(nG), code: rng.int(CLIP_RATIOS.length) };
-      seen.add(c.linear);
-      const inc = obj.clipMoveLoss(cur, c);
-      const full = obj.clipMoveFull(cur, c).loss;
-      if (['wq', 'wk', 'wv', 'wo'].includes(c.linear)) expect(inc).toBe(full);
+      const row = rng.int(rows);
+      const groups = Math.floor(i / names.length) % 2 === 1 ? Array.from({ length: nG }, (_, g) => g) : [rng.int(nG)];
+      const cs: ClipSet[] = groups.map((group) => ({ linear, row, group, code: rng.int(CLIP_RATIOS.length) }));
+      seen.add(linear);
+      const inc = obj.clipMoveLoss(cur, cs);
+      const full = obj.clipMoveFull(cur, cs).loss;
+      if (['wq', 'wk', 'wv', 'wo'].includes(linear)) expect(inc).toBe(full);
       else expect(Math.abs(inc - full) / full).toBeLessThan(1e-6); // the FFN path sums its update in float32, as FFN moves do
       if (inc !== obj.loss) changed++;
       if (i % 4 === 0) {
-        obj.clipMoveLoss(cur, c, true);
-        const [, nG] = clipShape(m.config, spec, c.linear);
-        expect(clips[c.linear]![c.row * nG + c.group]).toBe(c.code);
+        obj.clipMoveLoss(cur, cs, true);
+        for (const c of cs) expect(clips[c.linear]![c.row * nG + c.group]).toBe(c.code);
         const fresh = new BlockObjective(m.config, data, spec, jsOps, 'rtn', undefined, undefined, structuredClone(clips));
         const freshLoss = fresh.reset(cur);
         expect(Math.abs(obj.loss - freshLoss) / freshLoss).toBeLessThan(1e-6);
@@ -98,7 +99,7 @@ describe('clip moves in the block objective', () => {
     const { m, obj, cur, spec, clips } = setup(2, 3);
     const before = cloneBlock(obj.q);
     const c: ClipSet = { linear: 'w2', row: 5, group: 2, code: 12 };
-    const q = obj.clipMoveFull(cur, c).q;
+    const q = obj.clipMoveFull(cur, [c]).q;
     const [, cols] = [0, m.config.hiddenDim];
     let diff = 0;
     for (let i = 0; i < q.w2.length; i++) {
@@ -121,19 +122,24 @@ describe('clip moves in the block objective', () => {
     };
     expect(draw(5)).toEqual(draw(5));
     expect(draw(5)).not.toEqual(draw(6));
-    for (const c of draw(5)) expect(c.code).toBeGreaterThanOrEqual(0), expect(c.code).toBeLessThan(CLIP_RATIOS.length);
+    for (const c of draw(5).flat()) expect(c.code).toBeGreaterThanOrEqual(0), expect(c.code).toBeLessThan(CLIP_RATIOS.length);
     // a fixed code is the one a move steps from
     setClip(m.config, spec, clips, { linear: 'wq', row: 0, group: 0, code: 20 });
     const rng = Rng.fromSeed(1);
+    let rowMoves = 0;
     for (let i = 0; i < 2000; i++) {
-      const c = drawClipMove(m.config, spec, rng, cur, clips);
-      if (c.linear === 'wq' && c.row === 0 && c.group === 0) expect([18, 19]).toContain(c.code);
+      const cs = drawClipMove(m.config, spec, rng, cur, clips, 0.5);
+      if (cs.length > 1) rowMoves++;
+      for (const c of cs) if (c.linear === 'wq' && c.row === 0 && c.group === 0) expect([18, 19]).toContain(c.code);
+      expect(new Set(cs.map((c) => `${c.linear} ${c.row}`)).size).toBe(1);
     }
+    expect(rowMoves).toBeGreaterThan(800);
+    expect(rowMoves).toBeLessThan(1200);
   });
 });
 
 const packr = new Packr({ moreTypes: true });
-const tuning = { calibSeqs: 4, validSeqs: 2, evalSeqs: 4, seqTokens: 64, blockSteps: 4, clipShare: 0.5 };
+const tuning = { calibSeqs: 4, validSeqs: 2, evalSeqs: 4, seqTokens: 64, blockSteps: 4, clipShare: 0.5, clipRowShare: 0.5 };
 const config = (over: Partial<RunConfig> = {}): RunConfig => ({ ...DEFAULT_CONFIG, model: MODEL_PATH, bits: 3, group: 32, steps: 24, patience: 0, ...over });
 async function runToEnd(job: SearchJob): Promise<void> {
   while (!job.done) await job.step();
