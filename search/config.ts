@@ -49,6 +49,8 @@ export interface SearchTuning {
   clipShare: number;
   /** Share of clip moves that set every group of the drawn group's row (the others: that group alone). */
   clipRowShare: number;
+  /** Clip initialisation (clipInit.ts) after each block's scale initialisation, when clip moves are on. */
+  clipInit: boolean;
   /** Steps spent on one block before moving to the next. */
   blockSteps: number;
   /** Calibration / validation / evaluation set sizes (sequences × tokens) when sampled. */
@@ -96,6 +98,7 @@ export const DEFAULT_TUNING: SearchTuning = {
   attnShare: 0.75,
   clipShare: 0,
   clipRowShare: 0,
+  clipInit: false,
   blockSteps: 25,
   calibSeqs: 32,
   validSeqs: 8,

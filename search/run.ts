@@ -26,6 +26,7 @@ import { SearchBlocks } from './blocks';
 import { copyInto } from './blockState';
 import { boundaryOf, freshBoundary, snapshotSets, meanLoss, progressOf, recordMove, recordValidation, stopReason, type Boundary } from './boundary';
 import { fullClips } from './clipMoves';
+import { clipInit } from './clipInit';
 import { specFormat } from './blockQuant';
 import { CalibrationRows } from './calibration';
 import { configHash, resolveTuning, searchSpec, validateRunConfig, type SearchTuning } from './config';
@@ -77,7 +78,7 @@ class Search implements SearchJob {
   private calib!: CalibrationRows;
   private spec: QuantSpec;
   private on: Set<Invariance>;
-  /** Clip moves are drawn (clipShare > 0 on an RTN base on the int grid). */
+  /** Clip codes are searched (clip moves or clip initialisation on an RTN base on the int grid). */
   private clipOn: boolean;
   private obj?: BlockObjective;
   private evaluator: Evaluator;
@@ -117,7 +118,7 @@ class Search implements SearchJob {
     this.hash = configHash(config, tuning);
     this.spec = searchSpec(config, tuning);
     this.on = new Set(config.invariances);
-    this.clipOn = tuning.clipShare > 0 && config.base === 'rtn' && specFormat(this.spec) === null;
+    this.clipOn = (tuning.clipShare > 0 || tuning.clipInit) && config.base === 'rtn' && specFormat(this.spec) === null;
     this.rng = Rng.fromSeed(config.seed);
     this.blocks = new SearchBlocks(model, this.spec, weightBytes(config));
     this.evaluator = new Evaluator(model.config, this.spec, ops.name, config.workers);
@@ -221,7 +222,14 @@ class Search implements SearchJob {
         this.blocks.apply(l, [t]);
         this.b.moves.push({ block: l, step: 0, transforms: [t] });
       };
-      await scaleInit(cfg, obj, this.blocks.transformed(l), this.calib.seqViews(x), this.ops, sites, accept, score);
+      if (this.tuning.scaleInit) await scaleInit(cfg, obj, this.blocks.transformed(l), this.calib.seqViews(x), this.ops, sites, accept, score);
+      if (this.clipOn && this.tuning.clipInit) {
+        const acceptClips = (m: Move) => {
+          this.evaluator.commit(m, this.blocks.transformed(l));
+          this.b.moves.push({ block: l, step: 0, transforms: [], clips: m.clips! });
+        };
+        await clipInit(cfg, this.spec, obj, this.blocks.transformed(l), score, acceptClips);
+      }
       this.blocks.setQuantized(l, obj.q);
     }
     // The canonical quantized model of the new weights (what a resumed run rebuilds), from
@@ -241,7 +249,7 @@ class Search implements SearchJob {
   async step(): Promise<void> {
     if (this.b.done) return;
     if (!this.b.initDone) {
-      if (this.tuning.scaleInit && scaleSitesOn(this.on).length > 0) return this.initPass();
+      if ((this.tuning.scaleInit && scaleSitesOn(this.on).length > 0) || (this.clipOn && this.tuning.clipInit)) return this.initPass();
       this.b.initDone = true;
     }
     this.clock.enter('search');

@@ -9,7 +9,8 @@ import { blockLinears, cloneBlock, type LinearName } from '../../core/model/type
 import { jsOps } from '../../core/ops';
 import { CLIP_AUTO, CLIP_RATIOS, fakeQuantRtn, quantizeRtn } from '../../core/quant/rtn';
 import { Rng } from '../../core/rng';
-import { clipShape, drawClipMove, fullClips, setClip, type BlockClips, type ClipSet } from '../../search/clipMoves';
+import { clipShape, currentCode, drawClipMove, fullClips, setClip, type BlockClips, type ClipSet } from '../../search/clipMoves';
+import { CLIP_SHIFTS, shiftedLinear } from '../../search/clipInit';
 import { DEFAULT_CONFIG } from '../../search/config';
 import type { RunConfig, SearchJob } from '../../search/contract';
 import { plainAlloc } from '../../search/blockState';
@@ -62,7 +63,7 @@ describe('clip codes in RTN', () => {
 describe('clip moves in the block objective', () => {
   // One move on every linear, several times: scored incrementally, compared with a full
   // evaluation under the same codes, then some committed and checked against a fresh objective.
-  it('score as a full evaluation does (attention linears bit for bit, FFN linears to the FFN path's round-off), and commits keep the FP block', () => {
+  it('score as a full evaluation does (attention linears bit for bit, FFN linears to round-off), and commits keep the FP block', () => {
     const { m, rng, obj, cur, spec, clips, data } = setup(1, 3);
     const fp = cloneBlock(cur);
     const seen = new Set<LinearName>();
@@ -139,12 +140,29 @@ describe('clip moves in the block objective', () => {
 });
 
 const packr = new Packr({ moreTypes: true });
-const tuning = { calibSeqs: 4, validSeqs: 2, evalSeqs: 4, seqTokens: 64, blockSteps: 4, clipShare: 0.5, clipRowShare: 0.5 };
+const tuning = { calibSeqs: 4, validSeqs: 2, evalSeqs: 4, seqTokens: 64, blockSteps: 4, clipShare: 0.5, clipRowShare: 0.5, clipInit: true };
 const config = (over: Partial<RunConfig> = {}): RunConfig => ({ ...DEFAULT_CONFIG, model: MODEL_PATH, bits: 3, group: 32, steps: 24, patience: 0, ...over });
 async function runToEnd(job: SearchJob): Promise<void> {
   while (!job.done) await job.step();
 }
 const clipMovesOf = (j: SearchJob) => (j.snapshot() as { moves: { clips?: ClipSet[] }[] }).moves.filter((m) => m.clips);
+
+describe('clip initialisation', () => {
+  it('shifts every group of a linear from its current code, clamped to the grid', () => {
+    const { m, cur, spec } = setup(0, 3);
+    const clips: BlockClips = {};
+    setClip(m.config, spec, clips, { linear: 'wk', row: 1, group: 0, code: 0 });
+    setClip(m.config, spec, clips, { linear: 'wk', row: 2, group: 1, code: 10 });
+    const nG = clipShape(m.config, spec, 'wk')[1];
+    for (const d of CLIP_SHIFTS) {
+      const cs = shiftedLinear(m.config, spec, cur, clips, 'wk', d);
+      expect(cs.length).toBe(clipShape(m.config, spec, 'wk')[0] * nG);
+      expect(cs[1 * nG + 0].code).toBe(Math.max(0, d));
+      expect(cs[2 * nG + 1].code).toBe(10 + d);
+      for (const c of cs) expect(c.code).toBe(Math.min(CLIP_RATIOS.length - 1, Math.max(0, currentCode(m.config, spec, cur.wk, clips, c) + d)));
+    }
+  });
+});
 
 describe('clip moves in a run', () => {
   it('are taken, deterministically by seed, resume exactly, and export with the chosen clips', async () => {
@@ -176,6 +194,10 @@ describe('clip moves in a run', () => {
 
   it('with clip moves only, the transformed FP model is the FP model and the quantized one improves', async () => {
     const job = await createSearchJob(config({ steps: 16 }), { tuning: { ...tuning, clipShare: 1, scaleInit: false } });
+    await job.step(); // the initialisation pass: clip initialisation set whole linears at step 0
+    const init = (job.snapshot() as { moves: { step: number; clips?: ClipSet[] }[] }).moves;
+    expect(init.length).toBeGreaterThan(0);
+    for (const m of init) expect(m.clips!.length).toBe(clipShape(shippedModel().config, { bits: 3, group: 32 }, m.clips![0].linear).reduce((a, b) => a * b));
     await runToEnd(job);
     const r = await job.report();
     expect(r.accepted).toBeGreaterThan(0);
