@@ -4,8 +4,9 @@
  * RTN's log-perplexity gap closed (held-out tokens), steps, accepted moves, wall and CPU
  * time (wall time on a shared machine says little; CPU seconds of this process, worker
  * threads included, do) and candidates/s. `quality`: W2/W3/W4 × RTN/GPTQ base for seeds
- * QUALITY_SEEDS (default 1,2,3), then the table of means over seeds on stderr, with wall
- * and CPU time per row. `ablation`: W3 g32 RTN with invariance groups switched off and with
+ * QUALITY_SEEDS (default 1,2,3) with tuning QUALITY_TUNING (a JSON object, default none),
+ * then per row the means over seeds (a 'quality-mean' line, and the table on stderr),
+ * with wall and CPU time per row. `ablation`: W3 g32 RTN with invariance groups switched off and with
  * the search's options (annealing, by-gain schedule, global term). Minutes each; run by
  * name only.
  */
@@ -59,7 +60,7 @@ function seeds(): number[] {
   return s;
 }
 
-/** The table of the quality runs: per bits × base, means over seeds of searched ppl, closes, wall and CPU seconds. */
+/** Per bits × base, means over seeds of searched ppl, closes, wall and CPU seconds: one 'quality-mean' line each, and the table. */
 function qualityTable(lines: QualityLine[]): string {
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
   const out = ['bits base  seeds  searched ppl  closes  wall s  cpu s'];
@@ -67,9 +68,14 @@ function qualityTable(lines: QualityLine[]): string {
   for (const k of keys) {
     const ls = lines.filter((l) => `${l.bits} ${l.base}` === k);
     const [bits, base] = k.split(' ');
+    const m = {
+      ppl: mean(ls.map((l) => l.searched.ppl)), closes: mean(ls.map((l) => l.closes)),
+      seconds: mean(ls.map((l) => l.seconds)), cpuSeconds: mean(ls.map((l) => l.cpuSeconds)),
+    };
+    emit({ bench: 'quality-mean', bits: Number(bits), base, seeds: ls.map((l) => l.seed), searched: { ppl: +m.ppl.toFixed(4) }, closes: +m.closes.toFixed(4), seconds: +m.seconds.toFixed(1), cpuSeconds: +m.cpuSeconds.toFixed(1) });
     out.push(
-      `W${bits}   ${base.padEnd(5)} ${ls.map((l) => l.seed).join(',').padEnd(6)} ${mean(ls.map((l) => l.searched.ppl)).toFixed(3).padStart(12)}` +
-      `  ${(100 * mean(ls.map((l) => l.closes))).toFixed(1).padStart(5)}%  ${mean(ls.map((l) => l.seconds)).toFixed(0).padStart(6)}  ${mean(ls.map((l) => l.cpuSeconds)).toFixed(0).padStart(5)}`,
+      `W${bits}   ${base.padEnd(5)} ${ls.map((l) => l.seed).join(',').padEnd(6)} ${m.ppl.toFixed(3).padStart(12)}` +
+      `  ${(100 * m.closes).toFixed(1).padStart(5)}%  ${m.seconds.toFixed(0).padStart(6)}  ${m.cpuSeconds.toFixed(0).padStart(5)}`,
     );
   }
   return out.join('\n');
@@ -80,8 +86,9 @@ export const qualityBench: BenchModule = {
   byNameOnly: true,
   async run() {
     const lines: QualityLine[] = [];
+    const tuning = JSON.parse(process.env.QUALITY_TUNING ?? '{}') as Partial<SearchTuning>;
     for (const bits of [3, 4, 2]) {
-      for (const base of ['rtn', 'gptq'] as const) for (const seed of seeds()) lines.push(await run(`W${bits} ${base} seed ${seed}`, { bits, base, seed }));
+      for (const base of ['rtn', 'gptq'] as const) for (const seed of seeds()) lines.push(await run(`W${bits} ${base} seed ${seed}`, { bits, base, seed }, tuning));
     }
     note(`means over seeds (held-out ppl; closes: share of RTN's log-perplexity gap to FP):\n${qualityTable(lines)}`);
   },
