@@ -241,5 +241,8 @@ export function validateRunConfig(c: RunConfig): RunConfig {
 /** Hash of everything that determines the trajectory (workers, time and memory budgets excluded). */
 export function configHash(c: RunConfig, tuning: SearchTuning = DEFAULT_TUNING): string {
   const { workers: _w, timeBudget: _t, memoryBudget: _m, ...rest } = c;
-  return createHash('sha256').update(JSON.stringify({ rest, tuning })).digest('hex');
+  // with the clip search off, the hash of the tuning before it existed: older snapshots still resume
+  const { clipShare, clipRowShare, clipInit, ...older } = tuning;
+  const t = clipShare === 0 && clipRowShare === 0 && !clipInit ? older : tuning;
+  return createHash('sha256').update(JSON.stringify({ rest, tuning: t })).digest('hex');
 }
