@@ -14,6 +14,7 @@ import { CLIP_SHIFTS, shiftedLinear } from '../../search/clipInit';
 import { DEFAULT_CONFIG } from '../../search/config';
 import type { RunConfig, SearchJob } from '../../search/contract';
 import { plainAlloc } from '../../search/blockState';
+import { candidateQuantBlock } from '../../search/evaluator';
 import { BlockObjective } from '../../search/objective';
 import { createSearchJob } from '../../search/run';
 import { MODEL_PATH, shippedModel } from '../helpers';
@@ -83,12 +84,14 @@ describe('clip moves in the block objective', () => {
       else expect(Math.abs(inc - full) / full).toBeLessThan(1e-6); // the FFN path sums its update in float32, as FFN moves do
       if (inc !== obj.loss) changed++;
       if (i % 4 === 0) {
+        // the global term's whole candidate block (evaluator.ts) is the committed state's
+        const candQ = candidateQuantBlock(m.config, obj, cur, { kind: 'clip', transforms: [], clips: cs });
         obj.clipMoveLoss(cur, cs, true);
         for (const c of cs) expect(clips[c.linear]![c.row * nG + c.group]).toBe(c.code);
         const fresh = new BlockObjective(m.config, data, spec, jsOps, 'rtn', undefined, undefined, structuredClone(clips));
         const freshLoss = fresh.reset(cur);
         expect(Math.abs(obj.loss - freshLoss) / freshLoss).toBeLessThan(1e-6);
-        for (const k of blockLinears(m.config)) expect(obj.q[k]).toEqual(fresh.q[k]);
+        for (const k of blockLinears(m.config)) expect(obj.q[k]).toEqual(fresh.q[k]), expect(candQ[k]).toEqual(fresh.q[k]);
       }
     }
     expect([...seen].sort()).toEqual([...blockLinears(m.config)].sort());
