@@ -11,7 +11,7 @@
 import { touched, type Transform } from '../core/invariance';
 import type { Block } from '../core/model/types';
 import { attnResidual, context, headProjection, scatterHeads } from './attnSide';
-import { QKV_LINEARS, sortedOf, type BaseQuantizer } from './blockQuant';
+import { QKV_LINEARS, sortedOf, type BaseQuantizer, type QkvName } from './blockQuant';
 import type { BlockSetting, BlockState, Evaluated } from './blockState';
 import { withFfn } from './fullEval';
 
@@ -22,16 +22,25 @@ export function isAttnOnly(transforms: readonly Transform[]): boolean {
 
 /** The state after an attention move: `b` is the current FP block changed only by `transforms` (attention invariances). */
 export function attnMove(s: BlockSetting, base: BaseQuantizer, st: BlockState, b: Block, transforms: readonly Transform[]): Evaluated {
+  const rows = { wq: new Set<number>(), wk: new Set<number>(), wv: new Set<number>() };
+  for (const t of transforms) {
+    const tt = touched(s.cfg, t);
+    for (const n of QKV_LINEARS) tt[n]?.rows.forEach((r) => rows[n].add(r));
+  }
+  return attnRowsMove(s, base, st, b, rows);
+}
+
+/**
+ * The state after rows `rows` of wq/wk/wv change their quantized values (their FP weights
+ * in `b`, or how the base quantizes them), wo quantized again: an attention move, or a clip
+ * move on an attention linear (no rows for one on wo).
+ */
+export function attnRowsMove(s: BlockSetting, base: BaseQuantizer, st: BlockState, b: Block, rows: Record<QkvName, Set<number>>): Evaluated {
   const { cfg, ops } = s;
   const { x, seqStarts } = s.data;
   const { headDim: hd, nHeads, nKvHeads } = cfg;
   const G = nHeads / nKvHeads;
   const c = st.c;
-  const rows = { wq: new Set<number>(), wk: new Set<number>(), wv: new Set<number>() };
-  for (const t of transforms) {
-    const tt = touched(cfg, t);
-    for (const n of QKV_LINEARS) tt[n]?.rows.forEach((r) => rows[n].add(r));
-  }
   // The changed rows of wq/wk/wv, quantized again.
   const w = { wq: st.q.wq.slice(), wk: st.q.wk.slice(), wv: st.q.wv.slice() };
   for (const n of QKV_LINEARS) {

@@ -22,6 +22,7 @@ import { fakeQuantRtnRect, type QuantSpec } from '../core/quant/rtn';
 import { range } from './attnSide';
 import { commitUnits, QKV_LINEARS, specFormat, type BaseQuantizer, type CodeSink, type QkvName } from './blockQuant';
 import type { BlockSetting, BlockState, Caches } from './blockState';
+import type { BlockClips } from './clipMoves';
 import { unitActs } from './ffnSide';
 
 /**
@@ -42,11 +43,14 @@ export function ggmlRows(fmt: QuantFormat, cols: number): GgmlRows {
   return { format: f, block: f.blockSize, round: (x, out) => { f.dequantizeRow(f.quantizeRow(x), x.length, out); } };
 }
 
-/** RTN of the named linears (all of the block's when omitted); on a ggml format, no integer codes. */
-export function rtnLinears(cfg: ModelConfig, b: Block, spec: QuantSpec, names?: LinearName[], codes?: CodeSink): Partial<Block> {
+/**
+ * RTN of the named linears (all of the block's when omitted), with the block's clip codes
+ * (clipMoves.ts) where given; on a ggml format, no integer codes and no clip codes.
+ */
+export function rtnLinears(cfg: ModelConfig, b: Block, spec: QuantSpec, names?: LinearName[], codes?: CodeSink, clips?: BlockClips): Partial<Block> {
   const fmt = specFormat(spec);
   if (fmt) return ggmlLinears(cfg, b, fmt, names ?? blockLinears(cfg));
-  const q = quantizeBlockLinears(cfg, b, spec, { method: 'rtn', names, onQuantized: codes && ((n, qz) => (codes[n] = qz)) });
+  const q = quantizeBlockLinears(cfg, b, spec, { method: 'rtn', names, clips, onQuantized: codes && ((n, qz) => (codes[n] = qz)) });
   const out: Partial<Block> = {};
   for (const n of names ?? (['wq', 'wk', 'wv', 'wo', 'w1', 'w2', 'w3'] as LinearName[])) if (q[n]) out[n] = q[n];
   return out;
@@ -67,18 +71,20 @@ function ggmlLinears(cfg: ModelConfig, b: Block, fmt: QuantFormat, names: readon
   return out;
 }
 
-/** Fake-quantize one row (groups along it) into out. */
-function fakeQuantRtnRow(row: F32, spec: QuantSpec, out: F32): void {
+/** Fake-quantize row `r` of linear w [·, cols] (groups along it) into out, with the row's clip codes from `clips` [rows, nGroups]. */
+function fakeQuantRtnRow(w: F32, r: number, cols: number, spec: QuantSpec, out: F32, clips?: Uint8Array): void {
+  const row = w.subarray(r * cols, (r + 1) * cols);
   const fmt = specFormat(spec);
-  if (fmt) ggmlRows(fmt, row.length).round(row, out);
-  else fakeQuantRtnRect(row, row.length, spec, out, 0, 1, 0, Math.ceil(row.length / spec.group));
+  if (fmt) return ggmlRows(fmt, cols).round(row, out);
+  const nG = Math.ceil(cols / spec.group);
+  fakeQuantRtnRect(row, cols, spec, out, 0, 1, 0, nG, clips?.subarray(r * nG, (r + 1) * nG));
 }
 
 /** Column groups `gi` (each `g` wide) of every row of w [rows, cols] quantized into the same places of out. */
-function quantizeColumnGroups(w: F32, rows: number, cols: number, spec: QuantSpec, g: number, groups: readonly number[], out: F32): void {
+function quantizeColumnGroups(w: F32, rows: number, cols: number, spec: QuantSpec, g: number, groups: readonly number[], out: F32, clips?: Uint8Array): void {
   const fmt = specFormat(spec);
   if (!fmt) {
-    for (const gi of groups) fakeQuantRtnRect(w, cols, spec, out, 0, rows, gi, gi + 1);
+    for (const gi of groups) fakeQuantRtnRect(w, cols, spec, out, 0, rows, gi, gi + 1, clips);
     return;
   }
   const { round } = ggmlRows(fmt, cols);
@@ -103,17 +109,17 @@ export class RtnBase implements BaseQuantizer {
   constructor(private s: BlockSetting) {}
 
   qkv(b: Block, _xa: F32, codes?: CodeSink): { w: Pick<Block, QkvName> } {
-    const w = rtnLinears(this.s.cfg, b, this.s.spec, [...QKV_LINEARS], codes);
+    const w = rtnLinears(this.s.cfg, b, this.s.spec, [...QKV_LINEARS], codes, this.s.clips);
     return { w: { wq: w.wq!, wk: w.wk!, wv: w.wv! } };
   }
 
   qkvRows(b: Block, name: QkvName, rows: Int32Array, w: F32, _c: Caches): void {
     const d = this.s.cfg.dim;
-    for (const row of rows) fakeQuantRtnRow(b[name].subarray(row * d, (row + 1) * d), this.s.spec, w.subarray(row * d, (row + 1) * d));
+    for (const row of rows) fakeQuantRtnRow(b[name], row, d, this.s.spec, w.subarray(row * d, (row + 1) * d), this.s.clips?.[name]);
   }
 
   wo(b: Block, _ctx: F32, codes?: CodeSink): { wo: F32 } {
-    return { wo: rtnLinears(this.s.cfg, b, this.s.spec, ['wo'], codes).wo! };
+    return { wo: rtnLinears(this.s.cfg, b, this.s.spec, ['wo'], codes, this.s.clips).wo! };
   }
 
   woAfter(b: Block, ctx: F32): { wo: F32 } {
@@ -123,7 +129,7 @@ export class RtnBase implements BaseQuantizer {
   ffn(b: Block, xn: F32, keep: Block | undefined, codes?: CodeSink): { w: Partial<Block>; act: F32 } {
     const { cfg, N, spec } = this.s;
     const names: LinearName[] = b.w3 ? ['w1', 'w3', 'w2'] : ['w1', 'w2'];
-    const got: Partial<Block> = keep ? { w1: keep.w1, w3: keep.w3, w2: keep.w2 } : rtnLinears(cfg, b, spec, names, codes);
+    const got: Partial<Block> = keep ? { w1: keep.w1, w3: keep.w3, w2: keep.w2 } : rtnLinears(cfg, b, spec, names, codes, this.s.clips);
     const w: Partial<Block> = {};
     for (const n of names) w[n] = got[n]!;
     const act = new Float32Array(N * cfg.hiddenDim);
@@ -132,7 +138,7 @@ export class RtnBase implements BaseQuantizer {
   }
 
   ffnMove(st: BlockState, b: Block, units: ArrayLike<number>, commit: boolean): number {
-    const { cfg, N, spec, ops } = this.s;
+    const { cfg, N, spec, ops, clips } = this.s;
     const d = cfg.dim;
     const H = cfg.hiddenDim;
     const g = w2Group(spec, H);
@@ -142,11 +148,9 @@ export class RtnBase implements BaseQuantizer {
     // New quantized rows of w1/w3 for the touched units (each row is quantized on its own).
     const w1q = new Float32Array(k * d);
     const w3q = cfg.arch === 'llama' ? new Float32Array(k * d) : undefined;
-    for (const [w, out] of [[b.w1, w1q], [b.w3, w3q]] as const) {
+    for (const [w, out, cl] of [[b.w1, w1q, clips?.w1], [b.w3, w3q, clips?.w3]] as const) {
       if (!w || !out) continue;
-      for (let u = 0; u < k; u++) {
-        fakeQuantRtnRow(w.subarray(S[u] * d, (S[u] + 1) * d), spec, out.subarray(u * d, (u + 1) * d));
-      }
+      for (let u = 0; u < k; u++) fakeQuantRtnRow(w, S[u], d, spec, out.subarray(u * d, (u + 1) * d), cl);
     }
     // New quantized w2 columns of every group that holds a touched unit.
     const groups = [...new Set(Array.from(S, (j) => Math.floor(j / g)))].sort((a, c) => a - c);
@@ -154,7 +158,7 @@ export class RtnBase implements BaseQuantizer {
     for (const gi of groups) for (let j = gi * g; j < Math.min(H, (gi + 1) * g); j++) cols.push(j);
     const nc = cols.length;
     const w2new = new Float32Array(d * H);
-    quantizeColumnGroups(b.w2, d, H, spec, g, groups, w2new);
+    quantizeColumnGroups(b.w2, d, H, spec, g, groups, w2new, clips?.w2);
     const actS = new Float32Array(N * k);
     unitActs(this.s, actS, c.xn, w1q, w3q, b.b1, S);
     // Δ = [a' | a] · [w2q' | −w2q]ᵀ over the touched columns: one matmul.

@@ -9,6 +9,7 @@ import type { Block, F32, ModelConfig } from '../core/model/types';
 import type { Ops } from '../core/ops';
 import type { GptqFactor } from '../core/quant/gptq';
 import type { QuantSpec } from '../core/quant/rtn';
+import type { BlockClips } from './clipMoves';
 
 export type F64 = Float64Array;
 
@@ -30,6 +31,8 @@ export interface BlockSetting {
   readonly N: number;
   readonly spec: QuantSpec;
   readonly ops: Ops;
+  /** Per-group clip codes of the block's linears (clipMoves.ts; RTN on the int grid only): absent, every group CLIP_AUTO. */
+  readonly clips?: BlockClips;
 }
 
 /** What a full evaluation must redo: everything, the attention side only, or the FFN side only. */

@@ -16,12 +16,16 @@ import { applyTransforms, type Transform } from '../core/invariance';
 import { BlockCache, lazyBlocks, type BlockKey } from '../core/model/lazy';
 import { blockLinears, cloneBlock, linearShape, type Block, type F32, type LinearName, type Model, type ModelConfig } from '../core/model/types';
 import { packPalette, paletteBytes, unpackPalette, type PaletteWeights } from '../core/quant/palette';
+import type { QuantSpec } from '../core/quant/rtn';
+import { setClip, type BlockClips, type ClipSet } from './clipMoves';
 
-/** One accepted move: the transforms applied to one block (step 0: scale initialisation). */
+/** One accepted move: the transforms applied to one block (step 0: scale initialisation), or the clip codes it set. */
 export interface AcceptedMove {
   block: number;
   step: number;
   transforms: Transform[];
+  /** A clip move's codes (clipMoves.ts); absent for an invariance move. */
+  clips?: ClipSet[];
 }
 
 /** How a quantized block is held: as floats, or its linears palette-packed (other arrays as they are). */
@@ -38,6 +42,8 @@ const UNPACKED_KEEP = 2;
 export class SearchBlocks {
   /** Per block, every transform applied to it since FP, in order. */
   private applied: Transform[][];
+  /** Per block, the clip codes its accepted clip moves set (undefined: none, every group CLIP_AUTO). */
+  private clipCodes: (BlockClips | undefined)[];
   /** Transformed blocks held as floats, least recently used first. */
   private resident = new Map<number, Block>();
   private pinned = -1;
@@ -55,6 +61,7 @@ export class SearchBlocks {
   constructor(private model: Model, private grid: QuantGrid, private residentBytes = Infinity) {
     const L = model.config.nLayers;
     this.applied = Array.from({ length: L }, () => []);
+    this.clipCodes = new Array(L).fill(undefined);
     this.ver = new Array(L).fill(0);
     this.blockBytes = Object.values(model.blocks[0]).reduce((s, v) => s + (v ? (v as F32).byteLength : 0), 0);
     this.unpacked = new BlockCache((l) => this.unpack(l), UNPACKED_KEEP);
@@ -120,10 +127,34 @@ export class SearchBlocks {
     this.applied[l].push(...transforms);
   }
 
-  /** The transformed weights of every block rebuilt as FP + `moves`, in order (resume, rollback). */
+  /** Block l's clip codes (undefined while no clip move set one). */
+  clips(l: number): BlockClips | undefined {
+    return this.clipCodes[l];
+  }
+
+  /** Hold block l's clip codes in `clips` (the same codes, e.g. in memory workers share, which a committed clip move then updates). */
+  setClips(l: number, clips: BlockClips): void {
+    this.clipCodes[l] = clips;
+  }
+
+  /** Set clip codes `cs` of block l (an accepted clip move). */
+  applyClips(l: number, cs: readonly ClipSet[]): void {
+    const t = (this.clipCodes[l] ??= {});
+    for (const c of cs) setClip(this.model.config, this.clipSpec(), t, c);
+  }
+
+  private clipSpec(): QuantSpec {
+    return { bits: this.grid.bits, group: this.grid.group };
+  }
+
+  /** The transformed weights and clip codes of every block rebuilt as FP + `moves`, in order (resume, rollback). */
   replay(moves: readonly AcceptedMove[]): void {
     this.applied = Array.from({ length: this.nLayers }, () => []);
-    for (const m of moves) this.applied[m.block].push(...m.transforms);
+    this.clipCodes = new Array(this.nLayers).fill(undefined);
+    for (const m of moves) {
+      this.applied[m.block].push(...m.transforms);
+      if (m.clips) this.applyClips(m.block, m.clips);
+    }
     this.resident.clear();
     this.pinned = -1;
   }

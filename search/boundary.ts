@@ -44,6 +44,23 @@ export interface Boundary {
   stopReason?: string;
   /** The sampled sets' sizes the run planned (absent in snapshots from before plans: the tuning's sizes). */
   sets?: SetPlan;
+  /** Per move type, per block: candidates proposed, accepted, and the accepted moves' summed gain (absent in older snapshots). */
+  moveStats?: MoveStats;
+}
+
+/** Per move type ('ffn', an attention kind, 'clip-<linear>'): per-block counts and gain in the block's normalised loss (L/L0, the global term included on its steps). */
+export type MoveStats = Record<string, { proposed: number[]; accepted: number[]; gain: number[] }>;
+
+/** Count a scored candidate of type `kind` on block l (accepted with gain `gain`, or not when gain is null). */
+export function recordMove(b: Boundary, kind: string, l: number, nLayers: number, gain: number | null): void {
+  const st = (b.moveStats ??= {});
+  const zeros = () => new Array(nLayers).fill(0);
+  const k = (st[kind] ??= { proposed: zeros(), accepted: zeros(), gain: zeros() });
+  k.proposed[l]++;
+  if (gain !== null) {
+    k.accepted[l]++;
+    k.gain[l] += gain;
+  }
 }
 
 /** The record of a run that has not started. */

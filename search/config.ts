@@ -42,6 +42,15 @@ export interface SearchTuning {
   attnAngleStep: number;
   /** Share of steps that propose attention moves (when attention invariances are on). */
   attnShare: number;
+  /**
+   * Share of candidates that are clip moves (one group's clip ratio, clipMoves.ts); 0 = none.
+   * RTN base on the int grid only: elsewhere no clip move is drawn.
+   */
+  clipShare: number;
+  /** Share of clip moves that set every group of the drawn group's row (the others: that group alone). */
+  clipRowShare: number;
+  /** Clip initialisation (clipInit.ts) after each block's scale initialisation, when clip moves are on. */
+  clipInit: boolean;
   /** Steps spent on one block before moving to the next. */
   blockSteps: number;
   /** Calibration / validation / evaluation set sizes (sequences × tokens) when sampled. */
@@ -87,6 +96,9 @@ export const DEFAULT_TUNING: SearchTuning = {
   attnScaleStep: 5e-2,
   attnAngleStep: 5e-2,
   attnShare: 0.75,
+  clipShare: 0,
+  clipRowShare: 0,
+  clipInit: false,
   blockSteps: 25,
   calibSeqs: 32,
   validSeqs: 8,
@@ -117,6 +129,8 @@ const RANGES: Partial<Record<keyof SearchTuning, [number, number, boolean]>> = {
   attnScaleStep: [0, 10, false],
   attnAngleStep: [0, Math.PI, false],
   attnShare: [0, 1, false],
+  clipShare: [0, 1, false],
+  clipRowShare: [0, 1, false],
   blockSteps: [1, 1e9, true],
   calibSeqs: [1, 1e6, true],
   validSeqs: [1, 1e6, true],
@@ -226,5 +240,8 @@ export function validateRunConfig(c: RunConfig): RunConfig {
 /** Hash of everything that determines the trajectory (workers, time and memory budgets excluded). */
 export function configHash(c: RunConfig, tuning: SearchTuning = DEFAULT_TUNING): string {
   const { workers: _w, timeBudget: _t, memoryBudget: _m, ...rest } = c;
-  return createHash('sha256').update(JSON.stringify({ rest, tuning })).digest('hex');
+  // with the clip search off, the hash of the tuning before it existed: older snapshots still resume
+  const { clipShare, clipRowShare, clipInit, ...older } = tuning;
+  const t = clipShare === 0 && clipRowShare === 0 && !clipInit ? older : tuning;
+  return createHash('sha256').update(JSON.stringify({ rest, tuning: t })).digest('hex');
 }

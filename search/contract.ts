@@ -105,6 +105,12 @@ export interface FinalReport {
   candidates?: number;
   /** What the time budget left out (report rows left out have NaN figures). */
   cut?: string[];
+  /**
+   * Per move type ('ffn', an attention kind, 'clip-<linear>'), per block: candidates
+   * proposed and accepted, and the accepted moves' summed decrease of the block's
+   * normalised loss (moves a final rollback dropped included).
+   */
+  moveStats?: Record<string, { proposed: number[]; accepted: number[]; gain: number[] }>;
   /** The three models compared (for samples); not serialized. */
   models?: { fp: Model; base: Model; searched: Model };
 }

@@ -25,6 +25,7 @@ const ATTN_KEYS = ['wq', 'wk', 'wv', 'wo', 'bq', 'bk', 'bv'] as const;
 /** The block with fresh copies of the weights a move of this kind may change (all of them for a full move). */
 export function candidateBlock(cur: Block, move: Move): Block {
   const nb: Block = { ...cur };
+  if (move.kind === 'clip') return nb; // a clip move leaves the FP weights as they are
   if (move.full) {
     for (const [k, v] of Object.entries(cur) as [keyof Block, Float32Array | undefined][]) if (v) nb[k] = v.slice();
     return nb;
@@ -40,12 +41,14 @@ export function candidateLoss(cfg: ModelConfig, obj: BlockObjective, cur: Block,
   // Moves re-evaluate incrementally (objective.ts): the rows, groups, heads and Hessian
   // entries they touch (attention moves also redo the FFN side, whose input they change).
   if (move.full) return obj.fullEval(nb, move.full).loss;
+  if (move.kind === 'clip') return obj.clipMoveLoss(cur, move.clips!);
   if (move.kind === 'ffn') return obj.ffnMoveLoss(nb, move.units!);
   return obj.attnMoveLoss(nb, move.transforms);
 }
 
 /** The candidate's whole quantized block (for the global term, which runs the rest of the model on it). */
 export function candidateQuantBlock(cfg: ModelConfig, obj: BlockObjective, cur: Block, move: Move): Block {
+  if (move.kind === 'clip') return obj.clipMoveFull(cur, move.clips!).q;
   const nb = candidateBlock(cur, move);
   applyTransforms(cfg, nb, move.transforms);
   return obj.fullEval(nb, move.kind).q;
@@ -77,7 +80,7 @@ export class Evaluator {
     this.cur = cur;
     this.stint++;
     this.ctx = this.pool
-      ? { stint: this.stint, cfg: this.cfg, spec: this.spec, method: obj.method, backend: this.backend, data, state: obj.state(), cur }
+      ? { stint: this.stint, cfg: this.cfg, spec: this.spec, method: obj.method, backend: this.backend, data, state: obj.state(), cur, clips: obj.clips }
       : undefined;
   }
 
@@ -91,7 +94,8 @@ export class Evaluator {
 
   /** Install an accepted move; `cur` already holds the transformed FP weights. */
   commit(move: Move, cur: Block): void {
-    if (move.kind === 'ffn') this.obj!.ffnMoveLoss(cur, move.units!, true);
+    if (move.kind === 'clip') this.obj!.clipMoveLoss(cur, move.clips!, true);
+    else if (move.kind === 'ffn') this.obj!.ffnMoveLoss(cur, move.units!, true);
     else this.obj!.attnMoveLoss(cur, move.transforms, true);
   }
 

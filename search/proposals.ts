@@ -13,10 +13,16 @@ import type { ModelConfig } from '../core/model/types';
 import type { Transform } from '../core/invariance';
 import type { Invariance } from './contract';
 import type { SearchTuning } from './config';
+import type { QuantSpec } from '../core/quant/rtn';
+import type { Block } from '../core/model/types';
+import { drawClipMove, type BlockClips, type ClipSet } from './clipMoves';
 
 export interface Move {
-  kind: 'ffn' | 'attn';
+  kind: 'ffn' | 'attn' | 'clip';
+  /** The invariance transforms (none for a clip move). */
   transforms: Transform[];
+  /** Clip moves: the groups' new clip codes, of one row of one linear (clipMoves.ts). */
+  clips?: ClipSet[];
   /** FFN moves: the units whose rows/columns change. */
   units?: Int32Array;
   /** Score by a full evaluation redoing this side (scale initialisation's whole-layer scales). */
@@ -92,10 +98,31 @@ export function drawAttnMove(cfg: ModelConfig, rng: Rng, kinds: Invariance[], t:
   return { kind: 'attn', transforms: [tr] };
 }
 
-/** One candidate: an attention move with probability attnShare (when both sides have invariances on), else an FFN move. */
-export function drawMove(cfg: ModelConfig, rng: Rng, on: Set<Invariance>, t: SearchTuning, group: number): Move {
+/** What drawing clip moves reads: the quantization spec, the block's current FP weights and clip codes. */
+export interface ClipContext {
+  spec: QuantSpec;
+  cur: Block;
+  clips: BlockClips | undefined;
+}
+
+/**
+ * One candidate: with `clip` given, a clip move with probability clipShare; otherwise an
+ * attention move with probability attnShare (when both sides have invariances on), else
+ * an FFN move. Without `clip` (or with clipShare 0) no draw is spent on the choice, so the
+ * invariance moves' draws are what they were before clip moves existed.
+ */
+export function drawMove(cfg: ModelConfig, rng: Rng, on: Set<Invariance>, t: SearchTuning, group: number, clip?: ClipContext): Move {
+  if (clip && t.clipShare > 0 && rng.float() < t.clipShare) {
+    return { kind: 'clip', transforms: [], clips: drawClipMove(cfg, clip.spec, rng, clip.cur, clip.clips, t.clipRowShare) };
+  }
   const attnKinds = attnKindsOn(cfg, on);
   const ffnOn = (['ffn-perm', 'ffn-scale', 'ffn-rot'] as const).some((k) => on.has(k));
   const attn = attnKinds.length > 0 && (!ffnOn || rng.float() < t.attnShare);
   return attn ? drawAttnMove(cfg, rng, attnKinds, t) : drawFfnMove(cfg, rng, on, t, group);
+}
+
+/** A move's type in the run's statistics: 'ffn', the attention invariance, 'clip-<linear>' (one group) or 'clip-row-<linear>' (a row's groups). */
+export function moveKind(m: Move): string {
+  if (m.kind === 'clip') return `clip-${m.clips!.length > 1 ? 'row-' : ''}${m.clips![0].linear}`;
+  return m.kind === 'ffn' ? 'ffn' : m.transforms[0].kind;
 }

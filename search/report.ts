@@ -41,8 +41,8 @@ export interface RunResult {
  * A quantizer on the untransformed model: the base (plain, or with clip search) or plain
  * RTN, as a view (each block quantized when the evaluation reaches it). On a ggml format
  * RTN is ggml's reference quantizer and GPTQ runs on the format's grid, with our clip
- * search on the 32-block formats (core/quant/formats/clip.ts; on k-quants the clip row is
- * the plain one again).
+ * search where the format has one (core/quant/formats/clip.ts; f16 has none, and its clip
+ * row is the plain one again).
  */
 function referenceModel(r: RunResult, method: 'rtn' | 'gptq', clip: boolean): Model {
   const c = r.config;
@@ -59,8 +59,8 @@ export function finalReport(r: RunResult, rows: readonly ReportRow[] = ['rtn', '
   const { config, b } = r;
   const fp = r.blocks.fpModel();
   const searched = r.blocks.quantizedModel();
-  // on an RTN base plain RTN is the base, and on a ggml format the clip row is the reference
-  // quantizer again (referenceModel): one model (and one evaluation) serves those rows
+  // on an RTN base plain RTN is the base, and on a format without a clip search the clip row
+  // is the reference quantizer again (referenceModel): one model (and one evaluation) serves those rows
   const fmt = specFormat(r.spec);
   const noClip = fmt !== null && clippedFormat(fmt) === null;
   const key = (row: ReportRow | 'searched') => ((config.base === 'rtn' && row === 'rtn') || (noClip && row === 'baseClip') ? 'base' : row);
@@ -120,7 +120,7 @@ function searchedCodes(r: RunResult, l: number): CodeSink {
   const { blocks } = r;
   const cfg = blocks.config;
   const codes: CodeSink = {};
-  const obj = new BlockObjective(cfg, r.calib.data(l, r.calib.inputsOf(l, blocks)), r.spec, r.ops, r.config.base);
+  const obj = new BlockObjective(cfg, r.calib.data(l, r.calib.inputsOf(l, blocks)), r.spec, r.ops, r.config.base, undefined, undefined, blocks.clips(l));
   const { q } = obj.fullEval(blocks.transformed(l), 'all', codes);
   const searched = blocks.quantized(l);
   for (const name of blockLinears(cfg)) {

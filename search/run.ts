@@ -24,7 +24,10 @@ import { bestBackend } from '../kernels/registry';
 import { rtnLinears } from './baseRtn';
 import { SearchBlocks } from './blocks';
 import { copyInto } from './blockState';
-import { boundaryOf, freshBoundary, snapshotSets, meanLoss, progressOf, recordValidation, stopReason, type Boundary } from './boundary';
+import { boundaryOf, freshBoundary, snapshotSets, meanLoss, progressOf, recordMove, recordValidation, stopReason, type Boundary } from './boundary';
+import { fullClips } from './clipMoves';
+import { clipInit } from './clipInit';
+import { specFormat } from './blockQuant';
 import { CalibrationRows } from './calibration';
 import { configHash, resolveTuning, searchSpec, validateRunConfig, type SearchTuning } from './config';
 import type { FinalReport, Invariance, Progress, RunConfig, SearchJob, SearchSnapshot } from './contract';
@@ -32,7 +35,7 @@ import { Evaluator, blockIn, candidateQuantBlock } from './evaluator';
 import { writeSearchExport } from './export';
 import { GlobalTerm } from './globalTerm';
 import { BlockObjective } from './objective';
-import { drawMove, type Move } from './proposals';
+import { drawMove, moveKind, type Move } from './proposals';
 import { finalReport, searchExport, type RunResult } from './report';
 import { scaleInit, scaleSitesOn } from './scaleInit';
 import { nextBlock } from './schedule';
@@ -77,6 +80,8 @@ class Search implements SearchJob {
   private calib!: CalibrationRows;
   private spec: QuantSpec;
   private on: Set<Invariance>;
+  /** Clip codes are searched (clip moves or clip initialisation on an RTN base on the int grid). */
+  private clipOn: boolean;
   private obj?: BlockObjective;
   private evaluator: Evaluator;
   private probe: QualityProbe;
@@ -115,6 +120,7 @@ class Search implements SearchJob {
     this.hash = configHash(config, tuning);
     this.spec = searchSpec(config, tuning);
     this.on = new Set(config.invariances);
+    this.clipOn = (tuning.clipShare > 0 || tuning.clipInit) && config.base === 'rtn' && specFormat(this.spec) === null;
     this.rng = Rng.fromSeed(config.seed);
     this.blocks = new SearchBlocks(model, this.spec, weightBytes(config));
     this.evaluator = new Evaluator(model.config, this.spec, ops.name, config.workers);
@@ -159,7 +165,7 @@ class Search implements SearchJob {
   private quantizeFrom(from: number): number[] {
     const losses: number[] = [];
     for (const [l, x] of this.calib.walk(from, this.blocks)) {
-      const obj = new BlockObjective(this.model.config, this.calib.data(l, x), this.spec, this.ops, this.config.base);
+      const obj = new BlockObjective(this.model.config, this.calib.data(l, x), this.spec, this.ops, this.config.base, undefined, undefined, this.blocks.clips(l));
       losses[l] = obj.reset(this.blocks.transformed(l));
       this.blocks.setQuantized(l, obj.q);
     }
@@ -186,7 +192,9 @@ class Search implements SearchJob {
     const plain = this.calib.data(l, x);
     const data = { ...plain, x: copyInto(alloc.f32(plain.x.length), plain.x), y: copyInto(alloc.f32(plain.y.length), plain.y) };
     this.blocks.setTransformed(l, blockIn(alloc, this.blocks.transformed(l)));
-    const obj = new BlockObjective(this.model.config, data, this.spec, this.ops, this.config.base, undefined, alloc);
+    // with clip moves on, every linear's codes in shared memory, which a committed clip move updates
+    if (this.clipOn) this.blocks.setClips(l, fullClips(this.model.config, this.spec, this.blocks.clips(l), alloc));
+    const obj = new BlockObjective(this.model.config, data, this.spec, this.ops, this.config.base, undefined, alloc, this.blocks.clips(l));
     obj.reset(this.blocks.transformed(l));
     this.evaluator.setBlock(obj, this.blocks.transformed(l), data);
     return obj;
@@ -216,7 +224,14 @@ class Search implements SearchJob {
         this.blocks.apply(l, [t]);
         this.b.moves.push({ block: l, step: 0, transforms: [t] });
       };
-      await scaleInit(cfg, obj, this.blocks.transformed(l), this.calib.seqViews(x), this.ops, sites, accept, score);
+      if (this.tuning.scaleInit) await scaleInit(cfg, obj, this.blocks.transformed(l), this.calib.seqViews(x), this.ops, sites, accept, score);
+      if (this.clipOn && this.tuning.clipInit) {
+        const acceptClips = (m: Move) => {
+          this.evaluator.commit(m, this.blocks.transformed(l));
+          this.b.moves.push({ block: l, step: 0, transforms: [], clips: m.clips! });
+        };
+        await clipInit(cfg, this.spec, obj, this.blocks.transformed(l), score, acceptClips);
+      }
       this.blocks.setQuantized(l, obj.q);
     }
     // The canonical quantized model of the new weights (what a resumed run rebuilds), from
@@ -236,7 +251,7 @@ class Search implements SearchJob {
   async step(): Promise<void> {
     if (this.b.done) return;
     if (!this.b.initDone) {
-      if (this.tuning.scaleInit && scaleSitesOn(this.on).length > 0) return this.initPass();
+      if ((this.tuning.scaleInit && scaleSitesOn(this.on).length > 0) || (this.clipOn && this.tuning.clipInit)) return this.initPass();
       this.b.initDone = true;
     }
     this.clock.enter('search');
@@ -245,7 +260,8 @@ class Search implements SearchJob {
     const l = this.b.block;
     const obj = this.obj!;
     const cur = this.blocks.transformed(l);
-    const moves = Array.from({ length: this.config.candidates }, () => drawMove(this.model.config, this.rng, this.on, this.tuning, this.config.group));
+    const clipCtx = this.clipOn ? { spec: this.spec, cur, clips: this.blocks.clips(l) } : undefined;
+    const moves = Array.from({ length: this.config.candidates }, () => drawMove(this.model.config, this.rng, this.on, this.tuning, this.config.group, clipCtx));
     const t0 = performance.now();
     const results = await this.evaluator.evaluate(moves);
     // The score that decides: the block loss over its start, plus the global term on its steps.
@@ -263,11 +279,20 @@ class Search implements SearchJob {
     this.b.evaluated += moves.length;
     let best = 0;
     for (let i = 1; i < scores.length; i++) if (scores[i] < scores[best]) best = i;
-    if (this.accepts(scores[best], current)) {
+    const accepted = this.accepts(scores[best], current);
+    const nL = this.model.config.nLayers;
+    moves.forEach((m, i) => recordMove(this.b, moveKind(m), l, nL, accepted && i === best ? current - scores[best] : null));
+    if (accepted) {
       const move = moves[best];
-      this.blocks.apply(l, move.transforms);
-      this.evaluator.commit(move, cur);
-      this.b.moves.push({ block: l, step: this.b.step, transforms: move.transforms });
+      if (move.kind === 'clip') {
+        // the objective's codes are the block's (shared): committing the move sets them
+        this.evaluator.commit(move, cur);
+        this.b.moves.push({ block: l, step: this.b.step, transforms: [], clips: move.clips! });
+      } else {
+        this.blocks.apply(l, move.transforms);
+        this.evaluator.commit(move, cur);
+        this.b.moves.push({ block: l, step: this.b.step, transforms: move.transforms });
+      }
       this.b.accepted++;
       g?.changed();
     }
@@ -300,7 +325,7 @@ class Search implements SearchJob {
     // RTN re-quantizes only this block; GPTQ also every later one, whose inputs changed.
     const cur = this.blocks.transformed(l);
     if (this.config.base === 'gptq') this.quantizeFrom(l);
-    else this.blocks.setQuantized(l, cloneBlock({ ...cur, ...rtnLinears(cfg, cur, this.spec) }));
+    else this.blocks.setQuantized(l, cloneBlock({ ...cur, ...rtnLinears(cfg, cur, this.spec, undefined, undefined, this.blocks.clips(l)) }));
     this.b.stint++;
     this.b.block = nextBlock(this.tuning.schedule, this.b.block, this.b, cfg.nLayers);
     this.stepInStint = 0;
@@ -400,7 +425,7 @@ class Search implements SearchJob {
     const report = finalReport(this.result(), plan.rows);
     this.clock.stop();
     const cut = [...this.cut, ...plan.cut.map((r) => `report row ${r}`)];
-    return { ...report, phases: this.clock.seconds(), candidates: this.b.evaluated, ...(cut.length ? { cut } : {}) };
+    return { ...report, phases: this.clock.seconds(), candidates: this.b.evaluated, moveStats: this.b.moveStats ?? {}, ...(cut.length ? { cut } : {}) };
   }
 
   async exportTo(dir: string): Promise<void> {

@@ -12,6 +12,7 @@ import { candidateLoss } from './evaluator';
 import type { BlockData, ObjectiveState } from './blockState';
 import { BlockObjective } from './objective';
 import type { Move } from './proposals';
+import type { BlockClips } from './clipMoves';
 
 export interface StintContext {
   stint: number;
@@ -22,6 +23,8 @@ export interface StintContext {
   data: BlockData;
   state: ObjectiveState;
   cur: Block;
+  /** The block's clip codes (shared memory the main thread updates on a committed clip move). */
+  clips?: BlockClips;
 }
 
 let ctx: StintContext | undefined;
@@ -30,7 +33,7 @@ let obj: BlockObjective | undefined;
 function evaluate(c: StintContext, moves: Move[]): number[] {
   if (!ctx || ctx.stint !== c.stint) {
     ctx = c;
-    obj = new BlockObjective(c.cfg, c.data, c.spec, getBackend(c.backend), c.method, c.state);
+    obj = new BlockObjective(c.cfg, c.data, c.spec, getBackend(c.backend), c.method, c.state, undefined, c.clips);
   }
   return moves.map((m) => candidateLoss(ctx!.cfg, obj!, ctx!.cur, m));
 }

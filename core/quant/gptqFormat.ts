@@ -4,7 +4,7 @@
  * When the loop reaches the first column of a packed block (32 weights; a k-quant's
  * super-block of 256), the block's parameters are chosen from the row's error-updated
  * weights, rounded to float32, by the format's rule: its reference quantizer (with `clip`,
- * our clip search on the 32-block formats, ./formats/clip.ts). A k-quant's sub-block scales
+ * our clip search, ./formats/clip.ts). A k-quant's sub-block scales
  * are quantized against the whole super-block, so all 256 columns' parameters are fitted
  * at once, from the weights as they stand when the super-block starts. The parameters then
  * stay fixed while each column is rounded to its nearest code — round((w − min) / scale) +
@@ -24,9 +24,8 @@ import { gptqColumns, type ColumnGrid, type GptqFactor, type GptqOptions } from 
 
 export interface FormatGptqOptions extends GptqOptions {
   /**
-   * Choose a 32-block format's parameters by our clip search instead of the reference
-   * quantizer. No effect on a k-quant, its 32-block fallback rows included: the report's
-   * clip row of a k-quant is its plain one (search/report.ts), and so is GPTQ's.
+   * Choose a block's (a k-quant's: a super-block's) parameters by our clip search instead
+   * of the reference quantizer, as the report's RTN+clip row does.
    */
   clip?: boolean;
 }
@@ -70,8 +69,7 @@ export function gptqFormatRows(
     return { format: null, rows, cols, packed: null, deq, loss: 0 };
   }
   const us = Array.from({ length: rows }, () => emptyRow(f, cols));
-  const clip = (opts.clip ?? false) && clippedFormat(fmt) !== null;
-  const { deq, loss } = gptqColumns(w, cols, factor, columnGrid(f, us, clip), opts, rowSet);
+  const { deq, loss } = gptqColumns(w, cols, factor, columnGrid(f, us, opts.clip ?? false), opts, rowSet);
   const rb = f.rowBytes(cols);
   const packed = new Uint8Array(rows * rb);
   for (let r = 0; r < rows; r++) f.packRow!(us[r], packed.subarray(r * rb, (r + 1) * rb));

@@ -75,14 +75,16 @@ export interface LinearQuantOptions extends GptqOptions {
   method: QuantMethod;
   /** Receives the integer codes of each quantized linear (for packed export). */
   onQuantized?: (name: LinearName, qz: Quantized) => void;
+  /** RTN only: per-group clip codes of each linear ([rows, nGroups], rtn.ts CLIP_AUTO where the spec's search decides). */
+  clips?: Partial<Record<LinearName, Uint8Array>>;
 }
 
 /** One linear w [rows, cols] quantized by `method`; GPTQ needs the Hessian H [cols, cols] of its input. */
 export function quantizeLinear(
-  w: F32, rows: number, cols: number, spec: QuantSpec, method: QuantMethod, H?: Float64Array, gptq: GptqOptions = {},
+  w: F32, rows: number, cols: number, spec: QuantSpec, method: QuantMethod, H?: Float64Array, gptq: GptqOptions = {}, clips?: Uint8Array,
 ): { qz: Quantized; deq: F32 } {
   if (method === 'rtn') {
-    const qz = quantizeRtn(w, rows, cols, spec);
+    const qz = quantizeRtn(w, rows, cols, spec, clips);
     return { qz, deq: dequantize(qz) };
   }
   if (!H) throw new InvarxError('bad-config', 'GPTQ needs the Hessian of each linear input (calibration activations)');
@@ -109,7 +111,7 @@ function quantizeLinearInto(
   const w = b[name];
   if (!w) throw new InvarxError('bad-model', `block has no ${name} weight to quantize`);
   const [rows, cols] = linearShape(cfg, name);
-  const { qz, deq } = quantizeLinear(w, rows, cols, spec, opts.method, H, opts);
+  const { qz, deq } = quantizeLinear(w, rows, cols, spec, opts.method, H, opts, opts.clips?.[name]);
   opts.onQuantized?.(name, qz);
   b[name] = deq;
 }

@@ -60,6 +60,17 @@ export const DEFAULT_CLIP_GRID: readonly number[] = Object.freeze(
   Array.from({ length: 11 }, (_, i) => Math.round((1 - 0.05 * i) * 100) / 100),
 );
 
+/**
+ * Per-group clip codes (the search's clip moves): CLIP_AUTO leaves the group to the spec's
+ * clip search (or plain min–max); code k fixes its range to [r·min, r·max] with
+ * r = CLIP_RATIOS[k], whatever the spec's search would pick. A finer grid than the search's,
+ * which it contains (even codes), so a move can start from the search's choice.
+ */
+export const CLIP_AUTO = 255;
+export const CLIP_RATIOS: readonly number[] = Object.freeze(
+  Array.from({ length: 21 }, (_, i) => Math.round((1 - 0.025 * i) * 1000) / 1000),
+);
+
 export const MIN_BITS = 2;
 export const MAX_BITS = 8;
 
@@ -146,13 +157,14 @@ const trial = new Float64Array(2);
 
 /**
  * (scale, zero) of the group w[off, off+len) into out[0], out[1]: min–max, widened to
- * contain 0, then optionally the clip ratio with the least squared error.
+ * contain 0, then optionally the clip ratio with the least squared error; with a clip code
+ * other than CLIP_AUTO, that code's ratio instead. Returns the ratio used.
  * Shared by RTN and GPTQ (which passes its float64 working weights).
  */
 export function groupParams(
   w: Float32Array | Float64Array, off: number, len: number, maxq: number, grid: readonly number[] | null, out: Float64Array,
-  f16 = false,
-): void {
+  f16 = false, code = CLIP_AUTO,
+): number {
   let lo = 0;
   let hi = 0;
   for (let j = off; j < off + len; j++) {
@@ -160,9 +172,16 @@ export function groupParams(
     if (x < lo) lo = x;
     if (x > hi) hi = x;
   }
+  if (code !== CLIP_AUTO) {
+    const r = CLIP_RATIOS[code];
+    if (r === undefined) throw new RangeError(`clip code ${code} is not one of 0..${CLIP_RATIOS.length - 1} or CLIP_AUTO`);
+    rangeParams(r * lo, r * hi, maxq, out, f16);
+    return r;
+  }
   rangeParams(lo, hi, maxq, out, f16);
-  if (grid === null || lo === hi) return;
+  if (grid === null || lo === hi) return 1;
   let best = groupError(w, off, len, out[0], out[1], maxq, Infinity);
+  let bestR = 1;
   for (let k = 0; k < grid.length; k++) {
     const r = grid[k];
     if (r === 1) continue;
@@ -170,16 +189,18 @@ export function groupParams(
     const err = groupError(w, off, len, trial[0], trial[1], maxq, best);
     if (err < best) {
       best = err;
+      bestR = r;
       out[0] = trial[0];
       out[1] = trial[1];
     }
   }
+  return bestR;
 }
 
 const params = new Float64Array(2);
 
-/** Integer codes and grids of w [rows, cols]. */
-export function quantizeRtn(w: F32, rows: number, cols: number, spec: QuantSpec): Quantized {
+/** Integer codes and grids of w [rows, cols]; `clips` [rows, nGroups]: each group's clip code (all CLIP_AUTO when absent). */
+export function quantizeRtn(w: F32, rows: number, cols: number, spec: QuantSpec, clips?: Uint8Array): Quantized {
   validateSpec(spec, cols);
   checkSize(w, rows, cols);
   const { bits, group } = spec;
@@ -193,7 +214,7 @@ export function quantizeRtn(w: F32, rows: number, cols: number, spec: QuantSpec)
     for (let g = 0; g < nG; g++) {
       const off = r * cols + g * group;
       const len = Math.min(group, cols - g * group);
-      groupParams(w, off, len, maxq, grid, params, spec.f16Scales);
+      groupParams(w, off, len, maxq, grid, params, spec.f16Scales, clips ? clips[r * nG + g] : CLIP_AUTO);
       const s = params[0];
       const z = params[1];
       scale[r * nG + g] = s;
@@ -221,22 +242,23 @@ export function dequantize(qz: Quantized, out?: F32): F32 {
 }
 
 /** dequantize(quantizeRtn(w)) without the integer codes: the fake-quant weights. */
-export function fakeQuantRtn(w: F32, rows: number, cols: number, spec: QuantSpec, out?: F32): F32 {
+export function fakeQuantRtn(w: F32, rows: number, cols: number, spec: QuantSpec, out?: F32, clips?: Uint8Array): F32 {
   checkSize(w, rows, cols);
   const dst = out ?? new Float32Array(rows * cols);
   if (dst.length < rows * cols) throw new RangeError(`out holds ${dst.length} values, need ${rows * cols}`);
-  fakeQuantRtnRect(w, cols, spec, dst, 0, rows, 0, numGroups(cols, spec.group));
+  fakeQuantRtnRect(w, cols, spec, dst, 0, rows, 0, numGroups(cols, spec.group), clips);
   return dst;
 }
 
 /**
  * Fake-quantize only rows [rowStart, rowEnd) × groups [groupStart, groupEnd) of w [·, cols]
  * into the same positions of `out`; everything else in `out` is left alone. The search calls
- * this on a few rows or a few groups per candidate, so it allocates nothing.
+ * this on a few rows or a few groups per candidate, so it allocates nothing. `clips`:
+ * clip codes of w's groups, [rows of w, nGroups] (all CLIP_AUTO when absent).
  */
 export function fakeQuantRtnRect(
   w: F32, cols: number, spec: QuantSpec, out: F32,
-  rowStart: number, rowEnd: number, groupStart: number, groupEnd: number,
+  rowStart: number, rowEnd: number, groupStart: number, groupEnd: number, clips?: Uint8Array,
 ): void {
   validateSpec(spec, cols);
   const { group } = spec;
@@ -253,7 +275,7 @@ export function fakeQuantRtnRect(
     for (let g = groupStart; g < groupEnd; g++) {
       const off = r * cols + g * group;
       const end = r * cols + Math.min(cols, (g + 1) * group);
-      groupParams(w, off, end - off, maxq, grid, params, spec.f16Scales);
+      groupParams(w, off, end - off, maxq, grid, params, spec.f16Scales, clips ? clips[r * nG + g] : CLIP_AUTO);
       const s = params[0];
       const z = params[1];
       for (let j = off; j < end; j++) out[j] = (quantCode(w[j], s, z, maxq) - z) * s;

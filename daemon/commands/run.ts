@@ -94,8 +94,8 @@ function table(r: FinalReport, base: string, grid: string): string {
   const rows: [string, number, number | undefined][] = [['FP', r.fp.ppl, undefined]];
   const ggml = !grid.startsWith('W');
   if (base !== 'rtn') rows.push([`RTN ${grid}`, r.rtn.ppl, r.rtn.kl]);
-  // on a ggml format the base row is ggml's reference quantizer; k-quants have no clip search here (the row repeats it)
-  rows.push([`${B} ${grid}${ggml ? ' (ggml)' : ''}`, r.base.ppl, r.base.kl], [`${B}+clip${grid.endsWith('_k') ? ' (= ref)' : ''}`, r.baseClip.ppl, r.baseClip.kl], [`${B}+search`, r.searched.ppl, r.searched.kl]);
+  // on a ggml format the base row is ggml's reference quantizer
+  rows.push([`${B} ${grid}${ggml ? ' (ggml)' : ''}`, r.base.ppl, r.base.kl], [`${B}+clip`, r.baseClip.ppl, r.baseClip.kl], [`${B}+search`, r.searched.ppl, r.searched.kl]);
   const closes = (ppl: number) => (Math.log(r.rtn.ppl) - Math.log(ppl)) / (Math.log(r.rtn.ppl) - Math.log(r.fp.ppl));
   const lines = [`${'model'.padEnd(18)} ${'ppl'.padStart(9)} ${'KL'.padStart(8)} ${'closes'.padStart(7)}`];
   for (const [name, ppl, kl] of rows) {

@@ -214,14 +214,14 @@ describe('GPTQ on ggml formats with an uncorrelated (diagonal) Hessian', () => {
 });
 
 describe('what GPTQ on a format cannot take', () => {
-  it('the int grid is refused by name; a row length the format cannot hold takes its fallback (with clip only where the asked format has it), or f16', () => {
+  it('the int grid is refused by name; a row length the format cannot hold takes its fallback (with clip, clipped like any row of the fallback), or f16', () => {
     const { H, w } = layer(3, 2, 64, 100);
     expect(() => gptqFormatRows(w, 64, gptqFactor(H, 64), intFormat(3, 32))).toThrow(/GPTQ on format int/);
     const fb = gptqFormatRows(w, 64, gptqFactor(H, 64), GGML_FORMATS.q4_k);
     expect(fb.format!.name).toBe('q5_0');
-    // a k-quant has no clip search, and its fallback rows follow it
     const fbClip = gptqFormatRows(w, 64, gptqFactor(H, 64), GGML_FORMATS.q4_k, { clip: true });
-    expect(Buffer.from(fbClip.packed!).equals(Buffer.from(fb.packed!))).toBe(true);
+    const q5Clip = gptqFormatRows(w, 64, gptqFactor(H, 64), GGML_FORMATS.q5_0, { clip: true });
+    expect(Buffer.from(fbClip.packed!).equals(Buffer.from(q5Clip.packed!))).toBe(true);
     const { H: H2, w: w2 } = layer(4, 2, 40, 100);
     const f16 = gptqFormatRows(w2, 40, gptqFactor(H2, 40), GGML_FORMATS.q4_0);
     expect(f16.format).toBeNull();

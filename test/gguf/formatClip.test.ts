@@ -4,7 +4,7 @@
  * than ggml's reference quantizer block by block, and better where a block has outliers.
  */
 import { describe, expect, it } from 'vitest';
-import { clippedFormat, dequantizeUnpacked, Q2_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K } from '../../core/quant/formats';
+import { clippedFormat, clippedKFormat, dequantizeUnpacked, Q2_K, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K } from '../../core/quant/formats';
 import { Rng } from '../../core/rng';
 
 const LEGACY = [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0];
@@ -66,8 +66,12 @@ describe('RTN+clip on ggml formats', () => {
     if (fmt.name.startsWith('q4')) expect(better).toBeGreaterThan(10);
   });
 
-  it('k-quants have no clip search (null)', () => {
-    expect(clippedFormat(Q4_K)).toBeNull();
-    expect(clippedFormat(Q2_K)).toBeNull();
+  it('k-quants get their super-block clip search (kquantClip.ts)', () => {
+    const x = rows(3, 4, 512)[0];
+    for (const fmt of [Q4_K, Q2_K]) {
+      const clip = clippedFormat(fmt)!;
+      expect(clip.name).toBe(`${fmt.name}+clip`);
+      expect(clip.quantizeRow(x)).toEqual(clippedKFormat(fmt).quantizeRow(x));
+    }
   });
 });

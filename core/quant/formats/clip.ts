@@ -5,10 +5,11 @@
  * takes it; q4_1/q5_1: min and max both times r, as our int grid clips), the fp16 scale and
  * min rounded first and the codes rounded to nearest against them, clamped to the format's
  * range. Only values the format holds, so the result is packed (packRow) like any row of it.
- * The k-quants (quantized sub-block scales) have no clip search here.
+ * The k-quants (quantized sub-block scales) get theirs per super-block (kquantClip.ts).
  */
 import { DEFAULT_CLIP_GRID } from '../rtn';
 import { f, fromF16, toF16 } from './ggmlFloat';
+import { clippedKFormat, hasKClip } from './kquantClip';
 import type { QuantFormat, UnpackedRow } from './types';
 
 const QK = 32;
@@ -43,8 +44,9 @@ function roundBlock(x: Float32Array, off: number, d: number, m: number, levels: 
   return err;
 }
 
-/** `fmt`'s reference quantizer with the clip search of the header; null for formats without it (k-quants). */
+/** `fmt`'s reference quantizer with a clip search (the header's, or a k-quant's); null for formats without one (f16). */
 export function clippedFormat(fmt: QuantFormat, ratios: readonly number[] = DEFAULT_CLIP_GRID): QuantFormat | null {
+  if (hasKClip(fmt)) return clippedKFormat(fmt, ratios);
   const g = grid(fmt);
   if (!g || !fmt.packRow) return null;
   const { levels, zero, withMin } = g;
