@@ -4,38 +4,16 @@
  * the block does not fit), and the incremental moves still equal a full evaluation.
  */
 import { describe, expect, it } from 'vitest';
-import { forward } from '../../core/forward';
 import { decodeF16 } from '../../core/model/safetensors';
 import { F16_TYPE, packTensorRows, tensorTypeByName, typeForRow } from '../../core/gguf';
 import { applyTransforms } from '../../core/invariance';
-import { randomModel } from '../../core/model/synthetic';
-import { blockLinears, cloneBlock, linearShape, type Model } from '../../core/model/types';
-import { jsOps } from '../../core/ops';
-import { Rng } from '../../core/rng';
-import type { SearchSpec } from '../../search/blockQuant';
+import { blockLinears, linearShape, type Model } from '../../core/model/types';
 import { ALL_INVARIANCES, DEFAULT_TUNING } from '../../search/config';
 import { candidateBlock, candidateLoss } from '../../search/evaluator';
-import { BlockObjective } from '../../search/objective';
 import { attnKindsOn, drawAttnMove, drawFfnMove } from '../../search/proposals';
-import { shippedModel } from '../helpers';
+import { aligned256, aligned32, formatObjective, stories } from './formatFixture';
 
-function setup(m: Model, layer: number, format: string, group: number) {
-  const rng = Rng.fromSeed(7);
-  const T = 40;
-  const seqs = Array.from({ length: 3 }, () => [1, ...Array.from({ length: T - 1 }, () => rng.int(m.config.vocabSize))]);
-  const hidden = seqs.map((s) => forward(m, s, { capture: true, ops: jsOps }).hidden!);
-  const cat = (l: number) => {
-    const out = new Float32Array(hidden.reduce((s, h) => s + h[l].length, 0));
-    let o = 0;
-    for (const h of hidden) (out.set(h[l], o), (o += h[l].length));
-    return out;
-  };
-  const spec: SearchSpec = { bits: Number(format.charAt(1)), group, format };
-  const obj = new BlockObjective(m.config, { x: cat(layer), y: cat(layer + 1), seqStarts: [0, T, 2 * T, 3 * T] }, spec, jsOps, 'rtn');
-  const cur = cloneBlock(m.blocks[layer]);
-  obj.reset(cur);
-  return { rng, obj, cur, spec };
-}
+const setup = (m: Model, layer: number, format: string, group: number) => formatObjective(m, layer, format, group, { method: 'rtn', seed: 7 });
 
 /** A linear as the GGUF writer packs it, dequantized back (an independent path: packed bytes, then the type's decoder). */
 function asGguf(w: Float32Array, rows: number, cols: number, format: string): { type: string; values: Float32Array } {
@@ -52,10 +30,6 @@ function asGguf(w: Float32Array, rows: number, cols: number, format: string): { 
   return { type: t.name, values: out };
 }
 
-const stories = () => shippedModel();
-// hidden 128: w2's rows hold four 32-blocks, so FFN moves re-quantize real w2 column groups
-const aligned32 = () => randomModel({ dim: 64, hiddenDim: 128, nLayers: 2, nHeads: 4, nKvHeads: 2, vocabSize: 256, seqLen: 64, sharedClassifier: false }, 3);
-const aligned256 = () => randomModel({ dim: 256, hiddenDim: 256, nLayers: 1, nHeads: 4, nKvHeads: 2, vocabSize: 256, seqLen: 64, sharedClassifier: false }, 4);
 
 describe('RTN base on ggml formats', () => {
   it.each([

@@ -4,42 +4,18 @@
  * objective scored, and the moves still equal a full evaluation.
  */
 import { describe, expect, it } from 'vitest';
-import { forward } from '../../core/forward';
 import { applyTransforms } from '../../core/invariance';
-import { randomModel } from '../../core/model/synthetic';
-import { blockLinears, cloneBlock, linearShape, type Model } from '../../core/model/types';
-import { jsOps } from '../../core/ops';
+import { blockLinears, linearShape, type Model } from '../../core/model/types';
 import { formatByName, formatForRow } from '../../core/quant/formats';
 import type { FormatGptqResult } from '../../core/quant/gptqFormat';
-import { Rng } from '../../core/rng';
-import type { CodeSink, SearchSpec } from '../../search/blockQuant';
+import type { CodeSink } from '../../search/blockQuant';
 import { ALL_INVARIANCES, DEFAULT_TUNING } from '../../search/config';
 import { candidateBlock, candidateLoss } from '../../search/evaluator';
-import { BlockObjective } from '../../search/objective';
 import { attnKindsOn, drawAttnMove, drawFfnMove } from '../../search/proposals';
-import { shippedModel } from '../helpers';
+import { aligned256, aligned32, formatObjective, stories } from './formatFixture';
 
-function setup(m: Model, layer: number, format: string, group: number, clip = false) {
-  const rng = Rng.fromSeed(11);
-  const T = 40;
-  const seqs = Array.from({ length: 3 }, () => [1, ...Array.from({ length: T - 1 }, () => rng.int(m.config.vocabSize))]);
-  const hidden = seqs.map((s) => forward(m, s, { capture: true, ops: jsOps }).hidden!);
-  const cat = (l: number) => {
-    const out = new Float32Array(hidden.reduce((s, h) => s + h[l].length, 0));
-    let o = 0;
-    for (const h of hidden) (out.set(h[l], o), (o += h[l].length));
-    return out;
-  };
-  const spec: SearchSpec = { bits: Number(format.charAt(1)), group, format, clip };
-  const obj = new BlockObjective(m.config, { x: cat(layer), y: cat(layer + 1), seqStarts: [0, T, 2 * T, 3 * T] }, spec, jsOps, 'gptq');
-  const cur = cloneBlock(m.blocks[layer]);
-  obj.reset(cur);
-  return { rng, obj, cur, spec };
-}
+const setup = (m: Model, layer: number, format: string, group: number, clip = false) => formatObjective(m, layer, format, group, { method: 'gptq', seed: 11, clip });
 
-const stories = () => shippedModel();
-const aligned32 = () => randomModel({ dim: 64, hiddenDim: 128, nLayers: 2, nHeads: 4, nKvHeads: 2, vocabSize: 256, seqLen: 64, sharedClassifier: false }, 3);
-const aligned256 = () => randomModel({ dim: 256, hiddenDim: 256, nLayers: 1, nHeads: 4, nKvHeads: 2, vocabSize: 256, seqLen: 64, sharedClassifier: false }, 4);
 
 describe('GPTQ base on ggml formats', () => {
   it.each([
