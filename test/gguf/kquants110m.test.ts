@@ -34,13 +34,10 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Token } from 'node-llama-cpp';
-import { forward } from '../../core/forward';
-import { logSoftmax } from '../../core/metrics';
+import { diffs, ourLogProbs } from './logProbs';
 import { loadGgufModel } from '../../core/model/gguf';
 import { loadHfModel } from '../../core/model/hf';
 import { eagerModel } from '../../core/model/lazy';
-import type { Model } from '../../core/model/types';
-import type { Ops } from '../../core/ops';
 import { loadTokenizer, type Tokenizer } from '../../core/tokenizer';
 import { createWasmBackend } from '../../kernels';
 import { CLI, ensureBuilt, invarx } from '../cli/cli';
@@ -68,28 +65,7 @@ let fpLogProbs: number[][] = [];
 const wasm = createWasmBackend();
 const figures: string[] = [];
 
-function logProbs(m: Model, ops: Ops): number[][] {
-  const V = m.config.vocabSize;
-  const lp = new Float64Array(V);
-  return seqs.map((s) => {
-    const { logits } = forward(m, s, { ops });
-    return s.slice(1).map((next, i) => {
-      logSoftmax(logits, i * V, V, lp);
-      return lp[next];
-    });
-  });
-}
 
-function diffs(a: number[][], b: number[][]): { max: number; mean: number } {
-  let max = 0, sum = 0, n = 0;
-  a.forEach((row, i) => row.forEach((v, j) => {
-    const d = Math.abs(v - b[i][j]);
-    max = Math.max(max, d);
-    sum += d;
-    n++;
-  }));
-  return { max, mean: sum / n };
-}
 
 beforeAll(async () => {
   ensureBuilt();
@@ -104,7 +80,7 @@ beforeAll(async () => {
   tok = loadTokenizer(join(modelDir, 'tokenizer.bin'), 32000);
   seqs = TEXTS.map((t) => tok.encode(t).slice(0, SEQ_LENGTH));
   const fp = eagerModel(loadHfModel(modelDir));
-  fpLogProbs = logProbs(fp, wasm);
+  fpLogProbs = ourLogProbs(fp, seqs, wasm);
 }, 300_000);
 
 afterAll(() => {
@@ -134,7 +110,7 @@ describe('k-quants of the random 110M LLaMA in llama.cpp', () => {
     const path = ggufPath(format);
     const ours = loadGgufModel(path, { stream: false });
     const theirs = (await runLlama(session.llama(), path, seqs, 1, 0)).logProbs;
-    const d = diffs(theirs, logProbs(ours, llamaCpuOps(ours, path, wasm)));
+    const d = diffs(theirs, ourLogProbs(ours, seqs, llamaCpuOps(ours, path, wasm)));
     const quant = diffs(theirs, fpLogProbs);
     figures.push(`  ${format}: max ${d.max.toExponential(2)} mean ${d.mean.toExponential(2)} | quantization itself: mean ${quant.mean.toExponential(2)}`);
     expect(d.max).toBeLessThan(MAX_TOLERANCE);

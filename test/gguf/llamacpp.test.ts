@@ -15,12 +15,11 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { Token } from 'node-llama-cpp';
 import { forward } from '../../core/forward';
 import { writeLlamaGguf } from '../../core/gguf';
-import { logSoftmax } from '../../core/metrics';
+import { diffs, ourLogProbs } from './logProbs';
 import { loadGgufModel } from '../../core/model/gguf';
 import { withRopeLayout } from '../../core/model/hf';
 import { randomModel } from '../../core/model/synthetic';
 import type { Model } from '../../core/model/types';
-import type { Ops } from '../../core/ops';
 import { loadTokenizer } from '../../core/tokenizer';
 import { shippedModel, TOKENIZER_PATH } from '../helpers';
 import { llamaCpuOps } from './llamaCpuArithmetic';
@@ -38,20 +37,6 @@ const TEXTS = [
 ];
 const HELD_OUT = TEXTS.map((t) => tok.encode(t));
 
-
-
-function ourLogProbs(m: Model, seqs: number[][], ops?: Ops): number[][] {
-  const V = m.config.vocabSize;
-  const lp = new Float64Array(V);
-  return seqs.map((s) => {
-    const { logits } = forward(m, s, { ops });
-    return s.slice(1).map((next, i) => {
-      logSoftmax(logits, i * V, V, lp);
-      return lp[next];
-    });
-  });
-}
-
 function ourGreedy(m: Model, n: number): number[] {
   const V = m.config.vocabSize;
   const seq = [m.config.bosId];
@@ -66,16 +51,6 @@ function ourGreedy(m: Model, n: number): number[] {
   return seq.slice(1);
 }
 
-function diffs(a: number[][], b: number[][]): { max: number; mean: number } {
-  let max = 0, sum = 0, n = 0;
-  a.forEach((row, i) => row.forEach((v, j) => {
-    const d = Math.abs(v - b[i][j]);
-    max = Math.max(max, d);
-    sum += d;
-    n++;
-  }));
-  return { max, mean: sum / n };
-}
 
 const figures: string[] = [];
 afterAll(() => {
