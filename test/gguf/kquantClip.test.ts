@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { InvarxError } from '../../core/errors';
 import { clippedKFormat, dequantizeUnpacked, hasKClip, Q2_K, Q3_K, Q4_0, Q4_K, Q5_K, Q6_K, type QuantFormat } from '../../core/quant/formats';
 import { DEFAULT_CLIP_GRID } from '../../core/quant/rtn';
-import { Rng } from '../../core/rng';
+import { blockErrors, heavyTailRows } from './heavyTail';
 
 const KQUANTS = [Q2_K, Q3_K, Q4_K, Q5_K, Q6_K];
 const SUB: Record<string, { group: number; symmetric: boolean }> = {
@@ -17,24 +17,7 @@ const SUB: Record<string, { group: number; symmetric: boolean }> = {
 };
 
 /** Rows with a heavy tail (an outlier now and then), some all positive, as trained weights have. */
-function rows(seed: number, count: number, n: number): Float32Array[] {
-  const rng = Rng.fromSeed(seed);
-  return Array.from({ length: count }, (_, r) => Float32Array.from({ length: n }, () => {
-    const g = rng.normal() * 0.05;
-    return rng.float() < 0.03 ? g * 8 : r % 5 === 0 ? Math.abs(g) + 0.01 : g;
-  }));
-}
 
-/** Squared error of each 256-weight super-block, float64, written out independently of the module. */
-function superBlockErrors(x: Float32Array, y: Float32Array): number[] {
-  const e: number[] = [];
-  for (let b = 0; b < x.length; b += 256) {
-    let s = 0;
-    for (let j = b; j < b + 256; j++) s += (x[j] - y[j]) ** 2;
-    e.push(s);
-  }
-  return e;
-}
 
 /** The header's search by brute force in float64: each ratio's clipped copy through the reference quantizer, the least error kept (the earliest on ties, the reference first). */
 function bruteForce(fmt: QuantFormat, x: Float32Array): Uint8Array {
@@ -44,7 +27,7 @@ function bruteForce(fmt: QuantFormat, x: Float32Array): Uint8Array {
   for (let b = 0; b < x.length / 256; b++) {
     const xs = x.slice(b * 256, b * 256 + 256);
     let bestBytes = fmt.quantizeRow(xs);
-    let best = superBlockErrors(xs, fmt.dequantizeRow(bestBytes, 256))[0];
+    let best = blockErrors(xs, fmt.dequantizeRow(bestBytes, 256), 256)[0];
     for (const r of DEFAULT_CLIP_GRID.filter((v) => v !== 1)) {
       const c = new Float32Array(256);
       for (let s = 0; s < 256; s += group) {
@@ -55,7 +38,7 @@ function bruteForce(fmt: QuantFormat, x: Float32Array): Uint8Array {
         for (let j = s; j < s + group; j++) c[j] = Math.min(z, Math.max(a, xs[j]));
       }
       const bytes = fmt.quantizeRow(c);
-      const err = superBlockErrors(xs, fmt.dequantizeRow(bytes, 256))[0];
+      const err = blockErrors(xs, fmt.dequantizeRow(bytes, 256), 256)[0];
       if (err < best) {
         best = err;
         bestBytes = bytes;
@@ -72,13 +55,13 @@ describe('RTN+clip on the k-quants', () => {
     expect(clip.name).toBe(`${fmt.name}+clip`);
     let better = 0, total = 0;
     let gain = 0;
-    for (const x of rows(5, 12, 1024)) {
+    for (const x of heavyTailRows(5, 12, 1024)) {
       const bytes = clip.quantizeRow(x);
       expect(bytes).toEqual(bruteForce(fmt, x));
       const y = fmt.dequantizeRow(bytes, x.length);
       expect(dequantizeUnpacked(fmt.unpackRow(bytes, x.length))).toEqual(y);
-      const ref = superBlockErrors(x, fmt.dequantizeRow(fmt.quantizeRow(x), x.length));
-      superBlockErrors(x, y).forEach((e, b) => {
+      const ref = blockErrors(x, fmt.dequantizeRow(fmt.quantizeRow(x), x.length), 256);
+      blockErrors(x, y, 256).forEach((e, b) => {
         expect(e).toBeLessThanOrEqual(ref[b]);
         if (e < ref[b]) better++;
         gain += ref[b] - e;
