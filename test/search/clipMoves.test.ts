@@ -3,7 +3,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
-import { forward } from '../../core/forward';
 import { readLlama2c } from '../../core/model/llama2c';
 import { blockLinears, cloneBlock, type LinearName } from '../../core/model/types';
 import { jsOps } from '../../core/ops';
@@ -18,20 +17,11 @@ import { candidateQuantBlock } from '../../search/evaluator';
 import { BlockObjective } from '../../search/objective';
 import { createSearchJob } from '../../search/run';
 import { MODEL_PATH, shippedModel } from '../helpers';
+import { randomBlockData } from './blockData';
 
 function setup(layer: number, bits: number) {
   const m = shippedModel();
-  const rng = Rng.fromSeed(11);
-  const seqs = Array.from({ length: 3 }, () => [1, ...Array.from({ length: 47 }, () => rng.int(m.config.vocabSize))]);
-  const hidden = seqs.map((s) => forward(m, s, { capture: true }).hidden!);
-  const cat = (l: number) => {
-    const parts = hidden.map((h) => h[l]);
-    const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
-    let o = 0;
-    for (const p of parts) (out.set(p, o), (o += p.length));
-    return out;
-  };
-  const data = { x: cat(layer), y: cat(layer + 1), seqStarts: [0, 48, 96, 144] };
+  const { rng, data } = randomBlockData(m, layer, 11, 48);
   const spec = { bits, group: 32, clip: true, f16Scales: true };
   const clips = fullClips(m.config, spec, undefined, plainAlloc);
   const obj = new BlockObjective(m.config, data, spec, jsOps, 'rtn', undefined, undefined, clips);

@@ -3,28 +3,18 @@
  * random 40-token sequences (drawn from `seed`), and the models they use — stories260K
  * (rows that fall back), and random models whose rows hold whole 32-blocks or 256-super-blocks.
  */
-import { forward } from '../../core/forward';
 import { randomModel } from '../../core/model/synthetic';
 import { cloneBlock, type Model } from '../../core/model/types';
 import { jsOps } from '../../core/ops';
-import { Rng } from '../../core/rng';
 import type { BaseMethod, SearchSpec } from '../../search/blockQuant';
 import { BlockObjective } from '../../search/objective';
 import { shippedModel } from '../helpers';
+import { randomBlockData } from './blockData';
 
 export function formatObjective(m: Model, layer: number, format: string, group: number, opts: { method: BaseMethod; seed: number; clip?: boolean }) {
-  const rng = Rng.fromSeed(opts.seed);
-  const T = 40;
-  const seqs = Array.from({ length: 3 }, () => [1, ...Array.from({ length: T - 1 }, () => rng.int(m.config.vocabSize))]);
-  const hidden = seqs.map((s) => forward(m, s, { capture: true, ops: jsOps }).hidden!);
-  const cat = (l: number) => {
-    const out = new Float32Array(hidden.reduce((s, h) => s + h[l].length, 0));
-    let o = 0;
-    for (const h of hidden) (out.set(h[l], o), (o += h[l].length));
-    return out;
-  };
+  const { rng, data } = randomBlockData(m, layer, opts.seed, 40);
   const spec: SearchSpec = { bits: Number(format.charAt(1)), group, format, ...(opts.clip !== undefined ? { clip: opts.clip } : {}) };
-  const obj = new BlockObjective(m.config, { x: cat(layer), y: cat(layer + 1), seqStarts: [0, T, 2 * T, 3 * T] }, spec, jsOps, opts.method);
+  const obj = new BlockObjective(m.config, data, spec, jsOps, opts.method);
   const cur = cloneBlock(m.blocks[layer]);
   obj.reset(cur);
   return { rng, obj, cur, spec };

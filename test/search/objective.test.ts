@@ -1,32 +1,21 @@
 import { describe, expect, it } from 'vitest';
-import { forward } from '../../core/forward';
 import { applyTransforms } from '../../core/invariance';
 import { cloneBlock } from '../../core/model/types';
 import { jsOps, type Ops } from '../../core/ops';
 import { getBackend } from '../../kernels';
 import type { BaseMethod } from '../../search/blockQuant';
-import { Rng } from '../../core/rng';
 import { DEFAULT_TUNING, ALL_INVARIANCES } from '../../search/config';
 import { candidateBlock, candidateLoss } from '../../search/evaluator';
 import { BlockObjective } from '../../search/objective';
 import { attnKindsOn, drawAttnMove, drawFfnMove } from '../../search/proposals';
 import { shippedModel } from '../helpers';
+import { randomBlockData } from './blockData';
 
 function setup(layer: number, bits: number, method: BaseMethod = 'rtn', ops: Ops = jsOps) {
   const m = shippedModel();
-  const rng = Rng.fromSeed(7);
-  const seqs = Array.from({ length: 3 }, () => [1, ...Array.from({ length: 47 }, () => rng.int(m.config.vocabSize))]);
-  const hidden = seqs.map((s) => forward(m, s, { capture: true, ops }).hidden!);
-  const cat = (l: number) => {
-    const parts = hidden.map((h) => h[l]);
-    const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
-    let o = 0;
-    for (const p of parts) (out.set(p, o), (o += p.length));
-    return out;
-  };
-  const seqStarts = [0, 48, 96, 144];
+  const { rng, data } = randomBlockData(m, layer, 7, 48, ops);
   const spec = { bits, group: 32 };
-  const obj = new BlockObjective(m.config, { x: cat(layer), y: cat(layer + 1), seqStarts }, spec, ops, method);
+  const obj = new BlockObjective(m.config, data, spec, ops, method);
   const cur = cloneBlock(m.blocks[layer]);
   obj.reset(cur);
   return { m, rng, obj, cur, spec };
