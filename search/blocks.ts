@@ -13,6 +13,7 @@
  * So a run holds O(1 block) of float weights whatever the model's size.
  */
 import { applyTransforms, type Transform } from '../core/invariance';
+import type { AcceptedMove as BlockMoves } from '../core/invariance/acceptedMoves';
 import { BlockCache, lazyBlocks, type BlockKey } from '../core/model/lazy';
 import { blockLinears, cloneBlock, linearShape, type Block, type F32, type LinearName, type Model, type ModelConfig } from '../core/model/types';
 import { packPalette, paletteBytes, unpackPalette, type PaletteWeights } from '../core/quant/palette';
@@ -20,10 +21,8 @@ import type { QuantSpec } from '../core/quant/rtn';
 import { setClip, type BlockClips, type ClipSet } from './clipMoves';
 
 /** One accepted move: the transforms applied to one block (step 0: scale initialisation), or the clip codes it set. */
-export interface AcceptedMove {
-  block: number;
+export interface AcceptedMove extends BlockMoves {
   step: number;
-  transforms: Transform[];
   /** A clip move's codes (clipMoves.ts); absent for an invariance move. */
   clips?: ClipSet[];
 }

@@ -11,7 +11,7 @@ import { fail } from '../core/errors';
 import type { RngState } from '../core/rng';
 import type { AcceptedMove } from './blocks';
 import type { SearchTuning } from './config';
-import type { FinalReport, Progress, RunConfig, SearchSnapshot } from './contract';
+import type { FinalReport, MoveStats, Progress, RunConfig, SearchSnapshot } from './contract';
 import { tuningSets, type SetPlan } from './plan';
 
 export const SNAPSHOT_VERSION = 2;
@@ -48,8 +48,6 @@ export interface Boundary {
   moveStats?: MoveStats;
 }
 
-/** Per move type ('ffn', an attention kind, 'clip-<linear>'): per-block counts and gain in the block's normalised loss (L/L0, the global term included on its steps). */
-export type MoveStats = Record<string, { proposed: number[]; accepted: number[]; gain: number[] }>;
 
 /** Count a scored candidate of type `kind` on block l (accepted with gain `gain`, or not when gain is null). */
 export function recordMove(b: Boundary, kind: string, l: number, nLayers: number, gain: number | null): void {

@@ -80,6 +80,9 @@ export interface QualityRow {
   kl?: number;
 }
 
+/** Per move type ('ffn', an attention kind, 'clip-<linear>'): per-block counts, and gain in the block's normalised loss (L/L0, the global term included on its steps). */
+export type MoveStats = Record<string, { proposed: number[]; accepted: number[]; gain: number[] }>;
+
 export interface FinalReport {
   fp: QualityRow;
   /** Plain round-to-nearest: the headline reference ("closes" is measured against it). */
@@ -110,7 +113,7 @@ export interface FinalReport {
    * proposed and accepted, and the accepted moves' summed decrease of the block's
    * normalised loss (moves a final rollback dropped included).
    */
-  moveStats?: Record<string, { proposed: number[]; accepted: number[]; gain: number[] }>;
+  moveStats?: MoveStats;
   /** The three models compared (for samples); not serialized. */
   models?: { fp: Model; base: Model; searched: Model };
 }

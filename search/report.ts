@@ -12,8 +12,8 @@ import { loadTokenizer, tokenizerPathFor } from '../core/tokenizer';
 import { evaluateModels, gapClosed } from '../core/metrics';
 import { blockLinears, type F32, type LinearName, type Model } from '../core/model/types';
 import type { Ops } from '../core/ops';
-import { clippedFormat, type QuantFormat } from '../core/quant/formats';
-import { formatView, quantizedView } from '../core/quant/view';
+import type { QuantFormat } from '../core/quant/formats';
+import { quantizedView } from '../core/quant/view';
 import type { QuantSpec } from '../core/quant/rtn';
 import { specFormat, type CodeSink } from './blockQuant';
 import type { SearchBlocks } from './blocks';
@@ -40,14 +40,12 @@ export interface RunResult {
 /**
  * A quantizer on the untransformed model: the base (plain, or with clip search) or plain
  * RTN, as a view (each block quantized when the evaluation reaches it). On a ggml format
- * RTN is ggml's reference quantizer and GPTQ runs on the format's grid, with our clip
- * search where the format has one (core/quant/formats/clip.ts; f16 has none, and its clip
- * row is the plain one again).
+ * RTN is ggml's reference quantizer and GPTQ runs on the format's grid, the clip rows with
+ * our clip search (core/quant/formats/clip.ts).
  */
 function referenceModel(r: RunResult, method: 'rtn' | 'gptq', clip: boolean): Model {
   const c = r.config;
   const fmt = specFormat(r.spec) ?? undefined;
-  if (fmt && method === 'rtn') return formatView(r.blocks.fpModel(), (clip && clippedFormat(fmt)) || fmt);
   return quantizedView(r.blocks.fpModel(), { bits: c.bits, group: c.group, method, clip, f16Scales: r.spec.f16Scales, calib: r.tokens.calib, ops: r.ops, format: fmt });
 }
 
@@ -59,11 +57,8 @@ export function finalReport(r: RunResult, rows: readonly ReportRow[] = ['rtn', '
   const { config, b } = r;
   const fp = r.blocks.fpModel();
   const searched = r.blocks.quantizedModel();
-  // on an RTN base plain RTN is the base, and on a format without a clip search the clip row
-  // is the reference quantizer again (referenceModel): one model (and one evaluation) serves those rows
-  const fmt = specFormat(r.spec);
-  const noClip = fmt !== null && clippedFormat(fmt) === null;
-  const key = (row: ReportRow | 'searched') => ((config.base === 'rtn' && row === 'rtn') || (noClip && row === 'baseClip') ? 'base' : row);
+  // on an RTN base plain RTN is the base: one model (and one evaluation) serves both rows
+  const key = (row: ReportRow | 'searched') => (config.base === 'rtn' && row === 'rtn' ? 'base' : row);
   const models: Record<string, Model> = { searched };
   for (const row of rows) {
     const k = key(row);

@@ -284,15 +284,10 @@ class Search implements SearchJob {
     moves.forEach((m, i) => recordMove(this.b, moveKind(m), l, nL, accepted && i === best ? current - scores[best] : null));
     if (accepted) {
       const move = moves[best];
-      if (move.kind === 'clip') {
-        // the objective's codes are the block's (shared): committing the move sets them
-        this.evaluator.commit(move, cur);
-        this.b.moves.push({ block: l, step: this.b.step, transforms: [], clips: move.clips! });
-      } else {
-        this.blocks.apply(l, move.transforms);
-        this.evaluator.commit(move, cur);
-        this.b.moves.push({ block: l, step: this.b.step, transforms: move.transforms });
-      }
+      // a clip move changes no FP weight: the objective's codes are the block's (shared), and committing sets them
+      if (move.kind !== 'clip') this.blocks.apply(l, move.transforms);
+      this.evaluator.commit(move, cur);
+      this.b.moves.push({ block: l, step: this.b.step, transforms: move.transforms, ...(move.clips ? { clips: move.clips } : {}) });
       this.b.accepted++;
       g?.changed();
     }

@@ -141,9 +141,8 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
       copyIn(y, N, 0, n, 0, N, yp);
       m.fill(0, (yp >> 2) + n * N, (yp >> 2) + nPad * N);
     }
-    if (helpers && active > 1 && n * K * N >= MT_MIN_MACS) {
-      // chunks of whole 4-row tiles, about CHUNKS_PER_THREAD per thread
-      const chunk = Math.max(4, Math.ceil(nPad / (active * CHUNKS_PER_THREAD) / 4) * 4);
+    const chunk = splitChunk(nPad, n * K * N);
+    if (helpers && chunk > 0) {
       // copying y out is serial work: this thread copies its own chunks while the helpers finish
       const copied = new Uint8Array(Math.ceil(nPad / chunk));
       const copyChunk = (c: number) => {
@@ -242,10 +241,19 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
     ctx.set(m.subarray(cp >> 2, (cp >> 2) + n * qDim));
   }
 
+  /**
+   * Rows per chunk (whole 4-row tiles, about CHUNKS_PER_THREAD per active thread) when a
+   * product of nPad rows and `macs` multiply-adds is split over the helpers; 0: it runs here alone.
+   */
+  function splitChunk(nPad: number, macs: number): number {
+    if (!helpers || active < 2 || macs < MT_MIN_MACS) return 0;
+    return Math.max(4, Math.ceil(nPad / (active * CHUNKS_PER_THREAD) / 4) * 4);
+  }
+
   /** matmul_t over rows [0, nPad) of operands already in the arena: on the helpers too when it is large (see matmulT). */
   function product(xp: number, wp: number, yp: number, nPad: number, K: number, N: number, scratch: number): void {
-    if (helpers && active > 1 && nPad * K * N >= MT_MIN_MACS) {
-      const chunk = Math.max(4, Math.ceil(nPad / (active * CHUNKS_PER_THREAD) / 4) * 4);
+    const chunk = splitChunk(nPad, nPad * K * N);
+    if (helpers && chunk > 0) {
       helpers.matmul(k, { x: xp, wp, y: yp, rows: nPad, K, N, kcMax, beta: 0, chunk, scratch }, active - 1);
     } else {
       k.matmul_t(xp, wp, yp, 0, nPad, K, N, kcMax, 0, scratch);

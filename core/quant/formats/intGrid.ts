@@ -20,7 +20,6 @@ export function intFormat(bits: number, group: number, f16Scales = false): Quant
     groupSize: group,
     codeBits: bits,
     bitsPerWeight: bits + (f16Scales ? 16 + bits : 32 + 8) / group,
-    gptqFixedGroups: true,
     rowBytes,
     fitsRow: (n) => Number.isInteger(n) && n > 0,
     quantizeRow(x, out) {

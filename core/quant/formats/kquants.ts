@@ -92,7 +92,6 @@ function makeK(s: KSpec): QuantFormat {
     groupSize: s.group,
     codeBits: s.bits,
     bitsPerWeight: (s.blockBytes * 8) / QK_K,
-    gptqFixedGroups: false,
     rowBytes: (n) => (n / QK_K) * s.blockBytes,
     fitsRow: (n) => Number.isInteger(n) && n > 0 && n % QK_K === 0,
     quantizeRow(x, out) {

@@ -106,7 +106,6 @@ function makeLegacy(s: LegacySpec): QuantFormat {
     groupSize: QK,
     codeBits: s.bits,
     bitsPerWeight: (bytesPer * 8) / QK,
-    gptqFixedGroups: true,
     rowBytes: (n) => (n / QK) * bytesPer,
     fitsRow: (n) => Number.isInteger(n) && n > 0 && n % QK === 0,
     quantizeRow(x, out) {

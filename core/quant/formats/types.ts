@@ -57,12 +57,6 @@ export interface QuantFormat {
   readonly codeBits: number;
   /** Packed bits per weight, parameters included. */
   readonly bitsPerWeight: number;
-  /**
-   * True when a group's parameters can be chosen from that group's weights alone, before
-   * GPTQ quantizes its columns (fixed groups). False for the k-quants: their sub-block
-   * scales are quantized against the whole 256-weight super-block.
-   */
-  readonly gptqFixedGroups: boolean;
   /** Bytes of a packed row of n weights. */
   rowBytes(n: number): number;
   /** True when a row of n weights can be held in this format. */
