@@ -4,6 +4,7 @@
  * to BENCHES; pass names on the command line to run only those.
  */
 import type { BenchModule } from './emit';
+import { candidatesBench } from './candidates';
 import { exportBench } from './export';
 import { matmulBench } from './matmul';
 import { ablationBench, qualityBench } from './quality';
@@ -13,7 +14,7 @@ import { scaleBench } from './scale';
 import { searchBench } from './search';
 import { sweepBench } from './sweep';
 
-const BENCHES: BenchModule[] = [matmulBench, searchBench, qualityBench, ablationBench, sampleBench, scaleBench, exportBench, sweepBench, resumeBench];
+const BENCHES: BenchModule[] = [matmulBench, searchBench, qualityBench, ablationBench, sampleBench, scaleBench, exportBench, sweepBench, resumeBench, candidatesBench];
 
 const wanted = process.argv.slice(2);
 const unknown = wanted.filter((w) => !BENCHES.some((b) => b.name === w));

@@ -13,6 +13,7 @@ import type { AcceptedMove } from './blocks';
 import type { SearchTuning } from './config';
 import type { FinalReport, MoveStats, Progress, RunConfig, SearchSnapshot } from './contract';
 import { tuningSets, type SetPlan } from './plan';
+import type { StintPlan } from './stintPlan';
 
 export const SNAPSHOT_VERSION = 2;
 
@@ -44,6 +45,8 @@ export interface Boundary {
   stopReason?: string;
   /** The sampled sets' sizes the run planned (absent in snapshots from before plans: the tuning's sizes). */
   sets?: SetPlan;
+  /** The current (next) stint's length and validation cadence (search/stintPlan.ts; absent in older snapshots: the tuning's blockSteps, every stint checked). */
+  stintPlan?: StintPlan;
   /** Per move type, per block: candidates proposed, accepted, and the accepted moves' summed gain (absent in older snapshots). */
   moveStats?: MoveStats;
 }

@@ -42,7 +42,8 @@ import { nextBlock } from './schedule';
 import { resolveTokenSets, type TokenSets } from './tokens';
 import { QualityProbe } from './validation';
 import { activationBytes, Scratch, weightBytes } from './scratch';
-import { describeCuts, phaseSeconds, planSets, type SetPlan } from './plan';
+import { CANDIDATE_FLOPS_PER_SECOND, describeCuts, phaseSeconds, planSets, tokenFlops, type SetPlan } from './plan';
+import { planStint, searchFloor, type StintCosts } from './stintPlan';
 import { outOfTime, PhaseClock, reportPlan, reportSeconds, type Phase, type ReportCosts, type ReportRow } from './phases';
 
 export interface SearchOptions {
@@ -98,6 +99,9 @@ class Search implements SearchJob {
   private validationSeconds = 0;
   private baseSeconds = 0;
   private stepSeconds = 0;
+  /** Seconds a stint spends besides its steps (setting its block up, re-quantizing it): measured (a running average), and so far in this stint. */
+  private stintSeconds = 0;
+  private stintOverhead = 0;
   /** Things the time budget made the run leave out (said in the report). */
   private cut: string[];
   private evalTimeMs = 0;
@@ -150,6 +154,7 @@ class Search implements SearchJob {
       const v = this.validate();
       this.b.best = { validation: v, moves: 0, step: 0 };
       this.b.history.push({ step: 0, loss: 1, validation: v });
+      this.planNextStint();
     }
     if (resumeFrom) this.validationSeconds = this.baseSeconds / 2; // a guess until one is measured
     this.markBoundary();
@@ -214,7 +219,7 @@ class Search implements SearchJob {
     for (const [l, x] of this.calib.walk(0, this.blocks)) {
       // blocks the time budget leaves no room for keep their base quantization
       const perBlock = l > 0 ? (performance.now() - t0) / 1000 / l : 0;
-      if (this.mustStop(perBlock + this.baseSeconds)) {
+      if (this.mustStop(perBlock + this.baseSeconds + searchFloor(this.stintCosts()))) {
         this.log?.info({ block: l }, 'scale initialisation cut short by the time budget');
         this.cut.push(`scale-init from block ${l}`);
         break;
@@ -243,6 +248,7 @@ class Search implements SearchJob {
     }
     this.b.initDone = true;
     this.checkValidation();
+    this.planNextStint();
     this.log?.info({ moves: this.b.moves.length, validation: this.lastValidation }, 'scale initialisation done');
     this.markBoundary();
     this.clock.stop();
@@ -255,8 +261,8 @@ class Search implements SearchJob {
       this.b.initDone = true;
     }
     this.clock.enter('search');
+    if (this.stepInStint === 0) this.overhead(() => this.beginStint());
     const stepStart = performance.now();
-    if (this.stepInStint === 0) this.beginStint();
     const l = this.b.block;
     const obj = this.obj!;
     const cur = this.blocks.transformed(l);
@@ -297,7 +303,7 @@ class Search implements SearchJob {
     this.stepSeconds = this.stepSeconds > 0 ? 0.8 * this.stepSeconds + 0.2 * took : took;
     // one more step must leave the stint's validation and the report their time
     const outOfTime = this.mustStop(this.stepSeconds + this.validationSeconds);
-    if (this.stepInStint >= this.tuning.blockSteps || this.b.step >= this.config.steps || outOfTime) {
+    if (this.stepInStint >= (this.b.stintPlan?.steps ?? this.tuning.blockSteps) || this.b.step >= this.config.steps || outOfTime) {
       this.endStint(outOfTime);
     }
   }
@@ -319,15 +325,22 @@ class Search implements SearchJob {
     this.b.lastVisit[l] = this.b.stint;
     // RTN re-quantizes only this block; GPTQ also every later one, whose inputs changed.
     const cur = this.blocks.transformed(l);
-    if (this.config.base === 'gptq') this.quantizeFrom(l);
-    else this.blocks.setQuantized(l, cloneBlock({ ...cur, ...rtnLinears(cfg, cur, this.spec, undefined, undefined, this.blocks.clips(l)) }));
+    this.overhead(() => {
+      if (this.config.base === 'gptq') this.quantizeFrom(l);
+      else this.blocks.setQuantized(l, cloneBlock({ ...cur, ...rtnLinears(cfg, cur, this.spec, undefined, undefined, this.blocks.clips(l)) }));
+    });
+    this.stintSeconds = this.stintSeconds > 0 ? (this.stintSeconds + this.stintOverhead) / 2 : this.stintOverhead;
+    this.stintOverhead = 0;
     this.b.stint++;
     this.b.block = nextBlock(this.tuning.schedule, this.b.block, this.b, cfg.nLayers);
     this.stepInStint = 0;
-    const v = this.checkValidation(l);
+    // the last stint is always checked: the run ends in its best checked state
+    const last = outOfTime || this.b.step >= this.config.steps;
+    const v = last || this.b.stint % (this.b.stintPlan?.checkEvery ?? 1) === 0 ? this.checkValidation(l) : null;
     this.log?.info({ step: this.b.step, block: l, loss: meanLoss(this.b), validation: v }, 'stint done');
     const reason = stopReason(this.b, this.config, outOfTime);
     if (reason) this.finish(reason);
+    else this.planNextStint();
     this.markBoundary();
     this.clock.stop();
   }
@@ -338,11 +351,14 @@ class Search implements SearchJob {
    * after it.
    */
   private mustStop(next: number): boolean {
+    return outOfTime(this.config.timeBudget, (Date.now() - this.startedAt) / 1000, this.reportReserve(), next);
+  }
+
+  /** Seconds kept for the report: the whole table when it takes at most a quarter of the budget, else the rows "closes" needs (FP, RTN, searched). */
+  private reportReserve(): number {
     const costs = this.reportCosts();
-    // the whole table when it takes at most a quarter of the budget, else the rows "closes" needs (FP, RTN, searched)
     const full = reportSeconds(this.reportRows(), costs);
-    const reserve = full <= this.config.timeBudget / 4 ? full : reportSeconds(['rtn'], costs);
-    return outOfTime(this.config.timeBudget, (Date.now() - this.startedAt) / 1000, reserve, next);
+    return full <= this.config.timeBudget / 4 ? full : reportSeconds(['rtn'], costs);
   }
 
   /** The report's reference rows (on an RTN base, plain RTN is the base). */
@@ -357,6 +373,40 @@ class Search implements SearchJob {
     const evalPass = this.validationSeconds * (evalTokens / validTokens);
     // each reference row quantizes the whole model as the base pass did (an upper bound for plain RTN)
     return { evalPass, quantize: { rtn: this.baseSeconds, base: this.baseSeconds, baseClip: this.baseSeconds } };
+  }
+
+  /** Runs `f`, counting its seconds as this stint's costs besides its steps. */
+  private overhead(f: () => void): void {
+    const t0 = performance.now();
+    f();
+    this.stintOverhead += (performance.now() - t0) / 1000;
+  }
+
+  /**
+   * What a stint costs, measured where the run has measured it, else predicted: a step
+   * scores `candidates` moves, each a block pass over the calibration rows, over the
+   * workers; setting a block up and re-quantizing it each cost about what the base pass
+   * spent per block.
+   */
+  private stintCosts(): Omit<StintCosts, 'secondsLeft'> {
+    const cfg = this.model.config;
+    const rows = this.tokens.calib.reduce((n, s) => n + s.length, 0);
+    const candidate = (rows * tokenFlops(cfg, this.tuning.seqTokens).block) / CANDIDATE_FLOPS_PER_SECOND;
+    const rounds = Math.ceil(this.config.candidates / Math.max(1, Math.min(this.config.workers, this.config.candidates)));
+    return {
+      unvisited: this.b.lastVisit.filter((v) => v < 0).length,
+      nLayers: cfg.nLayers,
+      stepSeconds: this.stepSeconds > 0 ? this.stepSeconds : rounds * candidate,
+      stintSeconds: this.stintSeconds > 0 ? this.stintSeconds : (2 * this.baseSeconds) / cfg.nLayers,
+      validationSeconds: this.validationSeconds,
+    };
+  }
+
+  /** Fixes the next stint's length and checks (kept in the boundary record, so a resumed run repeats them). */
+  private planNextStint(): void {
+    const budgeted = this.config.timeBudget > 0;
+    const left = this.config.timeBudget - (Date.now() - this.startedAt) / 1000 - this.reportReserve();
+    this.b.stintPlan = planStint(budgeted, this.tuning.blockSteps, budgeted ? { ...this.stintCosts(), secondsLeft: left } : undefined);
   }
 
   private markBoundary(): void {
