@@ -5,6 +5,7 @@
  * and gpu.js both run synchronously, and parallelism lives a level up, in the worker pool.
  */
 import type { F32 } from './model/types';
+import type { QuantSpec } from './quant/rtn';
 
 /** Fewest rows of x for which Ops.matmulT promises row-separable, symmetric results. */
 export const SEPARABLE_MIN_ROWS = 4;
@@ -73,6 +74,12 @@ export interface Ops {
    * softmaxCausal, head by head, so a subset of heads recomputes to the same bits.
    */
   attendRows?(ctx: F32, q: F32, k: F32, v: F32, T: number, heads: ArrayLike<number> | null, shape: HeadShape): void;
+  /**
+   * Optional: core/quant/rtn.ts's fakeQuantRtnRect, bit for bit (clip search, fp16 scales
+   * and clip codes `clips` [rows of w, groups per row] included): rows [rowStart, rowEnd) ×
+   * groups [groupStart, groupEnd) of w [·, cols] fake-quantized into the same places of out.
+   */
+  quantDequant?(w: F32, cols: number, spec: QuantSpec, out: F32, rowStart: number, rowEnd: number, groupStart: number, groupEnd: number, clips?: Uint8Array): void;
 }
 
 /** The attention heads of a model. */

@@ -29,11 +29,12 @@ export interface Backend extends Ops {
    * per group (range widened to contain 0) with an integer zero point, in float64:
    *   scale = f32((max − min) / (2^bits − 1)),  zero = clamp(round(−min / scale))
    *   out   = f32((clamp(round(w / scale) + zero) − zero) · scale),  round = Math.round.
-   * With `spec.clip` the clip-ratio search runs in core's TypeScript on every backend.
+   * With `spec.clip` the clip-ratio search, with `spec.f16Scales` fp16 scales, and with
+   * `clips` ([rows of w, groups per row]) each group's clip code, all as core does them.
    */
   quantDequant(
     w: F32, cols: number, spec: QuantSpec, out: F32,
-    rowStart: number, rowEnd: number, groupStart: number, groupEnd: number,
+    rowStart: number, rowEnd: number, groupStart: number, groupEnd: number, clips?: Uint8Array,
   ): void;
 
   /**

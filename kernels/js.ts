@@ -7,7 +7,8 @@
  */
 import { jsOps } from '../core/ops';
 import type { F32 } from '../core/model/types';
-import type { QuantSpec } from '../core/quant/rtn';
+import { CLIP_AUTO, CLIP_RATIOS, type QuantSpec } from '../core/quant/rtn';
+import { f16BitsToF32, f32ToF16Bits } from '../core/model/safetensors';
 import type { Backend } from './backend';
 import { checkMatmulT, checkQuantRect, checkSqErr } from './check';
 
@@ -18,8 +19,13 @@ export function checkSpec(spec: QuantSpec): void {
   const { bits, group } = spec;
   if (!(Number.isInteger(bits) && bits >= 2 && bits <= 8)) throw new RangeError(`quantDequant: bits must be an integer 2..8, got ${bits}`);
   if (!(Number.isInteger(group) && group >= 1)) throw new RangeError(`quantDequant: group must be a positive integer, got ${group}`);
-  // Refused rather than silently done in fp32 (core/quant/rtn.ts implements fp16 scales).
-  if (spec.f16Scales) throw new RangeError('quantDequant: fp16 scales are not implemented by the kernels');
+}
+
+/** Clip codes for a weight of `rows` rows and nG groups per row: [rows, nG], each CLIP_AUTO or an index of CLIP_RATIOS. */
+export function checkClips(clips: Uint8Array | undefined, rows: number, nG: number): void {
+  if (!clips) return;
+  if (clips.length !== rows * nG) throw new RangeError(`quantDequant: ${clips.length} clip codes for ${rows} rows of ${nG} groups`);
+  for (const c of clips) if (c !== CLIP_AUTO && c >= CLIP_RATIOS.length) throw new RangeError(`quantDequant: clip code ${c} is not one of 0..${CLIP_RATIOS.length - 1} or ${CLIP_AUTO}`);
 }
 
 export function clipRatios(spec: QuantSpec): readonly number[] | null {
@@ -34,9 +40,10 @@ function code(x: number, scale: number, zero: number, maxq: number): number {
   return q < 0 ? 0 : q > maxq ? maxq : q;
 }
 
-/** Grid of [lo, hi] into g[0] = scale (a float32 value), g[1] = zero; a zero range gets (1, 0). */
-function grid(lo: number, hi: number, maxq: number, g: Float64Array): void {
-  const scale = Math.fround((hi - lo) / maxq);
+/** Grid of [lo, hi] into g[0] = scale (a float32 value, or with `f16` an fp16 one at most 65504), g[1] = zero; a zero range gets (1, 0). */
+function grid(lo: number, hi: number, maxq: number, g: Float64Array, f16: boolean): void {
+  let scale = Math.fround((hi - lo) / maxq);
+  if (f16) scale = Math.min(f16BitsToF32(f32ToF16Bits(scale)), 65504);
   if (!(scale > 0)) {
     g[0] = 1;
     g[1] = 0;
@@ -62,12 +69,15 @@ const trial = new Float64Array(2);
 /** Backend.quantDequant in plain TypeScript (see kernels/backend.ts for the numerics). */
 export function quantDequantRef(
   w: F32, cols: number, spec: QuantSpec, out: F32,
-  rowStart: number, rowEnd: number, groupStart: number, groupEnd: number,
+  rowStart: number, rowEnd: number, groupStart: number, groupEnd: number, clips?: Uint8Array,
 ): void {
   checkSpec(spec);
   const { group } = spec;
-  checkQuantRect(w, out, cols, Math.ceil(cols / group), rowStart, rowEnd, groupStart, groupEnd);
+  const nG = Math.ceil(cols / group);
+  checkQuantRect(w, out, cols, nG, rowStart, rowEnd, groupStart, groupEnd);
+  checkClips(clips, w.length / cols, nG);
   const maxq = 2 ** spec.bits - 1;
+  const f16 = spec.f16Scales === true;
   const ratios = clipRatios(spec);
   for (let r = rowStart; r < rowEnd; r++) {
     for (let gi = groupStart; gi < groupEnd; gi++) {
@@ -80,13 +90,17 @@ export function quantDequantRef(
         if (x < lo) lo = x;
         if (x > hi) hi = x;
       }
-      grid(lo, hi, maxq, g);
-      if (ratios !== null && lo !== hi) {
+      const clipCode = clips ? clips[r * nG + gi] : CLIP_AUTO;
+      if (clipCode !== CLIP_AUTO) {
+        // a clip code fixes the ratio: no search
+        grid(CLIP_RATIOS[clipCode] * lo, CLIP_RATIOS[clipCode] * hi, maxq, g, f16);
+      } else grid(lo, hi, maxq, g, f16);
+      if (clipCode === CLIP_AUTO && ratios !== null && lo !== hi) {
         // clip search: shrink the range by each ratio, keep the strictly best
         let best = groupSqErr(w, off, end, g[0], g[1], maxq);
         for (const ratio of ratios) {
           if (ratio === 1) continue;
-          grid(ratio * lo, ratio * hi, maxq, trial);
+          grid(ratio * lo, ratio * hi, maxq, trial, f16);
           const e = groupSqErr(w, off, end, trial[0], trial[1], maxq);
           if (e < best) {
             best = e;

@@ -16,6 +16,7 @@
  */
 import { f16Round } from '../core/model/safetensors';
 import { blockLinears, linearShape, type Block, type F32, type LinearName, type ModelConfig } from '../core/model/types';
+import type { Ops } from '../core/ops';
 import { formatForRow, type QuantFormat } from '../core/quant/formats';
 import { quantizeBlockLinears } from '../core/quant/model';
 import { fakeQuantRtnRect, type QuantSpec } from '../core/quant/rtn';
@@ -43,14 +44,23 @@ export function ggmlRows(fmt: QuantFormat, cols: number): GgmlRows {
   return { format: f, block: f.blockSize, round: (x, out) => { f.dequantizeRow(f.quantizeRow(x), x.length, out); } };
 }
 
-/**
- * RTN of the named linears (all of the block's when omitted), with the block's clip codes
- * (clipMoves.ts) where given; on a ggml format, no integer codes and no clip codes.
- */
-export function rtnLinears(cfg: ModelConfig, b: Block, spec: QuantSpec, names?: LinearName[], codes?: CodeSink, clips?: BlockClips): Partial<Block> {
+export interface RtnLinearsOptions {
+  /** The linears (default: all of the block's). */
+  names?: LinearName[];
+  /** Receives their integer codes (the int grid only). */
+  codes?: CodeSink;
+  /** The block's clip codes (clipMoves.ts; the int grid only). */
+  clips?: BlockClips;
+  /** A backend that rounds the int grid faster, same bits (used when no codes are asked for). */
+  ops?: Ops;
+}
+
+/** RTN of a block's linears; on a ggml format, no integer codes and no clip codes. */
+export function rtnLinears(cfg: ModelConfig, b: Block, spec: QuantSpec, o: RtnLinearsOptions = {}): Partial<Block> {
+  const { names, codes, clips, ops } = o;
   const fmt = specFormat(spec);
   if (fmt) return ggmlLinears(cfg, b, fmt, names ?? blockLinears(cfg));
-  const q = quantizeBlockLinears(cfg, b, spec, { method: 'rtn', names, clips, onQuantized: codes && ((n, qz) => (codes[n] = qz)) });
+  const q = quantizeBlockLinears(cfg, b, spec, { method: 'rtn', names, clips, ops, onQuantized: codes && ((n, qz) => (codes[n] = qz)) });
   const out: Partial<Block> = {};
   for (const n of names ?? (['wq', 'wk', 'wv', 'wo', 'w1', 'w2', 'w3'] as LinearName[])) if (q[n]) out[n] = q[n];
   return out;
@@ -71,20 +81,26 @@ function ggmlLinears(cfg: ModelConfig, b: Block, fmt: QuantFormat, names: readon
   return out;
 }
 
+/** The int grid's rounding of a rectangle: the backend's (same bits, faster) when it has one. */
+function rectRounding(ops: Ops): typeof fakeQuantRtnRect {
+  return ops.quantDequant ? (...a) => ops.quantDequant!(...a) : fakeQuantRtnRect;
+}
+
 /** Fake-quantize row `r` of linear w [·, cols] (groups along it) into out, with the row's clip codes from `clips` [rows, nGroups]. */
-function fakeQuantRtnRow(w: F32, r: number, cols: number, spec: QuantSpec, out: F32, clips?: Uint8Array): void {
+function fakeQuantRtnRow(ops: Ops, w: F32, r: number, cols: number, spec: QuantSpec, out: F32, clips?: Uint8Array): void {
   const row = w.subarray(r * cols, (r + 1) * cols);
   const fmt = specFormat(spec);
   if (fmt) return ggmlRows(fmt, cols).round(row, out);
   const nG = Math.ceil(cols / spec.group);
-  fakeQuantRtnRect(row, cols, spec, out, 0, 1, 0, nG, clips?.subarray(r * nG, (r + 1) * nG));
+  rectRounding(ops)(row, cols, spec, out, 0, 1, 0, nG, clips?.subarray(r * nG, (r + 1) * nG));
 }
 
 /** Column groups `gi` (each `g` wide) of every row of w [rows, cols] quantized into the same places of out. */
-function quantizeColumnGroups(w: F32, rows: number, cols: number, spec: QuantSpec, g: number, groups: readonly number[], out: F32, clips?: Uint8Array): void {
+function quantizeColumnGroups(ops: Ops, w: F32, rows: number, cols: number, spec: QuantSpec, g: number, groups: readonly number[], out: F32, clips?: Uint8Array): void {
   const fmt = specFormat(spec);
   if (!fmt) {
-    for (const gi of groups) fakeQuantRtnRect(w, cols, spec, out, 0, rows, gi, gi + 1, clips);
+    const rect = rectRounding(ops);
+    for (const gi of groups) rect(w, cols, spec, out, 0, rows, gi, gi + 1, clips);
     return;
   }
   const { round } = ggmlRows(fmt, cols);
@@ -109,17 +125,17 @@ export class RtnBase implements BaseQuantizer {
   constructor(private s: BlockSetting) {}
 
   qkv(b: Block, _xa: F32, codes?: CodeSink): { w: Pick<Block, QkvName> } {
-    const w = rtnLinears(this.s.cfg, b, this.s.spec, [...QKV_LINEARS], codes, this.s.clips);
+    const w = rtnLinears(this.s.cfg, b, this.s.spec, { names: [...QKV_LINEARS], codes, clips: this.s.clips, ops: this.s.ops });
     return { w: { wq: w.wq!, wk: w.wk!, wv: w.wv! } };
   }
 
   qkvRows(b: Block, name: QkvName, rows: Int32Array, w: F32, _c: Caches): void {
     const d = this.s.cfg.dim;
-    for (const row of rows) fakeQuantRtnRow(b[name], row, d, this.s.spec, w.subarray(row * d, (row + 1) * d), this.s.clips?.[name]);
+    for (const row of rows) fakeQuantRtnRow(this.s.ops, b[name], row, d, this.s.spec, w.subarray(row * d, (row + 1) * d), this.s.clips?.[name]);
   }
 
   wo(b: Block, _ctx: F32, codes?: CodeSink): { wo: F32 } {
-    return { wo: rtnLinears(this.s.cfg, b, this.s.spec, ['wo'], codes, this.s.clips).wo! };
+    return { wo: rtnLinears(this.s.cfg, b, this.s.spec, { names: ['wo'], codes, clips: this.s.clips, ops: this.s.ops }).wo! };
   }
 
   woAfter(b: Block, ctx: F32): { wo: F32 } {
@@ -129,7 +145,7 @@ export class RtnBase implements BaseQuantizer {
   ffn(b: Block, xn: F32, keep: Block | undefined, codes?: CodeSink): { w: Partial<Block>; act: F32 } {
     const { cfg, N, spec } = this.s;
     const names: LinearName[] = b.w3 ? ['w1', 'w3', 'w2'] : ['w1', 'w2'];
-    const got: Partial<Block> = keep ? { w1: keep.w1, w3: keep.w3, w2: keep.w2 } : rtnLinears(cfg, b, spec, names, codes, this.s.clips);
+    const got: Partial<Block> = keep ? { w1: keep.w1, w3: keep.w3, w2: keep.w2 } : rtnLinears(cfg, b, spec, { names, codes, clips: this.s.clips, ops: this.s.ops });
     const w: Partial<Block> = {};
     for (const n of names) w[n] = got[n]!;
     const act = new Float32Array(N * cfg.hiddenDim);
@@ -150,7 +166,7 @@ export class RtnBase implements BaseQuantizer {
     const w3q = cfg.arch === 'llama' ? new Float32Array(k * d) : undefined;
     for (const [w, out, cl] of [[b.w1, w1q, clips?.w1], [b.w3, w3q, clips?.w3]] as const) {
       if (!w || !out) continue;
-      for (let u = 0; u < k; u++) fakeQuantRtnRow(w, S[u], d, spec, out.subarray(u * d, (u + 1) * d), cl);
+      for (let u = 0; u < k; u++) fakeQuantRtnRow(ops, w, S[u], d, spec, out.subarray(u * d, (u + 1) * d), cl);
     }
     // New quantized w2 columns of every group that holds a touched unit.
     const groups = [...new Set(Array.from(S, (j) => Math.floor(j / g)))].sort((a, c) => a - c);
@@ -158,7 +174,7 @@ export class RtnBase implements BaseQuantizer {
     for (const gi of groups) for (let j = gi * g; j < Math.min(H, (gi + 1) * g); j++) cols.push(j);
     const nc = cols.length;
     const w2new = new Float32Array(d * H);
-    quantizeColumnGroups(b.w2, d, H, spec, g, groups, w2new, clips?.w2);
+    quantizeColumnGroups(ops, b.w2, d, H, spec, g, groups, w2new, clips?.w2);
     const actS = new Float32Array(N * k);
     unitActs(this.s, actS, c.xn, w1q, w3q, b.b1, S);
     // Δ = [a' | a] · [w2q' | −w2q]ᵀ over the touched columns: one matmul.

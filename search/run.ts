@@ -327,7 +327,7 @@ class Search implements SearchJob {
     const cur = this.blocks.transformed(l);
     this.overhead(() => {
       if (this.config.base === 'gptq') this.quantizeFrom(l);
-      else this.blocks.setQuantized(l, cloneBlock({ ...cur, ...rtnLinears(cfg, cur, this.spec, undefined, undefined, this.blocks.clips(l)) }));
+      else this.blocks.setQuantized(l, cloneBlock({ ...cur, ...rtnLinears(cfg, cur, this.spec, { clips: this.blocks.clips(l), ops: this.ops }) }));
     });
     this.stintSeconds = this.stintSeconds > 0 ? (this.stintSeconds + this.stintOverhead) / 2 : this.stintOverhead;
     this.stintOverhead = 0;

@@ -94,13 +94,14 @@ export function blockLinears(cfg: ModelConfig): LinearName[] {
   return cfg.arch === 'llama' ? [...LINEAR_NAMES] : LINEAR_NAMES.filter((n) => n !== 'w3');
 }
 
-export function cloneBlock(b: Block): Block {
+/** A copy of block b whose arrays are fresh, except those named in `shared`, which the copy references. */
+export function cloneBlock(b: Block, shared: readonly string[] = []): Block {
   const out: Record<string, F32> = {};
-  for (const [k, v] of Object.entries(b)) if (v) out[k] = (v as F32).slice();
+  for (const [k, v] of Object.entries(b)) if (v) out[k] = shared.includes(k) ? (v as F32) : (v as F32).slice();
   return out as unknown as Block;
 }
 
 /** A copy whose blocks can be changed without touching `m` (embedding/head are shared). */
 export function cloneModel(m: Model): Model {
-  return { ...m, blocks: m.blocks.map(cloneBlock) };
+  return { ...m, blocks: m.blocks.map((b) => cloneBlock(b)) };
 }

@@ -14,7 +14,7 @@ import { blockTrace } from '../forward';
 import { jsOps, type Ops } from '../ops';
 import { blockLinears, cloneBlock, linearShape, type Block, type F32, type LinearName, type Model, type ModelConfig } from '../model/types';
 import { accumulateHessian, gptqQuantize, newHessian, type GptqOptions, type HessianState } from './gptq';
-import { quantizeRtn, dequantize, type QuantSpec, type Quantized } from './rtn';
+import { quantizeRtn, dequantize, numGroups, type QuantSpec, type Quantized } from './rtn';
 import type { QuantFormat } from './formats';
 import { quantizedView } from './view';
 import { eagerModel } from '../model/lazy';
@@ -77,6 +77,8 @@ export interface LinearQuantOptions extends GptqOptions {
   onQuantized?: (name: LinearName, qz: Quantized) => void;
   /** RTN only: per-group clip codes of each linear ([rows, nGroups], rtn.ts CLIP_AUTO where the spec's search decides). */
   clips?: Partial<Record<LinearName, Uint8Array>>;
+  /** RTN without `onQuantized`: a backend whose quantDequant does the rounding (same bits, faster). */
+  ops?: Ops;
 }
 
 /** One linear w [rows, cols] quantized by `method`; GPTQ needs the Hessian H [cols, cols] of its input. */
@@ -92,6 +94,18 @@ export function quantizeLinear(
 }
 
 /**
+ * RTN's fake-quant weights of w [rows, cols] rounded by the backend's quantDequant (the
+ * same bits as dequantize(quantizeRtn(…)), without the integer codes), or null when `ops`
+ * has none.
+ */
+export function backendRtn(w: F32, rows: number, cols: number, spec: QuantSpec, ops?: Ops, clips?: Uint8Array): F32 | null {
+  if (!ops?.quantDequant) return null;
+  const deq = new Float32Array(rows * cols);
+  ops.quantDequant(w, cols, spec, deq, 0, rows, 0, numGroups(cols, spec.group), clips);
+  return deq;
+}
+
+/**
  * A copy of block `b` whose linears `names` (default: all of the arch) are fake-quantized,
  * each independently; GPTQ takes their Hessians from `hessians` (LINEAR_INPUT says which).
  * `b` is not changed.
@@ -99,8 +113,10 @@ export function quantizeLinear(
 export function quantizeBlockLinears(
   cfg: ModelConfig, b: Block, spec: QuantSpec, opts: LinearQuantOptions & { hessians?: BlockHessians; names?: readonly LinearName[] },
 ): Block {
-  const out = cloneBlock(b);
-  for (const name of opts.names ?? blockLinears(cfg)) quantizeLinearInto(cfg, out, name, spec, opts, opts.hessians?.[LINEAR_INPUT[name]]);
+  const names = opts.names ?? blockLinears(cfg);
+  // the linears to quantize are only read (and then replaced): copy the rest alone
+  const out = cloneBlock(b, names);
+  for (const name of names) quantizeLinearInto(cfg, out, name, spec, opts, opts.hessians?.[LINEAR_INPUT[name]]);
   return out;
 }
 
@@ -111,7 +127,13 @@ function quantizeLinearInto(
   const w = b[name];
   if (!w) throw new InvarxError('bad-model', `block has no ${name} weight to quantize`);
   const [rows, cols] = linearShape(cfg, name);
-  const { qz, deq } = quantizeLinear(w, rows, cols, spec, opts.method, H, opts, opts.clips?.[name]);
+  const clips = opts.clips?.[name];
+  const fast = opts.method === 'rtn' && !opts.onQuantized ? backendRtn(w, rows, cols, spec, opts.ops, clips) : null;
+  if (fast) {
+    b[name] = fast;
+    return;
+  }
+  const { qz, deq } = quantizeLinear(w, rows, cols, spec, opts.method, H, opts, clips);
   opts.onQuantized?.(name, qz);
   b[name] = deq;
 }

@@ -26,7 +26,7 @@ import { sequentialBlocks, BlockCache, lazyBlocks, type BlockKey } from '../mode
 import { blockLinears, cloneBlock, linearShape, type Block, type F32, type LinearName, type Model, type ModelConfig } from '../model/types';
 import { jsOps, type Ops } from '../ops';
 import { hessian } from './hessian';
-import { inputWidth, quantizeLinear, type BlockInput, type QuantizeModelOptions } from './model';
+import { backendRtn, inputWidth, quantizeLinear, type BlockInput, type QuantizeModelOptions } from './model';
 import { validateSpec, type QuantSpec } from './rtn';
 import { clippedFormat, formatForRow, type QuantFormat } from './formats';
 import { gptqFactor } from './gptq';
@@ -83,6 +83,11 @@ function quantizeInto(cfg: ModelConfig, b: Block, name: LinearName, spec: QuantS
   const [rows, cols] = linearShape(cfg, name);
   if (opts.format && H) {
     b[name] = gptqFormatRows(b[name]!, cols, gptqFactor(H, cols, opts), opts.format, { ...opts, clip: opts.clip === true }).deq;
+    return;
+  }
+  const fast = opts.method === 'rtn' && !opts.onQuantized ? backendRtn(b[name]!, rows, cols, spec, opts.ops) : null;
+  if (fast) {
+    b[name] = fast;
     return;
   }
   const { qz, deq } = quantizeLinear(b[name]!, rows, cols, spec, opts.method, H, opts);

@@ -9,7 +9,8 @@ import { hessianSegments } from '../../core/quant/hessian';
 import type { QuantSpec } from '../../core/quant/rtn';
 import type { Backend } from '../backend';
 import { checkAttendCached, checkAttendRows, checkHessian, checkMatmulT, checkQuantRect, checkSiluMul, checkSoftmax } from '../check';
-import { checkSpec, clipRatios, sqErrRef } from '../js';
+import { CLIP_RATIOS } from '../../core/quant/rtn';
+import { checkClips, checkSpec, clipRatios, sqErrRef } from '../js';
 import { Arena } from './arena';
 import { fusedMadd, instantiate, kernelsModule, relaxedSimd, type KernelExports } from './module';
 import { ResidentWeights } from './resident';
@@ -331,11 +332,13 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
 
   function quantDequant(
     w: F32, cols: number, spec: QuantSpec, out: F32,
-    rowStart: number, rowEnd: number, groupStart: number, groupEnd: number,
+    rowStart: number, rowEnd: number, groupStart: number, groupEnd: number, clips?: Uint8Array,
   ): void {
     checkSpec(spec);
     const { group } = spec;
-    checkQuantRect(w, out, cols, Math.ceil(cols / group), rowStart, rowEnd, groupStart, groupEnd);
+    const nG = Math.ceil(cols / group);
+    checkQuantRect(w, out, cols, nG, rowStart, rowEnd, groupStart, groupEnd);
+    checkClips(clips, w.length / cols, nG);
     const rows = rowEnd - rowStart;
     if (rows === 0 || groupEnd === groupStart) return;
     // only the columns of the groups travel: [c0, c0 + span) of each row, packed
@@ -344,10 +347,18 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
     const ratios = clipRatios(spec) ?? [];
     arena.reset();
     const rp = arena.alloc(2 * ratios.length); // float64 clip ratios
+    const crp = clips ? arena.alloc(2 * CLIP_RATIOS.length) : 0; // float64 ratios of the clip codes
+    const nc = groupEnd - groupStart;
+    const cp = clips ? arena.alloc(Math.ceil((rows * nc) / 4)) : 0; // the rectangle's clip codes, a byte each
     const wp = arena.alloc(rows * span), op = arena.alloc(rows * span);
     if (ratios.length > 0) new Float64Array(arena.memory.buffer, rp, ratios.length).set(ratios);
+    if (clips) {
+      new Float64Array(arena.memory.buffer, crp, CLIP_RATIOS.length).set(CLIP_RATIOS);
+      const codes = new Uint8Array(arena.memory.buffer, cp, rows * nc);
+      for (let r = 0; r < rows; r++) codes.set(clips.subarray((rowStart + r) * nG + groupStart, (rowStart + r) * nG + groupEnd), r * nc);
+    }
     copyIn(w, cols, rowStart, rowEnd, c0, span, wp);
-    k.qdq(wp, op, rows, span, group, 0, groupEnd - groupStart, 2 ** spec.bits - 1, rp, ratios.length);
+    k.qdq(wp, op, rows, span, group, 0, nc, 2 ** spec.bits - 1, rp, ratios.length, spec.f16Scales ? 1 : 0, cp, crp);
     copyOut(out, cols, rowStart, rowEnd, c0, span, op);
   }
 

@@ -411,11 +411,15 @@
   ;; of [r·lo, r·hi] replaces the current one if its squared error over the group is
   ;; strictly smaller; errors are summed element by element in order, as core does, so
   ;; the comparisons come out the same.
+  ;; With $f16 ≠ 0 every scale is rounded to fp16 first (min(f16(scale), 65504), core's
+  ;; f16Scales). With $codes ≠ 0, a byte per group ([rows, g1 − g0] at $codes): 255 leaves
+  ;; the group to the above, code k fixes its range to [r·lo, r·hi] with r the float64 at
+  ;; $code_ratios + 8k (core's clip codes), no search.
   ;; Rows of w and out are $cols floats long; groups [$g0, $g1) of each of $rows rows.
   (func $qdq (export "qdq") (param $w i32) (param $out i32) (param $rows i32) (param $cols i32)
              (param $group i32) (param $g0 i32) (param $g1 i32) (param $maxq f64)
-             (param $ratios i32) (param $nratios i32)
-    (local $r i32) (local $g i32) (local $c0 i32) (local $len i32) (local $off i32)
+             (param $ratios i32) (param $nratios i32) (param $f16 i32) (param $codes i32) (param $code_ratios i32)
+    (local $r i32) (local $g i32) (local $c0 i32) (local $len i32) (local $off i32) (local $code i32)
     (local.set $r (i32.const 0))
     (block $rows_done (loop $rowsl
       (br_if $rows_done (i32.ge_u (local.get $r) (local.get $rows)))
@@ -426,8 +430,13 @@
         (local.set $len (i32.sub (local.get $cols) (local.get $c0)))
         (if (i32.gt_u (local.get $len) (local.get $group)) (then (local.set $len (local.get $group))))
         (local.set $off (i32.shl (i32.add (i32.mul (local.get $r) (local.get $cols)) (local.get $c0)) (i32.const 2)))
+        (local.set $code (i32.const 255))
+        (if (local.get $codes) (then
+          (local.set $code (i32.load8_u (i32.add (local.get $codes)
+            (i32.add (i32.mul (local.get $r) (i32.sub (local.get $g1) (local.get $g0))) (i32.sub (local.get $g) (local.get $g0))))))))
         (call $qdq_group (i32.add (local.get $w) (local.get $off)) (i32.add (local.get $out) (local.get $off))
-                         (local.get $len) (local.get $maxq) (local.get $ratios) (local.get $nratios))
+                         (local.get $len) (local.get $maxq) (local.get $ratios) (local.get $nratios)
+                         (local.get $f16) (local.get $code) (local.get $code_ratios))
         (local.set $g (i32.add (local.get $g) (i32.const 1)))
         (br $groups)))
       (local.set $r (i32.add (local.get $r) (i32.const 1)))
@@ -441,10 +450,23 @@
     (select (f64.add (local.get $f) (f64.const 1)) (local.get $f)
             (f64.ge (f64.sub (local.get $v) (local.get $f)) (f64.const 0.5))))
 
+  ;; s ≥ 0 rounded to the nearest fp16 value, ties to even (core's f16Round): the fp16
+  ;; step at s's exponent (2^-24 for fp16 subnormals) times nearest(s / step), all exact in
+  ;; float64; at or past 65520 this gives 65536 or more where core gives Infinity, which
+  ;; the caller's min(·, 65504) makes the same.
+  (func $f16_round (param $s f64) (result f64)
+    (local $e i32) (local $step f64)
+    (local.set $e (i32.sub (i32.and (i32.wrap_i64 (i64.shr_u (i64.reinterpret_f64 (local.get $s)) (i64.const 52))) (i32.const 0x7ff))
+                           (i32.const 1023)))
+    (if (i32.lt_s (local.get $e) (i32.const -14)) (then (local.set $e (i32.const -14))))
+    (local.set $step (f64.reinterpret_i64 (i64.shl (i64.extend_i32_s (i32.add (local.get $e) (i32.const 1013))) (i64.const 52))))
+    (f64.mul (f64.nearest (f64.div (local.get $s) (local.get $step))) (local.get $step)))
+
   ;; Grid (scale, zero) of the range [lo, hi], lo ≤ 0 ≤ hi (core's rangeParams).
-  (func $grid (param $lo f64) (param $hi f64) (param $maxq f64) (result f64 f64)
+  (func $grid (param $lo f64) (param $hi f64) (param $maxq f64) (param $f16 i32) (result f64 f64)
     (local $s f64) (local $z f64)
     (local.set $s (f64.promote_f32 (f32.demote_f64 (f64.div (f64.sub (local.get $hi) (local.get $lo)) (local.get $maxq)))))
+    (if (local.get $f16) (then (local.set $s (f64.min (call $f16_round (local.get $s)) (f64.const 65504)))))
     (if (i32.eqz (f64.gt (local.get $s) (f64.const 0))) (then (return (f64.const 1) (f64.const 0))))
     (local.set $z (call $round_half_up (f64.div (f64.neg (local.get $lo)) (local.get $s))))
     (if (f64.lt (local.get $z) (f64.const 0)) (then (local.set $z (f64.const 0))))
@@ -477,7 +499,7 @@
   ;; group, one per f64x2 lane: the two sums are independent chains, which hides the
   ;; latency of the in-order additions.
   (func $clip_search (param $src i32) (param $len i32) (param $lo f32) (param $hi f32) (param $maxq f64)
-                     (param $ratios i32) (param $nratios i32) (param $s f64) (param $z f64) (result f64 f64)
+                     (param $ratios i32) (param $nratios i32) (param $s f64) (param $z f64) (param $f16 i32) (result f64 f64)
     (local $best f64) (local $i i32) (local $k i32) (local $n i32) (local $ra f64) (local $rb f64)
     (local $sa f64) (local $za f64) (local $sb f64) (local $zb f64) (local $e v128)
     (local $S v128) (local $Z v128) (local $M v128) (local $x v128) (local $v v128) (local $f v128)
@@ -533,11 +555,11 @@
       (br_if $pairs_done (i32.eqz (local.get $n)))
       (if (i32.eq (local.get $n) (i32.const 1)) (then (local.set $rb (local.get $ra))))
       (call $grid (f64.mul (local.get $ra) (f64.promote_f32 (local.get $lo)))
-                  (f64.mul (local.get $ra) (f64.promote_f32 (local.get $hi))) (local.get $maxq))
+                  (f64.mul (local.get $ra) (f64.promote_f32 (local.get $hi))) (local.get $maxq) (local.get $f16))
       (local.set $za)
       (local.set $sa)
       (call $grid (f64.mul (local.get $rb) (f64.promote_f32 (local.get $lo)))
-                  (f64.mul (local.get $rb) (f64.promote_f32 (local.get $hi))) (local.get $maxq))
+                  (f64.mul (local.get $rb) (f64.promote_f32 (local.get $hi))) (local.get $maxq) (local.get $f16))
       (local.set $zb)
       (local.set $sb)
       (local.set $S (f64x2.replace_lane 1 (f64x2.splat (local.get $sa)) (local.get $sb)))
@@ -547,7 +569,7 @@
 
   ;; One group of $len floats at $src into $dst.
   (func $qdq_group (param $src i32) (param $dst i32) (param $len i32) (param $maxq f64)
-                   (param $ratios i32) (param $nratios i32)
+                   (param $ratios i32) (param $nratios i32) (param $f16 i32) (param $code i32) (param $code_ratios i32)
     (local $i i32) (local $x f32) (local $lo f32) (local $hi f32)
     (local $s f64) (local $z f64)
     (local $v v128) (local $vlo v128) (local $vhi v128)
@@ -575,14 +597,23 @@
       (if (f32.gt (local.get $x) (local.get $hi)) (then (local.set $hi (local.get $x))))
       (local.set $i (i32.add (local.get $i) (i32.const 1)))
       (br $mt)))
-    (call $grid (f64.promote_f32 (local.get $lo)) (f64.promote_f32 (local.get $hi)) (local.get $maxq))
-    (local.set $z)
-    (local.set $s)
-    (if (i32.and (i32.ne (local.get $nratios) (i32.const 0)) (f32.ne (local.get $lo) (local.get $hi))) (then
-      (call $clip_search (local.get $src) (local.get $len) (local.get $lo) (local.get $hi) (local.get $maxq)
-                         (local.get $ratios) (local.get $nratios) (local.get $s) (local.get $z))
-      (local.set $z)
-      (local.set $s)))
+    (if (i32.ne (local.get $code) (i32.const 255))
+      (then
+        ;; a clip code: its ratio's range, no search
+        (local.set $s (f64.load (i32.add (local.get $code_ratios) (i32.shl (local.get $code) (i32.const 3)))))
+        (call $grid (f64.mul (local.get $s) (f64.promote_f32 (local.get $lo))) (f64.mul (local.get $s) (f64.promote_f32 (local.get $hi)))
+                    (local.get $maxq) (local.get $f16))
+        (local.set $z)
+        (local.set $s))
+      (else
+        (call $grid (f64.promote_f32 (local.get $lo)) (f64.promote_f32 (local.get $hi)) (local.get $maxq) (local.get $f16))
+        (local.set $z)
+        (local.set $s)
+        (if (i32.and (i32.ne (local.get $nratios) (i32.const 0)) (f32.ne (local.get $lo) (local.get $hi))) (then
+          (call $clip_search (local.get $src) (local.get $len) (local.get $lo) (local.get $hi) (local.get $maxq)
+                             (local.get $ratios) (local.get $nratios) (local.get $s) (local.get $z) (local.get $f16))
+          (local.set $z)
+          (local.set $s)))))
     ;; codes and dequantized values, 4 at a time as two f64x2 halves
     (local.set $S (f64x2.splat (local.get $s)))
     (local.set $Z (f64x2.splat (local.get $z)))

@@ -122,7 +122,7 @@ export interface KernelExports {
   pack_wt(src: number, lds: number, N: number, K: number, kcMax: number, wp: number): void;
   matmul_t(x: number, wp: number, y: number, r0: number, r1: number, K: number, N: number, kcMax: number, beta: number, scratch: number): void;
   dot_t(x: number, w: number, ldw: number, y: number, n: number, K: number, N: number, beta: number): void;
-  qdq(w: number, out: number, rows: number, cols: number, group: number, g0: number, g1: number, maxq: number, ratios: number, nratios: number): void;
+  qdq(w: number, out: number, rows: number, cols: number, group: number, g0: number, g1: number, maxq: number, ratios: number, nratios: number, f16: number, codes: number, codeRatios: number): void;
   softmax_causal(att: number, T: number, S: number, past: number, scale: number): void;
   silu_mul(a: number, g: number, n: number): void;
   hess_row(x: number, ld: number, t0: number, t1: number, f: number, d: number, a: number, b0: number, nb: number, acc: number): void;

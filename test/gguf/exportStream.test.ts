@@ -40,7 +40,7 @@ const MOVES: AcceptedMove[] = [
 
 /** The old path: every block copied, then the moves applied in their order. */
 function eagerlyTransformed(model: Model, moves: readonly AcceptedMove[]): Model {
-  const blocks = model.blocks.map(cloneBlock);
+  const blocks = model.blocks.map((b) => cloneBlock(b));
   for (const mv of moves) applyTransforms(model.config, blocks[mv.block], mv.transforms);
   return { ...model, blocks };
 }

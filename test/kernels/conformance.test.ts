@@ -17,7 +17,7 @@ import fc from 'fast-check';
 import { SEPARABLE_MIN_ROWS, siluMul, softmaxCausal } from '../../core/ops';
 import { hessianEntriesRef, hessianRows, hessianT } from '../../core/quant/hessian';
 import { Rng } from '../../core/rng';
-import { fakeQuantRtnRect, type QuantSpec } from '../../core/quant/rtn';
+import { CLIP_AUTO, CLIP_RATIOS, fakeQuantRtnRect, type QuantSpec } from '../../core/quant/rtn';
 import {
   backendNames, createWasmBackend, getBackend, probeGpu, sqErrRef, relaxedSimd, type Backend,
 } from '../../kernels';
@@ -165,15 +165,17 @@ for (const s of subjects) {
       );
     });
 
-    it('quantDequant is bit-identical to core fakeQuantRtnRect (ragged groups, rectangles, clip, ties)', () => {
+    it('quantDequant is bit-identical to core fakeQuantRtnRect (ragged groups, rectangles, clip, ties, fp16 scales, clip codes)', () => {
       const caseArb = fc
         .record({
           rows: fc.integer({ min: 1, max: 12 }),
           cols: fc.integer({ min: 1, max: 130 }),
           bits: fc.integer({ min: 2, max: 8 }),
           groupFrac: fc.double({ min: 0, max: 1.2, noNaN: true }),
-          kind: fc.constantFrom('uniform', 'grid', 'positive', 'wild'),
+          kind: fc.constantFrom('uniform', 'grid', 'positive', 'wild', 'tiny'),
           clip: fc.constantFrom<QuantSpec['clip']>(undefined, false, true, [0.9, 0.7]),
+          f16Scales: fc.boolean(),
+          codes: fc.constantFrom('none', 'auto', 'mixed'),
           seed: fc.integer({ min: 1, max: 2 ** 31 - 1 }),
         })
         .chain((c) => {
@@ -197,14 +199,19 @@ for (const s of subjects) {
             // 'grid': multiples of 1/8, so w/scale lands exactly on .5 ties
             if (c.kind === 'grid') for (let i = 0; i < size; i++) w[i] = Math.round(w[i] * 16) / 8;
             if (c.kind === 'positive') for (let i = 0; i < size; i++) w[i] = Math.abs(w[i]) + 0.5;
+            // 'tiny': scales in fp16's subnormal range
+            if (c.kind === 'tiny') for (let i = 0; i < size; i++) w[i] = Math.fround(w[i] * 1e-6);
           }
-          const spec: QuantSpec = { bits: c.bits, group: c.group, clip: c.clip };
+          const spec: QuantSpec = { bits: c.bits, group: c.group, clip: c.clip, f16Scales: c.f16Scales };
+          const nG = Math.ceil(c.cols / c.group);
+          const clips = c.codes === 'none' ? undefined : new Uint8Array(c.rows * nG).fill(CLIP_AUTO);
+          if (clips && c.codes === 'mixed') for (let i = 0; i < clips.length; i++) if (rng.float() < 0.6) clips[i] = Math.floor(rng.float() * CLIP_RATIOS.length);
           const [r0, r1] = [Math.min(ra, rb), Math.max(ra, rb)];
           const [g0, g1] = [Math.min(ga, gb), Math.max(ga, gb)];
           const want = new Float32Array(size).fill(NaN);
-          fakeQuantRtnRect(w, c.cols, spec, want, r0, r1, g0, g1);
+          fakeQuantRtnRect(w, c.cols, spec, want, r0, r1, g0, g1, clips);
           const got = new Float32Array(size).fill(NaN);
-          get().quantDequant(w, c.cols, spec, got, r0, r1, g0, g1);
+          get().quantDequant(w, c.cols, spec, got, r0, r1, g0, g1, clips);
           const at = firstMismatch(got, want);
           expect(at, at < 0 ? '' : `at ${at}: got ${got[at]}, core ${want[at]}`).toBe(-1);
         }),
@@ -217,13 +224,15 @@ for (const s of subjects) {
       const cases: [number, number, number, number, boolean][] = [
         [172, 64, 32, 3, false], [64, 172, 32, 2, true], [512, 512, 128, 4, false], [33, 1023, 64, 8, true],
       ];
-      for (const [rows, cols, group, bits, clip] of cases) {
+      for (const [rows, cols, group, bits, clipOn] of cases) {
+        // the search's spec: fp16 scales with the clip search
+        const spec = { bits, group, clip: clipOn, f16Scales: clipOn };
         const w = randomArray(rng, rows * cols, 0.1);
         const want = new Float32Array(rows * cols);
         const got = new Float32Array(rows * cols);
         const nG = Math.ceil(cols / group);
-        fakeQuantRtnRect(w, cols, { bits, group, clip }, want, 0, rows, 0, nG);
-        get().quantDequant(w, cols, { bits, group, clip }, got, 0, rows, 0, nG);
+        fakeQuantRtnRect(w, cols, spec, want, 0, rows, 0, nG);
+        get().quantDequant(w, cols, spec, got, 0, rows, 0, nG);
         expect(firstMismatch(got, want)).toBe(-1);
       }
     });
