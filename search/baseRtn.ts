@@ -18,7 +18,7 @@ import { f16Round } from '../core/model/safetensors';
 import { blockLinears, linearShape, type Block, type F32, type LinearName, type ModelConfig } from '../core/model/types';
 import type { Ops } from '../core/ops';
 import { formatForRow, type QuantFormat } from '../core/quant/formats';
-import { quantizeBlockLinears } from '../core/quant/model';
+import { quantizeLinears } from '../core/quant/model';
 import { fakeQuantRtnRect, type QuantSpec } from '../core/quant/rtn';
 import { range } from './attnSide';
 import { commitUnits, QKV_LINEARS, specFormat, type BaseQuantizer, type CodeSink, type QkvName } from './blockQuant';
@@ -60,10 +60,7 @@ export function rtnLinears(cfg: ModelConfig, b: Block, spec: QuantSpec, o: RtnLi
   const { names, codes, clips, ops } = o;
   const fmt = specFormat(spec);
   if (fmt) return ggmlLinears(cfg, b, fmt, names ?? blockLinears(cfg));
-  const q = quantizeBlockLinears(cfg, b, spec, { method: 'rtn', names, clips, ops, onQuantized: codes && ((n, qz) => (codes[n] = qz)) });
-  const out: Partial<Block> = {};
-  for (const n of names ?? (['wq', 'wk', 'wv', 'wo', 'w1', 'w2', 'w3'] as LinearName[])) if (q[n]) out[n] = q[n];
-  return out;
+  return quantizeLinears(cfg, b, spec, names ?? blockLinears(cfg), { method: 'rtn', clips, ops, onQuantized: codes && ((n, qz) => (codes[n] = qz)) });
 }
 
 /** The named linears rounded row by row by ggml format `fmt` (its per-tensor fallback where its block does not fit). */

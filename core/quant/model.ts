@@ -115,27 +115,30 @@ export function quantizeBlockLinears(
 ): Block {
   const names = opts.names ?? blockLinears(cfg);
   // the linears to quantize are only read (and then replaced): copy the rest alone
-  const out = cloneBlock(b, names);
-  for (const name of names) quantizeLinearInto(cfg, out, name, spec, opts, opts.hessians?.[LINEAR_INPUT[name]]);
+  return { ...cloneBlock(b, names), ...quantizeLinears(cfg, b, spec, names, opts) };
+}
+
+/** The linears `names` of block `b` fake-quantized, each independently (as quantizeBlockLinears), and nothing else of the block. */
+export function quantizeLinears(
+  cfg: ModelConfig, b: Block, spec: QuantSpec, names: readonly LinearName[], opts: LinearQuantOptions & { hessians?: BlockHessians },
+): Partial<Block> {
+  const out: Partial<Block> = {};
+  for (const name of names) {
+    if (!b[name]) throw new InvarxError('bad-model', `block has no ${name} weight to quantize`);
+    out[name] = quantizeLinear1(cfg, b[name]!, name, spec, opts, opts.hessians?.[LINEAR_INPUT[name]]);
+  }
   return out;
 }
 
-/** Replace linear `name` of `b` (in place) by its quantized version. */
-function quantizeLinearInto(
-  cfg: ModelConfig, b: Block, name: LinearName, spec: QuantSpec, opts: LinearQuantOptions, H?: Float64Array,
-): void {
-  const w = b[name];
-  if (!w) throw new InvarxError('bad-model', `block has no ${name} weight to quantize`);
+/** Linear `name` (weights w) fake-quantized, its codes told to opts.onQuantized. */
+function quantizeLinear1(cfg: ModelConfig, w: F32, name: LinearName, spec: QuantSpec, opts: LinearQuantOptions, H?: Float64Array): F32 {
   const [rows, cols] = linearShape(cfg, name);
   const clips = opts.clips?.[name];
   const fast = opts.method === 'rtn' && !opts.onQuantized ? backendRtn(w, rows, cols, spec, opts.ops, clips) : null;
-  if (fast) {
-    b[name] = fast;
-    return;
-  }
+  if (fast) return fast;
   const { qz, deq } = quantizeLinear(w, rows, cols, spec, opts.method, H, opts, clips);
   opts.onQuantized?.(name, qz);
-  b[name] = deq;
+  return deq;
 }
 
 export interface QuantizeModelOptions extends GptqOptions {
