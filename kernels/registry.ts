@@ -44,6 +44,14 @@ export function getBackend(name?: string): Backend {
   return b;
 }
 
+/**
+ * A new instance of the best backend, not shared: for a phase whose working memory (a
+ * wasm backend's memory only grows) should go when the phase ends. The caller disposes it.
+ */
+export function freshBackend(): Backend {
+  return factories.get(chooseBackend().name)!();
+}
+
 export interface BackendChoice {
   name: string;
   /** One sentence on why. */

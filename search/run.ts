@@ -20,7 +20,8 @@ import type { Transform } from '../core/invariance';
 import type { Ops } from '../core/ops';
 import type { QuantSpec } from '../core/quant/rtn';
 import { Rng } from '../core/rng';
-import { bestBackend } from '../kernels/registry';
+import type { Backend } from '../kernels/backend';
+import { bestBackend, freshBackend } from '../kernels/registry';
 import { rtnLinears } from './baseRtn';
 import { SearchBlocks } from './blocks';
 import { copyInto } from './blockState';
@@ -69,7 +70,15 @@ export async function createSearchJob(config: RunConfig, opts: SearchOptions = {
   const sets = opts.resumeFrom ? snapshotSets(opts.resumeFrom, tuning) : planSets(model.config, config, tuning);
   clock.planned = phaseSeconds(model.config, config, tuning, sets);
   clock.enter('tokens');
-  const tokens = resolveTokenSets(model, config, tuning, sets, ops);
+  // sampling on a backend of its own: its memory (weights and KV caches copied in) goes with it
+  const sampler = opts.ops ? ops : freshBackend();
+  sampler.useThreads?.(config.workers);
+  let tokens: TokenSets;
+  try {
+    tokens = resolveTokenSets(model, config, tuning, sets, sampler);
+  } finally {
+    if (sampler !== ops) (sampler as Backend).dispose?.();
+  }
   const search = new Search(config, tuning, model, tokens, sets, ops, new Scratch(opts.scratchDir), clock, opts.log);
   await search.init(opts.resumeFrom);
   return search;

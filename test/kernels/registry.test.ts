@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { backendNames, chooseBackend, getBackend, probeGpu, registerBackend } from '../../kernels';
+import { backendNames, chooseBackend, freshBackend, getBackend, probeGpu, registerBackend } from '../../kernels';
 import os from 'node:os';
 import { isMainThread } from 'node:worker_threads';
 import { createJsBackend } from '../../kernels/js';
@@ -16,6 +16,20 @@ describe('backend registry', () => {
     expect(getBackend('wasm')).toBe(getBackend('wasm'));
     expect(getBackend('js').name).toBe('js');
     expect(() => getBackend('cuda')).toThrow(/unknown backend 'cuda'/);
+  });
+
+  it('a fresh backend is a new instance of the chosen kind, with the same results, disposed by its caller', () => {
+    const shared = getBackend(chooseBackend().name);
+    const fresh = freshBackend();
+    expect(fresh).not.toBe(shared);
+    expect(fresh.name).toBe(shared.name);
+    const x = Float32Array.from({ length: 8 * 16 }, (_, i) => Math.sin(i));
+    const w = Float32Array.from({ length: 4 * 16 }, (_, i) => Math.cos(i));
+    const [a, b] = [new Float32Array(32), new Float32Array(32)];
+    shared.matmulT(a, x, w, 8, 16, 4);
+    fresh.matmulT(b, x, w, 8, 16, 4);
+    expect(Buffer.from(b.buffer).equals(Buffer.from(a.buffer))).toBe(true);
+    fresh.dispose?.();
   });
 
   it('takes new registrations', () => {
