@@ -47,6 +47,9 @@ import { CANDIDATE_FLOPS_PER_SECOND, describeCuts, phaseSeconds, planSets, token
 import { planStint, searchFloor, type StintCosts } from './stintPlan';
 import { outOfTime, PhaseClock, reportPlan, reportSeconds, type Phase, type ReportCosts, type ReportRow } from './phases';
 
+/** Scale initialisation leaves the search this multiple of its predicted floor (one step on every block): the prediction is rough before the first stint. */
+const SEARCH_FLOOR_MARGIN = 1.5;
+
 export interface SearchOptions {
   log?: Logger;
   resumeFrom?: SearchSnapshot;
@@ -228,7 +231,7 @@ class Search implements SearchJob {
     for (const [l, x] of this.calib.walk(0, this.blocks)) {
       // blocks the time budget leaves no room for keep their base quantization
       const perBlock = l > 0 ? (performance.now() - t0) / 1000 / l : 0;
-      if (this.mustStop(perBlock + this.baseSeconds + searchFloor(this.stintCosts()))) {
+      if (this.mustStop(perBlock + this.baseSeconds + SEARCH_FLOOR_MARGIN * searchFloor(this.stintCosts()))) {
         this.log?.info({ block: l }, 'scale initialisation cut short by the time budget');
         this.cut.push(`scale-init from block ${l}`);
         break;
@@ -336,7 +339,10 @@ class Search implements SearchJob {
     const cur = this.blocks.transformed(l);
     this.overhead(() => {
       if (this.config.base === 'gptq') this.quantizeFrom(l);
-      else this.blocks.setQuantized(l, cloneBlock({ ...cur, ...rtnLinears(cfg, cur, this.spec, { clips: this.blocks.clips(l), ops: this.ops }) }));
+      else {
+        const q = rtnLinears(cfg, cur, this.spec, { clips: this.blocks.clips(l), ops: this.ops });
+        this.blocks.setQuantized(l, cloneBlock({ ...cur, ...q }, Object.keys(q)));
+      }
     });
     this.stintSeconds = this.stintSeconds > 0 ? (this.stintSeconds + this.stintOverhead) / 2 : this.stintOverhead;
     this.stintOverhead = 0;
@@ -363,9 +369,15 @@ class Search implements SearchJob {
     return outOfTime(this.config.timeBudget, (Date.now() - this.startedAt) / 1000, this.reportReserve(), next);
   }
 
-  /** Seconds kept for the report: the whole table when it takes at most a quarter of the budget, else the rows "closes" needs (FP, RTN, searched). */
+  /**
+   * Seconds kept for the report: the whole table when it takes at most a quarter of the
+   * budget, else the rows "closes" needs (FP, RTN, searched); while the search has blocks
+   * left to visit, only FP and searched (a stint on every block comes before the reference
+   * rows, which the report drops, saying so, when their time went to the search).
+   */
   private reportReserve(): number {
     const costs = this.reportCosts();
+    if (this.b.lastVisit.some((v) => v < 0)) return reportSeconds([], costs);
     const full = reportSeconds(this.reportRows(), costs);
     return full <= this.config.timeBudget / 4 ? full : reportSeconds(['rtn'], costs);
   }
