@@ -11,6 +11,7 @@
  * The parts: blocks.ts (where each block's FP, transformed and quantized weights are),
  * calibration.ts (each block's rows in the quantized model), boundary.ts (the record a
  * snapshot holds, replayed on resume; validation bookkeeping and the stop rule),
+ * runBudget.ts (the time budget: what the run measured, when it must stop, stint lengths),
  * report.ts (the quality table and the export).
  */
 import type { Logger } from 'pino';
@@ -43,12 +44,9 @@ import { nextBlock } from './schedule';
 import { resolveTokenSets, type TokenSets } from './tokens';
 import { QualityProbe } from './validation';
 import { activationBytes, Scratch, weightBytes } from './scratch';
-import { CANDIDATE_FLOPS_PER_SECOND, describeCuts, phaseSeconds, planSets, tokenFlops, type SetPlan } from './plan';
-import { planStint, searchFloor, type StintCosts } from './stintPlan';
-import { outOfTime, PhaseClock, reportPlan, reportSeconds, type Phase, type ReportCosts, type ReportRow } from './phases';
-
-/** Scale initialisation leaves the search this multiple of its predicted floor (one step on every block): the prediction is rough before the first stint. */
-const SEARCH_FLOOR_MARGIN = 1.5;
+import { describeCuts, phaseSeconds, planSets, type SetPlan } from './plan';
+import { RunBudget } from './runBudget';
+import { PhaseClock, reportPlan, type Phase } from './phases';
 
 export interface SearchOptions {
   log?: Logger;
@@ -105,15 +103,7 @@ class Search implements SearchJob {
   /** Copy of `b` taken at the last stint boundary. */
   private boundary!: Boundary;
   private stepInStint = 0;
-  /** The run's start (the time budget bounds everything from here, token sampling included). */
-  private startedAt: number;
-  /** Seconds of the last validation pass, of the initial base quantization, and per step (measured). */
-  private validationSeconds = 0;
-  private baseSeconds = 0;
-  private stepSeconds = 0;
-  /** Seconds a stint spends besides its steps (setting its block up, re-quantizing it): measured (a running average), and so far in this stint. */
-  private stintSeconds = 0;
-  private stintOverhead = 0;
+  private budget: RunBudget;
   /** Things the time budget made the run leave out (said in the report). */
   private cut: string[];
   private evalTimeMs = 0;
@@ -132,7 +122,7 @@ class Search implements SearchJob {
     private clock: PhaseClock,
     private log?: Logger,
   ) {
-    this.startedAt = Date.now() - clock.inPhase * 1000;
+    this.budget = new RunBudget(config, tuning, model.config, tokens, Date.now() - clock.inPhase * 1000);
     this.hash = configHash(config, tuning);
     this.spec = searchSpec(config, tuning);
     this.on = new Set(config.invariances);
@@ -157,7 +147,7 @@ class Search implements SearchJob {
       this.blocks.replay(this.b.moves);
     }
     const startLoss = this.quantizeFrom(0);
-    this.baseSeconds = (performance.now() - t0) / 1000;
+    this.budget.baseSeconds = (performance.now() - t0) / 1000;
     if (!resumeFrom) {
       // Starting loss of every block (base quantization, identity transform) normalizes the objective.
       this.b.startLoss = startLoss;
@@ -166,9 +156,9 @@ class Search implements SearchJob {
       const v = this.validate();
       this.b.best = { validation: v, moves: 0, step: 0 };
       this.b.history.push({ step: 0, loss: 1, validation: v });
-      this.planNextStint();
+      this.b.stintPlan = this.budget.nextStint(this.b);
     }
-    if (resumeFrom) this.validationSeconds = this.baseSeconds / 2; // a guess until one is measured
+    if (resumeFrom) this.budget.validationSeconds = this.budget.baseSeconds / 2; // a guess until one is measured
     this.markBoundary();
     this.clock.stop();
     this.log?.info({ startLoss: this.b.startLoss, validation: this.b.best.validation, phases: this.clock.seconds() }, 'search ready');
@@ -231,7 +221,7 @@ class Search implements SearchJob {
     for (const [l, x] of this.calib.walk(0, this.blocks)) {
       // blocks the time budget leaves no room for keep their base quantization
       const perBlock = l > 0 ? (performance.now() - t0) / 1000 / l : 0;
-      if (this.mustStop(perBlock + this.baseSeconds + SEARCH_FLOOR_MARGIN * searchFloor(this.stintCosts()))) {
+      if (this.budget.initMustStop(this.b, perBlock)) {
         this.log?.info({ block: l }, 'scale initialisation cut short by the time budget');
         this.cut.push(`scale-init from block ${l}`);
         break;
@@ -260,7 +250,7 @@ class Search implements SearchJob {
     }
     this.b.initDone = true;
     this.checkValidation();
-    this.planNextStint();
+    this.b.stintPlan = this.budget.nextStint(this.b);
     this.log?.info({ moves: this.b.moves.length, validation: this.lastValidation }, 'scale initialisation done');
     this.markBoundary();
     this.clock.stop();
@@ -273,7 +263,7 @@ class Search implements SearchJob {
       this.b.initDone = true;
     }
     this.clock.enter('search');
-    if (this.stepInStint === 0) this.overhead(() => this.beginStint());
+    if (this.stepInStint === 0) this.budget.overhead(() => this.beginStint());
     const stepStart = performance.now();
     const l = this.b.block;
     const obj = this.obj!;
@@ -312,9 +302,9 @@ class Search implements SearchJob {
     this.b.step++;
     this.stepInStint++;
     const took = (performance.now() - stepStart) / 1000;
-    this.stepSeconds = this.stepSeconds > 0 ? 0.8 * this.stepSeconds + 0.2 * took : took;
+    this.budget.stepTook(took);
     // one more step must leave the stint's validation and the report their time
-    const outOfTime = this.mustStop(this.stepSeconds + this.validationSeconds);
+    const outOfTime = this.budget.mustStop(this.b, this.budget.stepSeconds + this.budget.validationSeconds);
     if (this.stepInStint >= (this.b.stintPlan?.steps ?? this.tuning.blockSteps) || this.b.step >= this.config.steps || outOfTime) {
       this.endStint(outOfTime);
     }
@@ -337,15 +327,14 @@ class Search implements SearchJob {
     this.b.lastVisit[l] = this.b.stint;
     // RTN re-quantizes only this block; GPTQ also every later one, whose inputs changed.
     const cur = this.blocks.transformed(l);
-    this.overhead(() => {
+    this.budget.overhead(() => {
       if (this.config.base === 'gptq') this.quantizeFrom(l);
       else {
         const q = rtnLinears(cfg, cur, this.spec, { clips: this.blocks.clips(l), ops: this.ops });
         this.blocks.setQuantized(l, cloneBlock({ ...cur, ...q }, Object.keys(q)));
       }
     });
-    this.stintSeconds = this.stintSeconds > 0 ? (this.stintSeconds + this.stintOverhead) / 2 : this.stintOverhead;
-    this.stintOverhead = 0;
+    this.budget.stintDone();
     this.b.stint++;
     this.b.block = nextBlock(this.tuning.schedule, this.b.block, this.b, cfg.nLayers);
     this.stepInStint = 0;
@@ -355,79 +344,9 @@ class Search implements SearchJob {
     this.log?.info({ step: this.b.step, block: l, loss: meanLoss(this.b), validation: v }, 'stint done');
     const reason = stopReason(this.b, this.config, outOfTime);
     if (reason) this.finish(reason);
-    else this.planNextStint();
+    else this.b.stintPlan = this.budget.nextStint(this.b);
     this.markBoundary();
     this.clock.stop();
-  }
-
-  /**
-   * Whether the run must stop before work predicted to take `next` seconds: with a time
-   * budget, the final report's predicted time (at least its FP and searched rows) has to fit
-   * after it.
-   */
-  private mustStop(next: number): boolean {
-    return outOfTime(this.config.timeBudget, (Date.now() - this.startedAt) / 1000, this.reportReserve(), next);
-  }
-
-  /**
-   * Seconds kept for the report: the whole table when it takes at most a quarter of the
-   * budget, else the rows "closes" needs (FP, RTN, searched); while the search has blocks
-   * left to visit, only FP and searched (a stint on every block comes before the reference
-   * rows, which the report drops, saying so, when their time went to the search).
-   */
-  private reportReserve(): number {
-    const costs = this.reportCosts();
-    if (this.b.lastVisit.some((v) => v < 0)) return reportSeconds([], costs);
-    const full = reportSeconds(this.reportRows(), costs);
-    return full <= this.config.timeBudget / 4 ? full : reportSeconds(['rtn'], costs);
-  }
-
-  /** The report's reference rows (on an RTN base, plain RTN is the base). */
-  private reportRows(): ReportRow[] {
-    return this.config.base === 'rtn' ? ['rtn', 'baseClip'] : ['rtn', 'base', 'baseClip'];
-  }
-
-  /** Predicted costs of the report's parts, from what this run measured. */
-  private reportCosts(): ReportCosts {
-    const evalTokens = this.tokens.eval.reduce((s, q) => s + q.length, 0);
-    const validTokens = Math.max(1, this.tokens.valid.reduce((s, q) => s + q.length, 0));
-    const evalPass = this.validationSeconds * (evalTokens / validTokens);
-    // each reference row quantizes the whole model as the base pass did (an upper bound for plain RTN)
-    return { evalPass, quantize: { rtn: this.baseSeconds, base: this.baseSeconds, baseClip: this.baseSeconds } };
-  }
-
-  /** Runs `f`, counting its seconds as this stint's costs besides its steps. */
-  private overhead(f: () => void): void {
-    const t0 = performance.now();
-    f();
-    this.stintOverhead += (performance.now() - t0) / 1000;
-  }
-
-  /**
-   * What a stint costs, measured where the run has measured it, else predicted: a step
-   * scores `candidates` moves, each a block pass over the calibration rows, over the
-   * workers; setting a block up and re-quantizing it each cost about what the base pass
-   * spent per block.
-   */
-  private stintCosts(): Omit<StintCosts, 'secondsLeft'> {
-    const cfg = this.model.config;
-    const rows = this.tokens.calib.reduce((n, s) => n + s.length, 0);
-    const candidate = (rows * tokenFlops(cfg, this.tuning.seqTokens).block) / CANDIDATE_FLOPS_PER_SECOND;
-    const rounds = Math.ceil(this.config.candidates / Math.max(1, Math.min(this.config.workers, this.config.candidates)));
-    return {
-      unvisited: this.b.lastVisit.filter((v) => v < 0).length,
-      nLayers: cfg.nLayers,
-      stepSeconds: this.stepSeconds > 0 ? this.stepSeconds : rounds * candidate,
-      stintSeconds: this.stintSeconds > 0 ? this.stintSeconds : (2 * this.baseSeconds) / cfg.nLayers,
-      validationSeconds: this.validationSeconds,
-    };
-  }
-
-  /** Fixes the next stint's length and checks (kept in the boundary record, so a resumed run repeats them). */
-  private planNextStint(): void {
-    const budgeted = this.config.timeBudget > 0;
-    const left = this.config.timeBudget - (Date.now() - this.startedAt) / 1000 - this.reportReserve();
-    this.b.stintPlan = planStint(budgeted, this.tuning.blockSteps, budgeted ? { ...this.stintCosts(), secondsLeft: left } : undefined);
   }
 
   private markBoundary(): void {
@@ -446,7 +365,7 @@ class Search implements SearchJob {
   private validate(): number {
     const t0 = performance.now();
     const v = this.probe.measure(this.blocks.quantizedModel()).kl;
-    this.validationSeconds = (performance.now() - t0) / 1000;
+    this.budget.validationSeconds = (performance.now() - t0) / 1000;
     this.lastValidation = v;
     return v;
   }
@@ -464,7 +383,7 @@ class Search implements SearchJob {
   }
 
   progress(): Progress {
-    const p = progressOf(this.b, this.config, (Date.now() - this.startedAt) / 1000, this.candidatesPerSec(), this.lastValidation);
+    const p = progressOf(this.b, this.config, this.budget.elapsed(), this.candidatesPerSec(), this.lastValidation);
     const phase = this.clock.phase ?? (this.b.done ? 'done' : 'search');
     const phaseEta = phase === 'search' || phase === 'done' ? p.etaSeconds : this.clock.etaSeconds;
     return { ...p, phase, phaseEtaSeconds: phaseEta, phases: this.clock.seconds(), candidates: this.b.evaluated };
@@ -486,8 +405,7 @@ class Search implements SearchJob {
 
   async report(): Promise<FinalReport> {
     this.clock.enter('report');
-    const left = this.config.timeBudget > 0 ? this.config.timeBudget - (Date.now() - this.startedAt) / 1000 : null;
-    const plan = reportPlan(left, this.reportCosts(), this.reportRows());
+    const plan = reportPlan(this.budget.left(), this.budget.reportCosts(), this.budget.reportRows());
     const report = finalReport(this.result(), plan.rows);
     this.clock.stop();
     const cut = [...this.cut, ...plan.cut.map((r) => `report row ${r}`)];

@@ -1,0 +1,126 @@
+/**
+ * A run's time accounting under `--time-budget`: what it measured (the base pass, a
+ * validation check, a step, a stint's set-up and re-quantization), and the decisions made
+ * from it — whether the run must stop before more work, what the report is kept, and how
+ * long the next stint is (stintPlan.ts). Without a budget nothing here stops anything and
+ * every stint is the tuning's `blockSteps`.
+ */
+import type { ModelConfig } from '../core/model/types';
+import type { Boundary } from './boundary';
+import type { SearchTuning } from './config';
+import type { RunConfig } from './contract';
+import { outOfTime, reportSeconds, type ReportCosts, type ReportRow } from './phases';
+import { CANDIDATE_FLOPS_PER_SECOND, tokenFlops } from './plan';
+import { planStint, searchFloor, type StintCosts, type StintPlan } from './stintPlan';
+import type { TokenSets } from './tokens';
+
+/** Scale initialisation leaves the search this multiple of its predicted floor (one step on every block): the prediction is rough before the first stint. */
+const SEARCH_FLOOR_MARGIN = 1.5;
+
+const tokenCount = (seqs: number[][]) => seqs.reduce((n, s) => n + s.length, 0);
+
+export class RunBudget {
+  /** Seconds of the last validation pass, of the initial base quantization, and per step (a running average). */
+  validationSeconds = 0;
+  baseSeconds = 0;
+  stepSeconds = 0;
+  /** Seconds a stint spends besides its steps (setting its block up, re-quantizing it): a running average, and so far in this stint. */
+  private stintSeconds = 0;
+  private stintOverhead = 0;
+
+  constructor(
+    private config: RunConfig,
+    private tuning: SearchTuning,
+    private cfg: ModelConfig,
+    private tokens: TokenSets,
+    /** The run's start (Date.now()): the budget bounds everything from there, token sampling included. */
+    readonly startedAt: number,
+  ) {}
+
+  elapsed(): number {
+    return (Date.now() - this.startedAt) / 1000;
+  }
+
+  /** Seconds left of the budget (null without one). */
+  left(): number | null {
+    return this.config.timeBudget > 0 ? this.config.timeBudget - this.elapsed() : null;
+  }
+
+  /** Whether the run must stop before work predicted to take `next` seconds: the report's reserve has to fit after it. */
+  mustStop(b: Boundary, next: number): boolean {
+    return outOfTime(this.config.timeBudget, this.elapsed(), this.reportReserve(b), next);
+  }
+
+  /** Whether scale initialisation must stop before a block predicted to take `perBlock` seconds, leaving the search its floor. */
+  initMustStop(b: Boundary, perBlock: number): boolean {
+    return this.mustStop(b, perBlock + this.baseSeconds + SEARCH_FLOOR_MARGIN * searchFloor(this.stintCosts(b)));
+  }
+
+  /**
+   * Seconds kept for the report: the whole table when it takes at most a quarter of the
+   * budget, else the rows "closes" needs (FP, RTN, searched); while the search has blocks
+   * left to visit, only FP and searched (a stint on every block comes before the reference
+   * rows, which the report drops, saying so, when their time went to the search).
+   */
+  private reportReserve(b: Boundary): number {
+    const costs = this.reportCosts();
+    if (b.lastVisit.some((v) => v < 0)) return reportSeconds([], costs);
+    const full = reportSeconds(this.reportRows(), costs);
+    return full <= this.config.timeBudget / 4 ? full : reportSeconds(['rtn'], costs);
+  }
+
+  /** The report's reference rows (on an RTN base, plain RTN is the base). */
+  reportRows(): ReportRow[] {
+    return this.config.base === 'rtn' ? ['rtn', 'baseClip'] : ['rtn', 'base', 'baseClip'];
+  }
+
+  /** Predicted costs of the report's parts, from what this run measured. */
+  reportCosts(): ReportCosts {
+    const evalPass = this.validationSeconds * (tokenCount(this.tokens.eval) / Math.max(1, tokenCount(this.tokens.valid)));
+    // each reference row quantizes the whole model as the base pass did (an upper bound for plain RTN)
+    return { evalPass, quantize: { rtn: this.baseSeconds, base: this.baseSeconds, baseClip: this.baseSeconds } };
+  }
+
+  /** Folds a step's seconds into the running average. */
+  stepTook(seconds: number): void {
+    this.stepSeconds = this.stepSeconds > 0 ? 0.8 * this.stepSeconds + 0.2 * seconds : seconds;
+  }
+
+  /** Runs `f`, counting its seconds as this stint's costs besides its steps. */
+  overhead(f: () => void): void {
+    const t0 = performance.now();
+    f();
+    this.stintOverhead += (performance.now() - t0) / 1000;
+  }
+
+  /** The stint's costs besides its steps are all counted: fold them into the running average. */
+  stintDone(): void {
+    this.stintSeconds = this.stintSeconds > 0 ? (this.stintSeconds + this.stintOverhead) / 2 : this.stintOverhead;
+    this.stintOverhead = 0;
+  }
+
+  /**
+   * What a stint costs, measured where the run has measured it, else predicted: a step
+   * scores `candidates` moves, each a block pass over the calibration rows, over the
+   * workers; setting a block up and re-quantizing it each cost about what the base pass
+   * spent per block.
+   */
+  private stintCosts(b: Boundary): Omit<StintCosts, 'secondsLeft'> {
+    const candidate = (tokenCount(this.tokens.calib) * tokenFlops(this.cfg, this.tuning.seqTokens).block) / CANDIDATE_FLOPS_PER_SECOND;
+    const rounds = Math.ceil(this.config.candidates / Math.max(1, Math.min(this.config.workers, this.config.candidates)));
+    return {
+      unvisited: b.lastVisit.filter((v) => v < 0).length,
+      nLayers: this.cfg.nLayers,
+      stepSeconds: this.stepSeconds > 0 ? this.stepSeconds : rounds * candidate,
+      stintSeconds: this.stintSeconds > 0 ? this.stintSeconds : (2 * this.baseSeconds) / this.cfg.nLayers,
+      validationSeconds: this.validationSeconds,
+    };
+  }
+
+  /** The next stint's length and checks (the caller keeps it in the boundary record, so a resumed run repeats them). */
+  nextStint(b: Boundary): StintPlan {
+    const left = this.left();
+    if (left === null) return planStint(false, this.tuning.blockSteps);
+    return planStint(true, this.tuning.blockSteps, { ...this.stintCosts(b), secondsLeft: left - this.reportReserve(b) });
+  }
+}
