@@ -304,7 +304,10 @@ class Search implements SearchJob {
     const took = (performance.now() - stepStart) / 1000;
     this.budget.stepTook(took);
     // one more step must leave the stint's validation and the report their time
-    const outOfTime = this.budget.mustStop(this.b, this.budget.stepSeconds + this.budget.validationSeconds);
+    // the next step, its stint's end and check, and going back to the best checked state must fit
+    const from = this.rollbackFrom();
+    const rollback = from === null ? 0 : (this.budget.baseSeconds * (this.model.config.nLayers - from)) / this.model.config.nLayers;
+    const outOfTime = this.budget.mustStop(this.b, this.budget.stepSeconds + this.budget.stintEndSeconds() + rollback);
     if (this.stepInStint >= (this.b.stintPlan?.steps ?? this.tuning.blockSteps) || this.b.step >= this.config.steps || outOfTime) {
       this.endStint(outOfTime);
     }
@@ -374,12 +377,20 @@ class Search implements SearchJob {
   private finish(reason: string): void {
     this.b.done = true;
     this.b.stopReason = reason;
-    if (this.b.best.moves < this.b.moves.length) {
+    const from = this.rollbackFrom();
+    if (from !== null) {
       this.b.moves = this.b.moves.slice(0, this.b.best.moves);
       this.blocks.replay(this.b.moves);
-      this.quantizeFrom(0);
+      // the blocks before the first one a dropped move was on are as the kept moves left them
+      this.quantizeFrom(from);
     }
     this.log?.info({ reason, step: this.b.step, kept: this.b.moves.length, bestStep: this.b.best.step }, 'search stopped');
+  }
+
+  /** The first block a move after the best validated state is on (null: none), from which going back re-quantizes. */
+  private rollbackFrom(): number | null {
+    const dropped = this.b.moves.slice(this.b.best.moves);
+    return dropped.length > 0 ? Math.min(...dropped.map((m) => m.block)) : null;
   }
 
   progress(): Progress {

@@ -81,6 +81,11 @@ export class RunBudget {
     return { evalPass, quantize: { rtn: this.baseSeconds, base: this.baseSeconds, baseClip: this.baseSeconds } };
   }
 
+  /** Predicted seconds of a stint's end: re-quantizing its block and a validation check. */
+  stintEndSeconds(): number {
+    return this.stintSeconds / 2 + this.validationSeconds;
+  }
+
   /** Folds a step's seconds into the running average. */
   stepTook(seconds: number): void {
     this.stepSeconds = this.stepSeconds > 0 ? 0.8 * this.stepSeconds + 0.2 * seconds : seconds;

@@ -124,6 +124,23 @@ describe('search run', () => {
     });
   }
 
+  for (const base of ['rtn', 'gptq'] as const) {
+    it(`going back to the best checked state gives the model that a fresh replay of the kept moves gives (${base} base)`, async () => {
+      // at a high temperature every step accepts, so the last checks are worse than an earlier one
+      const c = config({ base, steps: 24 });
+      const job = await createSearchJob(c, { tuning: { ...tuning, scaleInit: false, accept: 'anneal', temperature: 1e6 } });
+      await runToEnd(job);
+      const snap = job.snapshot() as unknown as { moves: { block: number }[]; accepted: number };
+      expect(snap.moves.length).toBeLessThan(snap.accepted);
+      const replayed = await createSearchJob(c, { tuning: { ...tuning, scaleInit: false, accept: 'anneal', temperature: 1e6 }, resumeFrom: job.snapshot() });
+      expect(replayed.done).toBe(true);
+      const [a, b] = [await job.report(), await replayed.report()];
+      expect(a.searched).toEqual(b.searched);
+      await job.close();
+      await replayed.close();
+    });
+  }
+
   it('annealing takes worse moves (at a high temperature every step accepts); greedy turns some down', async () => {
     const hot = await createSearchJob(config({ steps: 12 }), { tuning: { ...tuning, accept: 'anneal', temperature: 1e6 } });
     const greedy = await createSearchJob(config({ steps: 12 }), { tuning });
