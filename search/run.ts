@@ -303,11 +303,8 @@ class Search implements SearchJob {
     this.stepInStint++;
     const took = (performance.now() - stepStart) / 1000;
     this.budget.stepTook(took);
-    // one more step must leave the stint's validation and the report their time
-    // the next step, its stint's end and check, and going back to the best checked state must fit
-    const from = this.rollbackFrom();
-    const rollback = from === null ? 0 : (this.budget.baseSeconds * (this.model.config.nLayers - from)) / this.model.config.nLayers;
-    const outOfTime = this.budget.mustStop(this.b, this.budget.stepSeconds + this.budget.stintEndSeconds() + rollback);
+    // the next step, its stint's end and check, and going back to the best checked state must leave the report its time
+    const outOfTime = this.budget.mustStop(this.b, this.budget.stepSeconds + this.budget.stintEndSeconds() + this.budget.rollbackSeconds(this.rollbackFrom()));
     if (this.stepInStint >= (this.b.stintPlan?.steps ?? this.tuning.blockSteps) || this.b.step >= this.config.steps || outOfTime) {
       this.endStint(outOfTime);
     }

@@ -86,6 +86,11 @@ export class RunBudget {
     return this.stintSeconds / 2 + this.validationSeconds;
   }
 
+  /** Predicted seconds of going back to the best checked state: re-quantizing from block `from` (null: nothing to undo), at the base pass's rate. */
+  rollbackSeconds(from: number | null): number {
+    return from === null ? 0 : (this.baseSeconds * (this.cfg.nLayers - from)) / this.cfg.nLayers;
+  }
+
   /** Folds a step's seconds into the running average. */
   stepTook(seconds: number): void {
     this.stepSeconds = this.stepSeconds > 0 ? 0.8 * this.stepSeconds + 0.2 * seconds : seconds;

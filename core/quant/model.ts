@@ -125,13 +125,13 @@ export function quantizeLinears(
   const out: Partial<Block> = {};
   for (const name of names) {
     if (!b[name]) throw new InvarxError('bad-model', `block has no ${name} weight to quantize`);
-    out[name] = quantizeLinear1(cfg, b[name]!, name, spec, opts, opts.hessians?.[LINEAR_INPUT[name]]);
+    out[name] = quantizeOneLinear(cfg, b[name]!, name, spec, opts, opts.hessians?.[LINEAR_INPUT[name]]);
   }
   return out;
 }
 
 /** Linear `name` (weights w) fake-quantized, its codes told to opts.onQuantized. */
-function quantizeLinear1(cfg: ModelConfig, w: F32, name: LinearName, spec: QuantSpec, opts: LinearQuantOptions, H?: Float64Array): F32 {
+function quantizeOneLinear(cfg: ModelConfig, w: F32, name: LinearName, spec: QuantSpec, opts: LinearQuantOptions, H?: Float64Array): F32 {
   const [rows, cols] = linearShape(cfg, name);
   const clips = opts.clips?.[name];
   const fast = opts.method === 'rtn' && !opts.onQuantized ? backendRtn(w, rows, cols, spec, opts.ops, clips) : null;
