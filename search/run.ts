@@ -344,7 +344,7 @@ class Search implements SearchJob {
     this.log?.info({ step: this.b.step, block: l, loss: meanLoss(this.b), validation: v }, 'stint done');
     const reason = stopReason(this.b, this.config, outOfTime);
     if (reason) this.finish(reason);
-    else this.b.stintPlan = this.budget.nextStint(this.b);
+    else this.b.stintPlan = this.budget.nextStint(this.b, this.budget.rollbackSeconds(this.rollbackFrom()));
     this.markBoundary();
     this.clock.stop();
   }

@@ -127,10 +127,14 @@ export class RunBudget {
     };
   }
 
-  /** The next stint's length and checks (the caller keeps it in the boundary record, so a resumed run repeats them). */
-  nextStint(b: Boundary): StintPlan {
+  /**
+   * The next stint's length and checks (the caller keeps it in the boundary record, so a
+   * resumed run repeats them), from the time the stop check leaves: the report's reserve
+   * and `rollback` seconds of going back to the best checked state.
+   */
+  nextStint(b: Boundary, rollback = 0): StintPlan {
     const left = this.left();
     if (left === null) return planStint(false, this.tuning.blockSteps);
-    return planStint(true, this.tuning.blockSteps, { ...this.stintCosts(b), secondsLeft: left - this.reportReserve(b) });
+    return planStint(true, this.tuning.blockSteps, { ...this.stintCosts(b), secondsLeft: left - this.reportReserve(b) - rollback });
   }
 }
