@@ -20,6 +20,7 @@
  */
 import { InvarxError } from '../errors';
 import type { F32 } from '../model/types';
+import { choleskyInverse, choleskyLower } from './cholesky';
 import { clipGrid, groupParams, numGroups, quantCode, validateSpec, type QuantSpec, type Quantized } from './rtn';
 
 /** Number of input rows folded into a running Hessian so far. */
@@ -80,49 +81,6 @@ export interface GptqResult {
   deq: F32;
   /** gptq.py's `Losses.sum()`: Σ (w − q)² / (2 [H⁻¹]_qq), the predicted increase of the layer error. */
   loss: number;
-}
-
-/** In-place lower Cholesky factor of A [n, n] (A = L Lᵀ; upper triangle zeroed). False if A is not positive definite. */
-export function choleskyLower(A: Float64Array, n: number): boolean {
-  for (let j = 0; j < n; j++) {
-    let d = A[j * n + j];
-    for (let k = 0; k < j; k++) d -= A[j * n + k] * A[j * n + k];
-    if (!(d > 0)) return false;
-    const ljj = Math.sqrt(d);
-    A[j * n + j] = ljj;
-    for (let i = j + 1; i < n; i++) {
-      let s = A[i * n + j];
-      for (let k = 0; k < j; k++) s -= A[i * n + k] * A[j * n + k];
-      A[i * n + j] = s / ljj;
-    }
-    for (let i = 0; i < j; i++) A[i * n + j] = 0;
-  }
-  return true;
-}
-
-/** torch.cholesky_inverse: A⁻¹ = L⁻ᵀ L⁻¹ from the lower factor L [n, n] of A. */
-export function choleskyInverse(L: Float64Array, n: number): Float64Array {
-  // Linv = L⁻¹ (lower triangular), by forward substitution column by column.
-  const Linv = new Float64Array(n * n);
-  for (let j = 0; j < n; j++) {
-    Linv[j * n + j] = 1 / L[j * n + j];
-    for (let i = j + 1; i < n; i++) {
-      let s = 0;
-      for (let k = j; k < i; k++) s -= L[i * n + k] * Linv[k * n + j];
-      Linv[i * n + j] = s / L[i * n + i];
-    }
-  }
-  // A⁻¹[i, j] = Σ_k Linv[k, i] Linv[k, j], k ≥ max(i, j).
-  const inv = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) {
-    for (let j = i; j < n; j++) {
-      let s = 0;
-      for (let k = j; k < n; k++) s += Linv[k * n + i] * Linv[k * n + j];
-      inv[i * n + j] = s;
-      inv[j * n + i] = s;
-    }
-  }
-  return inv;
 }
 
 /**
@@ -322,19 +280,52 @@ export function gptqColumns(
       }
     }
     // W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])   (the lazy batch update, paper §3)
-    if (i2 < cols) {
-      for (let r = 0; r < rows; r++) {
-        const wo = r * cols;
-        for (let k = 0; k < count; k++) {
-          const e = Err1[r * blocksize + k];
-          if (e === 0) continue;
-          const ho = (i1 + k) * cols;
-          for (let j = i2; j < cols; j++) W[wo + j] -= e * Hinv[ho + j];
+    if (i2 < cols) lazyUpdate(W, Err1, Hinv, rows, cols, blocksize, i1, count, i2);
+  }
+  return { deq, loss };
+}
+
+/**
+ * W[:, i2:] −= Err1 · Hinv[i1 : i1+count, i2:], each entry's updates in k order and a zero
+ * error skipped, as one row at a time would do it; four rows at a time share each read of a
+ * row of Hinv (with a zero among their four errors, those rows take the one-row path).
+ */
+function lazyUpdate(
+  W: Float64Array, Err1: Float64Array, Hinv: Float64Array, rows: number, cols: number, blocksize: number, i1: number, count: number, i2: number,
+): void {
+  let r = 0;
+  for (; r + 3 < rows; r += 4) {
+    const w0 = r * cols;
+    const w1 = w0 + cols;
+    const w2 = w1 + cols;
+    const w3 = w2 + cols;
+    for (let k = 0; k < count; k++) {
+      const e0 = Err1[r * blocksize + k];
+      const e1 = Err1[(r + 1) * blocksize + k];
+      const e2 = Err1[(r + 2) * blocksize + k];
+      const e3 = Err1[(r + 3) * blocksize + k];
+      const ho = (i1 + k) * cols;
+      if (e0 !== 0 && e1 !== 0 && e2 !== 0 && e3 !== 0) {
+        for (let j = i2; j < cols; j++) {
+          const h = Hinv[ho + j];
+          W[w0 + j] -= e0 * h;
+          W[w1 + j] -= e1 * h;
+          W[w2 + j] -= e2 * h;
+          W[w3 + j] -= e3 * h;
         }
+      } else {
+        for (let q = 0; q < 4; q++) rowUpdate(W, (r + q) * cols, Err1[(r + q) * blocksize + k], Hinv, ho, i2, cols);
       }
     }
   }
-  return { deq, loss };
+  for (; r < rows; r++) {
+    for (let k = 0; k < count; k++) rowUpdate(W, r * cols, Err1[r * blocksize + k], Hinv, (i1 + k) * cols, i2, cols);
+  }
+}
+
+function rowUpdate(W: Float64Array, wo: number, e: number, Hinv: Float64Array, ho: number, i2: number, cols: number): void {
+  if (e === 0) return;
+  for (let j = i2; j < cols; j++) W[wo + j] -= e * Hinv[ho + j];
 }
 
 /**

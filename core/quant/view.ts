@@ -29,7 +29,7 @@ import { hessian } from './hessian';
 import { backendRtn, inputWidth, quantizeLinear, type BlockInput, type QuantizeModelOptions } from './model';
 import { validateSpec, type QuantSpec } from './rtn';
 import { clippedFormat, formatForRow, type QuantFormat } from './formats';
-import { gptqFactor } from './gptq';
+import { gptqFactor, gptqQuantizeRows, type GptqFactor } from './gptq';
 import { gptqFormatRows } from './gptqFormat';
 import { f16Round } from '../model/safetensors';
 
@@ -62,8 +62,10 @@ function gptqBlock(cfg: ModelConfig, fp: Block, x: Rows, spec: QuantSpec, opts: 
   const b = cloneBlock(fp);
   const N = x.x.length / cfg.dim;
   const stage = (names: LinearName[], input: BlockInput, acts: F32) => {
-    const H = hessian(acts, N, inputWidth(cfg, input), x.seqStarts, ops);
-    for (const name of names) if (b[name]) quantizeInto(cfg, b, name, spec, opts, l, H);
+    const cols = inputWidth(cfg, input);
+    // one factor for the linears that share the input (an O(cols³) step: at 2048 columns, seconds)
+    const factor = gptqFactor(hessian(acts, N, cols, x.seqStarts, ops), cols, opts);
+    for (const name of names) if (b[name]) quantizeInto(cfg, b, name, spec, opts, l, factor);
   };
   const xa = attnInput(cfg, b, x.x, N);
   stage(['wq', 'wk', 'wv'], 'xnAttn', xa);
@@ -79,18 +81,18 @@ function gptqBlock(cfg: ModelConfig, fp: Block, x: Rows, spec: QuantSpec, opts: 
 }
 
 /** Replace linear `name` of `b` (in place) by its quantized version, reporting the codes. */
-function quantizeInto(cfg: ModelConfig, b: Block, name: LinearName, spec: QuantSpec, opts: QuantizeModelOptions, l: number, H?: Float64Array): void {
+function quantizeInto(cfg: ModelConfig, b: Block, name: LinearName, spec: QuantSpec, opts: QuantizeModelOptions, l: number, factor?: GptqFactor): void {
   const [rows, cols] = linearShape(cfg, name);
-  if (opts.format && H) {
-    b[name] = gptqFormatRows(b[name]!, cols, gptqFactor(H, cols, opts), opts.format, { ...opts, clip: opts.clip === true }).deq;
+  if (factor && opts.format) {
+    b[name] = gptqFormatRows(b[name]!, cols, factor, opts.format, { ...opts, clip: opts.clip === true }).deq;
     return;
   }
-  const fast = opts.method === 'rtn' && !opts.onQuantized ? backendRtn(b[name]!, rows, cols, spec, opts.ops) : null;
+  const fast = !factor && !opts.onQuantized ? backendRtn(b[name]!, rows, cols, spec, opts.ops) : null;
   if (fast) {
     b[name] = fast;
     return;
   }
-  const { qz, deq } = quantizeLinear(b[name]!, rows, cols, spec, opts.method, H, opts);
+  const { qz, deq } = factor ? gptqQuantizeRows(b[name]!, cols, factor, spec, opts) : quantizeLinear(b[name]!, rows, cols, spec, 'rtn');
   opts.onQuantized?.(l, name, qz);
   b[name] = deq;
 }
