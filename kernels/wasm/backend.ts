@@ -405,6 +405,9 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
     arena.reset();
     const xp = arena.alloc(N * ld);
     const accp = arena.alloc(2 * lines * ld);
+    // whole Hessians (GPTQ's, at every block) on the helpers too, lines split between threads
+    const threaded = rows === null && helpers !== null && active > 1 && (N * cols * cols) / 2 >= MT_MIN_MACS;
+    const segp = threaded ? arena.alloc(8 * sg.count) : 0;
     const m = arena.f32;
     const base = xp >> 2;
     const B = 32;
@@ -419,6 +422,14 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
     const acc = new Float64Array(arena.memory.buffer, accp, lines * ld);
     acc.fill(0);
     const line = (i: number) => accp + 8 * i * ld;
+    if (threaded) {
+      const table = new Float64Array(arena.memory.buffer, segp, 4 * sg.count);
+      for (let s = 0; s < sg.count; s++) table.set([sg.r0[s], sg.r1[s], sg.decay[s], sg.f[s]], 4 * s);
+      const chunk = Math.max(16, Math.ceil(cols / (active * CHUNKS_PER_THREAD)));
+      helpers!.hessian(k, { x: xp, ld, cols, acc: accp, seg: segp, segments: sg.count, blockRows: HESS_ROWS, chunk }, arena.memory, active - 1);
+      copyHessian(H, cols, acc, ld);
+      return;
+    }
     for (let s = 0; s < sg.count; s++) {
       for (let t0 = sg.r0[s]; t0 < sg.r1[s]; t0 += HESS_ROWS) {
         const t1 = Math.min(t0 + HESS_ROWS, sg.r1[s]);
@@ -436,7 +447,7 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
       }
     }
     if (rows === null) {
-      for (let a = 0; a < cols; a++) for (let j = 0; a + j < cols; j++) H[a * cols + a + j] = H[(a + j) * cols + a] = acc[a * ld + j];
+      copyHessian(H, cols, acc, ld);
       return;
     }
     for (let i = 0; i < rows.length; i++) {
@@ -444,6 +455,11 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
       for (let j = 0; r + j < cols; j++) H[r * cols + r + j] = H[(r + j) * cols + r] = acc[2 * i * ld + j];
       for (let a = 0; a < r; a++) H[a * cols + r] = H[r * cols + a] = acc[(2 * i + 1) * ld + a];
     }
+  }
+
+  /** H [cols, cols] from the sums of every line a (entries (a, a + j) at acc[a·ld + j]). */
+  function copyHessian(H: Float64Array, cols: number, acc: Float64Array, ld: number): void {
+    for (let a = 0; a < cols; a++) for (let j = 0; a + j < cols; j++) H[a * cols + a + j] = H[(a + j) * cols + a] = acc[a * ld + j];
   }
 
   return {

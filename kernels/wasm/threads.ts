@@ -23,7 +23,7 @@ const MAX_THREADS = 64;
 export const CTL_BYTES = CTL_STRIDE * MAX_THREADS * 4;
 /** Per-thread slots: GEN (bumped by the caller per job), DONE (set to GEN when finished), STATUS, OP, then the job. */
 const GEN = 0, DONE = 1, STATUS = 2, OP = 3, ARGS = 4;
-const OP_QUIT = 0, OP_MATMUL = 1;
+const OP_QUIT = 0, OP_MATMUL = 1, OP_HESSIAN = 2;
 /** STATUS values. */
 const READY = 1, FAILED = -1;
 /** The shared next-chunk counter lives in thread 0's (the caller's) otherwise unused slots. */
@@ -60,6 +60,46 @@ function runChunks(k: KernelExports, ctl: Int32Array, a: number[], t: number): n
   }
 }
 
+/**
+ * A chunked Hessian: lines [c·chunk, min((c+1)·chunk, cols)) of the running sums for each
+ * chunk c taken, each line over every segment and row block in order (as the one-thread
+ * loop takes them), so a line's bits do not depend on which thread summed it.
+ */
+export interface HessianJob {
+  /** x row-major [N, ld] float32; the sums: line a at acc + 8·a·ld, float64. */
+  x: number;
+  ld: number;
+  cols: number;
+  acc: number;
+  /** Float64 table of `segments` rows (r0, r1, decay, f): core/quant/hessian.ts's Segments. */
+  seg: number;
+  segments: number;
+  /** Rows per block (each block once over a chunk's lines). */
+  blockRows: number;
+  chunk: number;
+}
+
+/** The Hessian loop every thread runs (the workers run the same lines, in WORKER_SOURCE). */
+function runHessian(k: KernelExports, ctl: Int32Array, a: number[], buffer: ArrayBufferLike): void {
+  // (pointers past 2 GiB come back from the Int32 control words negative)
+  const [x, acc, seg] = [a[0] >>> 0, a[3] >>> 0, a[4] >>> 0];
+  const [, ld, cols, , , segments, blockRows, chunk] = a;
+  const sg = new Float64Array(buffer, seg, 4 * segments);
+  for (;;) {
+    const a0 = Atomics.add(ctl, COUNTER, 1) * chunk;
+    if (a0 >= cols) return;
+    const a1 = Math.min(a0 + chunk, cols);
+    for (let s = 0; s < segments; s++) {
+      const r0 = sg[4 * s], r1 = sg[4 * s + 1], decay = sg[4 * s + 2], f = sg[4 * s + 3];
+      for (let t0 = r0; t0 < r1; t0 += blockRows) {
+        const t1 = Math.min(t0 + blockRows, r1);
+        const d = t0 === r0 ? decay : 1;
+        for (let i = a0; i < a1; i++) k.hess_row(x, ld, t0, t1, f, d, i, i, (cols - i + 15) & ~15, acc + 8 * i * ld);
+      }
+    }
+  }
+}
+
 const WORKER_SOURCE = `
 const { workerData } = require('node:worker_threads');
 const { module, memory, t } = workerData;
@@ -71,6 +111,25 @@ function runChunks(k, ctl, a, t) {
     const r0 = Atomics.add(ctl, ${COUNTER}, 1) * chunk;
     if (r0 >= rows) return;
     k.matmul_t(x, wp, y, r0, Math.min(r0 + chunk, rows), K, N, kcMax, beta, scratch + 128 * t);
+  }
+}
+function runHessian(k, ctl, a, buffer) {
+  // (pointers past 2 GiB come back from the Int32 control words negative)
+  const [x, acc, seg] = [a[0] >>> 0, a[3] >>> 0, a[4] >>> 0];
+  const [, ld, cols, , , segments, blockRows, chunk] = a;
+  const sg = new Float64Array(buffer, seg, 4 * segments);
+  for (;;) {
+    const a0 = Atomics.add(ctl, ${COUNTER}, 1) * chunk;
+    if (a0 >= cols) return;
+    const a1 = Math.min(a0 + chunk, cols);
+    for (let s = 0; s < segments; s++) {
+      const r0 = sg[4 * s], r1 = sg[4 * s + 1], decay = sg[4 * s + 2], f = sg[4 * s + 3];
+      for (let t0 = r0; t0 < r1; t0 += blockRows) {
+        const t1 = Math.min(t0 + blockRows, r1);
+        const d = t0 === r0 ? decay : 1;
+        for (let i = a0; i < a1; i++) k.hess_row(x, ld, t0, t1, f, d, i, i, (cols - i + 15) & ~15, acc + 8 * i * ld);
+      }
+    }
   }
 }
 let k;
@@ -92,7 +151,9 @@ for (;;) {
   if (ctl[base + ${OP}] === ${OP_QUIT}) break;
   let status = ${READY};
   try {
-    runChunks(k, ctl, Array.from(ctl.subarray(base + ${ARGS}, base + ${ARGS} + 10)), t);
+    const args = Array.from(ctl.subarray(base + ${ARGS}, base + ${ARGS} + 10));
+    if (ctl[base + ${OP}] === ${OP_HESSIAN}) runHessian(k, ctl, args, memory.buffer);
+    else runChunks(k, ctl, args, t);
   } catch (e) {
     status = ${FAILED};
   }
@@ -125,21 +186,31 @@ export class HelperThreads {
    * copy those rows out while the helpers finish theirs.
    */
   matmul(k: KernelExports, job: MatmulJob, helpers: number, ownDone?: (rowStarts: number[]) => void): void {
-    const c = this.ctl;
     const args = [job.x, job.wp, job.y, job.rows, job.K, job.N, job.kcMax, job.beta, job.chunk, job.scratch];
+    this.run(OP_MATMUL, args, helpers, () => ownDone?.(runChunks(k, this.ctl, args, 0)));
+  }
+
+  /** Runs the Hessian `job` on this thread and the first `helpers` helper threads; returns when every line is done. */
+  hessian(k: KernelExports, job: HessianJob, memory: WasmMemory, helpers: number): void {
+    const args = [job.x, job.ld, job.cols, job.acc, job.seg, job.segments, job.blockRows, job.chunk];
+    this.run(OP_HESSIAN, args, helpers, () => runHessian(k, this.ctl, args, memory.buffer));
+  }
+
+  /** Starts the helpers on job `op`, runs this thread's share (`own`), then waits for them. */
+  private run(op: number, args: number[], helpers: number, own: () => void): void {
+    const c = this.ctl;
     Atomics.store(c, COUNTER, 0);
     this.gen = (this.gen + 1) | 0 || 1;
     for (let t = 1; t <= helpers; t++) {
       const base = t * CTL_STRIDE;
       if (Atomics.load(c, base + STATUS) === FAILED) throw new Error(`wasm helper thread ${t} failed`);
       c.set(args, base + ARGS);
-      c[base + OP] = OP_MATMUL;
+      c[base + OP] = op;
       Atomics.store(c, base + GEN, this.gen);
       Atomics.notify(c, base + GEN);
     }
     try {
-      const mine = runChunks(k, c, args, 0);
-      ownDone?.(mine);
+      own();
     } finally {
       for (let t = 1; t <= helpers; t++) this.finish(t);
     }
@@ -157,7 +228,7 @@ export class HelperThreads {
       if (Date.now() > deadline) throw new Error(`wasm helper thread ${t} did not answer within 120 s`);
       Atomics.wait(c, base + DONE, done, 1000);
     }
-    if (Atomics.load(c, base + STATUS) === FAILED) throw new Error(`wasm helper thread ${t} trapped in matmul_t`);
+    if (Atomics.load(c, base + STATUS) === FAILED) throw new Error(`wasm helper thread ${t} trapped in a kernel`);
   }
 
   dispose(): void {

@@ -324,6 +324,24 @@ for (const s of subjects) {
       );
     });
 
+    it('hessianEntries at sizes a backend splits over its threads is bit-identical to core\'s reference', () => {
+      const ops = get();
+      if (!ops.hessianEntries) return;
+      fc.assert(
+        fc.property(fc.integer({ min: 400, max: 900 }), fc.integer({ min: 100, max: 180 }), fc.integer({ min: 1, max: 2 ** 31 - 1 }), (N, cols, seed) => {
+          const rng = Rng.fromSeed(seed);
+          const xT = randomArray(rng, cols * N);
+          for (let i = 0; i < xT.length; i++) if (rng.float() < 0.05) xT[i] = 0;
+          const starts = [0, ...Array.from({ length: 1 + rng.int(8) }, () => rng.int(N + 1)).sort((a, b) => a - b), N];
+          const ref = new Float64Array(cols * cols);
+          hessianEntriesRef(ref, xT, N, cols, null, starts);
+          const got = hessianT(xT, N, cols, starts, ops);
+          expect(got.every((v, i) => Object.is(v, ref[i]))).toBe(true);
+        }),
+        { numRuns: 4 },
+      );
+    });
+
     it('sqErr is bit-identical to sqErrRef and matches a float64 sum', () => {
       fc.assert(
         fc.property(fc.integer({ min: 0, max: 5000 }), fc.integer({ min: 1, max: 2 ** 31 - 1 }), (n, seed) => {
