@@ -304,7 +304,7 @@ class Search implements SearchJob {
     const took = (performance.now() - stepStart) / 1000;
     this.budget.stepTook(took);
     // the next step, its stint's end and check, and going back to the best checked state must leave the report its time
-    const outOfTime = this.budget.mustStop(this.b, this.budget.stepSeconds + this.budget.stintEndSeconds() + this.budget.rollbackSeconds(this.rollbackFrom()));
+    const outOfTime = this.budget.mustStop(this.b, this.budget.stepSeconds + this.budget.stintEndSeconds() + this.rollbackReserve());
     if (this.stepInStint >= (this.b.stintPlan?.steps ?? this.tuning.blockSteps) || this.b.step >= this.config.steps || outOfTime) {
       this.endStint(outOfTime);
     }
@@ -344,7 +344,7 @@ class Search implements SearchJob {
     this.log?.info({ step: this.b.step, block: l, loss: meanLoss(this.b), validation: v }, 'stint done');
     const reason = stopReason(this.b, this.config, outOfTime);
     if (reason) this.finish(reason);
-    else this.b.stintPlan = this.budget.nextStint(this.b, this.budget.rollbackSeconds(this.rollbackFrom()));
+    else this.b.stintPlan = this.budget.nextStint(this.b, this.rollbackReserve());
     this.markBoundary();
     this.clock.stop();
   }
@@ -388,6 +388,11 @@ class Search implements SearchJob {
   private rollbackFrom(): number | null {
     const dropped = this.b.moves.slice(this.b.best.moves);
     return dropped.length > 0 ? Math.min(...dropped.map((m) => m.block)) : null;
+  }
+
+  /** Predicted seconds of going back to the best checked state now (the stop check and the stint plan keep the same reserve). */
+  private rollbackReserve(): number {
+    return this.budget.rollbackSeconds(this.rollbackFrom());
   }
 
   progress(): Progress {
