@@ -271,14 +271,14 @@ describe('daemon process', () => {
     expect(sub.code).toBe(0);
     const { id } = JSON.parse(sub.stdout);
     expect(id).toMatch(/^[0-9a-f]{8}$/);
+    // The protocol's watch: progress events, then the final status as the result. It is
+    // sent first: on a loaded machine the job can end while other clients start.
+    const watcher = await Conn.open(daemon.socket);
+    watcher.write(encodeFrame({ id: 'w', verb: 'watch', args: { job: id } }));
     // An impossible setting is refused by the client at once, in one line.
     expectUserError(cli(home, 'submit', '--model', rel, '--bits', '9', '--group', '32'), /bits must be an integer in \[2, 8\]/);
     expectUserError(cli(home, 'status', '../x'), /^invarx: job id must be 8 lowercase hex digits, got "\.\.\/x"$/);
     expectUserError(cli(home, 'status', 'deadbeef'), /^invarx: no job deadbeef$/);
-
-    // The protocol's watch: progress events, then the final status as the result.
-    const watcher = await Conn.open(daemon.socket);
-    watcher.write(encodeFrame({ id: 'w', verb: 'watch', args: { job: id } }));
     const w = cli(home, 'watch', id);
     const streamed = await waitFor('the watch result', () => (watcher.replies.some((r) => 'result' in r) ? watcher.replies : undefined), 10_000);
     watcher.close();
