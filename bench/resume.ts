@@ -10,7 +10,7 @@
  * spaces), INVARX_BENCH_STEPS sets the steps (default 30).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { emit, note, type BenchModule } from './emit';
@@ -65,10 +65,30 @@ function filesBelow(dir: string): string[] {
     .sort();
 }
 
+/** Whether two files hold the same bytes, read 64 MiB at a time (a 1B export's files pass 2 GiB, more than one read can take). */
+function sameBytes(a: string, b: string): boolean {
+  if (statSync(a).size !== statSync(b).size) return false;
+  const fa = openSync(a, 'r');
+  const fb = openSync(b, 'r');
+  try {
+    const ba = Buffer.alloc(64 << 20);
+    const bb = Buffer.alloc(64 << 20);
+    for (;;) {
+      const na = readSync(fa, ba, 0, ba.length, null);
+      const nb = readSync(fb, bb, 0, bb.length, null);
+      if (na !== nb || !ba.subarray(0, na).equals(bb.subarray(0, nb))) return false;
+      if (na === 0) return true;
+    }
+  } finally {
+    closeSync(fa);
+    closeSync(fb);
+  }
+}
+
 function sameFiles(a: string, b: string): { identical: boolean; files: string[]; differing: string[] } {
   const files = filesBelow(a);
   const other = filesBelow(b);
-  const differing = files.filter((f) => !other.includes(f) || !readFileSync(join(a, f)).equals(readFileSync(join(b, f))));
+  const differing = files.filter((f) => !other.includes(f) || !sameBytes(join(a, f), join(b, f)));
   differing.push(...other.filter((f) => !files.includes(f)));
   return { identical: differing.length === 0, files, differing };
 }
