@@ -34,7 +34,7 @@ export interface Checkpoint {
   configHash: string;
   /** SHA-256 of the model file bytes the job was started on. */
   modelHash: string;
-  /** The job's step when this was written (the snapshot itself may be at an earlier stint boundary). */
+  /** The job's step when this was written. */
   step: number;
   snapshot: SearchSnapshot;
   savedAt: string;

@@ -200,7 +200,7 @@ async function drive(init: RunnerInit, o: Opened, log: Logger, port: RunnerPort,
   let lastSave = Date.now();
   let lastPost = 0;
 
-  /** Writes a checkpoint unless the snapshot is unchanged (the search's changes at stint boundaries only). */
+  /** Writes a checkpoint unless the snapshot is unchanged since the last one. */
   const checkpoint = async () => {
     stepsSince = 0;
     lastSave = Date.now();

@@ -3,7 +3,11 @@
  * starts by recomputing every cache from the FP weights, so the state at a boundary is a
  * pure function of (model, config, seed, accepted moves): this record (PRNG state, moves,
  * counters, losses, validation history) is all a snapshot holds, and resuming replays the
- * moves (blocks.ts) and repeats the same float operations in the same order. Validation
+ * moves (blocks.ts) and repeats the same float operations in the same order. A snapshot
+ * inside a stint adds where the stint began and what its accepted moves were (`inStint`):
+ * a resume rebuilds the stint's start as at a boundary and commits those moves again, in
+ * order, so the objective's incrementally updated caches are bit for bit the interrupted
+ * run's (an objective rebuilt from the weights they leave differs in round-off). Validation
  * checks are recorded here, with the best state (for patience and the final rollback) and
  * the stop rule; progress reports read it.
  */
@@ -15,7 +19,25 @@ import type { FinalReport, MoveStats, Progress, RunConfig, SearchSnapshot } from
 import { tuningSets, type SetPlan } from './plan';
 import type { StintPlan } from './stintPlan';
 
-export const SNAPSHOT_VERSION = 2;
+/** Version 3 may carry `inStint`; version 2 snapshots (boundaries only) read the same. */
+export const SNAPSHOT_VERSION = 3;
+const READABLE_VERSIONS = [2, 3];
+
+/** What the objective's commit of an accepted move needs beyond its transforms and clip codes. */
+export interface StintCommit {
+  kind: 'ffn' | 'attn' | 'clip';
+  /** FFN moves: the units whose rows/columns changed. */
+  units?: Int32Array;
+}
+
+/** Where the current stint began and what it accepted, in a snapshot taken inside it. */
+export interface InStint {
+  /** Steps of the stint already taken. */
+  steps: number;
+  /** Accepted moves at the stint's start (the moves after them are the stint's, one commit each). */
+  moves: number;
+  commits: StintCommit[];
+}
 
 /** Everything a stint boundary needs to continue; plain data for msgpackr. */
 export interface Boundary {
@@ -49,6 +71,8 @@ export interface Boundary {
   stintPlan?: StintPlan;
   /** Per move type, per block: candidates proposed, accepted, and the accepted moves' summed gain (absent in older snapshots). */
   moveStats?: MoveStats;
+  /** Present in a snapshot taken inside a stint. */
+  inStint?: InStint;
 }
 
 
@@ -84,7 +108,7 @@ export function snapshotSets(snap: SearchSnapshot, t: SearchTuning): SetPlan {
 /** The record in a snapshot, checked to belong to this format and configuration. */
 export function boundaryOf(snap: SearchSnapshot, configHash: string): Boundary {
   const s = snap as unknown as Boundary;
-  if (s.version !== SNAPSHOT_VERSION) fail('bad-checkpoint', `snapshot version ${s.version} is not ${SNAPSHOT_VERSION}`);
+  if (!READABLE_VERSIONS.includes(s.version)) fail('bad-checkpoint', `snapshot version ${s.version} is not one of ${READABLE_VERSIONS.join(', ')}`);
   if (s.configHash !== configHash) fail('bad-checkpoint', 'snapshot was taken with a different configuration');
   return structuredClone(s);
 }

@@ -15,6 +15,7 @@
  * report.ts (the quality table and the export).
  */
 import type { Logger } from 'pino';
+import { fail } from '../core/errors';
 import { loadModel } from '../core/model/load';
 import { cloneBlock, type F32, type Model } from '../core/model/types';
 import type { Transform } from '../core/invariance';
@@ -26,7 +27,7 @@ import { bestBackend, freshBackend } from '../kernels/registry';
 import { rtnLinears } from './baseRtn';
 import { SearchBlocks } from './blocks';
 import { copyInto } from './blockState';
-import { boundaryOf, freshBoundary, snapshotSets, meanLoss, progressOf, recordMove, recordValidation, stopReason, type Boundary } from './boundary';
+import { boundaryOf, freshBoundary, snapshotSets, meanLoss, progressOf, recordMove, recordValidation, stopReason, SNAPSHOT_VERSION, type Boundary, type InStint, type StintCommit } from './boundary';
 import { fullClips } from './clipMoves';
 import { clipInit } from './clipInit';
 import { specFormat } from './blockQuant';
@@ -99,9 +100,10 @@ class Search implements SearchJob {
   private global?: GlobalTerm;
   /** Block loss when the current stint began. */
   private stintStartLoss = 0;
+  /** Accepted moves when the current stint began, and the commits of those accepted since. */
+  private stintMoves = 0;
+  private stintCommits: StintCommit[] = [];
   private b: Boundary;
-  /** Copy of `b` taken at the last stint boundary. */
-  private boundary!: Boundary;
   private stepInStint = 0;
   private budget: RunBudget;
   /** Things the time budget made the run leave out (said in the report). */
@@ -141,10 +143,15 @@ class Search implements SearchJob {
     this.calib = new CalibrationRows(this.model, this.tokens.calib, this.ops, { memoryBytes: activationBytes(this.config), dir: this.scratch.dir });
     this.clock.enter('base');
     const t0 = performance.now();
+    let inStint: InStint | undefined;
     if (resumeFrom) {
       this.b = boundaryOf(resumeFrom, this.hash);
       this.rng = Rng.fromState(this.b.rng);
-      this.blocks.replay(this.b.moves);
+      inStint = this.b.inStint;
+      delete this.b.inStint;
+      this.b.version = SNAPSHOT_VERSION;
+      // inside a stint: the stint's start, as at a boundary (its moves come below)
+      this.blocks.replay(inStint ? this.b.moves.slice(0, inStint.moves) : this.b.moves);
     }
     const startLoss = this.quantizeFrom(0);
     this.budget.baseSeconds = (performance.now() - t0) / 1000;
@@ -159,7 +166,7 @@ class Search implements SearchJob {
       this.b.stintPlan = this.budget.nextStint(this.b);
     }
     if (resumeFrom) this.budget.validationSeconds = this.budget.baseSeconds / 2; // a guess until one is measured
-    this.markBoundary();
+    if (inStint) this.resumeStint(inStint);
     this.clock.stop();
     this.log?.info({ startLoss: this.b.startLoss, validation: this.b.best.validation, phases: this.clock.seconds() }, 'search ready');
   }
@@ -187,6 +194,30 @@ class Search implements SearchJob {
     const l = this.b.block;
     this.obj = this.sharedObjective(l, this.calib.inputsOf(l, this.blocks));
     this.stintStartLoss = this.obj.loss;
+    this.stintMoves = this.b.moves.length;
+    this.stintCommits = [];
+    this.global?.changed();
+  }
+
+  /** Continue a stint a snapshot was taken inside: begin it again and commit its accepted moves in order, as the interrupted run did. */
+  private resumeStint(s: InStint): void {
+    const l = this.b.block;
+    const moves = this.b.moves.slice(s.moves);
+    if (moves.length !== s.commits.length || moves.some((m) => m.block !== l)) {
+      fail('bad-checkpoint', `snapshot's stint on block ${l} does not match its accepted moves`);
+    }
+    this.beginStint();
+    moves.forEach((m, i) => this.acceptMove({ ...s.commits[i], transforms: m.transforms, ...(m.clips ? { clips: m.clips } : {}) }));
+    this.stepInStint = s.steps;
+  }
+
+  /** Apply accepted move `move` on the current stint's block: its transforms, the objective's commit, the record. */
+  private acceptMove(move: Move): void {
+    const l = this.b.block;
+    // a clip move changes no FP weight: the objective's codes are the block's (shared), and committing sets them
+    if (move.kind !== 'clip') this.blocks.apply(l, move.transforms);
+    this.evaluator.commit(move, this.blocks.transformed(l));
+    this.stintCommits.push({ kind: move.kind, ...(move.units ? { units: move.units } : {}) });
     this.global?.changed();
   }
 
@@ -252,7 +283,6 @@ class Search implements SearchJob {
     this.checkValidation();
     this.b.stintPlan = this.budget.nextStint(this.b);
     this.log?.info({ moves: this.b.moves.length, validation: this.lastValidation }, 'scale initialisation done');
-    this.markBoundary();
     this.clock.stop();
   }
 
@@ -292,12 +322,9 @@ class Search implements SearchJob {
     moves.forEach((m, i) => recordMove(this.b, moveKind(m), l, nL, accepted && i === best ? current - scores[best] : null));
     if (accepted) {
       const move = moves[best];
-      // a clip move changes no FP weight: the objective's codes are the block's (shared), and committing sets them
-      if (move.kind !== 'clip') this.blocks.apply(l, move.transforms);
-      this.evaluator.commit(move, cur);
+      this.acceptMove(move);
       this.b.moves.push({ block: l, step: this.b.step, transforms: move.transforms, ...(move.clips ? { clips: move.clips } : {}) });
       this.b.accepted++;
-      g?.changed();
     }
     this.b.step++;
     this.stepInStint++;
@@ -345,13 +372,7 @@ class Search implements SearchJob {
     const reason = stopReason(this.b, this.config, outOfTime);
     if (reason) this.finish(reason);
     else this.b.stintPlan = this.budget.nextStint(this.b, this.rollbackReserve());
-    this.markBoundary();
     this.clock.stop();
-  }
-
-  private markBoundary(): void {
-    this.b.rng = this.rng.state();
-    this.boundary = structuredClone(this.b);
   }
 
   /** Validate, record history, and track the best state (for patience and the final rollback). */
@@ -406,9 +427,11 @@ class Search implements SearchJob {
     return this.evalTimeMs > 0 ? (this.evalCount * 1000) / this.evalTimeMs : 0;
   }
 
-  /** State at the last stint boundary (steps since then are replayed identically on resume). */
+  /** The state after the last step (taken between steps); inside a stint it says where the stint began. */
   snapshot(): SearchSnapshot {
-    return structuredClone(this.boundary) as unknown as SearchSnapshot;
+    const s: Boundary = { ...structuredClone(this.b), rng: this.rng.state() };
+    if (this.stepInStint > 0) s.inStint = { steps: this.stepInStint, moves: this.stintMoves, commits: structuredClone(this.stintCommits) };
+    return s as unknown as SearchSnapshot;
   }
 
   private result(): RunResult {

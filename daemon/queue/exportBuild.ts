@@ -3,7 +3,7 @@
  * export is a pure function of (model, config, seed); the finished job's final checkpoint
  * in Redis holds its accepted moves (the transforms) and PRNG state, so the daemon runs the
  * runner once more from that checkpoint, in a thread (daemon/queue/jobThread.ts): it replays
- * at most the steps since the last stint boundary and then writes export/ and report.json
+ * the accepted moves and then writes export/ and report.json
  * exactly as a local job does. The bytes are those of `invarx run --out` with the same
  * options, wherever the search ran. The result is kept under <home>/queue-jobs/<id>/.
  *

@@ -69,6 +69,7 @@ describe('daemon crash safety', () => {
     );
     const where = `seed ${seed}, plan ${JSON.stringify(plan)}`;
     const home = tmpHome();
+    const resumedSteps = () => jobLog(home, id).filter((l) => l.msg === 'resumed from checkpoint').map((l) => l.step as number);
     let d = await startDaemon(home);
     const id = await submit(home, CONFIG);
 
@@ -92,7 +93,15 @@ describe('daemon crash safety', () => {
       kills++;
       // The socket file outlives a SIGKILLed daemon: the next start must clear it.
       expect(existsSync(join(home, 'daemon.sock'))).toBe(true);
+      const before = resumedSteps().length;
       await restart();
+      // A checkpoint after every step, inside a stint too: the kill cost at most the step in
+      // progress (step v.step had ended, so the checkpoint of the one before it was written).
+      const from = await waitFor('the resume', () => {
+        const r = resumedSteps();
+        return r.length > before ? r[r.length - 1] : undefined;
+      }, 60_000, 20);
+      expect(from, where).toBeGreaterThanOrEqual(v.step - 1);
     }
     // 3. A graceful stop: checkpoint, exit 0, socket removed; the job stays `running` on disk.
     const before = await waitFor('the SIGTERM step', async () => {

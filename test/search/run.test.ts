@@ -102,25 +102,37 @@ describe('search run', () => {
     });
   }
 
-  const variants: [string, Record<string, unknown>][] = [
-    ['greedy, round robin', {}],
-    ['annealing, by-gain schedule, global term', { accept: 'anneal', temperature: 0.05, schedule: 'gain', globalEvery: 3, globalSeqs: 2 }],
+  const variants: [string, Record<string, unknown>, Partial<RunConfig>][] = [
+    ['greedy, round robin', {}, {}],
+    ['annealing, by-gain schedule, global term', { accept: 'anneal', temperature: 0.05, schedule: 'gain', globalEvery: 3, globalSeqs: 2 }, {}],
+    ['GPTQ base', {}, { base: 'gptq' }],
+    ['clip moves', { clipShare: 0.5 }, {}],
   ];
-  for (const [label, extra] of variants) {
-    it(`resumes from a mid-run snapshot to exactly the uninterrupted result (${label})`, async () => {
+  for (const [label, extra, over] of variants) {
+    it(`resumes from a snapshot at a stint boundary and from one inside a stint to exactly the uninterrupted result (${label})`, async () => {
       const t = { ...tuning, ...extra };
-      const whole = await createSearchJob(config(), { tuning: t });
+      const c = config(over);
+      const whole = await createSearchJob(c, { tuning: t });
       await runToEnd(whole);
-      const first = await createSearchJob(config(), { tuning: t });
-      for (let i = 0; i < 10; i++) await first.step(); // stops mid-stint: the snapshot is the boundary at step 8
-      const snap = packr.unpack(packr.pack(first.snapshot()));
-      expect(snap.step).toBe(8);
-      await first.close();
-      const resumed = await createSearchJob(config(), { tuning: t, resumeFrom: snap });
-      await runToEnd(resumed);
-      expect(packr.pack(resumed.snapshot())).toEqual(packr.pack(whole.snapshot()));
+      const want = packr.pack(whole.snapshot());
       await whole.close();
-      await resumed.close();
+      // the scale-initialisation pass is step 0's call; stints are 4 steps: 9 calls end a stint, 11 are 2 steps into one
+      for (const [calls, inStint] of [[9, undefined], [11, { steps: 2 }]] as const) {
+        const first = await createSearchJob(c, { tuning: t });
+        for (let i = 0; i < calls; i++) await first.step();
+        const snap = packr.unpack(packr.pack(first.snapshot()));
+        await first.close();
+        expect(snap.step).toBe(calls - 1);
+        if (inStint) {
+          expect(snap.inStint.steps).toBe(inStint.steps);
+          // the stint accepted moves before the snapshot: the resume commits them again
+          expect(snap.inStint.commits.length).toBeGreaterThan(0);
+        } else expect(snap.inStint).toBeUndefined();
+        const resumed = await createSearchJob(c, { tuning: t, resumeFrom: snap });
+        await runToEnd(resumed);
+        expect(packr.pack(resumed.snapshot()), `resumed at step ${calls - 1}`).toEqual(want);
+        await resumed.close();
+      }
     });
   }
 
