@@ -2,7 +2,8 @@
  * Exact resume at a model's real size (`node dist/bench.js resume`): the same step-bounded
  * job run by `invarx run --out` without interruption, and by a daemon that is SIGKILLed
  * twice (once past a third of the steps, once past two thirds) and restarted; prints both
- * wall times, and whether every file of the two exports is byte-identical.
+ * wall times, the steps killed at and resumed from, and whether every file of the two
+ * exports is byte-identical.
  *
  * Steps, not a time budget: a budgeted job stops by the clock, so two runs of it need not
  * end at the same step. The model is INVARX_BENCH_MODEL (default the shipped stories260K);
@@ -10,7 +11,7 @@
  * spaces), INVARX_BENCH_STEPS sets the steps (default 30).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readdirSync, readSync, rmSync, statSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { emit, note, type BenchModule } from './emit';
@@ -129,9 +130,13 @@ export const resumeBench: BenchModule = {
       const interruptedS = (performance.now() - t0) / 1000;
       cli(['export', id, '--home', home, '--out', join(dir, 'interrupted')]);
       const cmp = sameFiles(join(dir, 'reference'), join(dir, 'interrupted'));
+      // the step each restart resumed from (what a kill cost: the steps between it and the kill)
+      const resumedFrom = readFileSync(join(home, 'jobs', id, 'job.log'), 'utf8').trim().split('\n')
+        .map((l) => JSON.parse(l) as { msg?: string; step?: number })
+        .filter((l) => l.msg === 'resumed from checkpoint').map((l) => l.step);
       emit({
         bench: 'resume', model, steps, reference_s: +referenceS.toFixed(1), interrupted_s: +interruptedS.toFixed(1),
-        killed_at_steps: killedAt, state: end.state, identical: cmp.identical, files: cmp.files, differing: cmp.differing,
+        killed_at_steps: killedAt, resumed_from_steps: resumedFrom, state: end.state, identical: cmp.identical, files: cmp.files, differing: cmp.differing,
       });
     } finally {
       for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');

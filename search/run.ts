@@ -206,8 +206,12 @@ class Search implements SearchJob {
     if (moves.length !== s.commits.length || moves.some((m) => m.block !== l)) {
       fail('bad-checkpoint', `snapshot's stint on block ${l} does not match its accepted moves`);
     }
+    this.b.moves.length = s.moves;
     this.beginStint();
-    moves.forEach((m, i) => this.acceptMove({ ...s.commits[i], transforms: m.transforms, ...(m.clips ? { clips: m.clips } : {}) }));
+    for (const [i, m] of moves.entries()) {
+      this.acceptMove({ ...s.commits[i], transforms: m.transforms, ...(m.clips ? { clips: m.clips } : {}) });
+      this.b.moves.push(m);
+    }
     this.stepInStint = s.steps;
   }
 

@@ -128,7 +128,15 @@ describe('search run', () => {
           // the stint accepted moves before the snapshot: the resume commits them again
           expect(snap.inStint.commits.length).toBeGreaterThan(0);
         } else expect(snap.inStint).toBeUndefined();
-        const resumed = await createSearchJob(c, { tuning: t, resumeFrom: snap });
+        let resumed = await createSearchJob(c, { tuning: t, resumeFrom: snap });
+        if (inStint) {
+          // a resumed stint's own snapshots resume too (one step on, the same stint)
+          await resumed.step();
+          const again = packr.unpack(packr.pack(resumed.snapshot()));
+          expect(again.inStint.steps).toBe(inStint.steps + 1);
+          await resumed.close();
+          resumed = await createSearchJob(c, { tuning: t, resumeFrom: again });
+        }
         await runToEnd(resumed);
         expect(packr.pack(resumed.snapshot()), `resumed at step ${calls - 1}`).toEqual(want);
         await resumed.close();
