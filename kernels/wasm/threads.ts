@@ -10,7 +10,8 @@
  * postMessage, so a call stays synchronous (the caller blocks in Atomics.wait once its
  * own chunks are done) and costs microseconds. The worker source is a string evaluated
  * in the thread, so it works the same from the TypeScript sources and from the esbuild
- * bundle in dist/, with no worker file to locate.
+ * bundle in dist/, with no worker file to locate; it holds the very loops this thread
+ * runs (their source text), so the two cannot drift apart.
  */
 import { Worker } from 'node:worker_threads';
 import type { WasmMemory, WasmModule } from './api';
@@ -46,14 +47,14 @@ export interface MatmulJob {
 }
 
 /**
- * The loop every thread runs (the workers run the same lines, in WORKER_SOURCE).
- * Returns the first rows of the chunks this thread computed.
+ * The loop every thread runs (the workers run its source text: it may use only its
+ * arguments and globals). Returns the first rows of the chunks this thread computed.
  */
-function runChunks(k: KernelExports, ctl: Int32Array, a: number[], t: number): number[] {
+function runChunks(k: KernelExports, ctl: Int32Array, counter: number, a: number[], t: number): number[] {
   const [x, wp, y, rows, K, N, kcMax, beta, chunk, scratch] = a;
   const mine: number[] = [];
   for (;;) {
-    const r0 = Atomics.add(ctl, COUNTER, 1) * chunk;
+    const r0 = Atomics.add(ctl, counter, 1) * chunk;
     if (r0 >= rows) return mine;
     k.matmul_t(x, wp, y, r0, Math.min(r0 + chunk, rows), K, N, kcMax, beta, scratch + 128 * t);
     mine.push(r0);
@@ -79,14 +80,14 @@ export interface HessianJob {
   chunk: number;
 }
 
-/** The Hessian loop every thread runs (the workers run the same lines, in WORKER_SOURCE). */
-function runHessian(k: KernelExports, ctl: Int32Array, a: number[], buffer: ArrayBufferLike): void {
+/** The Hessian loop every thread runs (the workers run its source text: it may use only its arguments and globals). */
+function runHessian(k: KernelExports, ctl: Int32Array, counter: number, a: number[], buffer: ArrayBufferLike): void {
   // (pointers past 2 GiB come back from the Int32 control words negative)
   const [x, acc, seg] = [a[0] >>> 0, a[3] >>> 0, a[4] >>> 0];
   const [, ld, cols, , , segments, blockRows, chunk] = a;
   const sg = new Float64Array(buffer, seg, 4 * segments);
   for (;;) {
-    const a0 = Atomics.add(ctl, COUNTER, 1) * chunk;
+    const a0 = Atomics.add(ctl, counter, 1) * chunk;
     if (a0 >= cols) return;
     const a1 = Math.min(a0 + chunk, cols);
     for (let s = 0; s < segments; s++) {
@@ -105,33 +106,8 @@ const { workerData } = require('node:worker_threads');
 const { module, memory, t } = workerData;
 const base = t * ${CTL_STRIDE};
 const ctl = new Int32Array(memory.buffer, 0, ${CTL_STRIDE * MAX_THREADS});
-function runChunks(k, ctl, a, t) {
-  const [x, wp, y, rows, K, N, kcMax, beta, chunk, scratch] = a;
-  for (;;) {
-    const r0 = Atomics.add(ctl, ${COUNTER}, 1) * chunk;
-    if (r0 >= rows) return;
-    k.matmul_t(x, wp, y, r0, Math.min(r0 + chunk, rows), K, N, kcMax, beta, scratch + 128 * t);
-  }
-}
-function runHessian(k, ctl, a, buffer) {
-  // (pointers past 2 GiB come back from the Int32 control words negative)
-  const [x, acc, seg] = [a[0] >>> 0, a[3] >>> 0, a[4] >>> 0];
-  const [, ld, cols, , , segments, blockRows, chunk] = a;
-  const sg = new Float64Array(buffer, seg, 4 * segments);
-  for (;;) {
-    const a0 = Atomics.add(ctl, ${COUNTER}, 1) * chunk;
-    if (a0 >= cols) return;
-    const a1 = Math.min(a0 + chunk, cols);
-    for (let s = 0; s < segments; s++) {
-      const r0 = sg[4 * s], r1 = sg[4 * s + 1], decay = sg[4 * s + 2], f = sg[4 * s + 3];
-      for (let t0 = r0; t0 < r1; t0 += blockRows) {
-        const t1 = Math.min(t0 + blockRows, r1);
-        const d = t0 === r0 ? decay : 1;
-        for (let i = a0; i < a1; i++) k.hess_row(x, ld, t0, t1, f, d, i, i, (cols - i + 15) & ~15, acc + 8 * i * ld);
-      }
-    }
-  }
-}
+const runChunks = ${runChunks.toString()};
+const runHessian = ${runHessian.toString()};
 let k;
 try {
   k = new WebAssembly.Instance(module, { env: { memory } }).exports;
@@ -152,8 +128,8 @@ for (;;) {
   let status = ${READY};
   try {
     const args = Array.from(ctl.subarray(base + ${ARGS}, base + ${ARGS} + 10));
-    if (ctl[base + ${OP}] === ${OP_HESSIAN}) runHessian(k, ctl, args, memory.buffer);
-    else runChunks(k, ctl, args, t);
+    if (ctl[base + ${OP}] === ${OP_HESSIAN}) runHessian(k, ctl, ${COUNTER}, args, memory.buffer);
+    else runChunks(k, ctl, ${COUNTER}, args, t);
   } catch (e) {
     status = ${FAILED};
   }
@@ -187,13 +163,13 @@ export class HelperThreads {
    */
   matmul(k: KernelExports, job: MatmulJob, helpers: number, ownDone?: (rowStarts: number[]) => void): void {
     const args = [job.x, job.wp, job.y, job.rows, job.K, job.N, job.kcMax, job.beta, job.chunk, job.scratch];
-    this.run(OP_MATMUL, args, helpers, () => ownDone?.(runChunks(k, this.ctl, args, 0)));
+    this.run(OP_MATMUL, args, helpers, () => ownDone?.(runChunks(k, this.ctl, COUNTER, args, 0)));
   }
 
   /** Runs the Hessian `job` on this thread and the first `helpers` helper threads; returns when every line is done. */
   hessian(k: KernelExports, job: HessianJob, memory: WasmMemory, helpers: number): void {
     const args = [job.x, job.ld, job.cols, job.acc, job.seg, job.segments, job.blockRows, job.chunk];
-    this.run(OP_HESSIAN, args, helpers, () => runHessian(k, this.ctl, args, memory.buffer));
+    this.run(OP_HESSIAN, args, helpers, () => runHessian(k, this.ctl, COUNTER, args, memory.buffer));
   }
 
   /** Starts the helpers on job `op`, runs this thread's share (`own`), then waits for them. */
