@@ -7,7 +7,7 @@
  */
 import { fail } from '../errors';
 import { inputKind } from '../files';
-import { isGptqDir, loadGptqModel } from '../export/gptq';
+import { isGptqDir, loadGptqModel } from '../export/gptqRead';
 import { isHfDir, loadHfModel } from './hf';
 import { loadGgufModel } from './gguf';
 import { readLlama2c } from './llama2c';

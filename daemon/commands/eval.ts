@@ -12,7 +12,7 @@
 import { basename } from 'node:path';
 import type { Command } from 'commander';
 import { fail } from '../../core/errors';
-import { isGptqDir } from '../../core/export/gptq';
+import { isGptqDir } from '../../core/export/gptqRead';
 import { loadModel } from '../../core/model/load';
 import { blockLinears, linearShape, type Model } from '../../core/model/types';
 import { validateSpec } from '../../core/quant/rtn';
