@@ -43,6 +43,12 @@ export interface SearchTuning {
   /** Share of steps that propose attention moves (when attention invariances are on). */
   attnShare: number;
   /**
+   * How a candidate's invariance-move kind is chosen: 'fixed' (attnShare, then the attention
+   * kinds alike) or 'adaptive' (each kind in proportion to its gain per proposal on the
+   * block so far, moveMix.ts).
+   */
+  mix: 'fixed' | 'adaptive';
+  /**
    * Share of candidates that are clip moves (one group's clip ratio, clipMoves.ts); 0 = none.
    * RTN base on the int grid only: elsewhere no clip move is drawn.
    */
@@ -96,6 +102,7 @@ export const DEFAULT_TUNING: SearchTuning = {
   attnScaleStep: 5e-2,
   attnAngleStep: 5e-2,
   attnShare: 0.75,
+  mix: 'fixed',
   clipShare: 0,
   clipRowShare: 0,
   clipInit: false,
@@ -117,6 +124,7 @@ export const DEFAULT_TUNING: SearchTuning = {
 
 const ENUMS: Partial<Record<keyof SearchTuning, readonly string[]>> = {
   accept: ['greedy', 'anneal'],
+  mix: ['fixed', 'adaptive'],
   schedule: ['round-robin', 'gain'],
 };
 

@@ -16,6 +16,7 @@ import type { SearchTuning } from './config';
 import type { QuantSpec } from '../core/quant/rtn';
 import type { Block } from '../core/model/types';
 import { drawClipMove, type BlockClips, type ClipSet } from './clipMoves';
+import { pickKind, type MixContext } from './moveMix';
 
 export interface Move {
   kind: 'ffn' | 'attn' | 'clip';
@@ -62,9 +63,13 @@ export function attnKindsOn(cfg: ModelConfig, on: Set<Invariance>): Invariance[]
   return ATTN_KINDS.filter((k) => on.has(k) && (k !== 'attn-head-perm' || cfg.nKvHeads > 1));
 }
 
-/** One attention transform on one KV group (a kv head and the q heads reading it). */
+/** One attention transform of a kind drawn from `kinds` on one KV group (a kv head and the q heads reading it). */
 export function drawAttnMove(cfg: ModelConfig, rng: Rng, kinds: Invariance[], t: SearchTuning): Move {
-  const kind = kinds[rng.int(kinds.length)];
+  return drawAttnKind(cfg, rng, kinds[rng.int(kinds.length)], t);
+}
+
+/** One attention transform of kind `kind` on one KV group. */
+function drawAttnKind(cfg: ModelConfig, rng: Rng, kind: Invariance, t: SearchTuning): Move {
   const hd = cfg.headDim;
   const g = rng.int(cfg.nKvHeads);
   const walk = (n: number) => Float64Array.from({ length: n }, () => Math.exp(t.attnScaleStep * rng.normal()));
@@ -107,16 +112,23 @@ export interface ClipContext {
 
 /**
  * One candidate: with `clip` given, a clip move with probability clipShare; otherwise an
- * attention move with probability attnShare (when both sides have invariances on), else
- * an FFN move. Without `clip` (or with clipShare 0) no draw is spent on the choice, so the
- * invariance moves' draws are what they were before clip moves existed.
+ * invariance move. With the fixed mix, an attention move with probability attnShare (when
+ * both sides have invariances on), else an FFN move; with the adaptive mix (and `mix`
+ * given), the kind moveMix.ts picks from the block's record. Without `clip` (or with
+ * clipShare 0) no draw is spent on the choice, so the invariance moves' draws are what they
+ * were before clip moves existed.
  */
-export function drawMove(cfg: ModelConfig, rng: Rng, on: Set<Invariance>, t: SearchTuning, group: number, clip?: ClipContext): Move {
+export function drawMove(cfg: ModelConfig, rng: Rng, on: Set<Invariance>, t: SearchTuning, group: number, clip?: ClipContext, mix?: MixContext): Move {
   if (clip && t.clipShare > 0 && rng.float() < t.clipShare) {
     return { kind: 'clip', transforms: [], clips: drawClipMove(cfg, clip.spec, rng, clip.cur, clip.clips, t.clipRowShare) };
   }
   const attnKinds = attnKindsOn(cfg, on);
   const ffnOn = (['ffn-perm', 'ffn-scale', 'ffn-rot'] as const).some((k) => on.has(k));
+  if (t.mix === 'adaptive' && mix) {
+    const kinds: string[] = [...attnKinds, ...(ffnOn ? ['ffn'] : [])];
+    const kind = pickKind(kinds, mix.stats, mix.block, rng.float());
+    return kind === 'ffn' ? drawFfnMove(cfg, rng, on, t, group) : drawAttnKind(cfg, rng, kind as Invariance, t);
+  }
   const attn = attnKinds.length > 0 && (!ffnOn || rng.float() < t.attnShare);
   return attn ? drawAttnMove(cfg, rng, attnKinds, t) : drawFfnMove(cfg, rng, on, t, group);
 }

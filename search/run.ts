@@ -303,7 +303,8 @@ class Search implements SearchJob {
     const obj = this.obj!;
     const cur = this.blocks.transformed(l);
     const clipCtx = this.clipOn ? { spec: this.spec, cur, clips: this.blocks.clips(l) } : undefined;
-    const moves = Array.from({ length: this.config.candidates }, () => drawMove(this.model.config, this.rng, this.on, this.tuning, this.config.group, clipCtx));
+    const mix = { stats: this.b.moveStats, block: l };
+    const moves = Array.from({ length: this.config.candidates }, () => drawMove(this.model.config, this.rng, this.on, this.tuning, this.config.group, clipCtx, mix));
     const t0 = performance.now();
     const results = await this.evaluator.evaluate(moves);
     // The score that decides: the block loss over its start, plus the global term on its steps.

@@ -107,6 +107,7 @@ describe('search run', () => {
     ['annealing, by-gain schedule, global term', { accept: 'anneal', temperature: 0.05, schedule: 'gain', globalEvery: 3, globalSeqs: 2 }, {}],
     ['GPTQ base', {}, { base: 'gptq' }],
     ['clip moves', { clipShare: 0.5 }, {}],
+    ['adaptive move mix', { mix: 'adaptive' }, {}],
   ];
   for (const [label, extra, over] of variants) {
     it(`resumes from a snapshot at a stint boundary and from one inside a stint to exactly the uninterrupted result (${label})`, async () => {
