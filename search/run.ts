@@ -215,7 +215,7 @@ class Search implements SearchJob {
     this.stepInStint = s.steps;
   }
 
-  /** Apply accepted move `move` on the current stint's block: its transforms, the objective's commit, the record. */
+  /** Apply accepted move `move` on the current stint's block: its transforms, the objective's commit, and what a snapshot inside the stint needs of it. */
   private acceptMove(move: Move): void {
     const l = this.b.block;
     // a clip move changes no FP weight: the objective's codes are the block's (shared), and committing sets them
