@@ -25,7 +25,7 @@ import { Rng } from '../core/rng';
 import type { Backend } from '../kernels/backend';
 import { bestBackend, freshBackend } from '../kernels/registry';
 import { rtnLinears } from './baseRtn';
-import { SearchBlocks } from './blocks';
+import { SearchBlocks, type AcceptedMove } from './blocks';
 import { copyInto } from './blockState';
 import { boundaryOf, freshBoundary, snapshotSets, meanLoss, progressOf, recordMove, recordValidation, stopReason, SNAPSHOT_VERSION, type Boundary, type InStint, type StintCommit } from './boundary';
 import { fullClips } from './clipMoves';
@@ -100,8 +100,7 @@ class Search implements SearchJob {
   private global?: GlobalTerm;
   /** Block loss when the current stint began. */
   private stintStartLoss = 0;
-  /** Accepted moves when the current stint began, and the commits of those accepted since. */
-  private stintMoves = 0;
+  /** The commits of the moves the current stint accepted (the last entries of b.moves). */
   private stintCommits: StintCommit[] = [];
   private b: Boundary;
   private stepInStint = 0;
@@ -194,7 +193,6 @@ class Search implements SearchJob {
     const l = this.b.block;
     this.obj = this.sharedObjective(l, this.calib.inputsOf(l, this.blocks));
     this.stintStartLoss = this.obj.loss;
-    this.stintMoves = this.b.moves.length;
     this.stintCommits = [];
     this.global?.changed();
   }
@@ -208,19 +206,20 @@ class Search implements SearchJob {
     }
     this.b.moves.length = s.moves;
     this.beginStint();
-    for (const [i, m] of moves.entries()) {
-      this.acceptMove({ ...s.commits[i], transforms: m.transforms, ...(m.clips ? { clips: m.clips } : {}) });
-      this.b.moves.push(m);
-    }
+    moves.forEach((m, i) => this.acceptMove({ ...s.commits[i], transforms: m.transforms, ...(m.clips ? { clips: m.clips } : {}) }, m));
     this.stepInStint = s.steps;
   }
 
-  /** Apply accepted move `move` on the current stint's block: its transforms, the objective's commit, and what a snapshot inside the stint needs of it. */
-  private acceptMove(move: Move): void {
+  /**
+   * Apply accepted move `move` on the current stint's block: its transforms, the objective's
+   * commit, its `record` in the run's moves and what a snapshot inside the stint needs of it.
+   */
+  private acceptMove(move: Move, record: AcceptedMove): void {
     const l = this.b.block;
     // a clip move changes no FP weight: the objective's codes are the block's (shared), and committing sets them
     if (move.kind !== 'clip') this.blocks.apply(l, move.transforms);
     this.evaluator.commit(move, this.blocks.transformed(l));
+    this.b.moves.push(record);
     this.stintCommits.push({ kind: move.kind, ...(move.units ? { units: move.units } : {}) });
     this.global?.changed();
   }
@@ -327,8 +326,7 @@ class Search implements SearchJob {
     moves.forEach((m, i) => recordMove(this.b, moveKind(m), l, nL, accepted && i === best ? current - scores[best] : null));
     if (accepted) {
       const move = moves[best];
-      this.acceptMove(move);
-      this.b.moves.push({ block: l, step: this.b.step, transforms: move.transforms, ...(move.clips ? { clips: move.clips } : {}) });
+      this.acceptMove(move, { block: l, step: this.b.step, transforms: move.transforms, ...(move.clips ? { clips: move.clips } : {}) });
       this.b.accepted++;
     }
     this.b.step++;
@@ -435,7 +433,10 @@ class Search implements SearchJob {
   /** The state after the last step (taken between steps); inside a stint it says where the stint began. */
   snapshot(): SearchSnapshot {
     const s: Boundary = { ...structuredClone(this.b), rng: this.rng.state() };
-    if (this.stepInStint > 0) s.inStint = { steps: this.stepInStint, moves: this.stintMoves, commits: structuredClone(this.stintCommits) };
+    if (this.stepInStint > 0) {
+      const commits = structuredClone(this.stintCommits);
+      s.inStint = { steps: this.stepInStint, moves: this.b.moves.length - commits.length, commits };
+    }
     return s as unknown as SearchSnapshot;
   }
 
