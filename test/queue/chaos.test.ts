@@ -16,7 +16,7 @@ import {
   type JobOptions,
 } from './harness';
 
-const STEPS = 50;
+const STEPS = 80;
 /** The tests' small search, without the scale initialisation each (re)start would redo: more kills per minute. */
 const CHAOS_TUNING = { ...TUNING, scaleInit: false };
 const JOBS: JobOptions[] = [
@@ -50,7 +50,7 @@ describe('queue mode under chaos', () => {
     const seed = Number(process.env.INVARX_TEST_SEED ?? Date.now() % 1e6);
     const [plan] = fc.sample(
       fc.record({
-        waitMs: fc.array(fc.integer({ min: 1500, max: 4000 }), { minLength: KILLS, maxLength: KILLS }),
+        waitMs: fc.array(fc.integer({ min: 500, max: 2500 }), { minLength: KILLS, maxLength: KILLS }),
         victim: fc.array(fc.integer({ min: 0, max: 2 }), { minLength: KILLS, maxLength: KILLS }),
         redisAfterKill: fc.integer({ min: 3, max: 7 }),
       }),
@@ -76,21 +76,31 @@ describe('queue mode under chaos', () => {
 
     // Each kill: a random wait, then a random one of the workers running a job that has a
     // checkpoint (a kill of an idle worker, or of one still starting, would test nothing).
+    const t0 = Date.now();
+    const timeline: string[] = [];
+    const ended = (v: { state: string }) => ['done', 'failed', 'cancelled'].includes(v.state);
+    /** The workers running a job that has a checkpoint, or 'all ended' once no kill can land. */
+    const busyWorkers = (k: number) => waitFor(`a worker running a checkpointed job, for kill ${k + 1} (${where}; ${timeline.join(', ')})`, async (): Promise<number[] | 'all ended' | undefined> => {
+      const lines = workerLines(homes);
+      const b = workers.map((w, i) => (runsCheckpointedJob(lines, w.proc.pid!) ? i : -1)).filter((i) => i >= 0);
+      if (b.length > 0) return b;
+      const vs = await Promise.all(ids.map((id) => status(d.home, id)));
+      return vs.every(ended) ? 'all ended' : undefined;
+    }, 120_000, 100);
     for (let k = 0; k < KILLS; k++) {
       await sleep(plan.waitMs[k]);
-      const busy = await waitFor('a worker running a checkpointed job', () => {
-        const lines = workerLines(homes);
-        const b = workers.map((w, i) => (runsCheckpointedJob(lines, w.proc.pid!) ? i : -1)).filter((i) => i >= 0);
-        return b.length > 0 ? b : undefined;
-      }, 120_000, 100);
+      const busy = await busyWorkers(k);
+      if (busy === 'all ended') throw new Error(`every job ended after ${k} of ${KILLS} kills (${where}; ${timeline.join(', ')})`);
       const i = busy[plan.victim[k] % busy.length];
+      const states = await Promise.all(ids.map((id) => status(d.home, id).then((v) => v.state, () => '?')));
+      timeline.push(`kill ${k + 1} at ${((Date.now() - t0) / 1000).toFixed(1)} s, ${states.filter((s) => s === 'done').length} jobs done`);
       await workers[i].kill('SIGKILL');
       workers[i] = await startWorker(i);
       if (k + 1 === plan.redisAfterKill) await redis.restart();
     }
     const finals = await waitFor('every job to end', async () => {
       const vs = await Promise.all(ids.map((id) => status(d.home, id)));
-      return vs.every((v) => ['done', 'failed', 'cancelled'].includes(v.state)) ? vs : undefined;
+      return vs.every(ended) ? vs : undefined;
     }, 300_000, 500);
     for (const v of finals) {
       expect(v.error, where).toBeNull();
