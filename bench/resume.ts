@@ -2,8 +2,8 @@
  * Exact resume at a model's real size (`node dist/bench.js resume`): the same step-bounded
  * job run by `invarx run --out` without interruption, and by a daemon that is SIGKILLed
  * twice (once past a third of the steps, once past two thirds) and restarted; prints both
- * wall times, the steps killed at and resumed from, and whether every file of the two
- * exports is byte-identical.
+ * wall times, the steps killed at and resumed from, the peak RSS of the run and of each
+ * daemon, and whether every file of the two exports is byte-identical.
  *
  * Steps, not a time budget: a budgeted job stops by the clock, so two runs of it need not
  * end at the same step. The model is INVARX_BENCH_MODEL (default the shipped stories260K);
@@ -58,6 +58,12 @@ async function waitPast(home: string, id: string, step: number): Promise<JobStat
   }
 }
 
+/** A live process's peak RSS so far in MB (VmHWM, Linux). */
+function peakRssMB(pid: number): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Math.round(Number(m[1]) / 1024) : NaN;
+}
+
 /** Paths of the files below `dir`, relative to it, sorted. */
 function filesBelow(dir: string): string[] {
   return (readdirSync(dir, { recursive: true, withFileTypes: true }) as import('node:fs').Dirent[])
@@ -107,7 +113,7 @@ export const resumeBench: BenchModule = {
     try {
       note(`resume: ${model}, ${steps} steps, uninterrupted \`invarx run --out\`…`);
       let t0 = performance.now();
-      cli(['run', ...opts, '--out', join(dir, 'reference'), '--json', '--sample', '0']);
+      const ran = JSON.parse(cli(['run', ...opts, '--out', join(dir, 'reference'), '--json', '--sample', '0'])) as { peakRssMB: number };
       const referenceS = (performance.now() - t0) / 1000;
 
       note('resume: the same job on a daemon, SIGKILLed twice…');
@@ -117,9 +123,12 @@ export const resumeBench: BenchModule = {
       procs.push(d);
       const id = (JSON.parse(cli(['submit', ...opts, '--home', home, '--json'])) as { id: string }).id;
       const killedAt: number[] = [];
+      // each daemon's peak RSS, read just before it is killed (the job runs inside it)
+      const daemonPeakMB: number[] = [];
       for (const past of [Math.floor(steps / 3), Math.floor((2 * steps) / 3)]) {
         const s = await waitPast(home, id, past);
         if (s.state === 'done') break;
+        daemonPeakMB.push(peakRssMB(d.pid!));
         d.kill('SIGKILL');
         killedAt.push(s.step);
         await new Promise((r) => d.once('exit', r));
@@ -129,6 +138,7 @@ export const resumeBench: BenchModule = {
       const end = await waitPast(home, id, Infinity);
       const interruptedS = (performance.now() - t0) / 1000;
       cli(['export', id, '--home', home, '--out', join(dir, 'interrupted')]);
+      daemonPeakMB.push(peakRssMB(d.pid!));
       const cmp = sameFiles(join(dir, 'reference'), join(dir, 'interrupted'));
       // the step each restart resumed from (what a kill cost: the steps between it and the kill)
       const resumedFrom = readFileSync(join(home, 'jobs', id, 'job.log'), 'utf8').trim().split('\n')
@@ -136,7 +146,7 @@ export const resumeBench: BenchModule = {
         .filter((l) => l.msg === 'resumed from checkpoint').map((l) => l.step);
       emit({
         bench: 'resume', model, steps, reference_s: +referenceS.toFixed(1), interrupted_s: +interruptedS.toFixed(1),
-        killed_at_steps: killedAt, resumed_from_steps: resumedFrom, state: end.state, identical: cmp.identical, files: cmp.files, differing: cmp.differing,
+        killed_at_steps: killedAt, resumed_from_steps: resumedFrom, run_peak_rss_mb: ran.peakRssMB, daemon_peak_rss_mb: daemonPeakMB, state: end.state, identical: cmp.identical, files: cmp.files, differing: cmp.differing,
       });
     } finally {
       for (const p of procs) if (p.exitCode === null) p.kill('SIGKILL');
