@@ -73,6 +73,7 @@ export class QueueWorker {
 
   constructor(private readonly o: QueueWorkerOptions) {
     this.jobThreads = new JobThreads(o.script);
+    this.jobThreads.prewarm(o.concurrency);
     this.redis = openRedis(o.url);
     this.worker = new Worker(QUEUE_NAME, (job, token) => this.process(job, token!), {
       connection: connectionOptions(o.url.target),

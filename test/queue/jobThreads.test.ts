@@ -52,6 +52,30 @@ describe('queue job threads', () => {
     }
   });
 
+  it('prewarmed threads take the first jobs; one that died while idle is never handed a job', async () => {
+    const threads = new JobThreads(CLI);
+    try {
+      threads.prewarm(2);
+      expect(threads.spawned).toBe(2);
+      const [a, b] = await Promise.all([threads.start(data('p1', 1), owner).outcome, threads.start(data('p2', 2), owner).outcome]);
+      expect([a.kind, b.kind]).toEqual(['done', 'done']);
+      expect(threads.spawned).toBe(2);
+    } finally {
+      await threads.close();
+    }
+    const broken = new JobThreads(join(tmpdir(), 'no-such-invarx-bundle.js'));
+    try {
+      broken.prewarm(1);
+      // the thread fails to load its script and exits while idle
+      await new Promise((r) => setTimeout(r, 1000));
+      const outcome = await broken.start(data('p3', 1), owner).outcome;
+      expect(outcome.kind).toBe('failed');
+      expect(broken.spawned).toBe(2);
+    } finally {
+      await broken.close();
+    }
+  });
+
   it('starts a new thread after one was terminated mid-job', async () => {
     const threads = new JobThreads(CLI);
     try {
