@@ -248,8 +248,12 @@ export function validateRunConfig(c: RunConfig): RunConfig {
 /** Hash of everything that determines the trajectory (workers, time and memory budgets excluded). */
 export function configHash(c: RunConfig, tuning: SearchTuning = DEFAULT_TUNING): string {
   const { workers: _w, timeBudget: _t, memoryBudget: _m, ...rest } = c;
-  // with the clip search off, the hash of the tuning before it existed: older snapshots still resume
-  const { clipShare, clipRowShare, clipInit, ...older } = tuning;
-  const t = clipShare === 0 && clipRowShare === 0 && !clipInit ? older : tuning;
+  // Settings added later are left out at the value that runs as before, so the hash is the
+  // one older versions wrote and their checkpoints still resume: the fixed mix, and the
+  // clip search when it is off.
+  const { mix, ...beforeMix } = tuning;
+  const withMix = mix === 'fixed' ? beforeMix : tuning;
+  const { clipShare, clipRowShare, clipInit, ...beforeClip } = withMix;
+  const t = clipShare === 0 && clipRowShare === 0 && !clipInit ? beforeClip : withMix;
   return createHash('sha256').update(JSON.stringify({ rest, tuning: t })).digest('hex');
 }
