@@ -52,34 +52,36 @@ export function sampleTokens(model: Model, opts: SampleOptions): number[][] {
 
 /**
  * Several sets at once (e.g. a run's calibration, validation and evaluation sets), each
- * with its own seed and its uniforms in the order sampleTokens draws them, decoded
+ * with its own seed (and temperature, if it sets one) and its uniforms in the order sampleTokens draws them, decoded
  * together: one matmul per layer and step over the sequences of all sets, so small sets do
  * not each pay a pass over every weight per token. A set is the one sampleTokens samples
  * alone whenever the logits are the same: always when both batchings have at least
  * SEPARABLE_MIN_ROWS rows (sampleBatches sees to that where the count allows).
  */
-export function sampleSets(model: Model, sets: readonly Pick<SampleOptions, 'count' | 'length' | 'seed'>[], opts: Omit<SampleOptions, 'count' | 'length' | 'seed'> = {}): number[][][] {
-  const temperature = opts.temperature ?? 1;
+export function sampleSets(model: Model, sets: readonly Pick<SampleOptions, 'count' | 'length' | 'seed' | 'temperature'>[], opts: Omit<SampleOptions, 'count' | 'length' | 'seed'> = {}): number[][][] {
   const { vocabSize: V, seqLen, bosId } = model.config;
-  for (const { count, length } of sets) {
+  const temperatureOf = (s: { temperature?: number }) => s.temperature ?? opts.temperature ?? 1;
+  for (const { count, length, ...s } of sets) {
+    const temperature = temperatureOf(s);
+    if (!(Number.isFinite(temperature) && temperature >= 0)) fail('bad-config', `temperature must be a number ≥ 0, got ${temperature}`);
     if (!(Number.isInteger(count) && count >= 1)) fail('bad-config', `sample count must be a positive integer, got ${count}`);
     if (!(Number.isInteger(length) && length >= 1 && length <= seqLen)) {
       fail('bad-config', `sample length must be an integer from 1 to the model's seqLen ${seqLen}, got ${length}`);
     }
   }
-  if (!(Number.isFinite(temperature) && temperature >= 0)) fail('bad-config', `temperature must be a number ≥ 0, got ${temperature}`);
   const out: number[][][] = sets.map(() => []);
   // sets of one length decode together; each sequence keeps its set's uniforms, drawn in order
   for (const length of new Set(sets.map((s) => s.length))) {
     const steps = length - 1;
     const members = sets.map((s, i) => [s, i] as const).filter(([s]) => s.length === length);
-    const seqs: { set: number; u: Float64Array }[] = [];
+    const seqs: { set: number; temperature: number; u: Float64Array }[] = [];
     for (const [s, i] of members) {
       const rng = Rng.fromSeed(s.seed);
+      const temperature = temperatureOf(s);
       for (let k = 0; k < s.count; k++) {
         const u = new Float64Array(temperature === 0 ? 0 : steps);
         for (let t = 0; t < u.length; t++) u[t] = rng.float();
-        seqs.push({ set: i, u });
+        seqs.push({ set: i, temperature, u });
       }
     }
     const weights = new Float64Array(V);
@@ -92,7 +94,8 @@ export function sampleSets(model: Model, sets: readonly Pick<SampleOptions, 'cou
         const logits = dec.step(last);
         for (let b = 0; b < B; b++) {
           const row = logits.subarray(b * V, (b + 1) * V);
-          const tok = temperature === 0 ? argmax(row) : categoricalAt(softmaxWeights(row, temperature, weights), seqs[s0 + b].u[t]);
+          const { temperature, u } = seqs[s0 + b];
+          const tok = temperature === 0 ? argmax(row) : categoricalAt(softmaxWeights(row, temperature, weights), u[t]);
           batch[b].push(tok);
           last[b] = tok;
         }
@@ -144,6 +147,8 @@ export interface SampledSet {
   count: number;
   length: number;
   seed: number;
+  /** This set's softmax temperature (default: the call's, else 1). */
+  temperature?: number;
 }
 
 /**

@@ -64,6 +64,8 @@ export interface SearchTuning {
   validSeqs: number;
   evalSeqs: number;
   seqTokens: number;
+  /** Softmax temperature the calibration set is sampled at (the validation and evaluation sets: 1). */
+  calibTemperature: number;
   /** Clip-ratio search in the base RTN quantizer. */
   clip: boolean;
   /** Activation-aware scale initialisation of each block before the discrete search. */
@@ -111,6 +113,7 @@ export const DEFAULT_TUNING: SearchTuning = {
   validSeqs: 8,
   evalSeqs: 32,
   seqTokens: 256,
+  calibTemperature: 1,
   clip: true,
   scaleInit: true,
   f16Scales: true,
@@ -144,6 +147,8 @@ const RANGES: Partial<Record<keyof SearchTuning, [number, number, boolean]>> = {
   validSeqs: [1, 1e6, true],
   evalSeqs: [1, 1e6, true],
   seqTokens: [2, 1 << 20, true],
+  // (0 would be greedy decoding: every calibration sequence the same)
+  calibTemperature: [0.05, 100, false],
   temperature: [0, 1e6, false],
   globalEvery: [0, 1e9, true],
   globalWeight: [0, 1e6, false],
@@ -249,10 +254,12 @@ export function validateRunConfig(c: RunConfig): RunConfig {
 export function configHash(c: RunConfig, tuning: SearchTuning = DEFAULT_TUNING): string {
   const { workers: _w, timeBudget: _t, memoryBudget: _m, ...rest } = c;
   // Settings added later are left out at the value that runs as before, so the hash is the
-  // one older versions wrote and their checkpoints still resume: the fixed mix, and the
-  // clip search when it is off.
-  const { mix, ...beforeMix } = tuning;
-  const withMix = mix === 'fixed' ? beforeMix : tuning;
+  // one older versions wrote and their checkpoints still resume: the calibration set's
+  // temperature at 1, the fixed mix, and the clip search when it is off.
+  const { calibTemperature, ...beforeTemperature } = tuning;
+  const withTemperature = calibTemperature === 1 ? beforeTemperature : tuning;
+  const { mix, ...beforeMix } = withTemperature;
+  const withMix = mix === 'fixed' ? beforeMix : withTemperature;
   const { clipShare, clipRowShare, clipInit, ...beforeClip } = withMix;
   const t = clipShare === 0 && clipRowShare === 0 && !clipInit ? beforeClip : withMix;
   return createHash('sha256').update(JSON.stringify({ rest, tuning: t })).digest('hex');

@@ -35,7 +35,7 @@ export function resolveTokenSets(model: Model, config: RunConfig, t: SearchTunin
   const calib = given(config.calibTokens, config.calibText, plan.calibSeqs);
   const evalSet = given(config.evalTokens, config.evalText, plan.evalSeqs);
   const wanted: SampledSet[] = [{ count: plan.validSeqs, length, seed: VALIDATION_SEED }];
-  if (!calib) wanted.push({ ...DEFAULT_CALIB, count: plan.calibSeqs, length });
+  if (!calib) wanted.push({ ...DEFAULT_CALIB, count: plan.calibSeqs, length, temperature: t.calibTemperature });
   if (!evalSet) wanted.push({ ...DEFAULT_HELD_OUT, count: plan.evalSeqs, length });
   const [valid, ...rest] = sampleSetsCapped(model, wanted, ops);
   return { calib: calib ?? rest.shift()!, valid, eval: evalSet ?? rest.shift()! };

@@ -83,6 +83,15 @@ describe('sampleTokens', () => {
     }
   });
 
+  it('a set with a temperature of its own is, among others, the set sampled alone at that temperature', () => {
+    const sets = [{ count: 3, length: 20, seed: 5, temperature: 0.6 }, { count: 3, length: 20, seed: 6 }];
+    const [cool, plain] = sampleSets(m, sets);
+    expect(cool).toEqual(sampleTokens(m, { count: 3, length: 20, seed: 5, temperature: 0.6 }));
+    expect(plain).toEqual(sampleTokens(m, { count: 3, length: 20, seed: 6 }));
+    expect(cool).not.toEqual(sampleTokens(m, { count: 3, length: 20, seed: 5 }));
+    expectError(() => sampleSets(m, [{ count: 1, length: 4, seed: 1, temperature: -0.5 }]), /temperature/);
+  });
+
   it('is greedy at temperature 0', () => {
     const [s] = sampleTokens(m, { count: 1, length: 16, seed: 1, temperature: 0 });
     expect(s).toEqual([1, ...GREEDY]);

@@ -10,7 +10,7 @@ const config = { ...DEFAULT_CONFIG, model: '/models/m.bin', bits: 3, group: 32, 
 const clipOn = { ...DEFAULT_TUNING, clipShare: 0.2, clipInit: true };
 
 describe('configHash', () => {
-  it('is the hash older versions wrote (before the move mix setting), with the clip search off and on', () => {
+  it('is the hash older versions wrote (before the move mix and calibration temperature settings), with the clip search off and on', () => {
     // printed by the version before `mix` existed (commit 5c617ad's parent) for these two jobs
     expect(configHash(config)).toBe('ba74e7c3c0afc4f6245981c378c7482ecc56995f9b38e7d1282c0a2f1490eb65');
     expect(configHash(config, clipOn)).toBe('c84ac994e1d59d0e9fda2d213ac7d4accfdcf6657076402a181b4ed41b7cb264');
@@ -19,6 +19,7 @@ describe('configHash', () => {
   it('changes with a setting that changes the run, not with one that changes only its speed or budget', () => {
     const h = configHash(config);
     expect(configHash(config, { ...DEFAULT_TUNING, mix: 'adaptive' })).not.toBe(h);
+    expect(configHash(config, { ...DEFAULT_TUNING, calibTemperature: 0.8 })).not.toBe(h);
     expect(configHash(config, { ...clipOn, mix: 'adaptive' })).not.toBe(configHash(config, clipOn));
     expect(configHash({ ...config, seed: 2 })).not.toBe(h);
     expect(configHash({ ...config, workers: 7, timeBudget: 60, memoryBudget: 1 << 30 })).toBe(h);

@@ -32,6 +32,18 @@ describe('token sets from text', () => {
     expect(sets.eval.length).toBe(1); // still sampled
   });
 
+  it('calibTemperature changes only the sampled calibration set; 0 is refused (every sequence would be the same)', () => {
+    // long enough to get past the opening words, which the model is all but sure of
+    const sizes = { seqTokens: 40, calibSeqs: 3, validSeqs: 1, evalSeqs: 1 };
+    const warm = resolveTuning(sizes);
+    const plain = resolveTokenSets(model, base, warm, tuningSets(warm), jsOps);
+    const cool = resolveTuning({ ...sizes, calibTemperature: 0.5 });
+    const sets = resolveTokenSets(model, base, cool, tuningSets(cool), jsOps);
+    expect(sets.calib).not.toEqual(plain.calib);
+    expect([sets.valid, sets.eval]).toEqual([plain.valid, plain.eval]);
+    expect(() => resolveTuning({ calibTemperature: 0 })).toThrow(/calibTemperature/);
+  });
+
   it('tokens and text for the same set, or a text with nothing in it, is one clear error', () => {
     expect(() => resolveTokenSets(model, { ...base, calibText: text, calibTokens: text }, tuning, tuningSets(tuning), jsOps)).toThrow(/not both/);
     const empty = join(dir, 'empty.txt');
