@@ -52,9 +52,9 @@ export function sampleTokens(model: Model, opts: SampleOptions): number[][] {
 
 /**
  * Several sets at once (e.g. a run's calibration, validation and evaluation sets), each
- * with its own seed (and temperature, if it sets one) and its uniforms in the order sampleTokens draws them, decoded
- * together: one matmul per layer and step over the sequences of all sets, so small sets do
- * not each pay a pass over every weight per token. A set is the one sampleTokens samples
+ * with its own seed (and temperature, if it sets one) and its uniforms in the order
+ * sampleTokens draws them, decoded together: one matmul per layer and step over the
+ * sequences of all sets, so small sets do not each pay a pass over every weight per token. A set is the one sampleTokens samples
  * alone whenever the logits are the same: always when both batchings have at least
  * SEPARABLE_MIN_ROWS rows (sampleBatches sees to that where the count allows).
  */

@@ -250,17 +250,18 @@ export function validateRunConfig(c: RunConfig): RunConfig {
   return c;
 }
 
+/** Later settings at the values that run as before they existed. */
+const AS_BEFORE = { calibTemperature: 1, mix: 'fixed' } as const;
+/** The clip search's settings, left out of the hash together when it is off. */
+const CLIP_KEYS = ['clipShare', 'clipRowShare', 'clipInit'];
+
 /** Hash of everything that determines the trajectory (workers, time and memory budgets excluded). */
 export function configHash(c: RunConfig, tuning: SearchTuning = DEFAULT_TUNING): string {
   const { workers: _w, timeBudget: _t, memoryBudget: _m, ...rest } = c;
   // Settings added later are left out at the value that runs as before, so the hash is the
-  // one older versions wrote and their checkpoints still resume: the calibration set's
-  // temperature at 1, the fixed mix, and the clip search when it is off.
-  const { calibTemperature, ...beforeTemperature } = tuning;
-  const withTemperature = calibTemperature === 1 ? beforeTemperature : tuning;
-  const { mix, ...beforeMix } = withTemperature;
-  const withMix = mix === 'fixed' ? beforeMix : withTemperature;
-  const { clipShare, clipRowShare, clipInit, ...beforeClip } = withMix;
-  const t = clipShare === 0 && clipRowShare === 0 && !clipInit ? beforeClip : withMix;
+  // one older versions wrote and their checkpoints still resume.
+  const clipOff = tuning.clipShare === 0 && tuning.clipRowShare === 0 && !tuning.clipInit;
+  const asBefore = (k: string, v: unknown) => (k in AS_BEFORE ? AS_BEFORE[k as keyof typeof AS_BEFORE] === v : clipOff && CLIP_KEYS.includes(k));
+  const t = Object.fromEntries(Object.entries(tuning).filter(([k, v]) => !asBefore(k, v)));
   return createHash('sha256').update(JSON.stringify({ rest, tuning: t })).digest('hex');
 }
