@@ -15,6 +15,7 @@ import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, 
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { emit, note, type BenchModule } from './emit';
+import { vmHwmMB } from './proc';
 
 const CLI = join(process.cwd(), 'dist', 'invarx.js');
 
@@ -56,12 +57,6 @@ async function waitPast(home: string, id: string, step: number): Promise<JobStat
     if (s.state === 'done' || s.step > step) return s;
     await sleep(500);
   }
-}
-
-/** A live process's peak RSS so far in MB (VmHWM, Linux). */
-function peakRssMB(pid: number): number {
-  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Math.round(Number(m[1]) / 1024) : NaN;
 }
 
 /** Paths of the files below `dir`, relative to it, sorted. */
@@ -128,7 +123,7 @@ export const resumeBench: BenchModule = {
       for (const past of [Math.floor(steps / 3), Math.floor((2 * steps) / 3)]) {
         const s = await waitPast(home, id, past);
         if (s.state === 'done') break;
-        daemonPeakMB.push(peakRssMB(d.pid!));
+        daemonPeakMB.push(Math.round(vmHwmMB(d.pid!)));
         d.kill('SIGKILL');
         killedAt.push(s.step);
         await new Promise((r) => d.once('exit', r));
@@ -138,7 +133,7 @@ export const resumeBench: BenchModule = {
       const end = await waitPast(home, id, Infinity);
       const interruptedS = (performance.now() - t0) / 1000;
       cli(['export', id, '--home', home, '--out', join(dir, 'interrupted')]);
-      daemonPeakMB.push(peakRssMB(d.pid!));
+      daemonPeakMB.push(Math.round(vmHwmMB(d.pid!)));
       const cmp = sameFiles(join(dir, 'reference'), join(dir, 'interrupted'));
       // the step each restart resumed from (what a kill cost: the steps between it and the kill)
       const resumedFrom = readFileSync(join(home, 'jobs', id, 'job.log'), 'utf8').trim().split('\n')

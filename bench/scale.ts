@@ -26,6 +26,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SYNTHETIC_SHAPES, planSynthetic } from '../core/model/synthetic';
 import { emit, note, type BenchModule } from './emit';
+import { vmHwmMB } from './proc';
 
 const DEFAULT_SHAPES = ['260k', '15m', '110m'];
 const DEFAULT_BUDGETS: Record<string, number> = { '260k': 120, '15m': 300, '110m': 900, '1b': 1800 };
@@ -86,16 +87,6 @@ function budgets(v: string | undefined, shapes: string[]): Record<string, number
     out[shape] = n;
   }
   return out;
-}
-
-/** Peak resident set (VmHWM) of a live process in MB, or 0 once it is gone. */
-function vmHwmMB(pid: number): number {
-  try {
-    const m = /^VmHWM:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : 0;
-  } catch {
-    return 0;
-  }
 }
 
 interface ChildFigures {
