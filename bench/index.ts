@@ -6,6 +6,7 @@
 import type { BenchModule } from './emit';
 import { candidatesBench } from './candidates';
 import { exportBench } from './export';
+import { factorBench } from './factor';
 import { matmulBench } from './matmul';
 import { ablationBench, qualityBench } from './quality';
 import { resumeBench } from './resume';
@@ -14,7 +15,7 @@ import { scaleBench } from './scale';
 import { searchBench } from './search';
 import { sweepBench } from './sweep';
 
-const BENCHES: BenchModule[] = [matmulBench, searchBench, qualityBench, ablationBench, sampleBench, scaleBench, exportBench, sweepBench, resumeBench, candidatesBench];
+const BENCHES: BenchModule[] = [matmulBench, searchBench, qualityBench, ablationBench, sampleBench, scaleBench, exportBench, sweepBench, resumeBench, candidatesBench, factorBench];
 
 const wanted = process.argv.slice(2);
 const unknown = wanted.filter((w) => !BENCHES.some((b) => b.name === w));

@@ -44,6 +44,12 @@ export interface Ops {
    */
   hessianEntries?(H: Float64Array, xT: F32, N: number, cols: number, rows: ArrayLike<number> | null, seqStarts: readonly number[]): void;
   /**
+   * Optional: core/quant/cholesky.ts's choleskyLower (A = L Lᵀ in place, false when A is not
+   * positive definite) and choleskyInverse (A⁻¹ from L), bit for bit: GPTQ's O(n³) steps.
+   */
+  choleskyLower?(A: Float64Array, n: number): boolean;
+  choleskyInverse?(L: Float64Array, n: number): Float64Array;
+  /**
    * Optional: pins weights in the backend. Until the handle is released, a matmulT whose w
    * is one of these arrays (the same object) uses a copy made on its first use — copied,
    * and packed for the backend's kernel, once instead of on every call. Same bits as

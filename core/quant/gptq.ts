@@ -20,6 +20,7 @@
  */
 import { InvarxError } from '../errors';
 import type { F32 } from '../model/types';
+import type { Ops } from '../ops';
 import { choleskyInverse, choleskyLower } from './cholesky';
 import { clipGrid, groupParams, numGroups, quantCode, validateSpec, type QuantSpec, type Quantized } from './rtn';
 
@@ -108,8 +109,11 @@ function checkOptions(opts: GptqOptions): { percdamp: number; blocksize: number 
   return { percdamp, blocksize };
 }
 
-/** The first half of gptq.py `fasterquant`: dead columns, dampening, H⁻¹ and its Cholesky factor. */
-export function gptqFactor(H: Float64Array, cols: number, opts: GptqOptions = {}): GptqFactor {
+/**
+ * The first half of gptq.py `fasterquant`: dead columns, dampening, H⁻¹ and its Cholesky
+ * factor. `ops`: a backend with faster Cholesky steps (same bits).
+ */
+export function gptqFactor(H: Float64Array, cols: number, opts: GptqOptions = {}, ops?: Ops): GptqFactor {
   if (H.length !== cols * cols) throw new RangeError(`Hessian holds ${H.length} values, not ${cols} × ${cols}`);
   const { percdamp } = checkOptions(opts);
   const Hd = H.slice();
@@ -130,11 +134,13 @@ export function gptqFactor(H: Float64Array, cols: number, opts: GptqOptions = {}
   const damp = percdamp * meanDiag;
   for (let i = 0; i < cols; i++) Hd[i * cols + i] += damp;
   // H = torch.linalg.cholesky(H); H = torch.cholesky_inverse(H); H = torch.linalg.cholesky(H, upper=True)
-  if (!choleskyLower(Hd, cols)) {
+  const lower = ops?.choleskyLower ?? choleskyLower;
+  const inverse = ops?.choleskyInverse ?? choleskyInverse;
+  if (!lower(Hd, cols)) {
     throw new InvarxError('bad-config', `GPTQ: the damped Hessian is not positive definite; raise dampPercent (now ${percdamp})`);
   }
-  const U = choleskyInverse(Hd, cols);
-  if (!choleskyLower(U, cols)) {
+  const U = inverse(Hd, cols);
+  if (!lower(U, cols)) {
     throw new InvarxError('bad-config', `GPTQ: the inverse Hessian is not positive definite; raise dampPercent (now ${percdamp})`);
   }
   transposeInPlace(U, cols); // upper factor U = Lᵀ, Hinv = Uᵀ U

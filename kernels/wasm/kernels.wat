@@ -924,4 +924,76 @@
       (local.set $i (i32.add (local.get $i) (i32.const 16)))
       (br $il)))
   )
+
+  ;; ---------------------------------------------------------------------------------
+  ;; The float64 product behind GPTQ's Cholesky factor and inverse (kernels/wasm/cholesky.ts):
+  ;; one column tile j0 … j0+3 of C [·, ldc] gets, for the rows i0 … i1−1 (4 at a time),
+  ;;   C[i][j] ← C[i][j] + A[k][i]·B[k][j]   for k = k0, k0+1, … k1−1, in that order,
+  ;; each entry in its own lane, mul then add, never fused: the float64 sequence of core's
+  ;; reference loops (core/quant/cholesky.ts), whose subtractions the caller turns into
+  ;; additions by storing A negated (x − a·b and x + (−a)·b are the same IEEE operation).
+  ;; A[k][i] is at $A + 8·(i·ai + k·ak) for i a multiple of 4 (rows i+1 … i+3 follow it),
+  ;; B[k][j] likewise with bj, bk: k-major matrices (ai = 1, ak = ld) or packed tiles of 4
+  ;; (ai = K, ak = 4). Per k one tile of B is two loads and each row of A one broadcast;
+  ;; C's tile stays in 8 f64x2 registers over k. The row tiles share the tile of B.
+  (func $gemm_add (export "gemm_add") (param $C i32) (param $ldc i32) (param $A i32) (param $ai i32) (param $ak i32)
+                    (param $B i32) (param $bj i32) (param $bk i32) (param $j0 i32) (param $i0 i32) (param $i1 i32)
+                    (param $k0 i32) (param $k1 i32)
+    (local $i i32) (local $k i32) (local $pc i32) (local $pa i32) (local $pb i32)
+    (local $sa i32) (local $sb i32) (local $sc i32)
+    (local $b0 v128) (local $b1 v128) (local $a v128)
+    (local $c00 v128) (local $c01 v128) (local $c10 v128) (local $c11 v128)
+    (local $c20 v128) (local $c21 v128) (local $c30 v128) (local $c31 v128)
+    (local.set $sa (i32.shl (local.get $ak) (i32.const 3)))
+    (local.set $sb (i32.shl (local.get $bk) (i32.const 3)))
+    (local.set $sc (i32.shl (local.get $ldc) (i32.const 3)))
+    (local.set $i (local.get $i0))
+    (block $idone (loop $il
+      (br_if $idone (i32.ge_s (local.get $i) (local.get $i1)))
+      (local.set $pc (i32.add (local.get $C)
+        (i32.shl (i32.add (i32.mul (local.get $i) (local.get $ldc)) (local.get $j0)) (i32.const 3))))
+      (local.set $c00 (v128.load offset=0 (local.get $pc)))
+      (local.set $c01 (v128.load offset=16 (local.get $pc)))
+      (local.set $c10 (v128.load offset=0 (i32.add (local.get $pc) (local.get $sc))))
+      (local.set $c11 (v128.load offset=16 (i32.add (local.get $pc) (local.get $sc))))
+      (local.set $c20 (v128.load offset=0 (i32.add (local.get $pc) (i32.shl (local.get $sc) (i32.const 1)))))
+      (local.set $c21 (v128.load offset=16 (i32.add (local.get $pc) (i32.shl (local.get $sc) (i32.const 1)))))
+      (local.set $c30 (v128.load offset=0 (i32.add (local.get $pc) (i32.mul (local.get $sc) (i32.const 3)))))
+      (local.set $c31 (v128.load offset=16 (i32.add (local.get $pc) (i32.mul (local.get $sc) (i32.const 3)))))
+      (local.set $pa (i32.add (local.get $A) (i32.shl (i32.add
+        (i32.mul (local.get $k0) (local.get $ak)) (i32.mul (local.get $i) (local.get $ai))) (i32.const 3))))
+      (local.set $pb (i32.add (local.get $B) (i32.shl (i32.add
+        (i32.mul (local.get $k0) (local.get $bk)) (i32.mul (local.get $j0) (local.get $bj))) (i32.const 3))))
+      (local.set $k (local.get $k0))
+      (block $kdone (loop $kl
+        (br_if $kdone (i32.ge_s (local.get $k) (local.get $k1)))
+        (local.set $b0 (v128.load offset=0 (local.get $pb)))
+        (local.set $b1 (v128.load offset=16 (local.get $pb)))
+        (local.set $a (f64x2.splat (f64.load offset=0 (local.get $pa))))
+        (local.set $c00 (f64x2.add (local.get $c00) (f64x2.mul (local.get $a) (local.get $b0))))
+        (local.set $c01 (f64x2.add (local.get $c01) (f64x2.mul (local.get $a) (local.get $b1))))
+        (local.set $a (f64x2.splat (f64.load offset=8 (local.get $pa))))
+        (local.set $c10 (f64x2.add (local.get $c10) (f64x2.mul (local.get $a) (local.get $b0))))
+        (local.set $c11 (f64x2.add (local.get $c11) (f64x2.mul (local.get $a) (local.get $b1))))
+        (local.set $a (f64x2.splat (f64.load offset=16 (local.get $pa))))
+        (local.set $c20 (f64x2.add (local.get $c20) (f64x2.mul (local.get $a) (local.get $b0))))
+        (local.set $c21 (f64x2.add (local.get $c21) (f64x2.mul (local.get $a) (local.get $b1))))
+        (local.set $a (f64x2.splat (f64.load offset=24 (local.get $pa))))
+        (local.set $c30 (f64x2.add (local.get $c30) (f64x2.mul (local.get $a) (local.get $b0))))
+        (local.set $c31 (f64x2.add (local.get $c31) (f64x2.mul (local.get $a) (local.get $b1))))
+        (local.set $pa (i32.add (local.get $pa) (local.get $sa)))
+        (local.set $pb (i32.add (local.get $pb) (local.get $sb)))
+        (local.set $k (i32.add (local.get $k) (i32.const 1)))
+        (br $kl)))
+      (v128.store offset=0 (local.get $pc) (local.get $c00))
+      (v128.store offset=16 (local.get $pc) (local.get $c01))
+      (v128.store offset=0 (i32.add (local.get $pc) (local.get $sc)) (local.get $c10))
+      (v128.store offset=16 (i32.add (local.get $pc) (local.get $sc)) (local.get $c11))
+      (v128.store offset=0 (i32.add (local.get $pc) (i32.shl (local.get $sc) (i32.const 1))) (local.get $c20))
+      (v128.store offset=16 (i32.add (local.get $pc) (i32.shl (local.get $sc) (i32.const 1))) (local.get $c21))
+      (v128.store offset=0 (i32.add (local.get $pc) (i32.mul (local.get $sc) (i32.const 3))) (local.get $c30))
+      (v128.store offset=16 (i32.add (local.get $pc) (i32.mul (local.get $sc) (i32.const 3))) (local.get $c31))
+      (local.set $i (i32.add (local.get $i) (i32.const 4)))
+      (br $il)))
+  )
 )

@@ -127,6 +127,7 @@ export interface KernelExports {
   silu_mul(a: number, g: number, n: number): void;
   hess_row(x: number, ld: number, t0: number, t1: number, f: number, d: number, a: number, b0: number, nb: number, acc: number): void;
   hess_col(x: number, ld: number, t0: number, t1: number, f: number, d: number, b: number, a0: number, na: number, acc: number): void;
+  gemm_add(C: number, ldc: number, A: number, ai: number, ak: number, B: number, bj: number, bk: number, j0: number, i0: number, i1: number, k0: number, k1: number): void;
 }
 
 export function instantiate(module: WasmModule, memory: WasmMemory): KernelExports {

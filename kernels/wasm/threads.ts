@@ -18,13 +18,13 @@ import type { WasmMemory, WasmModule } from './api';
 import type { KernelExports } from './module';
 
 /** Int32 words per thread in the control block; thread t (helpers 1…) owns words [t·CTL_STRIDE, +CTL_STRIDE). */
-export const CTL_STRIDE = 16;
+export const CTL_STRIDE = 32;
 const MAX_THREADS = 64;
 /** Bytes at the bottom of the memory reserved for control words. */
 export const CTL_BYTES = CTL_STRIDE * MAX_THREADS * 4;
 /** Per-thread slots: GEN (bumped by the caller per job), DONE (set to GEN when finished), STATUS, OP, then the job. */
 const GEN = 0, DONE = 1, STATUS = 2, OP = 3, ARGS = 4;
-const OP_QUIT = 0, OP_MATMUL = 1, OP_HESSIAN = 2;
+const OP_QUIT = 0, OP_MATMUL = 1, OP_HESSIAN = 2, OP_TILES = 3;
 /** STATUS values. */
 const READY = 1, FAILED = -1;
 /** The shared next-chunk counter lives in thread 0's (the caller's) otherwise unused slots. */
@@ -101,6 +101,60 @@ function runHessian(k: KernelExports, ctl: Int32Array, counter: number, a: numbe
   }
 }
 
+/**
+ * Column tiles of a float64 product (kernels.wat gemm_add, for kernels/wasm/cholesky.ts):
+ * tiles j0 = j, j + 4, … < j1, one taken at a time. Each tile's rows and k range are
+ * fixed or follow the tile (the `TILE_*` flags), so a tile's bits do not depend on which
+ * thread computed it.
+ */
+export interface TileJob {
+  /** Byte offsets of C, A and B; C's row length and A's and B's strides (in float64 values, as gemm_add takes them). */
+  C: number;
+  ldc: number;
+  A: number;
+  ai: number;
+  ak: number;
+  B: number;
+  bj: number;
+  bk: number;
+  /** TILE_* flags. */
+  flags: number;
+  j: number;
+  j1: number;
+  /** Rows [i0, i1) and k range [k0 = 0, k1), unless a flag ties them to the tile. */
+  i0: number;
+  i1: number;
+  k1: number;
+}
+
+/** Rows start at the tile (i0 = j0): the lower triangle. */
+export const TILE_ROWS_FROM = 1;
+/** Rows end with the tile (i1 = j0 + 4): the upper triangle. */
+export const TILE_ROWS_TO = 2;
+/** k starts at the tile (k0 = j0): the terms before it are products with zeros. */
+export const TILE_K_FROM = 4;
+
+/** The tile loop every thread runs (the workers run its source text: it may use only its arguments). */
+function runTiles(k: KernelExports, ctl: Int32Array, counter: number, a: number[]): void {
+  const [C, ldc, A, ai, ak, B, bj, bk, flags, j, j1, i0, i1, k1] = a;
+  for (;;) {
+    const j0 = j + 4 * Atomics.add(ctl, counter, 1);
+    if (j0 >= j1) return;
+    const r0 = flags & 1 ? j0 : i0;
+    const r1 = flags & 2 ? Math.min(j0 + 4, i1) : i1;
+    if (r0 < r1) k.gemm_add(C >>> 0, ldc, A >>> 0, ai, ak, B >>> 0, bj, bk, j0, r0, r1, flags & 4 ? j0 : 0, k1);
+  }
+}
+
+/** Runs every tile of `job` on this thread alone (no helpers, no shared counter). */
+export function runTilesHere(k: KernelExports, job: TileJob): void {
+  runTiles(k, new Int32Array(2), 1, tileArgs(job));
+}
+
+function tileArgs(job: TileJob): number[] {
+  return [job.C, job.ldc, job.A, job.ai, job.ak, job.B, job.bj, job.bk, job.flags, job.j, job.j1, job.i0, job.i1, job.k1];
+}
+
 const WORKER_SOURCE = `
 const { workerData } = require('node:worker_threads');
 const { module, memory, t } = workerData;
@@ -108,6 +162,7 @@ const base = t * ${CTL_STRIDE};
 const ctl = new Int32Array(memory.buffer, 0, ${CTL_STRIDE * MAX_THREADS});
 const runChunks = ${runChunks.toString()};
 const runHessian = ${runHessian.toString()};
+const runTiles = ${runTiles.toString()};
 let k;
 try {
   k = new WebAssembly.Instance(module, { env: { memory } }).exports;
@@ -127,8 +182,10 @@ for (;;) {
   if (ctl[base + ${OP}] === ${OP_QUIT}) break;
   let status = ${READY};
   try {
-    const args = Array.from(ctl.subarray(base + ${ARGS}, base + ${ARGS} + 10));
-    if (ctl[base + ${OP}] === ${OP_HESSIAN}) runHessian(k, ctl, ${COUNTER}, args, memory.buffer);
+    const args = Array.from(ctl.subarray(base + ${ARGS}, base + ${CTL_STRIDE}));
+    const op = ctl[base + ${OP}];
+    if (op === ${OP_HESSIAN}) runHessian(k, ctl, ${COUNTER}, args, memory.buffer);
+    else if (op === ${OP_TILES}) runTiles(k, ctl, ${COUNTER}, args);
     else runChunks(k, ctl, ${COUNTER}, args, t);
   } catch (e) {
     status = ${FAILED};
@@ -170,6 +227,12 @@ export class HelperThreads {
   hessian(k: KernelExports, job: HessianJob, memory: WasmMemory, helpers: number): void {
     const args = [job.x, job.ld, job.cols, job.acc, job.seg, job.segments, job.blockRows, job.chunk];
     this.run(OP_HESSIAN, args, helpers, () => runHessian(k, this.ctl, COUNTER, args, memory.buffer));
+  }
+
+  /** Runs the tile `job` on this thread and the first `helpers` helper threads; returns when every tile is done. */
+  tiles(k: KernelExports, job: TileJob, helpers: number): void {
+    const args = tileArgs(job);
+    this.run(OP_TILES, args, helpers, () => runTiles(k, this.ctl, COUNTER, args));
   }
 
   /** Starts the helpers on job `op`, runs this thread's share (`own`), then waits for them. */

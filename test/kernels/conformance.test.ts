@@ -6,6 +6,7 @@
  *  - quantDequant: bit-identical to core's fakeQuantRtnRect;
  *  - sqErr: bit-identical to sqErrRef and within 1e-12 of a plain float64 sum;
  *  - hessianEntries (where a backend has it): bit-identical to core's hessianEntriesRef;
+ *  - choleskyLower, choleskyInverse (where a backend has them): bit-identical to core's;
  *  - softmaxCausal, siluMul (where a backend has them): within float32 round-off of
  *    float64, row or element separable;
  *  - matmulT's row-separability contract (core/ops.ts).
@@ -16,6 +17,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { SEPARABLE_MIN_ROWS, siluMul, softmaxCausal } from '../../core/ops';
 import { hessianEntriesRef, hessianRows, hessianT } from '../../core/quant/hessian';
+import { choleskyInverse, choleskyLower } from '../../core/quant/cholesky';
 import { Rng } from '../../core/rng';
 import { CLIP_AUTO, CLIP_RATIOS, fakeQuantRtnRect, type QuantSpec } from '../../core/quant/rtn';
 import {
@@ -45,6 +47,28 @@ const subjects: Subject[] = [
   { name: 'wasm, 2 threads', make: () => createWasmBackend({ threads: 2 }), maxMacs: 2e7, runs: 40 },
   { name: 'wasm, unfused', make: () => createWasmBackend({ fused: false }), maxMacs: 2e7, runs: 25 },
 ];
+
+/**
+ * A random positive definite H [n, n] like a damped GPTQ Hessian: X Xᵀ + I/10 over three
+ * groups of columns that never meet (exact zeros between them, in H, its factor and its
+ * inverse), with a few all-zero rows of X.
+ */
+function positiveDefinite(rng: Rng, n: number): Float64Array {
+  const m = n + 8;
+  const group = Array.from({ length: n }, () => rng.int(3));
+  const x = randomArray(rng, n * m);
+  for (let i = 0; i < n; i++) if (rng.float() < 0.05) x.fill(0, i * m, (i + 1) * m);
+  const H = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) {
+      if (group[i] !== group[j]) continue;
+      let s = i === j ? 0.1 : 0;
+      for (let t = 0; t < m; t++) s += x[i * m + t] * x[j * m + t];
+      H[i * n + j] = s;
+    }
+  }
+  return H;
+}
 
 /** max over outputs of |y − ref| / (√Σ_k (x_ik w_jk)² · √K), ref in float64. */
 function matmulError(y: Float32Array, y0: Float32Array | null, x: Float32Array, w: Float32Array, n: number, K: number, N: number): number {
@@ -342,6 +366,35 @@ for (const s of subjects) {
         }),
         { numRuns: 4 },
       );
+    });
+
+    it('choleskyLower and choleskyInverse (GPTQ\'s factor) are bit-identical to core\'s: panel edges, exact zeros, sizes split over threads', () => {
+      const ops = get();
+      if (!ops.choleskyLower || !ops.choleskyInverse) return;
+      const sizes = fc.oneof(fc.constantFrom(1, 2, 3, 4, 5, 31, 32, 33, 63, 64, 65, 97, 191, 192, 257), fc.integer({ min: 1, max: 300 }));
+      fc.assert(
+        fc.property(sizes, fc.integer({ min: 1, max: 2 ** 31 - 1 }), (n, seed) => {
+          const H = positiveDefinite(Rng.fromSeed(seed), n);
+          const ref = H.slice();
+          const got = H.slice();
+          expect(choleskyLower(ref, n)).toBe(true);
+          expect(ops.choleskyLower!(got, n)).toBe(true);
+          expect(firstMismatch(got, ref)).toBe(-1);
+          expect(firstMismatch(ops.choleskyInverse!(ref, n), choleskyInverse(ref, n))).toBe(-1);
+        }),
+        { numRuns: 14 },
+      );
+    });
+
+    it('choleskyLower says false, as core\'s does, for a matrix that is not positive definite (early or late in the factor)', () => {
+      const ops = get();
+      if (!ops.choleskyLower) return;
+      for (const [n, bad] of [[5, 0], [100, 3], [260, 200]]) {
+        const H = positiveDefinite(Rng.fromSeed(n), n);
+        H[bad * n + bad] = -H[bad * n + bad];
+        expect(choleskyLower(H.slice(), n)).toBe(false);
+        expect(ops.choleskyLower(H.slice(), n)).toBe(false);
+      }
     });
 
     it('sqErr is bit-identical to sqErrRef and matches a float64 sum', () => {

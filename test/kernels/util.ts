@@ -8,7 +8,7 @@ export function randomArray(rng: Rng, n: number, scale = 1): Float32Array {
 }
 
 /** Index of the first element where a and b differ (Object.is: NaN = NaN, +0 ≠ −0), or −1. */
-export function firstMismatch(a: Float32Array, b: Float32Array): number {
+export function firstMismatch(a: Float32Array | Float64Array, b: Float32Array | Float64Array): number {
   if (a.length !== b.length) return Math.min(a.length, b.length);
   for (let i = 0; i < a.length; i++) if (!Object.is(a[i], b[i])) return i;
   return -1;

@@ -1,0 +1,71 @@
+/**
+ * GPTQ's factor of one Hessian (core/quant/gptq.ts gptqFactor: Cholesky, inverse, Cholesky
+ * of the inverse) at the input widths of real models, core's float64 loops against the
+ * wasm backend on 1 and 2 threads (the same bits): seconds each and the speed-up, and the
+ * seconds per layer this makes for GPTQ at the 110M and 1B shapes (one factor per input:
+ * attention in, attention out and FFN in at the model width, FFN out at the FFN width).
+ * `INVARX_BENCH_FACTOR_N=768,2048` picks the widths (default 768, 2048, 5632; 5632 takes
+ * about a minute in core's loops).
+ */
+import { gptqFactor } from '../core/quant/gptq';
+import { Rng } from '../core/rng';
+import type { Ops } from '../core/ops';
+import { createWasmBackend } from '../kernels/wasm/backend';
+import { emit, note, type BenchModule } from './emit';
+
+const DEFAULT_WIDTHS = [768, 2048, 5632];
+/** Model width and FFN width per shape, and the widths' factors per layer. */
+const LAYERS = { '110m': [768, 2048], '1b': [2048, 5632] } as const;
+
+const round = (v: number, d = 3) => Math.round(v * 10 ** d) / 10 ** d;
+
+/** A Hessian-like positive semidefinite matrix (X Xᵀ over n/2 random rows, so rank-deficient until damped, as small calibration sets make it). */
+function hessianLike(n: number): Float64Array {
+  const rng = Rng.fromSeed(n);
+  const m = Math.ceil(n / 2);
+  const x = new Float64Array(m * n);
+  for (let i = 0; i < x.length; i++) x[i] = rng.float() * 2 - 1;
+  const H = new Float64Array(n * n);
+  for (let t = 0; t < m; t++) {
+    for (let i = 0; i < n; i++) {
+      const xi = x[t * n + i];
+      for (let j = i; j < n; j++) H[i * n + j] += xi * x[t * n + j];
+    }
+  }
+  for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) H[i * n + j] = H[j * n + i];
+  return H;
+}
+
+function seconds(H: Float64Array, n: number, ops?: Ops): number {
+  const t0 = performance.now();
+  gptqFactor(H, n, {}, ops);
+  return (performance.now() - t0) / 1000;
+}
+
+async function run(): Promise<void> {
+  const widths = (process.env.INVARX_BENCH_FACTOR_N ?? DEFAULT_WIDTHS.join(',')).split(',').map(Number);
+  const one = createWasmBackend({ threads: 1 });
+  const two = createWasmBackend({ threads: 2 });
+  const perWidth = new Map<number, { core: number; wasm2: number }>();
+  const warm = hessianLike(256);
+  seconds(warm, 256, one); // kernels compiled, helpers started
+  seconds(warm, 256, two);
+  for (const n of widths) {
+    note(`factor: ${n} columns`);
+    const H = hessianLike(n);
+    const wasm1 = seconds(H, n, one);
+    const wasm2 = seconds(H, n, two);
+    const core = seconds(H, n);
+    perWidth.set(n, { core, wasm2 });
+    emit({ figure: 'gptq_factor_seconds', n, core: round(core), wasm_1_thread: round(wasm1), wasm_2_threads: round(wasm2), speedup_2_threads: round(core / wasm2, 2) });
+  }
+  for (const [shape, [d, ffn]] of Object.entries(LAYERS)) {
+    const a = perWidth.get(d), b = perWidth.get(ffn);
+    if (!a || !b) continue;
+    emit({ figure: 'gptq_factor_seconds_per_layer', shape, core: round(3 * a.core + b.core), wasm_2_threads: round(3 * a.wasm2 + b.wasm2) });
+  }
+  one.dispose?.();
+  two.dispose?.();
+}
+
+export const factorBench: BenchModule = { name: 'factor', byNameOnly: true, run };
