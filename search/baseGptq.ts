@@ -40,20 +40,20 @@ export class GptqBase implements BaseQuantizer {
 
   /** GPTQ of the rows `rowSet` (all when omitted) of w [·, cols] on the run's grid, from the factor of their input Hessian. */
   private gptqRows(w: F32, cols: number, factor: GptqFactor, rowSet?: ArrayLike<number>): GptqResult | FormatGptqResult {
-    const { spec } = this.s;
+    const { spec, ops } = this.s;
     const fmt = specFormat(spec);
-    return fmt ? gptqFormatRows(w, cols, factor, fmt, { clip: spec.clip === true }, rowSet) : gptqQuantizeRows(w, cols, factor, spec, {}, rowSet);
+    return fmt ? gptqFormatRows(w, cols, factor, fmt, { clip: spec.clip === true, ops }, rowSet) : gptqQuantizeRows(w, cols, factor, spec, { ops }, rowSet);
   }
 
   /** GPTQ of all of w [·, cols] given its input Hessian. */
   private gptq(w: F32, cols: number, H: F64): GptqResult | FormatGptqResult {
-    return this.gptqRows(w, cols, gptqFactor(H, cols, {}, this.s.ops));
+    return this.gptqRows(w, cols, gptqFactor(H, cols, { ops: this.s.ops }));
   }
 
   qkv(b: Block, xa: F32, codes?: CodeSink): { w: Pick<Block, QkvName>; factorA: GptqFactor } {
     const { N, spec, data, ops } = this.s;
     const d = this.s.cfg.dim;
-    const factorA = gptqFactor(hessian(xa, N, d, data.seqStarts, ops), d, {}, ops);
+    const factorA = gptqFactor(hessian(xa, N, d, data.seqStarts, ops), d, { ops });
     const w: Partial<Block> = {};
     for (const name of QKV_LINEARS) w[name] = keepCodes(name, this.gptqRows(b[name], d, factorA), codes);
     return { w: { wq: w.wq!, wk: w.wk!, wv: w.wv! }, factorA };
@@ -96,7 +96,7 @@ export class GptqBase implements BaseQuantizer {
     const { cfg, N, spec, ops, data } = this.s;
     const d = cfg.dim;
     const H = cfg.hiddenDim;
-    const factorX = gptqFactor(hessian(xn, N, d, data.seqStarts, ops), d, {}, ops);
+    const factorX = gptqFactor(hessian(xn, N, d, data.seqStarts, ops), d, { ops });
     const q: Block = { ...b };
     q.w1 = keepCodes('w1', this.gptqRows(b.w1, d, factorX), codes);
     if (b.w3) q.w3 = keepCodes('w3', this.gptqRows(b.w3, d, factorX), codes);

@@ -74,6 +74,8 @@ export interface GptqOptions {
    * (so the grid is RTN's) instead of when the column loop enters the group. Default false.
    */
   staticGroups?: boolean;
+  /** A backend with faster float64 steps (Cholesky, inverse, lazy batch update): the same bits. */
+  ops?: Ops;
 }
 
 export interface GptqResult {
@@ -109,11 +111,8 @@ function checkOptions(opts: GptqOptions): { percdamp: number; blocksize: number 
   return { percdamp, blocksize };
 }
 
-/**
- * The first half of gptq.py `fasterquant`: dead columns, dampening, H⁻¹ and its Cholesky
- * factor. `ops`: a backend with faster Cholesky steps (same bits).
- */
-export function gptqFactor(H: Float64Array, cols: number, opts: GptqOptions = {}, ops?: Ops): GptqFactor {
+/** The first half of gptq.py `fasterquant`: dead columns, dampening, H⁻¹ and its Cholesky factor. */
+export function gptqFactor(H: Float64Array, cols: number, opts: GptqOptions = {}): GptqFactor {
   if (H.length !== cols * cols) throw new RangeError(`Hessian holds ${H.length} values, not ${cols} × ${cols}`);
   const { percdamp } = checkOptions(opts);
   const Hd = H.slice();
@@ -134,8 +133,8 @@ export function gptqFactor(H: Float64Array, cols: number, opts: GptqOptions = {}
   const damp = percdamp * meanDiag;
   for (let i = 0; i < cols; i++) Hd[i * cols + i] += damp;
   // H = torch.linalg.cholesky(H); H = torch.cholesky_inverse(H); H = torch.linalg.cholesky(H, upper=True)
-  const lower = ops?.choleskyLower ?? choleskyLower;
-  const inverse = ops?.choleskyInverse ?? choleskyInverse;
+  const lower = opts.ops?.choleskyLower ?? choleskyLower;
+  const inverse = opts.ops?.choleskyInverse ?? choleskyInverse;
   if (!lower(Hd, cols)) {
     throw new InvarxError('bad-config', `GPTQ: the damped Hessian is not positive definite; raise dampPercent (now ${percdamp})`);
   }
@@ -228,6 +227,7 @@ export function gptqColumns(
   const { group } = grid;
   const nG = numGroups(cols, group);
   const Hinv = factor.U;
+  const update = opts.ops?.gptqLazyUpdate ?? lazyUpdate;
 
   // W = layer.weight.data.clone().float(); W[:, dead] = 0
   const W = new Float64Array(rows * cols);
@@ -286,17 +286,18 @@ export function gptqColumns(
       }
     }
     // W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])   (the lazy batch update, paper §3)
-    if (i2 < cols) lazyUpdate(W, Err1, Hinv, rows, cols, blocksize, i1, count, i2);
+    if (i2 < cols) update(W, Err1, Hinv, rows, cols, blocksize, i1, count, i2);
   }
   return { deq, loss };
 }
 
 /**
- * W[:, i2:] −= Err1 · Hinv[i1 : i1+count, i2:], each entry's updates in k order and a zero
- * error skipped, as one row at a time would do it; four rows at a time share each read of a
- * row of Hinv (with a zero among their four errors, those rows take the one-row path).
+ * W[:, i2:] −= Err1 · Hinv[i1 : i1+count, i2:] (W [rows, cols], Err1 [rows, blocksize]),
+ * each entry's updates in k order and a zero error skipped, as lazyUpdateRow does it row by
+ * row (skipping keeps a −0 weight −0); four rows at a time share each read of a row of Hinv
+ * (with a zero among their four errors, those rows take the one-row path).
  */
-function lazyUpdate(
+export function lazyUpdate(
   W: Float64Array, Err1: Float64Array, Hinv: Float64Array, rows: number, cols: number, blocksize: number, i1: number, count: number, i2: number,
 ): void {
   let r = 0;
@@ -324,9 +325,14 @@ function lazyUpdate(
       }
     }
   }
-  for (; r < rows; r++) {
-    for (let k = 0; k < count; k++) rowUpdate(W, r * cols, Err1[r * blocksize + k], Hinv, (i1 + k) * cols, i2, cols);
-  }
+  for (; r < rows; r++) lazyUpdateRow(W, Err1, Hinv, r, cols, blocksize, i1, count, i2);
+}
+
+/** Row r of lazyUpdate. */
+export function lazyUpdateRow(
+  W: Float64Array, Err1: Float64Array, Hinv: Float64Array, r: number, cols: number, blocksize: number, i1: number, count: number, i2: number,
+): void {
+  for (let k = 0; k < count; k++) rowUpdate(W, r * cols, Err1[r * blocksize + k], Hinv, (i1 + k) * cols, i2, cols);
 }
 
 function rowUpdate(W: Float64Array, wo: number, e: number, Hinv: Float64Array, ho: number, i2: number, cols: number): void {

@@ -64,7 +64,7 @@ function gptqBlock(cfg: ModelConfig, fp: Block, x: Rows, spec: QuantSpec, opts: 
   const stage = (names: LinearName[], input: BlockInput, acts: F32) => {
     const cols = inputWidth(cfg, input);
     // one factor for the linears that share the input (an O(cols³) step: at 2048 columns, seconds)
-    const factor = gptqFactor(hessian(acts, N, cols, x.seqStarts, ops), cols, opts, ops);
+    const factor = gptqFactor(hessian(acts, N, cols, x.seqStarts, ops), cols, { ...opts, ops });
     for (const name of names) if (b[name]) quantizeInto(cfg, b, name, spec, opts, l, factor);
   };
   const xa = attnInput(cfg, b, x.x, N);

@@ -15,7 +15,7 @@ import { Arena } from './arena';
 import { fusedMadd, instantiate, kernelsModule, relaxedSimd, type KernelExports } from './module';
 import { ResidentWeights } from './resident';
 import { HelperThreads } from './threads';
-import { wasmCholesky } from './cholesky';
+import { wasmGptq } from './gptq';
 
 export interface WasmBackendOptions {
   /** Threads a matmul is split over (this one plus threads − 1 helpers). Default 1. */
@@ -69,7 +69,7 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
   let active = threads;
   const weightCap = opts.residentWeightBytes ?? RESIDENT_WEIGHT_BYTES;
   const resident = new ResidentWeights(arena, weightCap);
-  const cholesky = wasmCholesky(k, arena, helpers, () => active);
+  const gptq = wasmGptq(k, arena, helpers, () => active);
 
   /** Copies rows [r0, r1) × columns [c0, c0 + span) of src [·, cols] to the arena at byte p, packed. */
   function copyIn(src: F32, cols: number, r0: number, r1: number, c0: number, span: number, p: number): void {
@@ -485,8 +485,9 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
     softmaxCausal,
     siluMul,
     hessianEntries,
-    choleskyLower: cholesky.choleskyLower,
-    choleskyInverse: cholesky.choleskyInverse,
+    choleskyLower: gptq.choleskyLower,
+    choleskyInverse: gptq.choleskyInverse,
+    gptqLazyUpdate: gptq.gptqLazyUpdate,
     quantDequant,
     // in TypeScript: with its eight running sums it streams at memory speed, and copying
     // both operands into the arena cost more than wasm saved (measured)

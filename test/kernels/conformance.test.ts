@@ -6,7 +6,7 @@
  *  - quantDequant: bit-identical to core's fakeQuantRtnRect;
  *  - sqErr: bit-identical to sqErrRef and within 1e-12 of a plain float64 sum;
  *  - hessianEntries (where a backend has it): bit-identical to core's hessianEntriesRef;
- *  - choleskyLower, choleskyInverse (where a backend has them): bit-identical to core's;
+ *  - choleskyLower, choleskyInverse, gptqLazyUpdate (where a backend has them): bit-identical to core's;
  *  - softmaxCausal, siluMul (where a backend has them): within float32 round-off of
  *    float64, row or element separable;
  *  - matmulT's row-separability contract (core/ops.ts).
@@ -18,6 +18,7 @@ import fc from 'fast-check';
 import { SEPARABLE_MIN_ROWS, siluMul, softmaxCausal } from '../../core/ops';
 import { hessianEntriesRef, hessianRows, hessianT } from '../../core/quant/hessian';
 import { choleskyInverse, choleskyLower } from '../../core/quant/cholesky';
+import { lazyUpdate } from '../../core/quant/gptq';
 import { Rng } from '../../core/rng';
 import { CLIP_AUTO, CLIP_RATIOS, fakeQuantRtnRect, type QuantSpec } from '../../core/quant/rtn';
 import {
@@ -395,6 +396,30 @@ for (const s of subjects) {
         expect(choleskyLower(H.slice(), n)).toBe(false);
         expect(ops.choleskyLower(H.slice(), n)).toBe(false);
       }
+    });
+
+    it('gptqLazyUpdate (GPTQ\'s batch update) is bit-identical to core\'s: zero errors skipped, −0 weights kept, sizes split over threads', () => {
+      const ops = get();
+      if (!ops.gptqLazyUpdate) return;
+      fc.assert(
+        fc.property(fc.integer({ min: 1, max: 260 }), fc.integer({ min: 1, max: 400 }), fc.integer({ min: 1, max: 128 }), fc.integer({ min: 1, max: 2 ** 31 - 1 }), (rows, width, count, seed) => {
+          const rng = Rng.fromSeed(seed);
+          const blocksize = count + rng.int(4);
+          const i1 = rng.int(40);
+          const cols = i1 + count + width;
+          const W = Float64Array.from(randomArray(rng, rows * cols), (v) => (rng.float() < 0.02 ? -0 : v));
+          const Err1 = Float64Array.from(randomArray(rng, rows * blocksize), (v) => (rng.float() < 0.002 ? 0 : v));
+          const Hinv = Float64Array.from(randomArray(rng, cols * cols), (v) => (rng.float() < 0.05 ? 0 : v));
+          // row 0's errors are all zero (a dead input's row) over −0 weights: core leaves them −0
+          Err1.fill(0, 0, count);
+          for (let j = i1 + count; j < cols; j += 2) W[j] = -0;
+          const want = W.slice();
+          lazyUpdate(want, Err1, Hinv, rows, cols, blocksize, i1, count, i1 + count);
+          ops.gptqLazyUpdate!(W, Err1, Hinv, rows, cols, blocksize, i1, count, i1 + count);
+          expect(firstMismatch(W, want)).toBe(-1);
+        }),
+        { numRuns: 16 },
+      );
     });
 
     it('sqErr is bit-identical to sqErrRef and matches a float64 sum', () => {
