@@ -14,7 +14,7 @@ import { checkClips, checkSpec, clipRatios, sqErrRef } from '../js';
 import { Arena } from './arena';
 import { fusedMadd, instantiate, kernelsModule, relaxedSimd, type KernelExports } from './module';
 import { ResidentWeights } from './resident';
-import { HelperThreads } from './threads';
+import { attendScratch, HelperThreads, runAttendHere, type AttendJob } from './threads';
 import { wasmGptq } from './gptq';
 
 export interface WasmBackendOptions {
@@ -54,6 +54,8 @@ const CHUNKS_PER_THREAD = 8;
 const DOT_MAX_ROWS = 3;
 /** Rows of x per pass over the Hessian's entries (a block of x stays in L1/L2 meanwhile). */
 const HESS_ROWS = 64;
+/** Below this many multiply-adds a decode attention runs on one thread (its units are small: the hand-offs would dominate). */
+const MT_MIN_ATTEND_MACS = 1 << 17;
 /** Spans at most this long are copied element by element (no subarray allocation). */
 const SHORT_SPAN = 48;
 
@@ -202,45 +204,29 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
     const { nHeads, nKvHeads, headDim: hd, capacity: cap } = shape;
     const qDim = nHeads * hd;
     const group = nHeads / nKvHeads;
-    const scale = 1 / Math.sqrt(hd);
     let maxS = 1;
-    for (let r = 0; r < n; r++) maxS = Math.max(maxS, pos[r] + 1);
+    let macs = 0;
+    for (let r = 0; r < n; r++) {
+      maxS = Math.max(maxS, pos[r] + 1);
+      macs += 2 * (pos[r] + 1) * qDim;
+    }
+    const threaded = helpers !== null && active > 1 && macs >= MT_MIN_ATTEND_MACS;
+    const threadsUsed = threaded ? active : 1;
+    const layout = attendScratch(group, hd, maxS);
     arena.reset();
-    const gPad = (group + 3) & ~3;
     const qp = arena.alloc(n * qDim), cp = arena.alloc(n * qDim);
-    const att = arena.alloc(gPad * maxS);
-    const packed = group > DOT_MAX_ROWS;
-    // the panel path's operands: the group's queries and context padded to gPad rows, packed keys or values
-    const xq = packed ? arena.alloc(gPad * hd) : 0;
-    const yc = packed ? arena.alloc(gPad * hd) : 0;
-    const wp = packed ? arena.alloc(((Math.max(maxS, hd) + 7) & ~7) * Math.max(maxS, hd)) : 0;
-    const scratch = packed ? arena.alloc(32) : 0;
+    const rowsp = arena.alloc(2 * n);
+    const scratch = arena.alloc((threadsUsed * layout.stride) / 4);
     const m = arena.f32;
     m.set(q.subarray(0, n * qDim), qp >> 2);
-    if (packed) m.fill(0, xq >> 2, (xq >> 2) + gPad * hd);
-    for (let r = 0; r < n; r++) {
-      const s = seqs[r];
-      const p = pos[r];
-      const S = p + 1;
-      for (let g = 0; g < nKvHeads; g++) {
-        const base = 4 * (s * nKvHeads + g) * cap * hd;
-        const h0 = 4 * (r * qDim + g * group * hd);
-        if (!packed) {
-          k.dot_t(qp + h0, kOff + base, 4 * hd, att, group, hd, S, 0);
-          for (let j = 0; j < group; j++) k.softmax_causal(att + 4 * j * S, 1, S, p, scale);
-          k.dot_t(att, vOff + base, 4 * cap, cp + h0, group, S, hd, 0);
-          continue;
-        }
-        m.copyWithin(xq >> 2, (qp + h0) >> 2, ((qp + h0) >> 2) + group * hd);
-        k.pack_w(kOff + base, 4 * hd, S, hd, kcMax, wp);
-        k.matmul_t(xq, wp, att, 0, gPad, hd, S, kcMax, 0, scratch);
-        for (let j = 0; j < group; j++) k.softmax_causal(att + 4 * j * S, 1, S, p, scale);
-        // rows past the group were zero queries: their scores are not probabilities, but rows never mix
-        k.pack_w(vOff + base, 4 * cap, hd, S, kcMax, wp);
-        k.matmul_t(att, wp, yc, 0, gPad, S, hd, kcMax, 0, scratch);
-        m.copyWithin((cp + h0) >> 2, yc >> 2, (yc >> 2) + group * hd);
-      }
-    }
+    const table = new Int32Array(arena.memory.buffer, rowsp, 2 * n);
+    for (let r = 0; r < n; r++) (table[2 * r] = seqs[r]), (table[2 * r + 1] = pos[r]);
+    const job: AttendJob = {
+      q: qp, ctx: cp, keys: kOff, valuesT: vOff, rows: rowsp, n, nKvHeads, group, headDim: hd, capacity: cap, kcMax,
+      packed: group > DOT_MAX_ROWS ? 1 : 0, scratch, layout,
+    };
+    if (threaded) helpers.attend(k, job, arena.memory, active - 1);
+    else runAttendHere(k, job, arena.memory.buffer);
     ctx.set(m.subarray(cp >> 2, (cp >> 2) + n * qDim));
   }
 

@@ -24,7 +24,7 @@ const MAX_THREADS = 64;
 export const CTL_BYTES = CTL_STRIDE * MAX_THREADS * 4;
 /** Per-thread slots: GEN (bumped by the caller per job), DONE (set to GEN when finished), STATUS, OP, then the job. */
 const GEN = 0, DONE = 1, STATUS = 2, OP = 3, ARGS = 4;
-const OP_QUIT = 0, OP_MATMUL = 1, OP_HESSIAN = 2, OP_TILES = 3;
+const OP_QUIT = 0, OP_MATMUL = 1, OP_HESSIAN = 2, OP_TILES = 3, OP_ATTEND = 4;
 /** STATUS values. */
 const READY = 1, FAILED = -1;
 /** The shared next-chunk counter lives in thread 0's (the caller's) otherwise unused slots. */
@@ -146,6 +146,99 @@ function runTiles(k: KernelExports, ctl: Int32Array, counter: number, a: number[
   }
 }
 
+/**
+ * Decode attention over resident KV caches (the wasm backend's attendCached): one unit per
+ * (row, KV head), taken one at a time; each unit writes only its own heads' context, with
+ * the thread's own scratch, so its bits do not depend on which thread ran it.
+ */
+export interface AttendJob {
+  /** Queries and context [n, nHeads·hd] (float32); the caches; (sequence, position) per row (int32 pairs). */
+  q: number;
+  ctx: number;
+  keys: number;
+  valuesT: number;
+  rows: number;
+  n: number;
+  nKvHeads: number;
+  group: number;
+  headDim: number;
+  capacity: number;
+  kcMax: number;
+  /** 1: the group's queries go through packed panels (matmul_t), 0: dot products (dot_t). */
+  packed: number;
+  /** Thread t's scratch starts at scratch + t·layout.stride (see attendScratch). */
+  scratch: number;
+  layout: AttendScratch;
+}
+
+/** One thread's scratch for an attention job: byte offsets in it of the packed path's operands, and its size. */
+export interface AttendScratch {
+  xq: number;
+  yc: number;
+  wp: number;
+  tile: number;
+  stride: number;
+}
+
+/** The scratch layout for `group` query heads per KV head of size hd over spans up to maxS: scores first, then the packed path's operands. */
+export function attendScratch(group: number, hd: number, maxS: number): AttendScratch {
+  const gPad = (group + 3) & ~3;
+  const bytes = (floats: number) => 4 * ((floats + 15) & ~15);
+  const span = Math.max(maxS, hd);
+  const xq = bytes(gPad * maxS);
+  const yc = xq + bytes(gPad * hd);
+  const wp = yc + bytes(gPad * hd);
+  const tile = wp + bytes(((span + 7) & ~7) * span);
+  return { xq, yc, wp, tile, stride: tile + bytes(32) };
+}
+
+/** The attention loop every thread runs (the workers run its source text: it may use only its arguments and globals). */
+function runAttend(k: KernelExports, ctl: Int32Array, counter: number, a: number[], buffer: ArrayBufferLike, t: number): void {
+  const [q, ctx, keys, values, rows] = [a[0] >>> 0, a[1] >>> 0, a[2] >>> 0, a[3] >>> 0, a[4] >>> 0];
+  const [, , , , , n, nKv, group, hd, cap, kcMax, packed, scratch, xqAt, ycAt, wpAt, tileAt, stride] = a;
+  const gPad = (group + 3) & ~3;
+  const att = (scratch >>> 0) + t * stride;
+  const [xq, yc, wp, tile] = [att + xqAt, att + ycAt, att + wpAt, att + tileAt];
+  const m = new Float32Array(buffer);
+  const sp = new Int32Array(buffer, rows, 2 * n);
+  const qDim = group * nKv * hd;
+  const scale = 1 / Math.sqrt(hd);
+  if (packed) m.fill(0, xq >> 2, (xq >> 2) + gPad * hd);
+  for (;;) {
+    const u = Atomics.add(ctl, counter, 1);
+    if (u >= n * nKv) return;
+    const r = Math.floor(u / nKv), g = u % nKv;
+    const p = sp[2 * r + 1];
+    const S = p + 1;
+    const base = 4 * (sp[2 * r] * nKv + g) * cap * hd;
+    const h0 = 4 * (r * qDim + g * group * hd);
+    if (!packed) {
+      k.dot_t(q + h0, keys + base, 4 * hd, att, group, hd, S, 0);
+      for (let j = 0; j < group; j++) k.softmax_causal(att + 4 * j * S, 1, S, p, scale);
+      k.dot_t(att, values + base, 4 * cap, ctx + h0, group, S, hd, 0);
+      continue;
+    }
+    m.copyWithin(xq >> 2, (q + h0) >> 2, ((q + h0) >> 2) + group * hd);
+    k.pack_w(keys + base, 4 * hd, S, hd, kcMax, wp);
+    k.matmul_t(xq, wp, att, 0, gPad, hd, S, kcMax, 0, tile);
+    for (let j = 0; j < group; j++) k.softmax_causal(att + 4 * j * S, 1, S, p, scale);
+    // rows past the group were zero queries: their scores are not probabilities, but rows never mix
+    k.pack_w(values + base, 4 * cap, hd, S, kcMax, wp);
+    k.matmul_t(att, wp, yc, 0, gPad, S, hd, kcMax, 0, tile);
+    m.copyWithin((ctx + h0) >> 2, yc >> 2, (yc >> 2) + group * hd);
+  }
+}
+
+function attendArgs(job: AttendJob): number[] {
+  const { xq, yc, wp, tile, stride } = job.layout;
+  return [job.q, job.ctx, job.keys, job.valuesT, job.rows, job.n, job.nKvHeads, job.group, job.headDim, job.capacity, job.kcMax, job.packed, job.scratch, xq, yc, wp, tile, stride];
+}
+
+/** Runs all of the attention `job` on this thread alone. */
+export function runAttendHere(k: KernelExports, job: AttendJob, buffer: ArrayBufferLike): void {
+  runAttend(k, new Int32Array(2), 1, attendArgs(job), buffer, 0);
+}
+
 /** Runs every tile of `job` on this thread alone (no helpers, no shared counter). */
 export function runTilesHere(k: KernelExports, job: TileJob): void {
   runTiles(k, new Int32Array(2), 1, tileArgs(job));
@@ -163,6 +256,7 @@ const ctl = new Int32Array(memory.buffer, 0, ${CTL_STRIDE * MAX_THREADS});
 const runChunks = ${runChunks.toString()};
 const runHessian = ${runHessian.toString()};
 const runTiles = ${runTiles.toString()};
+const runAttend = ${runAttend.toString()};
 let k;
 try {
   k = new WebAssembly.Instance(module, { env: { memory } }).exports;
@@ -186,6 +280,7 @@ for (;;) {
     const op = ctl[base + ${OP}];
     if (op === ${OP_HESSIAN}) runHessian(k, ctl, ${COUNTER}, args, memory.buffer);
     else if (op === ${OP_TILES}) runTiles(k, ctl, ${COUNTER}, args);
+    else if (op === ${OP_ATTEND}) runAttend(k, ctl, ${COUNTER}, args, memory.buffer, t);
     else runChunks(k, ctl, ${COUNTER}, args, t);
   } catch (e) {
     status = ${FAILED};
@@ -233,6 +328,12 @@ export class HelperThreads {
   tiles(k: KernelExports, job: TileJob, helpers: number): void {
     const args = tileArgs(job);
     this.run(OP_TILES, args, helpers, () => runTiles(k, this.ctl, COUNTER, args));
+  }
+
+  /** Runs the attention `job` on this thread and the first `helpers` helper threads; returns when every unit is done. */
+  attend(k: KernelExports, job: AttendJob, memory: WasmMemory, helpers: number): void {
+    const args = attendArgs(job);
+    this.run(OP_ATTEND, args, helpers, () => runAttend(k, this.ctl, COUNTER, args, memory.buffer, 0));
   }
 
   /** Starts the helpers on job `op`, runs this thread's share (`own`), then waits for them. */
