@@ -14,7 +14,8 @@ import { checkClips, checkSpec, clipRatios, sqErrRef } from '../js';
 import { Arena } from './arena';
 import { fusedMadd, instantiate, kernelsModule, relaxedSimd, type KernelExports } from './module';
 import { ResidentWeights } from './resident';
-import { attendScratch, HelperThreads, runAttendHere, type AttendJob } from './threads';
+import { HelperThreads } from './threads';
+import { attendScratch, runAttendHere, type AttendJob } from './threadJobs';
 import { wasmGptq } from './gptq';
 
 export interface WasmBackendOptions {

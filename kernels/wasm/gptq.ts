@@ -26,7 +26,8 @@
  */
 import type { Arena } from './arena';
 import type { KernelExports } from './module';
-import { runTilesHere, TILE_K_FROM, TILE_ROWS_FROM, TILE_ROWS_TO, type HelperThreads, type TileJob } from './threads';
+import type { HelperThreads } from './threads';
+import { runTilesHere, TILE_K_FROM, TILE_ROWS_FROM, TILE_ROWS_TO, type TileJob } from './threadJobs';
 import { choleskyInverse as choleskyInverseRef, choleskyLower as choleskyLowerRef } from '../../core/quant/cholesky';
 import { lazyUpdate as lazyUpdateRef, lazyUpdateRow } from '../../core/quant/gptq';
 

@@ -1,0 +1,226 @@
+/**
+ * The jobs the wasm helper threads run (./threads.ts hands them out): for each, its
+ * arguments and the loop every thread runs over a shared counter, taking chunks, lines,
+ * tiles or units until none are left. The workers run these loops' source text, so each
+ * may use only its arguments and globals; which thread takes a piece never changes its
+ * bits. The `…Here` functions run a whole job on the calling thread alone.
+ */
+import type { KernelExports } from './module';
+
+/** A chunked matmul: matmul_t over rows [c·chunk, min((c+1)·chunk, rows)) for each chunk c taken. */
+export interface MatmulJob {
+  x: number;
+  wp: number;
+  y: number;
+  rows: number;
+  K: number;
+  N: number;
+  kcMax: number;
+  beta: number;
+  /** Rows per chunk, a multiple of 4. */
+  chunk: number;
+  /** Byte offset of a 128-byte scratch tile per thread (thread t at + 128·t). */
+  scratch: number;
+}
+
+/**
+ * The loop every thread runs (the workers run its source text: it may use only its
+ * arguments and globals). Returns the first rows of the chunks this thread computed.
+ */
+export function runChunks(k: KernelExports, ctl: Int32Array, counter: number, a: number[], t: number): number[] {
+  const [x, wp, y, rows, K, N, kcMax, beta, chunk, scratch] = a;
+  const mine: number[] = [];
+  for (;;) {
+    const r0 = Atomics.add(ctl, counter, 1) * chunk;
+    if (r0 >= rows) return mine;
+    k.matmul_t(x, wp, y, r0, Math.min(r0 + chunk, rows), K, N, kcMax, beta, scratch + 128 * t);
+    mine.push(r0);
+  }
+}
+
+/**
+ * A chunked Hessian: lines [c·chunk, min((c+1)·chunk, cols)) of the running sums for each
+ * chunk c taken, each line over every segment and row block in order (as the one-thread
+ * loop takes them), so a line's bits do not depend on which thread summed it.
+ */
+export interface HessianJob {
+  /** x row-major [N, ld] float32; the sums: line a at acc + 8·a·ld, float64. */
+  x: number;
+  ld: number;
+  cols: number;
+  acc: number;
+  /** Float64 table of `segments` rows (r0, r1, decay, f): core/quant/hessian.ts's Segments. */
+  seg: number;
+  segments: number;
+  /** Rows per block (each block once over a chunk's lines). */
+  blockRows: number;
+  chunk: number;
+}
+
+/** The Hessian loop every thread runs (the workers run its source text: it may use only its arguments and globals). */
+export function runHessian(k: KernelExports, ctl: Int32Array, counter: number, a: number[], buffer: ArrayBufferLike): void {
+  // (pointers past 2 GiB come back from the Int32 control words negative)
+  const [x, acc, seg] = [a[0] >>> 0, a[3] >>> 0, a[4] >>> 0];
+  const [, ld, cols, , , segments, blockRows, chunk] = a;
+  const sg = new Float64Array(buffer, seg, 4 * segments);
+  for (;;) {
+    const a0 = Atomics.add(ctl, counter, 1) * chunk;
+    if (a0 >= cols) return;
+    const a1 = Math.min(a0 + chunk, cols);
+    for (let s = 0; s < segments; s++) {
+      const r0 = sg[4 * s], r1 = sg[4 * s + 1], decay = sg[4 * s + 2], f = sg[4 * s + 3];
+      for (let t0 = r0; t0 < r1; t0 += blockRows) {
+        const t1 = Math.min(t0 + blockRows, r1);
+        const d = t0 === r0 ? decay : 1;
+        for (let i = a0; i < a1; i++) k.hess_row(x, ld, t0, t1, f, d, i, i, (cols - i + 15) & ~15, acc + 8 * i * ld);
+      }
+    }
+  }
+}
+
+/**
+ * Column tiles of a float64 product (kernels.wat gemm_add, for kernels/wasm/cholesky.ts):
+ * tiles j0 = j, j + 4, … < j1, one taken at a time. Each tile's rows and k range are
+ * fixed or follow the tile (the `TILE_*` flags), so a tile's bits do not depend on which
+ * thread computed it.
+ */
+export interface TileJob {
+  /** Byte offsets of C, A and B; C's row length and A's and B's strides (in float64 values, as gemm_add takes them). */
+  C: number;
+  ldc: number;
+  A: number;
+  ai: number;
+  ak: number;
+  B: number;
+  bj: number;
+  bk: number;
+  /** TILE_* flags. */
+  flags: number;
+  j: number;
+  j1: number;
+  /** Rows [i0, i1) and k range [k0 = 0, k1), unless a flag ties them to the tile. */
+  i0: number;
+  i1: number;
+  k1: number;
+}
+
+/** Rows start at the tile (i0 = j0): the lower triangle. */
+export const TILE_ROWS_FROM = 1;
+/** Rows end with the tile (i1 = j0 + 4): the upper triangle. */
+export const TILE_ROWS_TO = 2;
+/** k starts at the tile (k0 = j0): the terms before it are products with zeros. */
+export const TILE_K_FROM = 4;
+
+/** The tile loop every thread runs (the workers run its source text: it may use only its arguments). */
+export function runTiles(k: KernelExports, ctl: Int32Array, counter: number, a: number[]): void {
+  const [C, ldc, A, ai, ak, B, bj, bk, flags, j, j1, i0, i1, k1] = a;
+  for (;;) {
+    const j0 = j + 4 * Atomics.add(ctl, counter, 1);
+    if (j0 >= j1) return;
+    const r0 = flags & 1 ? j0 : i0;
+    const r1 = flags & 2 ? Math.min(j0 + 4, i1) : i1;
+    if (r0 < r1) k.gemm_add(C >>> 0, ldc, A >>> 0, ai, ak, B >>> 0, bj, bk, j0, r0, r1, flags & 4 ? j0 : 0, k1);
+  }
+}
+
+/**
+ * Decode attention over resident KV caches (the wasm backend's attendCached): one unit per
+ * (row, KV head), taken one at a time; each unit writes only its own heads' context, with
+ * the thread's own scratch, so its bits do not depend on which thread ran it.
+ */
+export interface AttendJob {
+  /** Queries and context [n, nHeads·hd] (float32); the caches; (sequence, position) per row (int32 pairs). */
+  q: number;
+  ctx: number;
+  keys: number;
+  valuesT: number;
+  rows: number;
+  n: number;
+  nKvHeads: number;
+  group: number;
+  headDim: number;
+  capacity: number;
+  kcMax: number;
+  /** 1: the group's queries go through packed panels (matmul_t), 0: dot products (dot_t). */
+  packed: number;
+  /** Thread t's scratch starts at scratch + t·layout.stride (see attendScratch). */
+  scratch: number;
+  layout: AttendScratch;
+}
+
+/** One thread's scratch for an attention job: byte offsets in it of the packed path's operands, and its size. */
+export interface AttendScratch {
+  xq: number;
+  yc: number;
+  wp: number;
+  tile: number;
+  stride: number;
+}
+
+/** The scratch layout for `group` query heads per KV head of size hd over spans up to maxS: scores first, then the packed path's operands. */
+export function attendScratch(group: number, hd: number, maxS: number): AttendScratch {
+  const gPad = (group + 3) & ~3;
+  const bytes = (floats: number) => 4 * ((floats + 15) & ~15);
+  const span = Math.max(maxS, hd);
+  const xq = bytes(gPad * maxS);
+  const yc = xq + bytes(gPad * hd);
+  const wp = yc + bytes(gPad * hd);
+  const tile = wp + bytes(((span + 7) & ~7) * span);
+  return { xq, yc, wp, tile, stride: tile + bytes(32) };
+}
+
+/** The attention loop every thread runs (the workers run its source text: it may use only its arguments and globals). */
+export function runAttend(k: KernelExports, ctl: Int32Array, counter: number, a: number[], buffer: ArrayBufferLike, t: number): void {
+  const [q, ctx, keys, values, rows] = [a[0] >>> 0, a[1] >>> 0, a[2] >>> 0, a[3] >>> 0, a[4] >>> 0];
+  const [, , , , , n, nKv, group, hd, cap, kcMax, packed, scratch, xqAt, ycAt, wpAt, tileAt, stride] = a;
+  const gPad = (group + 3) & ~3;
+  const att = (scratch >>> 0) + t * stride;
+  const [xq, yc, wp, tile] = [att + xqAt, att + ycAt, att + wpAt, att + tileAt];
+  const m = new Float32Array(buffer);
+  const sp = new Int32Array(buffer, rows, 2 * n);
+  const qDim = group * nKv * hd;
+  const scale = 1 / Math.sqrt(hd);
+  if (packed) m.fill(0, xq >> 2, (xq >> 2) + gPad * hd);
+  for (;;) {
+    const u = Atomics.add(ctl, counter, 1);
+    if (u >= n * nKv) return;
+    const r = Math.floor(u / nKv), g = u % nKv;
+    const p = sp[2 * r + 1];
+    const S = p + 1;
+    const base = 4 * (sp[2 * r] * nKv + g) * cap * hd;
+    const h0 = 4 * (r * qDim + g * group * hd);
+    if (!packed) {
+      k.dot_t(q + h0, keys + base, 4 * hd, att, group, hd, S, 0);
+      for (let j = 0; j < group; j++) k.softmax_causal(att + 4 * j * S, 1, S, p, scale);
+      k.dot_t(att, values + base, 4 * cap, ctx + h0, group, S, hd, 0);
+      continue;
+    }
+    m.copyWithin(xq >> 2, (q + h0) >> 2, ((q + h0) >> 2) + group * hd);
+    k.pack_w(keys + base, 4 * hd, S, hd, kcMax, wp);
+    k.matmul_t(xq, wp, att, 0, gPad, hd, S, kcMax, 0, tile);
+    for (let j = 0; j < group; j++) k.softmax_causal(att + 4 * j * S, 1, S, p, scale);
+    // rows past the group were zero queries: their scores are not probabilities, but rows never mix
+    k.pack_w(values + base, 4 * cap, hd, S, kcMax, wp);
+    k.matmul_t(att, wp, yc, 0, gPad, S, hd, kcMax, 0, tile);
+    m.copyWithin((ctx + h0) >> 2, yc >> 2, (yc >> 2) + group * hd);
+  }
+}
+
+export function attendArgs(job: AttendJob): number[] {
+  const { xq, yc, wp, tile, stride } = job.layout;
+  return [job.q, job.ctx, job.keys, job.valuesT, job.rows, job.n, job.nKvHeads, job.group, job.headDim, job.capacity, job.kcMax, job.packed, job.scratch, xq, yc, wp, tile, stride];
+}
+
+/** Runs all of the attention `job` on this thread alone. */
+export function runAttendHere(k: KernelExports, job: AttendJob, buffer: ArrayBufferLike): void {
+  runAttend(k, new Int32Array(2), 1, attendArgs(job), buffer, 0);
+}
+
+/** Runs every tile of `job` on this thread alone (no helpers, no shared counter). */
+export function runTilesHere(k: KernelExports, job: TileJob): void {
+  runTiles(k, new Int32Array(2), 1, tileArgs(job));
+}
+
+export function tileArgs(job: TileJob): number[] {
+  return [job.C, job.ldc, job.A, job.ai, job.ak, job.B, job.bj, job.bk, job.flags, job.j, job.j1, job.i0, job.i1, job.k1];
+}
