@@ -11,7 +11,7 @@
  * name only.
  */
 import { join } from 'node:path';
-import { ALL_INVARIANCES, autoWorkers, DEFAULT_CONFIG, type SearchTuning } from '../search/config';
+import { ALL_INVARIANCES, autoWorkers, DEFAULT_CONFIG, recommendedTuning, type SearchTuning } from '../search/config';
 import type { Invariance, RunConfig } from '../search/contract';
 import { createSearchJob } from '../search/run';
 import { emit, note, type BenchModule } from './emit';
@@ -34,7 +34,8 @@ async function run(label: string, over: Partial<RunConfig>, tuning: Partial<Sear
   note(`${label}: W${config.bits} g${config.group} ${config.base}, ${config.steps} steps`);
   const t0 = performance.now();
   const cpu0 = process.cpuUsage();
-  const job = await createSearchJob(config, { tuning });
+  const effective = recommendedTuning(config, tuning) ?? {};
+  const job = await createSearchJob(config, { tuning: effective });
   while (!job.done) await job.step();
   const r = await job.report();
   const seconds = (performance.now() - t0) / 1000;
@@ -43,7 +44,7 @@ async function run(label: string, over: Partial<RunConfig>, tuning: Partial<Sear
   await job.close();
   const row = (q: { ppl: number; kl?: number }) => ({ ppl: +q.ppl.toFixed(4), kl: q.kl === undefined ? undefined : +q.kl.toFixed(4) });
   const line = {
-    bench: 'quality', label, bits: config.bits, group: config.group, base: config.base, seed: config.seed, invariances: config.invariances.join(','), tuning,
+    bench: 'quality', label, bits: config.bits, group: config.group, base: config.base, seed: config.seed, invariances: config.invariances.join(','), tuning: effective,
     fp: row(r.fp), rtn: row(r.rtn), baseRow: row(r.base), baseClip: row(r.baseClip), searched: row(r.searched),
     closes: +r.closes.toFixed(4), closesBase: +r.closesBase.toFixed(4),
     steps: r.steps, accepted: r.accepted, stop: job.progress().stopReason,

@@ -13,7 +13,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { callDaemon } from '../daemon/client';
 import type { JobView } from '../daemon/view';
-import { DEFAULT_CONFIG } from '../search/config';
+import { DEFAULT_CONFIG, recommendedTuning } from '../search/config';
 import { createSearchJob } from '../search/run';
 import { emit, note, type BenchModule } from './emit';
 
@@ -76,7 +76,9 @@ async function sequential(): Promise<Timing> {
   for (const bits of BITS) {
     for (const seed of SEEDS) {
       const j0 = performance.now();
-      const job = await createSearchJob({ ...DEFAULT_CONFIG, model: MODEL, bits, group: 32, steps: STEPS, seed, patience: 0, workers: 1 }, { tuning: TUNING });
+      const config = { ...DEFAULT_CONFIG, model: MODEL, bits, group: 32, steps: STEPS, seed, patience: 0, workers: 1 };
+      // the tuning the daemon gives the queue's jobs
+      const job = await createSearchJob(config, { tuning: recommendedTuning(config, TUNING) });
       while (!job.done) await job.step();
       await job.report();
       await job.close();

@@ -17,6 +17,7 @@ import { QueueJobs, type QueueUrl } from './queue';
 import { Scheduler, type JobView } from './scheduler';
 import { Server, type CallContext } from './server';
 import { absolutePath, exportOptions, parseSubmitArgs } from './submit';
+import { recommendedTuning } from '../search/config';
 import { JobStore, TERMINAL } from './store';
 
 export interface DaemonOptions {
@@ -133,7 +134,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     switch (req.verb) {
       case 'submit': {
         const { config, tuning } = parseSubmitArgs(a);
-        return scheduler.submit(config, tuning);
+        return scheduler.submit(config, recommendedTuning(config, tuning));
       }
       case 'list':
         return scheduler.list();

@@ -12,6 +12,7 @@ import { loadTokenizer, tokenizerPathFor } from '../../core/tokenizer';
 import type { FinalReport, RunConfig } from '../../search/contract';
 import { createSearchJob } from '../../search/run';
 import { addRunOptions, runConfigFromOptions, tuningFromOptions } from './runOptions';
+import { recommendedTuning } from '../../search/config';
 
 export function register(program: Command): void {
   addRunOptions(program.command('run').description('search invariances in the foreground and print the before/after quality table'))
@@ -27,7 +28,7 @@ export function register(program: Command): void {
       const onPhase = (phase: string, planned: number | null) => {
         if (show && !started) process.stderr.write(`${phase}…${planned === null ? '' : ` (about ${duration(planned)})`}\n`);
       };
-      const job = await createSearchJob(config, { tuning: tuningFromOptions(o), onPhase });
+      const job = await createSearchJob(config, { tuning: recommendedTuning(config, tuningFromOptions(o)), onPhase });
       started = true;
       const bar = new SingleBar({
         format: '{phase} |{bar}| {value}/{total} steps | loss {loss} | valid KL {valid} | accept {accept} | {cps} cand/s | ETA {phaseEta}',

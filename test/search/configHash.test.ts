@@ -4,7 +4,7 @@
  * at the value that runs as before, and must change it at any other.
  */
 import { describe, expect, it } from 'vitest';
-import { configHash, DEFAULT_CONFIG, DEFAULT_TUNING } from '../../search/config';
+import { configHash, DEFAULT_CONFIG, DEFAULT_TUNING, recommendedTuning, RTN_CALIB_TEMPERATURE } from '../../search/config';
 
 const config = { ...DEFAULT_CONFIG, model: '/models/m.bin', bits: 3, group: 32, steps: 50, seed: 1 };
 const clipOn = { ...DEFAULT_TUNING, clipShare: 0.2, clipInit: true };
@@ -25,3 +25,22 @@ describe('configHash', () => {
     expect(configHash({ ...config, workers: 7, timeBudget: 60, memoryBudget: 1 << 30 })).toBe(h);
   });
 });
+
+describe('recommendedTuning (what a new job records)', () => {
+  it('cools the calibration set for RTN at 3 and 4 bits on the int grid only, and keeps what the job sets', () => {
+    const cool = { calibTemperature: RTN_CALIB_TEMPERATURE };
+    expect(recommendedTuning({ base: 'rtn', bits: 4 })).toEqual(cool);
+    expect(recommendedTuning({ base: 'rtn', bits: 3, format: 'int' }, { seqTokens: 64 })).toEqual({ seqTokens: 64, ...cool });
+    expect(recommendedTuning({ base: 'rtn', bits: 3 }, { calibTemperature: 1 })).toEqual({ calibTemperature: 1 });
+    for (const c of [{ base: 'rtn', bits: 2 }, { base: 'rtn', bits: 5 }, { base: 'gptq', bits: 3 }, { base: 'rtn', bits: 4, format: 'q4_0' }] as const) {
+      expect(recommendedTuning(c)).toBeUndefined();
+      expect(recommendedTuning(c, { seqTokens: 64 })).toEqual({ seqTokens: 64 });
+    }
+  });
+
+  it('leaves the default itself at 1, so a job recorded without the setting (by an older version) keeps its identity and its run', () => {
+    expect(DEFAULT_TUNING.calibTemperature).toBe(1);
+    expect(configHash(config, { ...DEFAULT_TUNING, ...recommendedTuning(config) })).not.toBe(configHash(config));
+  });
+});
+
