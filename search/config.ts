@@ -179,22 +179,25 @@ export function resolveTuning(over: Partial<SearchTuning> = {}): SearchTuning {
   return t as unknown as SearchTuning;
 }
 
-/** The calibration temperature recommendedTuning gives the RTN base at 3 and 4 bits on the int grid. */
-export const RTN_CALIB_TEMPERATURE = 0.7;
+/** The calibration temperature recommendedTuning gives where a cooler set measured better. */
+export const COOL_CALIB_TEMPERATURE = 0.7;
+
+/** Where it did, over seeds 1–3 on the int grid: the RTN base at 3 and 4 bits, the GPTQ base at 2. */
+const COOL_CALIB: Record<RunConfig['base'], readonly number[]> = { rtn: [3, 4], gptq: [2] };
 
 /**
  * A new job's tuning: `over` with the settings the measurements recommend for its config
- * where they differ from DEFAULT_TUNING and `over` does not set them. So far one: the RTN
- * base at 3 and 4 bits on the int grid samples its calibration set at RTN_CALIB_TEMPERATURE
- * (README "Results": W4 closes 30.7% against 21.3% over seeds 1–3; at 2 bits and on the GPTQ
- * base the cooler set did not help). The job entry points (`invarx run`, a daemon's submit)
- * record it in the job, and a job recorded without it (by an older version) still resumes
- * at the default it started with.
+ * where they differ from DEFAULT_TUNING and `over` does not set them. So far one: the
+ * calibration set sampled at COOL_CALIB_TEMPERATURE where COOL_CALIB says (README
+ * "Results": RTN W4 closes 30.7% against 21.3%, W3 43.6% against 42.9%, GPTQ W2 59.5%
+ * against 58.8%; RTN W2 and GPTQ W3, W4 did worse). The job entry points (`invarx run`, a
+ * daemon's submit) record it in the job, and a job recorded without it (by an older
+ * version) still resumes at the default it started with.
  */
 export function recommendedTuning(config: Pick<RunConfig, 'base' | 'bits' | 'format'>, over?: Partial<SearchTuning>): Partial<SearchTuning> | undefined {
   if (over?.calibTemperature !== undefined) return over;
   const intGrid = config.format === undefined || config.format.toLowerCase() === 'int';
-  if (config.base === 'rtn' && intGrid && (config.bits === 3 || config.bits === 4)) return { ...over, calibTemperature: RTN_CALIB_TEMPERATURE };
+  if (intGrid && COOL_CALIB[config.base].includes(config.bits)) return { ...over, calibTemperature: COOL_CALIB_TEMPERATURE };
   return over;
 }
 

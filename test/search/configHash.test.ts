@@ -4,7 +4,7 @@
  * at the value that runs as before, and must change it at any other.
  */
 import { describe, expect, it } from 'vitest';
-import { configHash, DEFAULT_CONFIG, DEFAULT_TUNING, recommendedTuning, RTN_CALIB_TEMPERATURE } from '../../search/config';
+import { configHash, DEFAULT_CONFIG, DEFAULT_TUNING, recommendedTuning, COOL_CALIB_TEMPERATURE } from '../../search/config';
 
 const config = { ...DEFAULT_CONFIG, model: '/models/m.bin', bits: 3, group: 32, steps: 50, seed: 1 };
 const clipOn = { ...DEFAULT_TUNING, clipShare: 0.2, clipInit: true };
@@ -27,12 +27,14 @@ describe('configHash', () => {
 });
 
 describe('recommendedTuning (what a new job records)', () => {
-  it('cools the calibration set for RTN at 3 and 4 bits on the int grid only, and keeps what the job sets', () => {
-    const cool = { calibTemperature: RTN_CALIB_TEMPERATURE };
+  it('cools the calibration set for RTN at 3 and 4 bits and GPTQ at 2 on the int grid only, and keeps what the job sets', () => {
+    const cool = { calibTemperature: COOL_CALIB_TEMPERATURE };
     expect(recommendedTuning({ base: 'rtn', bits: 4 })).toEqual(cool);
+    expect(recommendedTuning({ base: 'gptq', bits: 2 })).toEqual(cool);
     expect(recommendedTuning({ base: 'rtn', bits: 3, format: 'int' }, { seqTokens: 64 })).toEqual({ seqTokens: 64, ...cool });
     expect(recommendedTuning({ base: 'rtn', bits: 3 }, { calibTemperature: 1 })).toEqual({ calibTemperature: 1 });
-    for (const c of [{ base: 'rtn', bits: 2 }, { base: 'rtn', bits: 5 }, { base: 'gptq', bits: 3 }, { base: 'rtn', bits: 4, format: 'q4_0' }] as const) {
+    const plain = [{ base: 'rtn', bits: 2 }, { base: 'rtn', bits: 5 }, { base: 'gptq', bits: 3 }, { base: 'gptq', bits: 4 }, { base: 'rtn', bits: 4, format: 'q4_0' }, { base: 'gptq', bits: 2, format: 'q2_k' }] as const;
+    for (const c of plain) {
       expect(recommendedTuning(c)).toBeUndefined();
       expect(recommendedTuning(c, { seqTokens: 64 })).toEqual({ seqTokens: 64 });
     }
