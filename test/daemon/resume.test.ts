@@ -12,6 +12,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runConfigFromOptions } from '../../daemon/commands/runOptions';
 import { createSearchJob } from '../../search/run';
+import { recommendedTuning } from '../../search/config';
 import { DaemonProc, TUNING, call, ensureBuilt, jobConfig, jobLog, readDir, sleep, status, submit, tmpHome, waitFor, waitState } from './harness';
 import { MODEL_PATH, SEARCH_EXPORT_FILES } from '../helpers';
 
@@ -128,12 +129,13 @@ describe('daemon crash safety', () => {
 
   it('the daemon export equals what `invarx run --out` computes for the same options', async () => {
     // `invarx run` builds its RunConfig with runConfigFromOptions and runs createSearchJob in
-    // its own process; the tuning is the tests' small one (run has no flag for it).
+    // its own process on the tests' small tuning with what recommendedTuning adds to it, as
+    // the daemon's submit does.
     const config = runConfigFromOptions({
       model: MODEL_PATH, bits: '3', group: '32', base: 'rtn', steps: String(STEPS), timeBudget: '0', seed: '1',
       invariances: 'all', candidates: '4', workers: '1', patience: '0',
     });
-    const job = await createSearchJob(config, { tuning: TUNING });
+    const job = await createSearchJob(config, { tuning: recommendedTuning(config, TUNING) });
     while (!job.done) await job.step();
     await job.report();
     const dir = mkdtempSync(join(tmpdir(), 'ixr-'));
