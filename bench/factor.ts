@@ -11,6 +11,7 @@
  * about a minute in core's loops).
  */
 import { gptqFactor, lazyUpdate } from '../core/quant/gptq';
+import { hessian } from '../core/quant/hessian';
 import { Rng } from '../core/rng';
 import type { Ops } from '../core/ops';
 import { createWasmBackend } from '../kernels/wasm/backend';
@@ -22,21 +23,15 @@ const LAYERS = { '110m': [768, 2048], '1b': [2048, 5632] } as const;
 
 const round = (v: number, d = 3) => Math.round(v * 10 ** d) / 10 ** d;
 
-/** A Hessian-like positive semidefinite matrix (X Xᵀ over n/2 random rows, so rank-deficient until damped, as small calibration sets make it). */
-function hessianLike(n: number): Float64Array {
+/**
+ * A GPTQ Hessian of n columns from n/2 random input rows (core's builder, on the backend's
+ * threads): rank-deficient until damped, as small calibration sets make it.
+ */
+function hessianLike(n: number, ops: Ops): Float64Array {
   const rng = Rng.fromSeed(n);
   const m = Math.ceil(n / 2);
-  const x = new Float64Array(m * n);
-  for (let i = 0; i < x.length; i++) x[i] = rng.float() * 2 - 1;
-  const H = new Float64Array(n * n);
-  for (let t = 0; t < m; t++) {
-    for (let i = 0; i < n; i++) {
-      const xi = x[t * n + i];
-      for (let j = i; j < n; j++) H[i * n + j] += xi * x[t * n + j];
-    }
-  }
-  for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) H[i * n + j] = H[j * n + i];
-  return H;
+  const x = Float32Array.from({ length: m * n }, () => rng.float() * 2 - 1);
+  return hessian(x, m, n, [0, m], ops);
 }
 
 function seconds(H: Float64Array, n: number, ops?: Ops): number {
@@ -66,7 +61,7 @@ async function run(): Promise<void> {
   const perWidth = new Map<number, { core: number; wasm2: number }>();
   for (const n of widths) {
     note(`factor: ${n} columns`);
-    const H = hessianLike(n);
+    const H = hessianLike(n, two);
     // once each first: kernels compiled, helpers started, the arena grown to this size (a run reuses it layer after layer)
     seconds(H, n, one);
     seconds(H, n, two);
