@@ -26,6 +26,7 @@ import { hessian, hessianRows, hessianT, transpose } from '../core/quant/hessian
 import { commitUnits, QKV_LINEARS, setRows, specFormat, type BaseQuantizer, type CodeSink, type QkvName } from './blockQuant';
 import type { BlockSetting, BlockState, Caches, F64, GptqFfnCaches } from './blockState';
 import { addFfnOutput, unitActs } from './ffnSide';
+import { temp32, tempCopy } from './temps';
 
 /** The fake-quantized weights of a GPTQ result, its codes (int grid) or packed rows (ggml format) left in `codes` under `name`. */
 function keepCodes(name: LinearName, r: GptqResult | FormatGptqResult, codes?: CodeSink): F32 {
@@ -118,11 +119,11 @@ export class GptqBase implements BaseQuantizer {
     // Rows S of w1/w3 from the factor of their (unchanged) input Hessian.
     const w1q = this.gptqRows(b.w1, d, g.factorX, S).deq;
     const w3q = b.w3 ? this.gptqRows(b.w3, d, g.factorX, S).deq : undefined;
-    const actS = new Float32Array(N * k);
+    const actS = temp32('gptqFfnMove.actS', N * k);
     unitActs(this.s, actS, c.xn, w1q, w3q, b.b1, S);
     // The activation with units S replaced, as [N, H] and transposed [H, N].
-    const act = c.act.slice();
-    const actT = g.actT.slice();
+    const act = tempCopy('gptqFfnMove.act', c.act);
+    const actT = tempCopy('gptqFfnMove.actT', g.actT);
     for (let n = 0; n < N; n++) {
       for (let u = 0; u < k; u++) {
         const v = actS[n * k + u];
@@ -130,10 +131,10 @@ export class GptqBase implements BaseQuantizer {
         actT[S[u] * N + n] = v;
       }
     }
-    const Ha = g.Ha.slice();
+    const Ha = tempCopy('gptqFfnMove.Ha', g.Ha);
     hessianRows(Ha, actT, N, H, S, data.seqStarts, ops);
     const w2q = this.gptq(b.w2, H, Ha).deq;
-    const err = g.errBase.slice();
+    const err = tempCopy('gptqFfnMove.err', g.errBase);
     const loss = addFfnOutput(this.s, err, act, w2q);
     if (commit) {
       c.err.set(err);

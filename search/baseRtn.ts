@@ -25,6 +25,7 @@ import { commitUnits, QKV_LINEARS, specFormat, type BaseQuantizer, type CodeSink
 import type { BlockSetting, BlockState, Caches } from './blockState';
 import type { BlockClips } from './clipMoves';
 import { unitActs } from './ffnSide';
+import { temp32 } from './temps';
 
 /**
  * How a ggml format rounds the rows of a linear whose rows hold `cols` weights: `round`
@@ -159,8 +160,8 @@ export class RtnBase implements BaseQuantizer {
     const S = Int32Array.from(units).sort();
     const k = S.length;
     // New quantized rows of w1/w3 for the touched units (each row is quantized on its own).
-    const w1q = new Float32Array(k * d);
-    const w3q = cfg.arch === 'llama' ? new Float32Array(k * d) : undefined;
+    const w1q = temp32('rtnFfnMove.w1q', k * d);
+    const w3q = cfg.arch === 'llama' ? temp32('rtnFfnMove.w3q', k * d) : undefined;
     for (const [w, out, cl] of [[b.w1, w1q, clips?.w1], [b.w3, w3q, clips?.w3]] as const) {
       if (!w || !out) continue;
       for (let u = 0; u < k; u++) fakeQuantRtnRow(ops, w, S[u], d, spec, out.subarray(u * d, (u + 1) * d), cl);
@@ -170,14 +171,14 @@ export class RtnBase implements BaseQuantizer {
     const cols: number[] = [];
     for (const gi of groups) for (let j = gi * g; j < Math.min(H, (gi + 1) * g); j++) cols.push(j);
     const nc = cols.length;
-    const w2new = new Float32Array(d * H);
+    const w2new = temp32('rtnFfnMove.w2new', d * H); // only the touched groups' columns are written and read
     quantizeColumnGroups(ops, b.w2, d, H, spec, g, groups, w2new, clips?.w2);
-    const actS = new Float32Array(N * k);
+    const actS = temp32('rtnFfnMove.actS', N * k);
     unitActs(this.s, actS, c.xn, w1q, w3q, b.b1, S);
     // Δ = [a' | a] · [w2q' | −w2q]ᵀ over the touched columns: one matmul.
     const slot = new Int32Array(H).fill(-1);
     S.forEach((j, u) => (slot[j] = u));
-    const aCat = new Float32Array(N * 2 * nc);
+    const aCat = temp32('rtnFfnMove.aCat', N * 2 * nc);
     for (let n = 0; n < N; n++) {
       const o = n * 2 * nc;
       for (let ci = 0; ci < nc; ci++) {
@@ -187,14 +188,14 @@ export class RtnBase implements BaseQuantizer {
         aCat[o + nc + ci] = old;
       }
     }
-    const wCat = new Float32Array(d * 2 * nc);
+    const wCat = temp32('rtnFfnMove.wCat', d * 2 * nc);
     for (let i = 0; i < d; i++) {
       for (let ci = 0; ci < nc; ci++) {
         wCat[i * 2 * nc + ci] = w2new[i * H + cols[ci]];
         wCat[i * 2 * nc + nc + ci] = -q.w2[i * H + cols[ci]];
       }
     }
-    const delta = new Float32Array(N * d);
+    const delta = temp32('rtnFfnMove.delta', N * d);
     ops.matmulT(delta, aCat, wCat, N, 2 * nc, d);
     let loss = 0;
     const err = c.err;

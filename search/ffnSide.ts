@@ -8,6 +8,7 @@
 import type { Block, F32, ModelConfig } from '../core/model/types';
 import { siluMul, type Ops } from '../core/ops';
 import type { BlockSetting, F64 } from './blockState';
+import { temp32 } from './temps';
 
 /** FFN hidden activation from projections: silu(p1)·p3 (llama) or relu(p1 + b1) (opt), in place in p1. */
 function activate(cfg: ModelConfig, ops: Ops, p1: F32, p3: F32 | undefined, b1: F32 | undefined, units: ArrayLike<number>, n: number): void {
@@ -33,7 +34,7 @@ export function unitActs(s: BlockSetting, act: F32, xn: F32, w1q: F32, w3q: F32 
   ops.matmulT(act, xn, w1q, N, cfg.dim, k);
   let p3: F32 | undefined;
   if (cfg.arch === 'llama') {
-    p3 = new Float32Array(N * k);
+    p3 = temp32('unitActs.p3', N * k);
     ops.matmulT(p3, xn, w3q!, N, cfg.dim, k);
   }
   activate(cfg, ops, act, p3, b1, units, N);
@@ -52,7 +53,7 @@ export function errorBeforeW2(s: BlockSetting, q: Block, h: F32): F64 {
 export function addFfnOutput(s: BlockSetting, err: F64, act: F32, w2q: F32): number {
   const { cfg, N } = s;
   const d = cfg.dim;
-  const out = new Float32Array(N * d);
+  const out = temp32('addFfnOutput.out', N * d);
   s.ops.matmulT(out, act, w2q, N, cfg.hiddenDim, d);
   let loss = 0;
   for (let i = 0; i < N * d; i++) {
