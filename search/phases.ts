@@ -13,12 +13,14 @@ export type Phase = (typeof PHASES)[number];
 export class PhaseClock {
   private spent = new Map<Phase, number>();
   private current: { phase: Phase; since: number } | null = null;
+  /** The phase onEnter was last told of: the search re-enters its phase every step, and is told once. */
+  private told: Phase | null = null;
   /** Predicted seconds of the phases that have a prediction (search/plan.ts). */
   planned: Partial<Record<Phase, number>> = {};
 
   constructor(
     private now: () => number = () => performance.now() / 1000,
-    /** Told each phase as it begins, with its predicted seconds if any (progress displays before the search's first step). */
+    /** Told each phase as it begins (not again when the same phase is entered again), with its predicted seconds if any (progress displays before the search's first step). */
     private onEnter?: (phase: Phase, plannedSeconds: number | null) => void,
   ) {}
 
@@ -26,6 +28,8 @@ export class PhaseClock {
   enter(phase: Phase): void {
     this.stop();
     this.current = { phase, since: this.now() };
+    if (phase === this.told) return;
+    this.told = phase;
     this.onEnter?.(phase, this.planned[phase] ?? null);
   }
 

@@ -22,7 +22,7 @@ describe('phases and the time budget', () => {
     expect(clock.phase).toBeNull();
   });
 
-  it('PhaseClock tells each phase as it begins with its predicted seconds, and counts down the running one', () => {
+  it('PhaseClock tells each phase as it begins with its predicted seconds (once, however often it is re-entered), and counts down the running one', () => {
     let t = 0;
     const told: [string, number | null][] = [];
     const clock = new PhaseClock(() => t, (phase, planned) => told.push([phase, planned]));
@@ -35,7 +35,11 @@ describe('phases and the time budget', () => {
     clock.enter('calibration');
     expect(clock.etaSeconds).toBeNull();
     clock.enter('base');
+    clock.stop();
+    clock.enter('base'); // the search enters its phase at every step: told once
     expect(told).toEqual([['tokens', 10], ['calibration', null], ['base', 4]]);
+    clock.enter('report');
+    expect(told.at(-1)).toEqual(['report', null]);
   });
 
   const costs: ReportCosts = { evalPass: 10, quantize: { rtn: 1, base: 30, baseClip: 50 } };
