@@ -19,6 +19,11 @@ import type { WasmMemory, WasmModule } from './api';
 import type { KernelExports } from './module';
 import { attendArgs, runAttend, runChunks, runHessian, runTiles, tileArgs, type AttendJob, type HessianJob, type MatmulJob, type TileJob } from './threadJobs';
 
+/** Below this many multiply-adds a product runs on one thread: the hand-off (~10–50 µs) would dominate. */
+export const MT_MIN_MACS = 1 << 21;
+/** Chunks per thread when a product is split: enough to even out a core that is also busy elsewhere. */
+export const CHUNKS_PER_THREAD = 8;
+
 /** Int32 words per thread in the control block; thread t (helpers 1…) owns words [t·CTL_STRIDE, +CTL_STRIDE). */
 export const CTL_STRIDE = 32;
 const MAX_THREADS = 64;
