@@ -1,10 +1,10 @@
 /**
  * Temporaries reused from one candidate to the next. Scoring a candidate allocates
  * short-lived arrays of the block's size (calibration rows × hidden units): at the shipped
- * size, hundreds of MB a second of ArrayBuffers, whose collection took about a fifth of a
- * search's CPU (most of it on V8's helper threads, beside the search). An array that never
- * leaves the function that takes it, and is not taken again under the same name before that
- * function is done with it, comes from here instead.
+ * size, hundreds of MB a second of ArrayBuffers, whose collection took about 15% of a
+ * search's CPU (two thirds of it on V8's helper threads, beside the search). An array that
+ * never leaves the function that takes it, and is not taken again under the same name before
+ * that function is done with it, comes from here instead.
  *
  * Contents are left over from the last use: the taker writes every element it reads. Large
  * arrays are not kept: past KEPT_MAX_BYTES the work done on an array dwarfs its allocation,

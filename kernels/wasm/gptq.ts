@@ -26,7 +26,7 @@
  */
 import type { Arena } from './arena';
 import type { KernelExports } from './module';
-import type { HelperThreads } from './threads';
+import { MT_MIN_MACS, type HelperThreads } from './threads';
 import { runTilesHere, TILE_K_FROM, TILE_ROWS_FROM, TILE_ROWS_TO, type TileJob } from './threadJobs';
 import { choleskyInverse as choleskyInverseRef, choleskyLower as choleskyLowerRef } from '../../core/quant/cholesky';
 import { lazyUpdate as lazyUpdateRef, lazyUpdateRow } from '../../core/quant/gptq';
@@ -37,8 +37,6 @@ const PANEL = 32;
 const MT_MIN_N = 192;
 /** Below this many multiply-adds a lazy update stays in core's loops (copying in and out would cost more). */
 const MIN_UPDATE_MACS = 1 << 18;
-/** Above it, a lazy update is split over the threads. */
-const MT_MIN_UPDATE_MACS = 1 << 21;
 /** Arena bytes the two working matrices may take; past it core's loops run instead (same bits). */
 const MAX_MATRIX_BYTES = 1.5 * 2 ** 30;
 
@@ -198,7 +196,7 @@ export function wasmGptq(k: KernelExports, arena: Arena, helpers: HelperThreads 
       for (let c = 0; c < count; c++) Am[o + 4 * c] = -Err1[r * blocksize + c];
     });
     for (let c = 0; c < count; c++) Hm.set(Hinv.subarray((i1 + c) * cols + i2, (i1 + c + 1) * cols), c * ld);
-    const parallel = m * width * count >= MT_MIN_UPDATE_MACS;
+    const parallel = m * width * count >= MT_MIN_MACS;
     tiles({ C: wp, ldc: ld, A: ap, ai: count, ak: 4, B: hp, bj: 1, bk: ld, flags: 0, j: 0, j1: up4(width), i0: 0, i1: m, k1: count }, parallel);
     clean.forEach((r, i) => W.set(Wm.subarray(i * ld, i * ld + width), r * cols + i2));
   }

@@ -926,7 +926,7 @@
   )
 
   ;; ---------------------------------------------------------------------------------
-  ;; The float64 product behind GPTQ's Cholesky factor and inverse (kernels/wasm/cholesky.ts):
+  ;; The float64 product behind GPTQ's Cholesky factor, inverse and lazy update (kernels/wasm/gptq.ts):
   ;; one column tile j0 … j0+3 of C [·, ldc] gets, for the rows i0 … i1−1 (4 at a time),
   ;;   C[i][j] ← C[i][j] + A[k][i]·B[k][j]   for k = k0, k0+1, … k1−1, in that order,
   ;; each entry in its own lane, mul then add, never fused: the float64 sequence of core's

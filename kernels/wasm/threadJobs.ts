@@ -79,7 +79,7 @@ export function runHessian(k: KernelExports, ctl: Int32Array, counter: number, a
 }
 
 /**
- * Column tiles of a float64 product (kernels.wat gemm_add, for kernels/wasm/cholesky.ts):
+ * Column tiles of a float64 product (kernels.wat gemm_add, for kernels/wasm/gptq.ts):
  * tiles j0 = j, j + 4, … < j1, one taken at a time. Each tile's rows and k range are
  * fixed or follow the tile (the `TILE_*` flags), so a tile's bits do not depend on which
  * thread computed it.
