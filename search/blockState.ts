@@ -121,7 +121,8 @@ export function copyInto<T extends F32 | F64 | Uint8Array>(dst: T, src: ArrayLik
 }
 
 function factorIn(alloc: Alloc, f: GptqFactor): GptqFactor {
-  return { cols: f.cols, U: copyInto(alloc.f64(f.U.length), f.U), dead: copyInto(new Uint8Array(alloc.bytes(f.dead.length)), f.dead) };
+  return { cols: f.cols, U: copyInto(alloc.f64(f.U.length), f.U), dead: copyInto(new Uint8Array(alloc.bytes(f.dead.length)), f.dead),
+    H: copyInto(alloc.f64(f.H.length), f.H), damp: f.damp };
 }
 
 /** A copy of `c` in `alloc`'s memory. */

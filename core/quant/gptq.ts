@@ -21,6 +21,7 @@
 import { InvarxError } from '../errors';
 import type { F32 } from '../model/types';
 import type { Ops } from '../ops';
+import { refineCodes } from './refine';
 import { choleskyInverse, choleskyLower } from './cholesky';
 import { clipGrid, groupParams, numGroups, quantCode, validateSpec, type QuantSpec, type Quantized } from './rtn';
 
@@ -76,13 +77,18 @@ export interface GptqOptions {
   staticGroups?: boolean;
   /** A backend with faster float64 steps (Cholesky, inverse, lazy batch update): the same bits. */
   ops?: Ops;
+  /**
+   * Coordinate-descent sweeps over the int grid's codes after the column loop (./refine.ts);
+   * 0 (the default) is GPTQ as published. Not applied on ggml formats (./gptqFormat.ts).
+   */
+  refineSweeps?: number;
 }
 
 export interface GptqResult {
   qz: Quantized;
   /** dequantize(qz): the fake-quant weights. */
   deq: F32;
-  /** gptq.py's `Losses.sum()`: Σ (w − q)² / (2 [H⁻¹]_qq), the predicted increase of the layer error. */
+  /** gptq.py's `Losses.sum()`: Σ (w − q)² / (2 [H⁻¹]_qq), the predicted increase of the layer error (of the column loop, before any refinement). */
   loss: number;
 }
 
@@ -99,6 +105,10 @@ export interface GptqFactor {
   U: Float64Array;
   /** 1 for a column whose input is always 0. */
   dead: Uint8Array;
+  /** The Hessian the factor was made from (not copied: the caller must not change it while the factor is used), for ./refine.ts. */
+  H: Float64Array;
+  /** The dampening added to its diagonal. */
+  damp: number;
 }
 
 function checkOptions(opts: GptqOptions): { percdamp: number; blocksize: number } {
@@ -143,7 +153,7 @@ export function gptqFactor(H: Float64Array, cols: number, opts: GptqOptions = {}
     throw new InvarxError('bad-config', `GPTQ: the inverse Hessian is not positive definite; raise dampPercent (now ${percdamp})`);
   }
   transposeInPlace(U, cols); // upper factor U = Lᵀ, Hinv = Uᵀ U
-  return { cols, U, dead };
+  return { cols, U, dead, H, damp };
 }
 
 /**
@@ -209,7 +219,11 @@ export function gptqQuantizeRows(
     },
   };
   const { deq, loss } = gptqColumns(w, cols, factor, grid, opts, rowSet);
-  return { qz: { rows, cols, bits, group, q, scale, zero }, deq, loss };
+  const qz = { rows, cols, bits, group, q, scale, zero };
+  const sweeps = opts.refineSweeps ?? 0;
+  if (!(Number.isInteger(sweeps) && sweeps >= 0)) throw new InvarxError('bad-config', `GPTQ refinement sweeps must be an integer ≥ 0, got ${sweeps}`);
+  if (sweeps > 0) refineCodes(w, qz, deq, factor, sweeps, opts.ops?.gptqLazyUpdate ?? lazyUpdate, rowSet);
+  return { qz, deq, loss };
 }
 
 /**
