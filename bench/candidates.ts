@@ -3,17 +3,20 @@
  * INVARX_BENCH_SHAPE (default 110m; one layer, a small vocabulary: only the block matters)
  * on INVARX_BENCH_TOKENS random input rows (default 512, the calibration rows a
  * time-budgeted 1B run keeps), quantized as the big-model runs are (4 bits, group 128,
- * RTN base with clip search). Prints ms per candidate by move kind and for a full
+ * RTN base with clip search; with INVARX_BENCH_BASE=gptq the GPTQ base, plain and with its
+ * codes refined as a GPTQ job's recommended tuning does, one after the other on the same
+ * moves). Prints ms per candidate by move kind and for a full
  * re-evaluation of the block, on one thread (a search worker's), with the rate in the FLOPs
  * search/plan.ts counts per candidate (one block pass over the rows), which is what the
  * time budget's plan assumes.
  */
 import { applyTransforms } from '../core/invariance';
-import { cloneBlock } from '../core/model/types';
+import { cloneBlock, type Block } from '../core/model/types';
 import { Rng } from '../core/rng';
 import { randomModel, syntheticShape } from '../core/model/synthetic';
 import { bestBackend } from '../kernels/registry';
-import { ALL_INVARIANCES, DEFAULT_TUNING } from '../search/config';
+import type { BaseMethod, SearchSpec } from '../search/blockQuant';
+import { ALL_INVARIANCES, DEFAULT_TUNING, GPTQ_REFINE_SWEEPS } from '../search/config';
 import { candidateBlock } from '../search/evaluator';
 import { BlockObjective } from '../search/objective';
 import { CANDIDATE_FLOPS_PER_SECOND, tokenFlops } from '../search/plan';
@@ -27,7 +30,9 @@ async function run(): Promise<void> {
   const shapeName = process.env.INVARX_BENCH_SHAPE ?? '110m';
   const rows = Number(process.env.INVARX_BENCH_TOKENS ?? 512);
   const shape = { ...syntheticShape(shapeName), nLayers: 1, vocabSize: 512, headerOnly: false };
-  note(`candidates: one block of shape ${shapeName} on ${rows} rows, 4 bits group 128, RTN`);
+  const base = (process.env.INVARX_BENCH_BASE ?? 'rtn') as BaseMethod;
+  if (base !== 'rtn' && base !== 'gptq') throw new Error(`INVARX_BENCH_BASE must be rtn or gptq, got ${base}`);
+  note(`candidates: one block of shape ${shapeName} on ${rows} rows, 4 bits group 128, ${base.toUpperCase()}`);
   const model = randomModel(shape);
   const cfg = model.config;
   const ops = bestBackend();
@@ -38,12 +43,22 @@ async function run(): Promise<void> {
   const seqStarts: number[] = [];
   for (let s = 0; s < rows; s += SEQ_TOKENS) seqStarts.push(s);
   seqStarts.push(rows);
-  const spec = { bits: 4, group: 128, clip: true, f16Scales: true };
-  const obj = new BlockObjective(cfg, { x, y: x.slice(), seqStarts }, spec, ops, 'rtn');
+  const spec: SearchSpec = { bits: 4, group: 128, clip: true, f16Scales: true };
   const cur = cloneBlock(model.blocks[0]);
   const flops = rows * tokenFlops(cfg, SEQ_TOKENS).block;
-  const figure = (kind: string, ms: number) =>
-    emit({ bench: 'candidates', shape: shapeName, rows, kind, ms: +ms.toFixed(1), gflopPerS: +(flops / ms / 1e6).toFixed(1), planGflopPerS: CANDIDATE_FLOPS_PER_SECOND / 1e9 });
+  const kinds = attnKindsOn(cfg, new Set(ALL_INVARIANCES));
+  const attn = Array.from({ length: REPS }, () => drawAttnMove(cfg, rng, kinds, DEFAULT_TUNING));
+  const ffn = Array.from({ length: REPS }, () => drawFfnMove(cfg, rng, new Set(ALL_INVARIANCES), DEFAULT_TUNING, spec.group));
+  for (const refine of base === 'gptq' ? [0, GPTQ_REFINE_SWEEPS] : [0]) {
+    const s = refine > 0 ? { ...spec, gptqRefine: refine } : spec;
+    measure(new BlockObjective(cfg, { x, y: x.slice(), seqStarts }, s, ops, base), cur, attn, ffn, (kind: string, ms: number) =>
+      emit({ bench: 'candidates', shape: shapeName, rows, base, refine, kind, ms: +ms.toFixed(1), gflopPerS: +(flops / ms / 1e6).toFixed(1), planGflopPerS: CANDIDATE_FLOPS_PER_SECOND / 1e9 }));
+  }
+}
+
+/** ms per reset, attention candidate and FFN candidate of `obj` on the given moves. */
+function measure(obj: BlockObjective, cur: Block, attn: Move[], ffn: Move[], figure: (kind: string, ms: number) => void): void {
+  const cfg = obj.cfg;
   const timed = (f: () => void) => {
     const t0 = performance.now();
     for (let i = 0; i < REPS; i++) f();
@@ -55,11 +70,8 @@ async function run(): Promise<void> {
     applyTransforms(cfg, nb, m.transforms);
     return nb;
   };
-  const kinds = attnKindsOn(cfg, new Set(ALL_INVARIANCES));
-  const attn = Array.from({ length: REPS }, () => drawAttnMove(cfg, rng, kinds, DEFAULT_TUNING));
   let i = 0;
   figure('attention', timed(() => obj.attnMoveLoss(moved(attn[i]), attn[i++].transforms)));
-  const ffn = Array.from({ length: REPS }, () => drawFfnMove(cfg, rng, new Set(ALL_INVARIANCES), DEFAULT_TUNING, spec.group));
   i = 0;
   figure('ffn', timed(() => obj.ffnMoveLoss(moved(ffn[i]), ffn[i++].units!)));
 }

@@ -107,7 +107,7 @@ function blockChart(x0: number, y0: number, blocks: FinalReport['blocks']): stri
 }
 
 function qualityRows(r: ReportInput['report'], c: RunConfig): [string, number, number | undefined][] {
-  const B = c.base.toUpperCase();
+  const B = r.baseName ?? c.base.toUpperCase();
   const rows: [string, number, number | undefined][] = [['FP', r.fp.ppl, undefined]];
   if (c.base !== 'rtn') rows.push([`RTN W${c.bits} g${c.group}`, r.rtn.ppl, r.rtn.kl]);
   rows.push([`${B} W${c.bits} g${c.group}`, r.base.ppl, r.base.kl], [`${B}+clip`, r.baseClip.ppl, r.baseClip.kl], [`${B}+search`, r.searched.ppl, r.searched.kl]);

@@ -23,6 +23,8 @@ export type BaseMethod = 'rtn' | 'gptq';
  */
 export interface SearchSpec extends QuantSpec {
   format?: string;
+  /** GPTQ base on the int grid: refinement sweeps after each GPTQ (core/quant/refine.ts); absent, none. */
+  gptqRefine?: number;
 }
 
 /** The ggml format of a search's spec, or null for the int grid. */

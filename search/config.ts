@@ -73,6 +73,11 @@ export interface SearchTuning {
   /** Quantize with fp16 scales, so the searched model is exactly its packed GPTQ export. */
   f16Scales: boolean;
   /**
+   * GPTQ base on the int grid: coordinate-descent sweeps over its codes after each GPTQ
+   * (core/quant/refine.ts), in the search and in the table's base rows; 0 is GPTQ as published.
+   */
+  gptqRefine: number;
+  /**
    * Acceptance: 'greedy' takes the best candidate only if it lowers the loss; 'anneal' also
    * takes a worse one with probability exp(−ΔL / (L0·T)), T falling linearly from
    * `temperature` to 0 over the step budget.
@@ -117,6 +122,7 @@ export const DEFAULT_TUNING: SearchTuning = {
   clip: true,
   scaleInit: true,
   f16Scales: true,
+  gptqRefine: 0,
   accept: 'greedy',
   temperature: 0.01,
   schedule: 'round-robin',
@@ -153,6 +159,7 @@ const RANGES: Partial<Record<keyof SearchTuning, [number, number, boolean]>> = {
   globalEvery: [0, 1e9, true],
   globalWeight: [0, 1e6, false],
   globalSeqs: [1, 1e6, true],
+  gptqRefine: [0, 1000, true],
 };
 
 /** Tuning overrides merged onto the defaults; one clear InvarxError for an unknown key or impossible value. */
@@ -185,20 +192,25 @@ export const COOL_CALIB_TEMPERATURE = 0.7;
 /** Where it did, over seeds 1–3 on the int grid: the RTN base at 3 and 4 bits, the GPTQ base at 2. */
 const COOL_CALIB: Record<RunConfig['base'], readonly number[]> = { rtn: [3, 4], gptq: [2] };
 
+/** GPTQ refinement sweeps recommendedTuning gives the GPTQ base on the int grid. */
+export const GPTQ_REFINE_SWEEPS = 2;
+
 /**
  * A new job's tuning: `over` with the settings the measurements recommend for its config
- * where they differ from DEFAULT_TUNING and `over` does not set them. So far one: the
- * calibration set sampled at COOL_CALIB_TEMPERATURE where COOL_CALIB says (README
- * "Results": RTN W4 closes 30.7% against 21.3%, W3 43.6% against 42.9%, GPTQ W2 59.5%
- * against 58.8%; RTN W2 and GPTQ W3, W4 did worse). The job entry points (`invarx run`, a
- * daemon's submit) record it in the job, and a job recorded without it (by an older
- * version) still resumes at the default it started with.
+ * where they differ from DEFAULT_TUNING and `over` does not set them. The calibration set
+ * sampled at COOL_CALIB_TEMPERATURE where COOL_CALIB says (README "Results": RTN W4 closes
+ * 30.7% against 21.3%, W3 43.6% against 42.9%, GPTQ W2 59.5% against 58.8%; RTN W2 and
+ * GPTQ W3, W4 did worse), and GPTQ's codes refined (gptqRefine, README "Results") on the
+ * GPTQ base on the int grid. The job entry points (`invarx run`, a daemon's submit) record
+ * them in the job, and a job recorded without them (by an older version) still resumes at
+ * the defaults it started with.
  */
 export function recommendedTuning(config: Pick<RunConfig, 'base' | 'bits' | 'format'>, over?: Partial<SearchTuning>): Partial<SearchTuning> | undefined {
-  if (over?.calibTemperature !== undefined) return over;
   const intGrid = config.format === undefined || config.format.toLowerCase() === 'int';
-  if (intGrid && COOL_CALIB[config.base].includes(config.bits)) return { ...over, calibTemperature: COOL_CALIB_TEMPERATURE };
-  return over;
+  let t = over;
+  if (t?.calibTemperature === undefined && intGrid && COOL_CALIB[config.base].includes(config.bits)) t = { ...t, calibTemperature: COOL_CALIB_TEMPERATURE };
+  if (t?.gptqRefine === undefined && intGrid && config.base === 'gptq') t = { ...t, gptqRefine: GPTQ_REFINE_SWEEPS };
+  return t;
 }
 
 export const DEFAULT_CONFIG: Omit<RunConfig, 'model' | 'bits' | 'group'> = {
@@ -246,6 +258,7 @@ export function searchSpec(c: RunConfig, tuning: SearchTuning): SearchSpec {
   const spec: SearchSpec = { bits: c.bits, group: c.group, clip: tuning.clip, f16Scales: tuning.f16Scales };
   const fmt = runFormat(c);
   if (fmt) spec.format = fmt.name;
+  else if (c.base === 'gptq' && tuning.gptqRefine > 0) spec.gptqRefine = tuning.gptqRefine;
   return spec;
 }
 
@@ -273,7 +286,7 @@ export function validateRunConfig(c: RunConfig): RunConfig {
 }
 
 /** Later settings at the values that run as before they existed. */
-const AS_BEFORE = { calibTemperature: 1, mix: 'fixed' } as const;
+const AS_BEFORE = { calibTemperature: 1, mix: 'fixed', gptqRefine: 0 } as const;
 /** The clip search's settings, left out of the hash together when it is off. */
 const CLIP_KEYS = ['clipShare', 'clipRowShare', 'clipInit'];
 

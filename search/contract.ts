@@ -91,6 +91,8 @@ export interface FinalReport {
   base: QualityRow;
   /** The base quantizer with clip-ratio search, on the untransformed model. */
   baseClip: QualityRow;
+  /** What the table calls the base quantizer: RTN, GPTQ, or GPTQ+cd when its codes are refined (core/quant/refine.ts). */
+  baseName?: string;
   searched: QualityRow;
   /** Share of RTN's log-perplexity gap to FP that the searched model closes. */
   closes: number;

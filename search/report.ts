@@ -14,8 +14,7 @@ import { blockLinears, type F32, type LinearName, type Model } from '../core/mod
 import type { Ops } from '../core/ops';
 import type { QuantFormat } from '../core/quant/formats';
 import { quantizedView } from '../core/quant/view';
-import type { QuantSpec } from '../core/quant/rtn';
-import { specFormat, type CodeSink } from './blockQuant';
+import { specFormat, type CodeSink, type SearchSpec } from './blockQuant';
 import type { SearchBlocks } from './blocks';
 import type { Boundary } from './boundary';
 import type { CalibrationRows } from './calibration';
@@ -28,7 +27,7 @@ import type { ReportRow } from './phases';
 /** What the report and the export read of a run. */
 export interface RunResult {
   config: RunConfig;
-  spec: QuantSpec;
+  spec: SearchSpec;
   tokens: TokenSets;
   ops: Ops;
   blocks: SearchBlocks;
@@ -46,7 +45,8 @@ export interface RunResult {
 function referenceModel(r: RunResult, method: 'rtn' | 'gptq', clip: boolean): Model {
   const c = r.config;
   const fmt = specFormat(r.spec) ?? undefined;
-  return quantizedView(r.blocks.fpModel(), { bits: c.bits, group: c.group, method, clip, f16Scales: r.spec.f16Scales, calib: r.tokens.calib, ops: r.ops, format: fmt });
+  const refineSweeps = method === 'gptq' ? r.spec.gptqRefine : undefined;
+  return quantizedView(r.blocks.fpModel(), { bits: c.bits, group: c.group, method, clip, f16Scales: r.spec.f16Scales, calib: r.tokens.calib, ops: r.ops, format: fmt, refineSweeps });
 }
 
 /**
@@ -75,6 +75,7 @@ export function finalReport(r: RunResult, rows: readonly ReportRow[] = ['rtn', '
     rtn: row('rtn'),
     base: row('base'),
     baseClip: row('baseClip'),
+    baseName: baseName(config.base, r.spec),
     searched: row('searched'),
     closes: gapClosed(ppl('rtn'), q.models.searched.ppl, q.fp.ppl),
     closesBase: gapClosed(ppl('base'), q.models.searched.ppl, q.fp.ppl),
@@ -85,6 +86,11 @@ export function finalReport(r: RunResult, rows: readonly ReportRow[] = ['rtn', '
     history: b.history,
     models: { fp, base: models.base ?? models.rtn ?? searched, searched },
   };
+}
+
+/** The base quantizer's name in the table: GPTQ with refined codes is GPTQ+cd. */
+function baseName(base: RunConfig['base'], spec: SearchSpec): string {
+  return base === 'gptq' && spec.gptqRefine ? 'GPTQ+cd' : base.toUpperCase();
 }
 
 /** The export of the run: accepted moves and config, transformed FP model, searched model and its codes (or, on a ggml format, its GGUF). */

@@ -20,7 +20,6 @@ import { loadModel } from '../core/model/load';
 import { cloneBlock, type F32, type Model } from '../core/model/types';
 import type { Transform } from '../core/invariance';
 import type { Ops } from '../core/ops';
-import type { QuantSpec } from '../core/quant/rtn';
 import { Rng } from '../core/rng';
 import type { Backend } from '../kernels/backend';
 import { bestBackend, freshBackend } from '../kernels/registry';
@@ -30,7 +29,7 @@ import { copyInto } from './blockState';
 import { boundaryOf, freshBoundary, snapshotSets, meanLoss, progressOf, recordMove, recordValidation, stopReason, SNAPSHOT_VERSION, type Boundary, type InStint, type StintCommit } from './boundary';
 import { fullClips } from './clipMoves';
 import { clipInit } from './clipInit';
-import { specFormat } from './blockQuant';
+import { specFormat, type SearchSpec } from './blockQuant';
 import { CalibrationRows } from './calibration';
 import { configHash, resolveTuning, searchSpec, validateRunConfig, type SearchTuning } from './config';
 import type { FinalReport, Invariance, Progress, RunConfig, SearchJob, SearchSnapshot } from './contract';
@@ -90,7 +89,7 @@ class Search implements SearchJob {
   private rng: Rng;
   private blocks: SearchBlocks;
   private calib!: CalibrationRows;
-  private spec: QuantSpec;
+  private spec: SearchSpec;
   private on: Set<Invariance>;
   /** Clip codes are searched (clip moves or clip initialisation on an RTN base on the int grid). */
   private clipOn: boolean;

@@ -91,7 +91,7 @@ function gridLabel(c: RunConfig): string {
 }
 
 function table(r: FinalReport, base: string, grid: string): string {
-  const B = base.toUpperCase();
+  const B = r.baseName ?? base.toUpperCase();
   const rows: [string, number, number | undefined][] = [['FP', r.fp.ppl, undefined]];
   const ggml = !grid.startsWith('W');
   if (base !== 'rtn') rows.push([`RTN ${grid}`, r.rtn.ppl, r.rtn.kl]);

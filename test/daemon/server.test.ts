@@ -15,7 +15,7 @@ import type { JobView } from '../../daemon/scheduler';
 import { expectUserError } from '../cli/cli';
 import { Conn, DaemonProc, MODEL_PATH, TUNING, call, cli, ensureBuilt, jobConfig, readDir, sameFiles, status, submit, tmpHome, waitFor, waitState } from './harness';
 import { SEARCH_EXPORT_FILES } from '../helpers';
-import { COOL_CALIB_TEMPERATURE } from '../../search/config';
+import { COOL_CALIB_TEMPERATURE, GPTQ_REFINE_SWEEPS } from '../../search/config';
 import type { RunConfig } from '../../search/contract';
 
 const ERROR_CODES = new Set(['bad-frame', 'bad-request', 'unknown-verb', 'bad-args', 'bad-job-id', 'no-such-job', 'frame-too-large', 'bad-state', 'not-done', 'busy']);
@@ -265,7 +265,7 @@ describe('daemon process', () => {
     expect((await call(home, 'cancel', { job: longJob }) as JobView).state).toBe('cancelled');
   });
 
-  it('records in a new job the tuning recommended for its config unless the submit sets it (RTN at 3 or 4 bits, GPTQ at 2: calibration temperature 0.7)', async () => {
+  it('records in a new job the tuning recommended for its config unless the submit sets it (RTN at 3 or 4 bits, GPTQ at 2: calibration temperature 0.7; GPTQ: refined codes)', async () => {
     const recorded = async (config: Partial<RunConfig>, tuning: Record<string, unknown> | null = TUNING) => {
       const { id } = (await call(home, 'submit', { config, ...(tuning ? { tuning } : {}) })) as JobView;
       await call(home, 'cancel', { job: id });
@@ -275,8 +275,9 @@ describe('daemon process', () => {
     expect(await recorded(jobConfig({ bits: 3 }), null)).toEqual({ calibTemperature: COOL_CALIB_TEMPERATURE });
     expect(await recorded(jobConfig({ bits: 3 }), { ...TUNING, calibTemperature: 1 })).toEqual({ ...TUNING, calibTemperature: 1 });
     expect(await recorded(jobConfig({ bits: 2 }))).toEqual(TUNING);
-    expect(await recorded(jobConfig({ bits: 3, base: 'gptq' }))).toEqual(TUNING);
-    expect(await recorded(jobConfig({ bits: 2, base: 'gptq' }))).toEqual({ ...TUNING, calibTemperature: COOL_CALIB_TEMPERATURE });
+    expect(await recorded(jobConfig({ bits: 3, base: 'gptq' }))).toEqual({ ...TUNING, gptqRefine: GPTQ_REFINE_SWEEPS });
+    expect(await recorded(jobConfig({ bits: 3, base: 'gptq' }), { ...TUNING, gptqRefine: 0 })).toEqual({ ...TUNING, gptqRefine: 0 });
+    expect(await recorded(jobConfig({ bits: 2, base: 'gptq' }))).toEqual({ ...TUNING, calibTemperature: COOL_CALIB_TEMPERATURE, gptqRefine: GPTQ_REFINE_SWEEPS });
   });
 
   it('runs the client commands: submit, list, status, watch, pause, resume, cancel, export, report', async () => {

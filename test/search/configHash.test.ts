@@ -4,7 +4,7 @@
  * at the value that runs as before, and must change it at any other.
  */
 import { describe, expect, it } from 'vitest';
-import { configHash, DEFAULT_CONFIG, DEFAULT_TUNING, recommendedTuning, COOL_CALIB_TEMPERATURE } from '../../search/config';
+import { configHash, DEFAULT_CONFIG, DEFAULT_TUNING, recommendedTuning, COOL_CALIB_TEMPERATURE, GPTQ_REFINE_SWEEPS } from '../../search/config';
 
 const config = { ...DEFAULT_CONFIG, model: '/models/m.bin', bits: 3, group: 32, steps: 50, seed: 1 };
 const clipOn = { ...DEFAULT_TUNING, clipShare: 0.2, clipInit: true };
@@ -20,6 +20,7 @@ describe('configHash', () => {
     const h = configHash(config);
     expect(configHash(config, { ...DEFAULT_TUNING, mix: 'adaptive' })).not.toBe(h);
     expect(configHash(config, { ...DEFAULT_TUNING, calibTemperature: 0.8 })).not.toBe(h);
+    expect(configHash(config, { ...DEFAULT_TUNING, gptqRefine: 4 })).not.toBe(h);
     expect(configHash(config, { ...clipOn, mix: 'adaptive' })).not.toBe(configHash(config, clipOn));
     expect(configHash({ ...config, seed: 2 })).not.toBe(h);
     expect(configHash({ ...config, workers: 7, timeBudget: 60, memoryBudget: 1 << 30 })).toBe(h);
@@ -27,13 +28,16 @@ describe('configHash', () => {
 });
 
 describe('recommendedTuning (what a new job records)', () => {
-  it('cools the calibration set for RTN at 3 and 4 bits and GPTQ at 2 on the int grid only, and keeps what the job sets', () => {
+  it('cools the calibration set for RTN at 3 and 4 bits and GPTQ at 2, refines GPTQ, on the int grid only, and keeps what the job sets', () => {
     const cool = { calibTemperature: COOL_CALIB_TEMPERATURE };
+    const refine = { gptqRefine: GPTQ_REFINE_SWEEPS };
     expect(recommendedTuning({ base: 'rtn', bits: 4 })).toEqual(cool);
-    expect(recommendedTuning({ base: 'gptq', bits: 2 })).toEqual(cool);
+    expect(recommendedTuning({ base: 'gptq', bits: 2 })).toEqual({ ...cool, ...refine });
+    expect(recommendedTuning({ base: 'gptq', bits: 3, format: 'int' })).toEqual(refine);
+    expect(recommendedTuning({ base: 'gptq', bits: 4 }, { gptqRefine: 0 })).toEqual({ gptqRefine: 0 });
     expect(recommendedTuning({ base: 'rtn', bits: 3, format: 'int' }, { seqTokens: 64 })).toEqual({ seqTokens: 64, ...cool });
     expect(recommendedTuning({ base: 'rtn', bits: 3 }, { calibTemperature: 1 })).toEqual({ calibTemperature: 1 });
-    const plain = [{ base: 'rtn', bits: 2 }, { base: 'rtn', bits: 5 }, { base: 'gptq', bits: 3 }, { base: 'gptq', bits: 4 }, { base: 'rtn', bits: 4, format: 'q4_0' }, { base: 'gptq', bits: 2, format: 'q2_k' }] as const;
+    const plain = [{ base: 'rtn', bits: 2 }, { base: 'rtn', bits: 5 }, { base: 'rtn', bits: 4, format: 'q4_0' }, { base: 'gptq', bits: 4, format: 'q4_0' }] as const;
     for (const c of plain) {
       expect(recommendedTuning(c)).toBeUndefined();
       expect(recommendedTuning(c, { seqTokens: 64 })).toEqual({ seqTokens: 64 });
@@ -42,6 +46,7 @@ describe('recommendedTuning (what a new job records)', () => {
 
   it('leaves the default itself at 1, so a job recorded without the setting (by an older version) keeps its identity and its run', () => {
     expect(DEFAULT_TUNING.calibTemperature).toBe(1);
+    expect(DEFAULT_TUNING.gptqRefine).toBe(0);
     expect(configHash(config, { ...DEFAULT_TUNING, ...recommendedTuning(config) })).not.toBe(configHash(config));
   });
 });

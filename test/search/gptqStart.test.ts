@@ -4,7 +4,7 @@ import { loadModel } from '../../core/model/load';
 import { jsOps, type Ops } from '../../core/ops';
 import { quantizeModel } from '../../core/quant/model';
 import { getBackend } from '../../kernels';
-import { DEFAULT_CONFIG, resolveTuning } from '../../search/config';
+import { DEFAULT_CONFIG, GPTQ_REFINE_SWEEPS, resolveTuning } from '../../search/config';
 import type { RunConfig } from '../../search/contract';
 import { createSearchJob } from '../../search/run';
 import { tuningSets } from '../../search/plan';
@@ -28,7 +28,8 @@ function expectSameLinears(a: Model, b: Model): void {
 // The report's base rows quantize the FP model with core/quant (true-sequential GPTQ over
 // the calibration sequences); the search quantizes the same blocks with its own base
 // quantizer (search/baseGptq.ts). Both take their Hessians from core/quant/hessian.ts, so
-// before any move the search's model is the report's base, bit for bit.
+// before any move the search's model is the report's base, bit for bit (on the int grid
+// both refine GPTQ's codes, tuning gptqRefine).
 describe("the search's GPTQ start", () => {
   it.each([['js', jsOps], ['wasm', getBackend('wasm')]] as [string, Ops][])(
     "is the report's base GPTQ model bit for bit (%s, no clip search)",
@@ -40,15 +41,17 @@ describe("the search's GPTQ start", () => {
     },
   );
 
-  it('with clip search is core GPTQ with clip search (the report\'s base-with-clip row) bit for bit', async () => {
+  it('with clip search and refined codes is core GPTQ with both (the report\'s base-with-clip row) bit for bit', async () => {
     const ops = getBackend('wasm');
-    const t = resolveTuning({ ...tuning, clip: true });
+    const t = resolveTuning({ ...tuning, clip: true, gptqRefine: GPTQ_REFINE_SWEEPS });
     const job = await createSearchJob(config(), { tuning: t, ops });
     const r = await job.report();
     const model = loadModel(MODEL_PATH);
     const calib = resolveTokenSets(model, config(), t, tuningSets(t), ops).calib;
-    const core = quantizeModel(model, { bits: 3, group: 32, method: 'gptq', clip: true, f16Scales: t.f16Scales, calib, ops });
+    const core = quantizeModel(model, { bits: 3, group: 32, method: 'gptq', clip: true, f16Scales: t.f16Scales, calib, ops, refineSweeps: t.gptqRefine });
     expectSameLinears(r.models!.searched, core);
+    const unrefined = quantizeModel(model, { bits: 3, group: 32, method: 'gptq', clip: true, f16Scales: t.f16Scales, calib, ops });
+    expect(r.models!.searched.blocks[0].w2).not.toEqual(unrefined.blocks[0].w2);
     await job.close();
   });
 

@@ -3,7 +3,7 @@ import { applyTransforms } from '../../core/invariance';
 import { cloneBlock } from '../../core/model/types';
 import { jsOps, type Ops } from '../../core/ops';
 import { getBackend } from '../../kernels';
-import type { BaseMethod } from '../../search/blockQuant';
+import type { BaseMethod, SearchSpec } from '../../search/blockQuant';
 import { DEFAULT_TUNING, ALL_INVARIANCES } from '../../search/config';
 import { candidateBlock, candidateLoss } from '../../search/evaluator';
 import { BlockObjective } from '../../search/objective';
@@ -11,10 +11,11 @@ import { attnKindsOn, drawAttnMove, drawFfnMove } from '../../search/proposals';
 import { shippedModel } from '../helpers';
 import { randomBlockData } from './blockData';
 
-function setup(layer: number, bits: number, method: BaseMethod = 'rtn', ops: Ops = jsOps) {
+/** `refine`: GPTQ's codes refined by that many sweeps (core/quant/refine.ts), as a GPTQ job's recommended tuning does. */
+function setup(layer: number, bits: number, method: BaseMethod = 'rtn', ops: Ops = jsOps, refine = 0) {
   const m = shippedModel();
   const { rng, data } = randomBlockData(m, layer, 7, 48, ops);
-  const spec = { bits, group: 32 };
+  const spec: SearchSpec = { bits, group: 32, ...(refine > 0 ? { gptqRefine: refine } : {}) };
   const obj = new BlockObjective(m.config, data, spec, ops, method);
   const cur = cloneBlock(m.blocks[layer]);
   obj.reset(cur);
@@ -49,8 +50,10 @@ describe('block objective', () => {
 
   // GPTQ's rounding flips with the last bit of its Hessian, so "same loss" has to mean the
   // same bits: the incremental path redoes exactly the full evaluation's float operations.
-  it.each([['js', jsOps], ['wasm', getBackend('wasm')]] as const)('on the GPTQ base (%s) incremental FFN evaluation is bit for bit the full one, before and after commits', (_name, ops) => {
-    const { m, rng, obj, cur, spec } = setup(3, 3, 'gptq', ops);
+  it.each([
+    ['js', 0, jsOps], ['wasm', 0, getBackend('wasm')], ['js', 4, jsOps], ['wasm', 4, getBackend('wasm')],
+  ] as const)('on the GPTQ base (%s, %i refinement sweeps) incremental FFN evaluation is bit for bit the full one, before and after commits', (_name, refine, ops) => {
+    const { m, rng, obj, cur, spec } = setup(3, 3, 'gptq', ops, refine);
     const on = new Set(ALL_INVARIANCES);
     const tuning = { ...DEFAULT_TUNING, scaleStep: 0.2, angleStep: 0.05 };
     for (let i = 0; i < 8; i++) {
@@ -75,9 +78,9 @@ describe('block objective', () => {
   });
 
   it.each([
-    ['rtn', 'js', jsOps], ['rtn', 'wasm', getBackend('wasm')], ['gptq', 'js', jsOps], ['gptq', 'wasm', getBackend('wasm')],
-  ] as const)('attention moves on the %s base (%s) are scored head by head, bit for bit the full evaluation, before and after commits', (method, _name, ops) => {
-    const { m, rng, obj, cur } = setup(2, 3, method, ops);
+    ['rtn', 'js', 0, jsOps], ['rtn', 'wasm', 0, getBackend('wasm')], ['gptq', 'js', 0, jsOps], ['gptq', 'wasm', 0, getBackend('wasm')], ['gptq', 'wasm', 4, getBackend('wasm')],
+  ] as const)('attention moves on the %s base (%s, %i GPTQ refinement sweeps) are scored head by head, bit for bit the full evaluation, before and after commits', (method, _name, refine, ops) => {
+    const { m, rng, obj, cur } = setup(2, 3, method, ops, refine);
     const kinds = attnKindsOn(m.config, new Set(ALL_INVARIANCES));
     const seen = new Set<string>();
     for (let i = 0; i < 12; i++) {

@@ -8,7 +8,7 @@ import { readLlama2c } from '../../core/model/llama2c';
 import { loadModel } from '../../core/model/load';
 import { withRopeLayout } from '../../core/model/hf';
 import { perplexity } from '../../core/metrics';
-import { DEFAULT_CONFIG } from '../../search/config';
+import { DEFAULT_CONFIG, GPTQ_REFINE_SWEEPS } from '../../search/config';
 import type { RunConfig, SearchJob } from '../../search/contract';
 import { createSearchJob } from '../../search/run';
 import { MODEL_PATH, ROOT, SEARCH_EXPORT_FILES, readDir, sameFiles, shippedModel } from '../helpers';
@@ -67,8 +67,8 @@ describe('search run', () => {
   });
 
   for (const base of ['rtn', 'gptq'] as const) {
-    it(`exports the searched model (${base} base) as a packed GPTQ checkpoint that loads back to the same weights and perplexity`, async () => {
-      const job = await createSearchJob(config({ base, steps: 8 }), { tuning });
+    it(`exports the searched model (${base} base${base === 'gptq' ? ', refined codes' : ''}) as a packed GPTQ checkpoint that loads back to the same weights and perplexity`, async () => {
+      const job = await createSearchJob(config({ base, steps: 8 }), { tuning: base === 'gptq' ? { ...tuning, gptqRefine: GPTQ_REFINE_SWEEPS } : tuning });
       await runToEnd(job);
       const dir = tmp();
       await job.exportTo(dir);
@@ -105,7 +105,8 @@ describe('search run', () => {
   const variants: [string, Record<string, unknown>, Partial<RunConfig>][] = [
     ['greedy, round robin', {}, {}],
     ['annealing, by-gain schedule, global term', { accept: 'anneal', temperature: 0.05, schedule: 'gain', globalEvery: 3, globalSeqs: 2 }, {}],
-    ['GPTQ base', {}, { base: 'gptq' }],
+    // (4 sweeps and seed 2: a trajectory whose stint has accepted moves by the in-stint snapshot)
+    ['GPTQ base, refined codes', { gptqRefine: 4 }, { base: 'gptq', seed: 2 }],
     ['clip moves', { clipShare: 0.5 }, {}],
     ['adaptive move mix', { mix: 'adaptive' }, {}],
   ];
