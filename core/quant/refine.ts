@@ -77,8 +77,9 @@ function refineRow(qz: Quantized, deq: F32, f: RefineHessian, sweeps: number, r:
       const sc = scale[gi];
       const h = H[j * cols + j] + damp;
       const cur = q[o + j];
+      // (Math.round gives −0 just below 0; the code 0 must dequantize to +0, as dequantize does)
       let c = Math.round(cur - G[j] / (h * sc));
-      c = c < 0 ? 0 : c > maxq ? maxq : c;
+      c = c > 0 ? (c > maxq ? maxq : c) : 0;
       if (c === cur) continue;
       const v = Math.fround((c - zero[gi]) * sc);
       const d = v - deq[o + j];
