@@ -114,6 +114,8 @@ export interface GptqFactor {
 function checkOptions(opts: GptqOptions): { percdamp: number; blocksize: number } {
   const percdamp = opts.dampPercent ?? 0.01;
   const blocksize = opts.blockSize ?? 128;
+  const sweeps = opts.refineSweeps ?? 0;
+  if (!(Number.isInteger(sweeps) && sweeps >= 0)) throw new InvarxError('bad-config', `GPTQ refinement sweeps must be an integer ≥ 0, got ${sweeps}`);
   if (!(percdamp >= 0)) throw new InvarxError('bad-config', `GPTQ dampening must be ≥ 0, got ${percdamp}`);
   if (!(Number.isInteger(blocksize) && blocksize >= 1)) {
     throw new InvarxError('bad-config', `GPTQ block size must be a positive integer, got ${blocksize}`);
@@ -220,8 +222,7 @@ export function gptqQuantizeRows(
   };
   const { deq, loss } = gptqColumns(w, cols, factor, grid, opts, rowSet);
   const qz = { rows, cols, bits, group, q, scale, zero };
-  const sweeps = opts.refineSweeps ?? 0;
-  if (!(Number.isInteger(sweeps) && sweeps >= 0)) throw new InvarxError('bad-config', `GPTQ refinement sweeps must be an integer ≥ 0, got ${sweeps}`);
+  const sweeps = opts.refineSweeps ?? 0; // checked with the other options before the column loop
   if (sweeps > 0) refineCodes(w, qz, deq, factor, sweeps, opts.ops?.gptqLazyUpdate ?? lazyUpdate, rowSet);
   return { qz, deq, loss };
 }

@@ -10,19 +10,14 @@
  */
 import type { F32 } from '../model/types';
 import type { Ops } from '../ops';
-import type { Quantized } from './rtn';
+import type { GptqFactor } from './gptq';
+import { numGroups, type Quantized } from './rtn';
 
 /** GPTQ's lazy batch update W[:, i2:] −= Err1 · Hinv[i1 : i1+count, i2:] (./gptq.ts lazyUpdate or a backend's, the same bits). */
 export type LazyUpdate = NonNullable<Ops['gptqLazyUpdate']>;
 
-/** What refinement needs of a GPTQ factor (./gptq.ts GptqFactor). */
-export interface RefineHessian {
-  cols: number;
-  H: Float64Array;
-  damp: number;
-  /** Columns whose input is always 0: left as GPTQ set them (to 0). */
-  dead: Uint8Array;
-}
+/** What refinement needs of a GPTQ factor; its dead columns are left as GPTQ set them (to 0). */
+export type RefineHessian = Pick<GptqFactor, 'cols' | 'H' | 'damp' | 'dead'>;
 
 /**
  * Up to `sweeps` passes over each row of `qz` (its codes and `deq`, the float32 weights they
@@ -37,7 +32,7 @@ export function refineCodes(
   if (f.cols !== cols) throw new RangeError(`Hessian is for ${f.cols} columns, not ${cols}`);
   const { H, dead } = f;
   const maxq = 2 ** qz.bits - 1;
-  const nG = Math.ceil(cols / group);
+  const nG = numGroups(cols, group);
   const chunk = Math.min(rows, REFINE_ROWS);
   const E = new Float64Array(chunk * cols);
   const G = new Float64Array(chunk * cols);
