@@ -59,6 +59,11 @@ export interface SearchTuning {
   clipInit: boolean;
   /** Steps spent on one block before moving to the next. */
   blockSteps: number;
+  /**
+   * Keep a stint only if it improves validation: after a checked stint that does not, go
+   * back to the best checked state and go on from there (off: only the run's end goes back).
+   */
+  gate: boolean;
   /** Calibration / validation / evaluation set sizes (sequences × tokens) when sampled. */
   calibSeqs: number;
   validSeqs: number;
@@ -114,6 +119,7 @@ export const DEFAULT_TUNING: SearchTuning = {
   clipRowShare: 0,
   clipInit: false,
   blockSteps: 25,
+  gate: false,
   calibSeqs: 32,
   validSeqs: 8,
   evalSeqs: 32,
@@ -286,7 +292,7 @@ export function validateRunConfig(c: RunConfig): RunConfig {
 }
 
 /** Later settings at the values that run as before they existed. */
-const AS_BEFORE = { calibTemperature: 1, mix: 'fixed', gptqRefine: 0 } as const;
+const AS_BEFORE = { calibTemperature: 1, mix: 'fixed', gptqRefine: 0, gate: false } as const;
 /** The clip search's settings, left out of the hash together when it is off. */
 const CLIP_KEYS = ['clipShare', 'clipRowShare', 'clipInit'];
 

@@ -372,6 +372,7 @@ class Search implements SearchJob {
     const v = last || this.b.stint % (this.b.stintPlan?.checkEvery ?? 1) === 0 ? this.checkValidation(l) : null;
     this.log?.info({ step: this.b.step, block: l, loss: meanLoss(this.b), validation: v }, 'stint done');
     const reason = stopReason(this.b, this.config, outOfTime);
+    if (!reason && v !== null && this.tuning.gate) this.budget.overhead(() => this.backToBest());
     if (reason) this.finish(reason);
     else this.b.stintPlan = this.budget.nextStint(this.b, this.rollbackReserve());
     this.clock.stop();
@@ -397,14 +398,18 @@ class Search implements SearchJob {
   private finish(reason: string): void {
     this.b.done = true;
     this.b.stopReason = reason;
-    const from = this.rollbackFrom();
-    if (from !== null) {
-      this.b.moves = this.b.moves.slice(0, this.b.best.moves);
-      this.blocks.replay(this.b.moves);
-      // the blocks before the first one a dropped move was on are as the kept moves left them
-      this.quantizeFrom(from);
-    }
+    this.backToBest();
     this.log?.info({ reason, step: this.b.step, kept: this.b.moves.length, bestStep: this.b.best.step }, 'search stopped');
+  }
+
+  /** Go back to the accepted-move prefix with the best validation loss (no-op when the moves are that prefix). */
+  private backToBest(): void {
+    const from = this.rollbackFrom();
+    if (from === null) return;
+    this.b.moves = this.b.moves.slice(0, this.b.best.moves);
+    this.blocks.replay(this.b.moves);
+    // the blocks before the first one a dropped move was on are as the kept moves left them
+    this.quantizeFrom(from).forEach((loss, l) => (this.b.blockLoss[l] = loss));
   }
 
   /** The first block a move after the best validated state is on (null: none), from which going back re-quantizes. */

@@ -109,6 +109,8 @@ describe('search run', () => {
     ['GPTQ base, refined codes', { gptqRefine: 4 }, { base: 'gptq', seed: 2 }],
     ['clip moves', { clipShare: 0.5 }, {}],
     ['adaptive move mix', { mix: 'adaptive' }, {}],
+    // (every step accepts, so checks get worse and gated stints are dropped before the snapshots)
+    ['stints gated by validation', { gate: true, accept: 'anneal', temperature: 1e6 }, {}],
   ];
   for (const [label, extra, over] of variants) {
     it(`resumes from a snapshot at a stint boundary and from one inside a stint to exactly the uninterrupted result (${label})`, async () => {
@@ -162,6 +164,27 @@ describe('search run', () => {
       await replayed.close();
     });
   }
+
+  it('with gate, a checked stint that does not improve validation is dropped at once: every stint ends in the best checked state', async () => {
+    const gated = { ...tuning, scaleInit: false, accept: 'anneal', temperature: 1e6, gate: true } as const;
+    const job = await createSearchJob(config({ steps: 24 }), { tuning: gated });
+    let dropped = 0;
+    while (!job.done) {
+      await job.step();
+      const s = job.snapshot() as unknown as { inStint?: unknown; moves: unknown[]; best: { moves: number }; accepted: number };
+      if (s.inStint !== undefined) continue;
+      expect(s.moves.length).toBe(s.best.moves);
+      dropped = s.accepted - s.moves.length;
+    }
+    expect(dropped).toBeGreaterThan(0);
+    // the same run ungated keeps going from its worse stints, so it ends elsewhere
+    const plain = await createSearchJob(config({ steps: 24 }), { tuning: { ...gated, gate: false } });
+    await runToEnd(plain);
+    const moves = (j: SearchJob) => packr.pack((j.snapshot() as { moves: unknown }).moves);
+    expect(moves(job)).not.toEqual(moves(plain));
+    await job.close();
+    await plain.close();
+  });
 
   it('annealing takes worse moves (at a high temperature every step accepts); greedy turns some down', async () => {
     const hot = await createSearchJob(config({ steps: 12 }), { tuning: { ...tuning, accept: 'anneal', temperature: 1e6 } });
