@@ -50,15 +50,20 @@ export class GptqBase implements BaseQuantizer {
     return fmt ? gptqFormatRows(w, cols, factor, fmt, { clip: spec.clip === true, ops }, rowSet) : gptqQuantizeRows(w, cols, factor, spec, { ops, refineSweeps: (spec as SearchSpec).gptqRefine }, rowSet);
   }
 
+  /** GPTQ's factor of the input Hessian H [cols, cols] (in act order when the spec says so). */
+  private factor(H: F64, cols: number): GptqFactor {
+    return gptqFactor(H, cols, { ops: this.s.ops, actOrder: (this.s.spec as SearchSpec).gptqActOrder });
+  }
+
   /** GPTQ of all of w [·, cols] given its input Hessian. */
   private gptq(w: F32, cols: number, H: F64): GptqResult | FormatGptqResult {
-    return this.gptqRows(w, cols, gptqFactor(H, cols, { ops: this.s.ops }));
+    return this.gptqRows(w, cols, this.factor(H, cols));
   }
 
   qkv(b: Block, xa: F32, codes?: CodeSink): { w: Pick<Block, QkvName>; factorA: GptqFactor } {
     const { N, spec, data, ops } = this.s;
     const d = this.s.cfg.dim;
-    const factorA = gptqFactor(hessian(xa, N, d, data.seqStarts, ops), d, { ops });
+    const factorA = this.factor(hessian(xa, N, d, data.seqStarts, ops), d);
     const w: Partial<Block> = {};
     for (const name of QKV_LINEARS) w[name] = keepCodes(name, this.gptqRows(b[name], d, factorA), codes);
     return { w: { wq: w.wq!, wk: w.wk!, wv: w.wv! }, factorA };
@@ -101,7 +106,7 @@ export class GptqBase implements BaseQuantizer {
     const { cfg, N, spec, ops, data } = this.s;
     const d = cfg.dim;
     const H = cfg.hiddenDim;
-    const factorX = gptqFactor(hessian(xn, N, d, data.seqStarts, ops), d, { ops });
+    const factorX = this.factor(hessian(xn, N, d, data.seqStarts, ops), d);
     const q: Block = { ...b };
     q.w1 = keepCodes('w1', this.gptqRows(b.w1, d, factorX), codes);
     if (b.w3) q.w3 = keepCodes('w3', this.gptqRows(b.w3, d, factorX), codes);

@@ -25,6 +25,8 @@ export interface SearchSpec extends QuantSpec {
   format?: string;
   /** GPTQ base on the int grid: refinement sweeps after each GPTQ (core/quant/refine.ts); absent, none. */
   gptqRefine?: number;
+  /** GPTQ base on the int grid: columns in act order (core/quant/gptq.ts); absent, in column order. */
+  gptqActOrder?: boolean;
 }
 
 /** The ggml format of a search's spec, or null for the int grid. */

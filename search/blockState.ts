@@ -115,14 +115,15 @@ export const sharedAlloc: Alloc = {
   bytes: (n) => new SharedArrayBuffer(n),
 };
 
-export function copyInto<T extends F32 | F64 | Uint8Array>(dst: T, src: ArrayLike<number>): T {
+export function copyInto<T extends F32 | F64 | Uint8Array | Int32Array>(dst: T, src: ArrayLike<number>): T {
   dst.set(src);
   return dst;
 }
 
 function factorIn(alloc: Alloc, f: GptqFactor): GptqFactor {
-  return { cols: f.cols, U: copyInto(alloc.f64(f.U.length), f.U), dead: copyInto(new Uint8Array(alloc.bytes(f.dead.length)), f.dead),
+  const g = { cols: f.cols, U: copyInto(alloc.f64(f.U.length), f.U), dead: copyInto(new Uint8Array(alloc.bytes(f.dead.length)), f.dead),
     H: copyInto(alloc.f64(f.H.length), f.H), damp: f.damp };
+  return f.order ? { ...g, order: copyInto(new Int32Array(alloc.bytes(4 * f.order.length)), f.order) } : g;
 }
 
 /** A copy of `c` in `alloc`'s memory. */
@@ -149,6 +150,7 @@ function setCaches(dst: Caches, src: Caches): void {
   for (const k of ['factorA', 'factorX'] as const) {
     a[k].U.set(b[k].U);
     a[k].dead.set(b[k].dead);
+    a[k].order?.set(b[k].order!);
   }
 }
 

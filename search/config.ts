@@ -83,6 +83,11 @@ export interface SearchTuning {
    */
   gptqRefine: number;
   /**
+   * GPTQ base on the int grid: GPTQ takes the columns in decreasing order of their Hessian
+   * diagonal (gptq.py act_order with static groups), in the search and in the table's base rows.
+   */
+  gptqActOrder: boolean;
+  /**
    * Acceptance: 'greedy' takes the best candidate only if it lowers the loss; 'anneal' also
    * takes a worse one with probability exp(−ΔL / (L0·T)), T falling linearly from
    * `temperature` to 0 over the step budget.
@@ -129,6 +134,7 @@ export const DEFAULT_TUNING: SearchTuning = {
   scaleInit: true,
   f16Scales: true,
   gptqRefine: 0,
+  gptqActOrder: false,
   accept: 'greedy',
   temperature: 0.01,
   schedule: 'round-robin',
@@ -264,7 +270,10 @@ export function searchSpec(c: RunConfig, tuning: SearchTuning): SearchSpec {
   const spec: SearchSpec = { bits: c.bits, group: c.group, clip: tuning.clip, f16Scales: tuning.f16Scales };
   const fmt = runFormat(c);
   if (fmt) spec.format = fmt.name;
-  else if (c.base === 'gptq' && tuning.gptqRefine > 0) spec.gptqRefine = tuning.gptqRefine;
+  else if (c.base === 'gptq') {
+    if (tuning.gptqRefine > 0) spec.gptqRefine = tuning.gptqRefine;
+    if (tuning.gptqActOrder) spec.gptqActOrder = true;
+  }
   return spec;
 }
 
@@ -292,7 +301,7 @@ export function validateRunConfig(c: RunConfig): RunConfig {
 }
 
 /** Later settings at the values that run as before they existed. */
-const AS_BEFORE = { calibTemperature: 1, mix: 'fixed', gptqRefine: 0, gate: false } as const;
+const AS_BEFORE = { calibTemperature: 1, mix: 'fixed', gptqRefine: 0, gptqActOrder: false, gate: false } as const;
 /** The clip search's settings, left out of the hash together when it is off. */
 const CLIP_KEYS = ['clipShare', 'clipRowShare', 'clipInit'];
 

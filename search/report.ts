@@ -45,8 +45,8 @@ export interface RunResult {
 function referenceModel(r: RunResult, method: 'rtn' | 'gptq', clip: boolean): Model {
   const c = r.config;
   const fmt = specFormat(r.spec) ?? undefined;
-  const refineSweeps = method === 'gptq' ? r.spec.gptqRefine : undefined;
-  return quantizedView(r.blocks.fpModel(), { bits: c.bits, group: c.group, method, clip, f16Scales: r.spec.f16Scales, calib: r.tokens.calib, ops: r.ops, format: fmt, refineSweeps });
+  const gptq = method === 'gptq' ? { refineSweeps: r.spec.gptqRefine, actOrder: r.spec.gptqActOrder } : {};
+  return quantizedView(r.blocks.fpModel(), { bits: c.bits, group: c.group, method, clip, f16Scales: r.spec.f16Scales, calib: r.tokens.calib, ops: r.ops, format: fmt, ...gptq });
 }
 
 /**
@@ -88,9 +88,10 @@ export function finalReport(r: RunResult, rows: readonly ReportRow[] = ['rtn', '
   };
 }
 
-/** The base quantizer's name in the table: GPTQ with refined codes is GPTQ+cd. */
+/** The base quantizer's name in the table: GPTQ in act order is GPTQ-ao, with refined codes +cd. */
 function baseName(base: RunConfig['base'], spec: SearchSpec): string {
-  return base === 'gptq' && spec.gptqRefine ? 'GPTQ+cd' : base.toUpperCase();
+  if (base !== 'gptq') return base.toUpperCase();
+  return `GPTQ${spec.gptqActOrder ? '-ao' : ''}${spec.gptqRefine ? '+cd' : ''}`;
 }
 
 /** The export of the run: accepted moves and config, transformed FP model, searched model and its codes (or, on a ggml format, its GGUF). */

@@ -16,6 +16,11 @@
  * group, i.e. what the un-batched Algorithm 1 does. This makes the lazy batching purely an
  * implementation detail: the result does not depend on blockSize.
  *
+ * With `actOrder` (gptq.py act_order with static_groups) the columns are quantized in
+ * decreasing order of their Hessian diagonal, the most active inputs first, while every
+ * group keeps the grid RTN gives it from the original weights: the codes stay in the usual
+ * group layout (no column-order table in the export).
+ *
  * Float64 throughout (Hessian, Cholesky, working weights); outputs are float32 like RTN's.
  */
 import { InvarxError } from '../errors';
@@ -75,6 +80,11 @@ export interface GptqOptions {
    * (so the grid is RTN's) instead of when the column loop enters the group. Default false.
    */
   staticGroups?: boolean;
+  /**
+   * gptq.py act_order (with static_groups, which it implies): quantize the columns in
+   * decreasing order of diag H. Taken by gptqFactor, whose factor then carries the order.
+   */
+  actOrder?: boolean;
   /** A backend with faster float64 steps (Cholesky, inverse, lazy batch update): the same bits. */
   ops?: Ops;
   /**
@@ -101,10 +111,12 @@ export interface GptqResult {
  */
 export interface GptqFactor {
   cols: number;
-  /** Upper factor U [cols, cols] of H⁻¹ = Uᵀ U (after dampening). */
+  /** Upper factor U [cols, cols] of H⁻¹ = Uᵀ U (after dampening), of the columns in `order`. */
   U: Float64Array;
-  /** 1 for a column whose input is always 0. */
+  /** 1 for a column whose input is always 0 (indexed by column). */
   dead: Uint8Array;
+  /** With act order, the columns in the order they are quantized (U's row i is column order[i]); absent: 0, 1, … */
+  order?: Int32Array;
   /** The Hessian the factor was made from (not copied: the caller must not change it while the factor is used), for ./refine.ts. */
   H: Float64Array;
   /** The dampening added to its diagonal. */
@@ -138,6 +150,10 @@ export function gptqFactor(H: Float64Array, cols: number, opts: GptqOptions = {}
       dead[i] = 1;
     }
   }
+  // if actorder: perm = torch.argsort(torch.diag(H), descending=True); H = H[perm][:, perm]
+  // (ties in column order, so the order is a function of H)
+  const order = opts.actOrder ? actOrder(Hd, cols) : undefined;
+  if (order) permuteSymmetric(Hd, cols, order);
   // damp = percdamp * torch.mean(torch.diag(H)); H[diag, diag] += damp
   let meanDiag = 0;
   for (let i = 0; i < cols; i++) meanDiag += Hd[i * cols + i];
@@ -155,7 +171,21 @@ export function gptqFactor(H: Float64Array, cols: number, opts: GptqOptions = {}
     throw new InvarxError('bad-config', `GPTQ: the inverse Hessian is not positive definite; raise dampPercent (now ${percdamp})`);
   }
   transposeInPlace(U, cols); // upper factor U = Lᵀ, Hinv = Uᵀ U
-  return { cols, U, dead, H, damp };
+  return order ? { cols, U, dead, H, damp, order } : { cols, U, dead, H, damp };
+}
+
+/** The columns by decreasing diagonal of H [cols, cols], ties in column order. */
+function actOrder(H: Float64Array, cols: number): Int32Array {
+  return Int32Array.from({ length: cols }, (_, i) => i).sort((a, b) => H[b * cols + b] - H[a * cols + a] || a - b);
+}
+
+/** H ← H[order][:, order], in place. */
+function permuteSymmetric(H: Float64Array, cols: number, order: Int32Array): void {
+  const src = H.slice();
+  for (let i = 0; i < cols; i++) {
+    const ro = order[i] * cols;
+    for (let j = 0; j < cols; j++) H[i * cols + j] = src[ro + order[j]];
+  }
 }
 
 /**
@@ -230,7 +260,9 @@ export function gptqQuantizeRows(
 /**
  * The column loop itself on any grid: W = the chosen rows with dead columns zeroed, each
  * column quantized in turn and its error spread over the columns after it. Returns the
- * fake-quant rows and gptq.py's loss.
+ * fake-quant rows and gptq.py's loss. With the factor's act order, W holds the columns in
+ * that order and the grid is static (entered for every group before the loop); the grid is
+ * always addressed, and the result laid out, by the original column.
  */
 export function gptqColumns(
   w: F32, cols: number, factor: GptqFactor, grid: ColumnGrid, opts: GptqOptions = {}, rowSet?: ArrayLike<number>,
@@ -243,12 +275,17 @@ export function gptqColumns(
   const nG = numGroups(cols, group);
   const Hinv = factor.U;
   const update = opts.ops?.gptqLazyUpdate ?? lazyUpdate;
+  const order = factor.order;
+  // W's column i is the weights' column colOf[i]; at is its inverse
+  const colOf = order ?? Int32Array.from({ length: cols }, (_, i) => i);
+  const at = new Int32Array(cols);
+  for (let i = 0; i < cols; i++) at[colOf[i]] = i;
 
-  // W = layer.weight.data.clone().float(); W[:, dead] = 0
+  // W = layer.weight.data.clone().float(); W[:, dead] = 0   (if actorder: W = W[:, perm])
   const W = new Float64Array(rows * cols);
   for (let r = 0; r < rows; r++) {
     const src = (rowSet ? rowSet[r] : r) * cols;
-    for (let i = 0; i < cols; i++) W[r * cols + i] = factor.dead[i] ? 0 : w[src + i];
+    for (let i = 0; i < cols; i++) W[r * cols + i] = factor.dead[colOf[i]] ? 0 : w[src + colOf[i]];
   }
 
   const deq = new Float32Array(rows * cols);
@@ -257,12 +294,12 @@ export function gptqColumns(
   let loss = 0;
 
   // if static_groups: groups.append(quantizer.find_params(W[:, i:(i + groupsize)])) for every group
-  const staticGroups = opts.staticGroups ?? false;
+  const staticGroups = order !== undefined || (opts.staticGroups ?? false);
   if (staticGroups) {
     for (let r = 0; r < rows; r++) {
       for (let g = 0; g < nG; g++) {
         const glen = Math.min(group, cols - g * group);
-        for (let c = 0; c < glen; c++) cur[c] = W[r * cols + g * group + c];
+        for (let c = 0; c < glen; c++) cur[c] = W[r * cols + at[g * group + c]];
         grid.enter(r, g * group, cur, glen);
       }
     }
@@ -288,8 +325,8 @@ export function gptqColumns(
       for (let r = 0; r < rows; r++) {
         // q = quantize(w, scale, zero, maxq)
         const wi = W[r * cols + i];
-        const qv = grid.round(r, i, wi);
-        deq[r * cols + i] = qv;
+        const qv = grid.round(r, colOf[i], wi);
+        deq[r * cols + colOf[i]] = qv;
         // Losses1[:, i] = (w - q) ** 2 / d ** 2   (halved below, like Losses[:, i1:i2] = Losses1 / 2)
         const err1 = (wi - qv) / d;
         loss += (err1 * err1) / 2;

@@ -32,9 +32,12 @@ function invert(M: Float64Array, n: number): Float64Array {
  * GPTQ written straight from the paper's OBS form, float64, one column at a time, no
  * Cholesky and no lazy batches: quantize column q, update the rest by eq. (2)
  * δ_F = −(w_q − quant(w_q)) / [H_F⁻¹]_qq · (H_F⁻¹)_:,q, and drop q from the inverse by eq. (3).
+ * With `order` the columns are taken in that order (the rest: those not yet taken), on
+ * static groups.
  */
 function referenceGptq(
   w: Float32Array, rows: number, cols: number, H: Float64Array, bits: number, group: number, percdamp: number, staticGroups = false,
+  order?: number[],
 ) {
   const maxq = 2 ** bits - 1;
   const W = Float64Array.from(w);
@@ -52,36 +55,47 @@ function referenceGptq(
   const W0 = W.slice(); // static groups take their grid from the (dead-zeroed) original weights
   const codes = new Uint8Array(rows * cols);
   const deq = new Float32Array(rows * cols);
-  const scale = new Float64Array(rows);
-  const zero = new Float64Array(rows);
-  for (let q = 0; q < cols; q++) {
-    if (q % group === 0) {
-      for (let r = 0; r < rows; r++) {
-        let lo = 0, hi = 0;
-        for (let c = q; c < Math.min(cols, q + group); c++) {
-          const v = (staticGroups ? W0 : W)[r * cols + c];
-          lo = Math.min(lo, v);
-          hi = Math.max(hi, v);
-        }
-        const s = Math.fround((hi - lo) / maxq);
-        scale[r] = s > 0 ? s : 1;
-        zero[r] = s > 0 ? Math.min(maxq, Math.max(0, Math.round(-lo / s))) : 0;
-      }
+  const nG = Math.ceil(cols / group);
+  const scale = new Float64Array(rows * nG);
+  const zero = new Float64Array(rows * nG);
+  const setGrid = (r: number, g: number, from: Float64Array) => {
+    let lo = 0, hi = 0;
+    for (let c = g * group; c < Math.min(cols, (g + 1) * group); c++) {
+      lo = Math.min(lo, from[r * cols + c]);
+      hi = Math.max(hi, from[r * cols + c]);
     }
+    const s = Math.fround((hi - lo) / maxq);
+    scale[r * nG + g] = s > 0 ? s : 1;
+    zero[r * nG + g] = s > 0 ? Math.min(maxq, Math.max(0, Math.round(-lo / s))) : 0;
+  };
+  if (staticGroups || order) for (let r = 0; r < rows; r++) for (let g = 0; g < nG; g++) setGrid(r, g, W0);
+  const taken = new Uint8Array(cols);
+  for (const q of order ?? Array.from({ length: cols }, (_, i) => i)) {
+    const g = Math.floor(q / group);
+    if (!staticGroups && !order && q % group === 0) for (let r = 0; r < rows; r++) setGrid(r, g, W);
+    taken[q] = 1;
     const hqq = Hinv[q * cols + q];
     for (let r = 0; r < rows; r++) {
       const wq = W[r * cols + q];
-      const code = Math.min(maxq, Math.max(0, Math.round(wq / scale[r]) + zero[r]));
-      const dq = Math.fround((code - zero[r]) * scale[r]);
+      const [s, z] = [scale[r * nG + g], zero[r * nG + g]];
+      const code = Math.min(maxq, Math.max(0, Math.round(wq / s) + z));
+      const dq = Math.fround((code - z) * s);
       codes[r * cols + q] = code;
       deq[r * cols + q] = dq;
-      for (let j = q + 1; j < cols; j++) W[r * cols + j] -= ((wq - dq) / hqq) * Hinv[j * cols + q];
+      for (let j = 0; j < cols; j++) if (!taken[j]) W[r * cols + j] -= ((wq - dq) / hqq) * Hinv[j * cols + q];
     }
-    for (let i = q + 1; i < cols; i++) {
-      for (let j = q + 1; j < cols; j++) Hinv[i * cols + j] -= (Hinv[i * cols + q] * Hinv[q * cols + j]) / hqq;
+    for (let i = 0; i < cols; i++) {
+      if (taken[i]) continue;
+      for (let j = 0; j < cols; j++) if (!taken[j]) Hinv[i * cols + j] -= (Hinv[i * cols + q] * Hinv[q * cols + j]) / hqq;
     }
   }
   return { codes, deq };
+}
+
+/** gptq.py's act order: columns by decreasing diag H (a dead column's counted as 1), ties in column order. */
+function diagOrder(H: Float64Array, cols: number): number[] {
+  const d = (i: number) => H[i * cols + i] || 1;
+  return Array.from({ length: cols }, (_, i) => i).sort((a, b) => d(b) - d(a) || a - b);
 }
 
 const layerArb = fc.record({
@@ -129,17 +143,39 @@ describe('GPTQ', () => {
     );
   });
 
+  it('with act order equals the reference taking the columns by decreasing diag H, on RTN’s grids', () => {
+    fc.assert(
+      fc.property(layerArb, ({ seed, rows, cols, nPerCol, bits, group, blockSize, deadFrac }) => {
+        const n = Math.max(1, Math.round(nPerCol * cols));
+        const { x, w } = layerCase(seed, rows, cols, n, deadFrac);
+        const H = hessianOf(x, n, cols);
+        const order = diagOrder(H, cols);
+        const ref = referenceGptq(w, rows, cols, H, bits, group, 0.01, true, order);
+        const factor = gptqFactor(H, cols, { actOrder: true });
+        expect(Array.from(factor.order!)).toEqual(order);
+        const got = gptqQuantizeRows(w, cols, factor, { bits, group }, { blockSize });
+        expect(Array.from(got.qz.q)).toEqual(Array.from(ref.codes));
+        for (let i = 0; i < w.length; i++) expect(Math.abs(got.deq[i] - ref.deq[i])).toBeLessThanOrEqual(1e-6 * (1 + Math.abs(ref.deq[i])));
+        expect(got.deq).toEqual(dequantize(got.qz));
+        const rtn = quantizeRtn(w, rows, cols, { bits, group });
+        // a dead column's weights are zeroed before the grid is taken, as plain GPTQ does
+        if (deadFrac === 0) expect([got.qz.scale, got.qz.zero]).toEqual([rtn.scale, rtn.zero]);
+      }),
+      { numRuns: 150 },
+    );
+  });
+
   it('quantizes any subset of rows from a shared factor exactly as the whole matrix does', () => {
     fc.assert(
-      fc.property(layerArb, fc.boolean(), fc.integer({ min: 1, max: 2 ** 31 - 1 }), ({ seed, rows, cols, nPerCol, bits, group, blockSize, deadFrac }, clip, pick) => {
+      fc.property(layerArb, fc.boolean(), fc.boolean(), fc.integer({ min: 1, max: 2 ** 31 - 1 }), ({ seed, rows, cols, nPerCol, bits, group, blockSize, deadFrac }, clip, actOrder, pick) => {
         const n = Math.max(1, Math.round(nPerCol * cols));
         const { x, w } = layerCase(seed, rows, cols, n, deadFrac);
         const H = hessianOf(x, n, cols);
         const spec = { bits, group, clip };
-        const whole = gptqQuantize(w, rows, cols, H, spec, { blockSize });
+        const whole = gptqQuantize(w, rows, cols, H, spec, { blockSize, actOrder });
         const rng = Rng.fromSeed(pick);
         const subset = rng.sample(rows, 1 + rng.int(rows)); // distinct rows, in random order
-        const part = gptqQuantizeRows(w, cols, gptqFactor(H, cols), spec, { blockSize }, subset);
+        const part = gptqQuantizeRows(w, cols, gptqFactor(H, cols, { actOrder }), spec, { blockSize }, subset);
         const nG = numGroups(cols, group);
         subset.forEach((r, i) => {
           expect(part.deq.subarray(i * cols, (i + 1) * cols)).toEqual(whole.deq.subarray(r * cols, (r + 1) * cols));

@@ -22,6 +22,7 @@ describe('configHash', () => {
     expect(configHash(config, { ...DEFAULT_TUNING, calibTemperature: 0.8 })).not.toBe(h);
     expect(configHash(config, { ...DEFAULT_TUNING, gptqRefine: 4 })).not.toBe(h);
     expect(configHash(config, { ...DEFAULT_TUNING, gate: true })).not.toBe(h);
+    expect(configHash(config, { ...DEFAULT_TUNING, gptqActOrder: true })).not.toBe(h);
     expect(configHash(config, { ...clipOn, mix: 'adaptive' })).not.toBe(configHash(config, clipOn));
     expect(configHash({ ...config, seed: 2 })).not.toBe(h);
     expect(configHash({ ...config, workers: 7, timeBudget: 60, memoryBudget: 1 << 30 })).toBe(h);

@@ -41,17 +41,20 @@ describe("the search's GPTQ start", () => {
     },
   );
 
-  it('with clip search and refined codes is core GPTQ with both (the report\'s base-with-clip row) bit for bit', async () => {
+  it.each([false, true])('with clip search and refined codes (act order %s) is core GPTQ with the same (the report\'s base-with-clip row) bit for bit', async (actOrder) => {
     const ops = getBackend('wasm');
-    const t = resolveTuning({ ...tuning, clip: true, gptqRefine: GPTQ_REFINE_SWEEPS });
+    const t = resolveTuning({ ...tuning, clip: true, gptqRefine: GPTQ_REFINE_SWEEPS, gptqActOrder: actOrder });
     const job = await createSearchJob(config(), { tuning: t, ops });
     const r = await job.report();
     const model = loadModel(MODEL_PATH);
     const calib = resolveTokenSets(model, config(), t, tuningSets(t), ops).calib;
-    const core = quantizeModel(model, { bits: 3, group: 32, method: 'gptq', clip: true, f16Scales: t.f16Scales, calib, ops, refineSweeps: t.gptqRefine });
+    const core = quantizeModel(model, { bits: 3, group: 32, method: 'gptq', clip: true, f16Scales: t.f16Scales, calib, ops, refineSweeps: t.gptqRefine, actOrder });
     expectSameLinears(r.models!.searched, core);
-    const unrefined = quantizeModel(model, { bits: 3, group: 32, method: 'gptq', clip: true, f16Scales: t.f16Scales, calib, ops });
+    // each setting changes the model: without refinement, or in the other column order
+    const unrefined = quantizeModel(model, { bits: 3, group: 32, method: 'gptq', clip: true, f16Scales: t.f16Scales, calib, ops, actOrder });
     expect(r.models!.searched.blocks[0].w2).not.toEqual(unrefined.blocks[0].w2);
+    const otherOrder = quantizeModel(model, { bits: 3, group: 32, method: 'gptq', clip: true, f16Scales: t.f16Scales, calib, ops, refineSweeps: t.gptqRefine, actOrder: !actOrder });
+    expect(r.models!.searched.blocks[0].w2).not.toEqual(otherOrder.blocks[0].w2);
     await job.close();
   });
 

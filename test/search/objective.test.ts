@@ -11,11 +11,11 @@ import { attnKindsOn, drawAttnMove, drawFfnMove } from '../../search/proposals';
 import { shippedModel } from '../helpers';
 import { randomBlockData } from './blockData';
 
-/** `refine`: GPTQ's codes refined by that many sweeps (core/quant/refine.ts), as a GPTQ job's recommended tuning does. */
-function setup(layer: number, bits: number, method: BaseMethod = 'rtn', ops: Ops = jsOps, refine = 0) {
+/** `refine`: GPTQ's codes refined by that many sweeps (core/quant/refine.ts), as a GPTQ job's recommended tuning does; `actOrder`: GPTQ in act order. */
+function setup(layer: number, bits: number, method: BaseMethod = 'rtn', ops: Ops = jsOps, refine = 0, actOrder = false) {
   const m = shippedModel();
   const { rng, data } = randomBlockData(m, layer, 7, 48, ops);
-  const spec: SearchSpec = { bits, group: 32, ...(refine > 0 ? { gptqRefine: refine } : {}) };
+  const spec: SearchSpec = { bits, group: 32, ...(refine > 0 ? { gptqRefine: refine } : {}), ...(actOrder ? { gptqActOrder: true } : {}) };
   const obj = new BlockObjective(m.config, data, spec, ops, method);
   const cur = cloneBlock(m.blocks[layer]);
   obj.reset(cur);
@@ -51,9 +51,10 @@ describe('block objective', () => {
   // GPTQ's rounding flips with the last bit of its Hessian, so "same loss" has to mean the
   // same bits: the incremental path redoes exactly the full evaluation's float operations.
   it.each([
-    ['js', 0, jsOps], ['wasm', 0, getBackend('wasm')], ['js', 4, jsOps], ['wasm', 4, getBackend('wasm')],
-  ] as const)('on the GPTQ base (%s, %i refinement sweeps) incremental FFN evaluation is bit for bit the full one, before and after commits', (_name, refine, ops) => {
-    const { m, rng, obj, cur, spec } = setup(3, 3, 'gptq', ops, refine);
+    ['js', 0, false, jsOps], ['wasm', 0, false, getBackend('wasm')], ['js', 4, false, jsOps], ['wasm', 4, false, getBackend('wasm')],
+    ['js', 2, true, jsOps], ['wasm', 2, true, getBackend('wasm')],
+  ] as const)('on the GPTQ base (%s, %i refinement sweeps, act order %s) incremental FFN evaluation is bit for bit the full one, before and after commits', (_name, refine, actOrder, ops) => {
+    const { m, rng, obj, cur, spec } = setup(3, 3, 'gptq', ops, refine, actOrder);
     const on = new Set(ALL_INVARIANCES);
     const tuning = { ...DEFAULT_TUNING, scaleStep: 0.2, angleStep: 0.05 };
     for (let i = 0; i < 8; i++) {
@@ -78,9 +79,10 @@ describe('block objective', () => {
   });
 
   it.each([
-    ['rtn', 'js', 0, jsOps], ['rtn', 'wasm', 0, getBackend('wasm')], ['gptq', 'js', 0, jsOps], ['gptq', 'wasm', 0, getBackend('wasm')], ['gptq', 'wasm', 4, getBackend('wasm')],
-  ] as const)('attention moves on the %s base (%s, %i GPTQ refinement sweeps) are scored head by head, bit for bit the full evaluation, before and after commits', (method, _name, refine, ops) => {
-    const { m, rng, obj, cur } = setup(2, 3, method, ops, refine);
+    ['rtn', 'js', 0, false, jsOps], ['rtn', 'wasm', 0, false, getBackend('wasm')], ['gptq', 'js', 0, false, jsOps], ['gptq', 'wasm', 0, false, getBackend('wasm')],
+    ['gptq', 'wasm', 4, false, getBackend('wasm')], ['gptq', 'wasm', 2, true, getBackend('wasm')],
+  ] as const)('attention moves on the %s base (%s, %i GPTQ refinement sweeps, act order %s) are scored head by head, bit for bit the full evaluation, before and after commits', (method, _name, refine, actOrder, ops) => {
+    const { m, rng, obj, cur } = setup(2, 3, method, ops, refine, actOrder);
     const kinds = attnKindsOn(m.config, new Set(ALL_INVARIANCES));
     const seen = new Set<string>();
     for (let i = 0; i < 12; i++) {
