@@ -156,8 +156,10 @@ describe('daemon crash safety', () => {
     }, 60_000, 5);
     await d.kill('SIGKILL');
     const files = readDir(ckdir);
-    const names = [...files.keys()].filter((n) => n.endsWith('.msgpack'));
-    expect(names.length).toBe(2);
+    const names = [...files.keys()].filter((n) => n.endsWith('.msgpack')).sort();
+    // two kept; three when the kill landed after a new one was renamed into place and before the oldest was pruned
+    expect(names.length).toBeGreaterThanOrEqual(2);
+    expect(names.length).toBeLessThanOrEqual(3);
     const newest = join(ckdir, names[names.length - 1]);
     const bytes = readFileSync(newest);
     bytes[bytes.length >> 1] ^= 0xff;
@@ -170,7 +172,7 @@ describe('daemon crash safety', () => {
     expect(warn, 'warning in job.log').toBeDefined();
     expect(done.warnings.some((w) => w.includes(names[names.length - 1]))).toBe(true);
     const resumed = jobLog(home, id).filter((l) => l.msg === 'resumed from checkpoint');
-    expect(resumed.at(-1)!.file).toBe(join(ckdir, names[0]));
+    expect(resumed.at(-1)!.file).toBe(join(ckdir, names[names.length - 2]));
     expectSameExport(readDir(join(home, 'jobs', id, 'export')), await reference);
     await d.kill('SIGTERM');
   });
