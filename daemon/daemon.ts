@@ -63,10 +63,10 @@ function isLive(path: string): Promise<boolean> {
   });
 }
 
-/** dist/invarx.js: this bundle, or (when running from sources) the built one. */
+/** dist/invarx.js: beside this bundle's chunk, or (when running from sources) the built one. */
 export function cliScript(): string {
   const here = fileURLToPath(import.meta.url);
-  if (here.endsWith('.js')) return here;
+  if (here.endsWith('.js')) return join(dirname(here), 'invarx.js');
   for (let dir = dirname(here); ; dir = dirname(dir)) {
     const p = join(dir, 'dist', 'invarx.js');
     if (existsSync(p)) return p;

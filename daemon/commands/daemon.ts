@@ -6,10 +6,9 @@
 import type { Command } from 'commander';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { fail } from '../../core/errors';
-import { runDaemon } from '../daemon';
-import { parseQueueUrl } from '../queue';
+import { parseQueueUrl } from '../queue/redisUrl';
 import { resolveHome } from '../home';
-import { runJob, type RunnerInit, type ToRunner } from '../runner';
+import type { RunnerInit, ToRunner } from '../runner';
 import { parseInteger, parseNumber } from './modelArgs';
 
 export function register(program: Command): void {
@@ -30,6 +29,8 @@ export function register(program: Command): void {
       if (checkpointSeconds < 0) fail('bad-config', `--checkpoint-seconds must be ≥ 0, got ${o.checkpointSeconds}`);
       const idleTimeout = parseNumber('--idle-timeout', o.idleTimeout);
       if (idleTimeout < 0) fail('bad-config', `--idle-timeout must be ≥ 0, got ${o.idleTimeout}`);
+      // (loaded here, not at startup: the search's kernels and the queue's client are for the commands that use them)
+      const { runDaemon } = await import('../daemon');
       await runDaemon({
         home: resolveHome(o.home),
         concurrency: parseInteger('--concurrency', o.concurrency, 1, 256),
@@ -47,6 +48,7 @@ export function register(program: Command): void {
     .action(async () => {
       if (isMainThread || !parentPort) fail('bad-usage', '__job-runner is internal to `invarx daemon`');
       const port = parentPort;
+      const { runJob } = await import('../runner');
       await runJob(workerData as RunnerInit, {
         post: (m) => port.postMessage(m),
         onStop: (cb) => port.on('message', (m: ToRunner) => m?.type === 'stop' && cb(m.reason)),

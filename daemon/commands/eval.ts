@@ -23,7 +23,6 @@ import {
   DEFAULT_CALIB, DEFAULT_HELD_OUT, loadTextFile, loadTokenFile, overlapCount, sampleSetsCapped,
 } from '../../core/data';
 import { loadTokenizer, tokenizerPathFor } from '../../core/tokenizer';
-import { bestBackend } from '../../kernels/registry';
 import { textWindows } from '../../search/tokens';
 import { EVAL_METHODS, parseBits, parseGroup, parseMethods } from './modelArgs';
 
@@ -66,7 +65,7 @@ function note(msg: string): void {
   if (process.stderr.isTTY) process.stderr.write(`${msg}\n`);
 }
 
-function evaluate(o: EvalOptions): void {
+async function evaluate(o: EvalOptions): Promise<void> {
   const bits = parseBits(o.bits);
   const group = parseGroup(o.group);
   const methods = parseMethods(o.method);
@@ -87,6 +86,7 @@ function evaluate(o: EvalOptions): void {
   const given = loadQuantized(fp, o.quantized);
   // The fastest backend for forward passes and sampling (as `invarx run` uses), so the
   // default sets are the ones the search samples too.
+  const { bestBackend } = await import('../../kernels/registry'); // (the kernels compile when loaded: not at startup)
   const ops = bestBackend();
 
   // The default sets this evaluation needs, sampled together (one batch: a pass over the

@@ -18,7 +18,6 @@ import { Rng } from '../../core/rng';
 import { argmax, defaultCalibTokens, loadTokenFile, sampleSoftmax } from '../../core/data';
 import { loadTokenizer, tokenizerPathFor, type Tokenizer } from '../../core/tokenizer';
 import { quantizeModel } from '../../core/quant/model';
-import { bestBackend } from '../../kernels/registry';
 import { parseBits, parseGroup, parseInteger, parseMethods, parseNumber, parseSeed } from './modelArgs';
 
 interface GenerateOptions {
@@ -51,7 +50,7 @@ export function register(program: Command): void {
     .action((o: GenerateOptions, cmd: Command) => generate(o, cmd));
 }
 
-function generate(o: GenerateOptions, cmd: Command): void {
+async function generate(o: GenerateOptions, cmd: Command): Promise<void> {
   // Validate every option before the slow work.
   const steps = parseInteger('--steps', o.steps, 1);
   const temperature = parseNumber('--temperature', o.temperature);
@@ -68,6 +67,7 @@ function generate(o: GenerateOptions, cmd: Command): void {
 
   let model = loadModel(o.model);
   const tok = loadTokenizer(tokenizerPathFor(o.model, o.tokenizer), model.config.vocabSize);
+  const { bestBackend } = await import('../../kernels/registry'); // (the kernels compile when loaded: not at startup)
   const ops = bestBackend();
   if (quantize) {
     const calib = method !== 'gptq' ? undefined

@@ -10,7 +10,7 @@ import { Decoder } from '../../core/forward';
 import type { Model } from '../../core/model/types';
 import { loadTokenizer, tokenizerPathFor } from '../../core/tokenizer';
 import type { FinalReport, RunConfig } from '../../search/contract';
-import { createSearchJob } from '../../search/run';
+import type { SearchJob } from '../../search/contract';
 import { addRunOptions, runConfigFromOptions, tuningFromOptions } from './runOptions';
 import { recommendedTuning } from '../../search/config';
 
@@ -28,6 +28,8 @@ export function register(program: Command): void {
       const onPhase = (phase: string, planned: number | null) => {
         if (show && !started) process.stderr.write(`${phase}…${planned === null ? '' : ` (about ${duration(planned)})`}\n`);
       };
+      // (the search and its kernels load here, not at startup)
+      const { createSearchJob } = await import('../../search/run');
       const job = await createSearchJob(config, { tuning: recommendedTuning(config, tuningFromOptions(o)), onPhase });
       started = true;
       const bar = new SingleBar({
@@ -66,7 +68,7 @@ export function register(program: Command): void {
     });
 }
 
-function fields(p: ReturnType<Awaited<ReturnType<typeof createSearchJob>>['progress']>) {
+function fields(p: ReturnType<SearchJob['progress']>) {
   return {
     phase: (p.phase ?? 'search').padEnd(10),
     loss: p.bestLoss.toFixed(4),

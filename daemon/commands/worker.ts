@@ -8,11 +8,9 @@ import { join } from 'node:path';
 import { isMainThread, parentPort } from 'node:worker_threads';
 import type { Command } from 'commander';
 import { fail } from '../../core/errors';
-import { cliScript } from '../daemon';
 import { resolveHome } from '../home';
-import { openLogFile } from '../logfile';
-import { DEFAULT_QUEUE_SETTINGS, QueueWorker, parseQueueUrl, probeRedis, serveQueueThread } from '../queue';
-import { collectOnOwnThread } from '../queue/leanGc';
+import { parseQueueUrl } from '../queue/redisUrl';
+import { DEFAULT_QUEUE_SETTINGS } from '../queue/settings';
 import { parseInteger, parseNumber } from './modelArgs';
 
 function seconds(option: string, v: string): number {
@@ -44,6 +42,10 @@ export function register(program: Command): void {
         stalledMs: seconds('--stalled-seconds', o.stalledSeconds),
         maxStalled: parseInteger('--max-stalled', o.maxStalled, 0),
       };
+      // (loaded here, not at startup: the queue's client and the search are for the commands that use them)
+      const [{ QueueWorker, probeRedis }, { collectOnOwnThread }, { openLogFile }, { cliScript }] = await Promise.all([
+        import('../queue'), import('../queue/leanGc'), import('../logfile'), import('../daemon'),
+      ]);
       await probeRedis(url);
       if (!o.parallelGc) collectOnOwnThread();
       process.umask(0o077);
@@ -77,8 +79,9 @@ export function register(program: Command): void {
   program
     .command('__queue-runner', { hidden: true })
     .description('internal: runs queue jobs inside a worker thread')
-    .action(() => {
+    .action(async () => {
       if (isMainThread || !parentPort) fail('bad-usage', '__queue-runner is internal to `invarx worker`');
+      const { serveQueueThread } = await import('../queue');
       serveQueueThread(parentPort);
     });
 }
