@@ -8,7 +8,7 @@
  * - a transformed block is rebuilt from its FP block and the transforms applied to it, in
  *   order, when used (the same float operations in the same order, so the same bits), and
  *   the most recently used are kept while they fit; the block being searched is pinned;
- * - a quantized block is kept palette-packed (core/quant/palette.ts, ~1.5 bytes a weight,
+ * - a quantized block is kept palette-packed (core/quant/palette.ts, ~1 byte a weight,
  *   exact) and unpacked when read.
  * So a run holds O(1 block) of float weights whatever the model's size.
  */
