@@ -41,6 +41,22 @@ export class ActivationStore {
     return this.inMemory.has(key) || this.onDisk.has(key);
   }
 
+  /**
+   * Hold at most `bytes` in memory from now on, writing what is held past it to the scratch
+   * directory now (e.g. before a phase that needs the memory and reads these rarely).
+   */
+  limit(bytes: number): void {
+    if (!(bytes >= 0)) throw new RangeError(`memory budget must be >= 0 bytes, got ${bytes}`);
+    this.opts = { ...this.opts, memoryBytes: bytes };
+    for (const [key, x] of [...this.inMemory]) {
+      if (this.memoryUsed <= bytes) break;
+      // written first, so a write that fails leaves the entry where it was
+      this.writeOut(key, x);
+      this.inMemory.delete(key);
+      this.memoryUsed -= x.byteLength;
+    }
+  }
+
   /** Keep `x` under `key` (replacing what was there); the store owns `x` from now on when it stays in memory. */
   set(key: number, x: F32): void {
     this.delete(key);
@@ -49,6 +65,10 @@ export class ActivationStore {
       this.memoryUsed += x.byteLength;
       return;
     }
+    this.writeOut(key, x);
+  }
+
+  private writeOut(key: number, x: F32): void {
     if (!this.opts.dir) fail('bad-config', `activations need ${x.byteLength} more bytes than the memory budget allows and there is no scratch directory`);
     mkdirSync(this.opts.dir, { recursive: true });
     const path = join(this.opts.dir, `activations-${key}.f32`);

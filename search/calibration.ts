@@ -80,6 +80,20 @@ export class CalibrationRows {
     for (let l = from; l < blocks.nLayers; l++) yield [l, this.inputsOf(l, blocks)];
   }
 
+  /** Bytes of rows held in memory (the rest is in scratch files). */
+  get bytesInMemory(): number {
+    return this.fp.bytesInMemory + this.q.bytesInMemory;
+  }
+
+  /**
+   * Write every row held in memory to the scratch files, for a phase that needs the memory
+   * more (the final evaluation); later reads come from the files (or the OS's page cache).
+   */
+  spill(): void {
+    this.fp.limit(0);
+    this.q.limit(0);
+  }
+
   /** Remove the scratch files. */
   close(): void {
     this.fp.close();

@@ -49,7 +49,7 @@ export interface RunConfig {
   patience: number;
   /**
    * Bytes the run aims to stay within (0 or absent: a fifth of the machine's memory); block
-   * activations past half of it go to scratch files. Changes only memory and speed.
+   * activations past an eighth of it go to scratch files. Changes only memory and speed.
    */
   memoryBudget?: number;
 }

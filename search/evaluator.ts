@@ -84,6 +84,13 @@ export class Evaluator {
       : undefined;
   }
 
+  /** Let go of the block set last (its state is the largest thing a stint holds: gone before the next is built). */
+  clearBlock(): void {
+    this.obj = undefined;
+    this.cur = undefined;
+    this.ctx = undefined;
+  }
+
   async evaluate(moves: Move[]): Promise<CandidateResult[]> {
     if (!this.pool) return moves.map((m) => ({ loss: candidateLoss(this.cfg, this.obj!, this.cur!, m) }));
     // One task per candidate: costs differ (attention moves redo the whole block), so

@@ -15,7 +15,7 @@
  * report.ts (the quality table and the export).
  */
 import type { Logger } from 'pino';
-import { fail } from '../core/errors';
+import { fail, InvarxError } from '../core/errors';
 import { loadModel } from '../core/model/load';
 import { cloneBlock, type F32, type Model } from '../core/model/types';
 import type { Transform } from '../core/invariance';
@@ -43,7 +43,7 @@ import { scaleInit, scaleSitesOn } from './scaleInit';
 import { nextBlock } from './schedule';
 import { resolveTokenSets, type TokenSets } from './tokens';
 import { QualityProbe } from './validation';
-import { activationBytes, Scratch, weightBytes } from './scratch';
+import { activationBytes, memoryBudget, Scratch, weightBytes } from './scratch';
 import { describeCuts, phaseSeconds, planSets, type SetPlan } from './plan';
 import { RunBudget } from './runBudget';
 import { PhaseClock, reportPlan, type Phase } from './phases';
@@ -190,6 +190,9 @@ class Search implements SearchJob {
 
   private beginStint(): void {
     const l = this.b.block;
+    // the last stint's state goes first: at 1B parameters it is a gigabyte
+    this.obj = undefined;
+    this.evaluator.clearBlock();
     this.obj = this.sharedObjective(l, this.calib.inputsOf(l, this.blocks));
     this.stintStartLoss = this.obj.loss;
     this.stintCommits = [];
@@ -452,10 +455,27 @@ class Search implements SearchJob {
   async report(): Promise<FinalReport> {
     this.clock.enter('report');
     const plan = reportPlan(this.budget.left(), this.budget.reportCosts(), this.budget.reportRows());
+    this.spillCalibration();
     const report = finalReport(this.result(), plan.rows);
     this.clock.stop();
     const cut = [...this.cut, ...plan.cut.map((r) => `report row ${r}`)];
     return { ...report, phases: this.clock.seconds(), candidates: this.b.evaluated, moveStats: this.b.moveStats ?? {}, ...(cut.length ? { cut } : {}) };
+  }
+
+  /**
+   * The final evaluation runs every reported model block by block: the calibration rows it
+   * does not read give it their memory (a big model's are gigabytes). A disk that cannot
+   * take them leaves them in memory, as the search had them.
+   */
+  private spillCalibration(): void {
+    // a sixteenth of the budget or less is not worth the writes
+    if (this.calib.bytesInMemory <= memoryBudget(this.config) / 16) return;
+    try {
+      this.calib.spill();
+    } catch (e) {
+      if (!(e instanceof InvarxError && e.code === 'disk-full')) throw e;
+      this.log?.warn({ err: e.message }, 'calibration rows stay in memory for the final evaluation');
+    }
   }
 
   async exportTo(dir: string): Promise<void> {

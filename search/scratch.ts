@@ -26,17 +26,31 @@ export function defaultMemoryBudget(): number {
   return Math.floor(totalmem() / 5);
 }
 
-/** Bytes of calibration activations a run keeps in memory: half its budget (weights and caches take the rest). */
+/*
+ * A run's memory besides these two shares is what its size fixes: the embedding and
+ * classifier, the palette-packed quantized model, the block being searched with its
+ * calibration rows through each linear, the passes' chunks and the backend's arena; at 1B
+ * parameters that is most of a 5 GB budget. Both shares spill cheaply: a scratch file
+ * read back comes from the OS's page cache, and a transformed block is rebuilt from its
+ * FP weights and moves.
+ */
+
+/** The run's memory budget in bytes. */
+export function memoryBudget(config: RunConfig): number {
+  return config.memoryBudget || defaultMemoryBudget();
+}
+
+/** Bytes of calibration activations a run keeps in memory: an eighth of its budget. */
 export function activationBytes(config: RunConfig): number {
-  return Math.floor((config.memoryBudget || defaultMemoryBudget()) / 2);
+  return Math.floor(memoryBudget(config) / 8);
 }
 
 /**
- * Bytes of block weights a run keeps as float arrays: a quarter of its budget, half for
+ * Bytes of block weights a run keeps as float arrays: an eighth of its budget, half for
  * transformed and half for quantized blocks (past it, search/blocks.ts rebuilds and packs).
  */
 export function weightBytes(config: RunConfig): number {
-  return Math.floor((config.memoryBudget || defaultMemoryBudget()) / 4);
+  return Math.floor(memoryBudget(config) / 8);
 }
 
 /** "6G", "512M", "300k" or plain bytes → bytes; NaN when it is none of these. */

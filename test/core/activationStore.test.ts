@@ -56,6 +56,27 @@ describe('ActivationStore', () => {
     expect(store.has(2)).toBe(false);
   });
 
+  it('a lower limit writes what is held past it to scratch files at once, and later sets keep to it', () => {
+    const dir = join(root, 'limit');
+    const store = new ActivationStore({ memoryBytes: 5000, dir });
+    const xs = [0, 1, 2, 3].map((k) => randomF32(300, 10 + k)); // 1200 bytes each
+    xs.forEach((x, k) => store.set(k, x));
+    expect(store.bytesInMemory).toBe(4800);
+    store.limit(1300);
+    expect(store.bytesInMemory).toBe(1200);
+    expect(store.bytesOnDisk).toBe(3600);
+    expect(readdirSync(dir).length).toBe(3);
+    xs.forEach((x, k) => expect(same(store.get(k), x)).toBe(true));
+    store.set(4, randomF32(300, 20));
+    expect(store.bytesInMemory).toBe(1200);
+    store.limit(0);
+    expect(store.bytesInMemory).toBe(0);
+    xs.forEach((x, k) => expect(same(store.get(k), x)).toBe(true));
+    expect(() => store.limit(-1)).toThrow(RangeError);
+    store.close();
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
   it('without a scratch directory, more than the budget is one clear error', () => {
     const store = new ActivationStore({ memoryBytes: 100 });
     expect(() => store.set(0, new Float32Array(100))).toThrow(InvarxError);
@@ -79,6 +100,17 @@ describe('ActivationStore', () => {
       expect((err as Error).message).toMatch(/activations-1\.f32.*ENOSPC/);
       expect(existsSync(join(dir, 'activations-1.f32'))).toBe(false);
       expect(same(store.get(0), small)).toBe(true);
+      store.close();
+    }
+    {
+      // a limit that cannot write keeps the entry in memory, whole
+      const store = new ActivationStore({ memoryBytes: 2 ** 20, dir });
+      const big = randomF32(32 * 1024, 2);
+      store.set(0, big);
+      expect(() => store.limit(0)).toThrow(/disk-full|ENOSPC/);
+      expect(store.bytesInMemory).toBe(big.byteLength);
+      expect(same(store.get(0), big)).toBe(true);
+      expect(readdirSync(dir)).toEqual([]);
       store.close();
     }
   });

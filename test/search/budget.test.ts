@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG } from '../../search/config';
 import type { RunConfig } from '../../search/contract';
 import { createSearchJob } from '../../search/run';
+import { loadModel } from '../../core/model/load';
 import { MODEL_PATH } from '../helpers';
 
 const tuning = { calibSeqs: 4, validSeqs: 2, evalSeqs: 4, seqTokens: 64, blockSteps: 4 };
@@ -57,5 +58,29 @@ describe('the time budget bounds the whole run', () => {
     await small.close();
     await big.close();
     expect(existsSync(scratch)).toBe(false);
+  });
+
+  it('the final evaluation first writes out the calibration rows when they hold over half their share of the budget; the table does not change', async () => {
+    const cfg = loadModel(MODEL_PATH).config;
+    const rowBytes = tuning.calibSeqs * tuning.seqTokens * cfg.dim * 4; // one block boundary's rows
+    // an eighth of the budget for the rows, half of it each for the L+1 FP and the L quantized-input keys: all fit
+    const fits = 12 * (2 * cfg.nLayers + 1) * rowBytes;
+    const run = async (memoryBudget: number) => {
+      const scratch = join(mkdtempSync(join(tmpdir(), 'invarx-spill-')), 'scratch');
+      const job = await createSearchJob(config({ steps: 8, memoryBudget }), { tuning: { ...tuning, scaleInit: false }, scratchDir: scratch });
+      while (!job.done) await job.step();
+      const before = existsSync(join(scratch, 'fp'));
+      const r = await job.report();
+      const after = existsSync(join(scratch, 'fp')) ? readdirSync(join(scratch, 'fp')).length : 0;
+      await job.close();
+      return { before, after, r };
+    };
+    const tight = await run(fits);
+    expect(tight.before).toBe(false);
+    expect(tight.after).toBe(cfg.nLayers + 1);
+    // with twice the budget the rows hold under half their share: they stay in memory
+    const roomy = await run(2 * fits);
+    expect(roomy.after).toBe(0);
+    for (const k of ['fp', 'rtn', 'base', 'baseClip', 'searched'] as const) expect(tight.r[k]).toEqual(roomy.r[k]);
   });
 });
