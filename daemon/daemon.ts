@@ -4,12 +4,12 @@
  * runs jobs through the scheduler, and on SIGTERM/SIGINT (or the `shutdown` verb)
  * checkpoints running jobs and exits. On start it resumes every job that was running.
  */
-import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
 import { connect } from 'node:net';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { fail } from '../core/errors';
+import { cliScript } from './cliScript';
 import { isJobId, socketPath } from './home';
 import { openLogFile } from './logfile';
 import { ProtocolError, describeValue, type Request } from './protocol';
@@ -61,17 +61,6 @@ function isLive(path: string): Promise<boolean> {
     });
     s.once('error', () => resolve(false));
   });
-}
-
-/** dist/invarx.js: beside this bundle's chunk, or (when running from sources) the built one. */
-export function cliScript(): string {
-  const here = fileURLToPath(import.meta.url);
-  if (here.endsWith('.js')) return join(dirname(here), 'invarx.js');
-  for (let dir = dirname(here); ; dir = dirname(dir)) {
-    const p = join(dir, 'dist', 'invarx.js');
-    if (existsSync(p)) return p;
-    if (dirname(dir) === dir) fail('no-build', 'dist/invarx.js not found: run `npm run build`');
-  }
 }
 
 function jobArg(args: Record<string, unknown>): string {

@@ -44,7 +44,7 @@ export function register(program: Command): void {
       };
       // (loaded here, not at startup: the queue's client and the search are for the commands that use them)
       const [{ QueueWorker, probeRedis }, { collectOnOwnThread }, { openLogFile }, { cliScript }] = await Promise.all([
-        import('../queue'), import('../queue/leanGc'), import('../logfile'), import('../daemon'),
+        import('../queue'), import('../queue/leanGc'), import('../logfile'), import('../cliScript'),
       ]);
       await probeRedis(url);
       if (!o.parallelGc) collectOnOwnThread();
