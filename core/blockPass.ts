@@ -8,6 +8,7 @@
  * A sequence of ≥ 4 tokens gets the same bits as through core/forward.ts's `forward`.
  */
 import { embed, head } from './forward';
+import { collectAtBlockBoundary } from './memory';
 import { blockForwardRows, packRows, type Rows } from './forwardRows';
 import { jsOps, withResident, type Ops } from './ops';
 import type { Block, F32, Model, ModelConfig } from './model/types';
@@ -86,6 +87,8 @@ export function finalStreams(models: Model[], seqs: ArrayLike<number>[], opts: P
       });
     });
     opts.onBlock?.(l, streams);
+    // the block's weights (and a quantized view's copies) are garbage now
+    collectAtBlockBoundary(cfg);
   }
   return { streams, chunks };
 }

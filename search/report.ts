@@ -9,6 +9,7 @@ import { Packr } from 'msgpackr';
 import type { BlockQuantized } from '../core/export';
 import { packTensorRows, toInterleaved, writeLlamaGguf, type LlamaGgufReport, type TensorType } from '../core/gguf';
 import { loadTokenizer, tokenizerPathFor } from '../core/tokenizer';
+import { collectAtBlockBoundary } from '../core/memory';
 import { evaluateModels, gapClosed } from '../core/metrics';
 import { blockLinears, type F32, type LinearName, type Model } from '../core/model/types';
 import type { Ops } from '../core/ops';
@@ -122,6 +123,7 @@ function searchedCodes(r: RunResult, l: number): CodeSink {
   const { blocks } = r;
   const cfg = blocks.config;
   const codes: CodeSink = {};
+  collectAtBlockBoundary(cfg);
   const obj = new BlockObjective(cfg, r.calib.data(l, r.calib.inputsOf(l, blocks)), r.spec, r.ops, r.config.base, undefined, undefined, blocks.clips(l));
   const { q } = obj.fullEval(blocks.transformed(l), 'all', codes);
   const searched = blocks.quantized(l);

@@ -16,6 +16,7 @@
  */
 import type { Logger } from 'pino';
 import { fail, InvarxError } from '../core/errors';
+import { collectAtBlockBoundary } from '../core/memory';
 import { loadModel } from '../core/model/load';
 import { cloneBlock, type F32, type Model } from '../core/model/types';
 import type { Transform } from '../core/invariance';
@@ -177,6 +178,7 @@ class Search implements SearchJob {
   private quantizeFrom(from: number): number[] {
     const losses: number[] = [];
     for (const [l, x] of this.calib.walk(from, this.blocks)) {
+      collectAtBlockBoundary(this.model.config);
       const obj = new BlockObjective(this.model.config, this.calib.data(l, x), this.spec, this.ops, this.config.base, undefined, undefined, this.blocks.clips(l));
       losses[l] = obj.reset(this.blocks.transformed(l));
       this.blocks.setQuantized(l, obj.q);
@@ -190,9 +192,6 @@ class Search implements SearchJob {
 
   private beginStint(): void {
     const l = this.b.block;
-    // the last stint's state goes first: at 1B parameters it is a gigabyte
-    this.obj = undefined;
-    this.evaluator.clearBlock();
     this.obj = this.sharedObjective(l, this.calib.inputsOf(l, this.blocks));
     this.stintStartLoss = this.obj.loss;
     this.stintCommits = [];
@@ -231,6 +230,10 @@ class Search implements SearchJob {
    * memory the evaluator's workers share, and installed in the evaluator.
    */
   private sharedObjective(l: number, x: F32): BlockObjective {
+    // the last block's state goes first: at 1B parameters it is a gigabyte
+    this.obj = undefined;
+    this.evaluator.clearBlock();
+    collectAtBlockBoundary(this.model.config);
     const alloc = this.evaluator.alloc;
     const plain = this.calib.data(l, x);
     const data = { ...plain, x: copyInto(alloc.f32(plain.x.length), plain.x), y: copyInto(alloc.f32(plain.y.length), plain.y) };

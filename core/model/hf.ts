@@ -36,6 +36,7 @@ import { join } from 'node:path';
 import { fail } from '../errors';
 import { readJsonFile } from '../files';
 import { BlockCache, lazyBlocks, mapBlocks, presentKeys } from './lazy';
+import { oneBlockBytes } from '../memory';
 import { SafetensorsReader } from './safetensors';
 import type { Block, F32, LinearName, Model, ModelConfig } from './types';
 
@@ -65,10 +66,7 @@ export const STREAM_ABOVE_BYTES = 512 * 2 ** 20;
 
 /** Float32 bytes of all block weights of a model of this config. */
 export function blockBytes(cfg: ModelConfig): number {
-  const q = cfg.nHeads * cfg.headDim;
-  const kv = cfg.nKvHeads * cfg.headDim;
-  const ffn = (cfg.arch === 'llama' ? 3 : 2) * cfg.dim * cfg.hiddenDim;
-  return 4 * cfg.nLayers * (2 * cfg.dim * q + 2 * cfg.dim * kv + ffn);
+  return cfg.nLayers * oneBlockBytes(cfg);
 }
 
 type BlockKey = keyof Block;
