@@ -7,7 +7,7 @@
  */
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import type { ModelConfig } from './model/types';
+import { blockWeightBytes, type ModelConfig } from './model/types';
 
 /** Float32 bytes of one block's weights from which a block boundary is worth a collection. */
 export const COLLECT_FROM_BLOCK_BYTES = 16 * 2 ** 20;
@@ -23,15 +23,7 @@ export function collectGarbage(): void {
   gc();
 }
 
-/** Float32 bytes of one block's linear weights. */
-export function oneBlockBytes(cfg: ModelConfig): number {
-  const q = cfg.nHeads * cfg.headDim;
-  const kv = cfg.nKvHeads * cfg.headDim;
-  const ffn = (cfg.arch === 'llama' ? 3 : 2) * cfg.dim * cfg.hiddenDim;
-  return 4 * (2 * cfg.dim * q + 2 * cfg.dim * kv + ffn);
-}
-
 /** collectGarbage when a block of this model is big (at least COLLECT_FROM_BLOCK_BYTES); otherwise nothing. */
 export function collectAtBlockBoundary(cfg: ModelConfig): void {
-  if (oneBlockBytes(cfg) >= COLLECT_FROM_BLOCK_BYTES) collectGarbage();
+  if (blockWeightBytes(cfg) >= COLLECT_FROM_BLOCK_BYTES) collectGarbage();
 }

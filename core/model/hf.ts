@@ -36,9 +36,8 @@ import { join } from 'node:path';
 import { fail } from '../errors';
 import { readJsonFile } from '../files';
 import { BlockCache, lazyBlocks, mapBlocks, presentKeys } from './lazy';
-import { oneBlockBytes } from '../memory';
 import { SafetensorsReader } from './safetensors';
-import type { Block, F32, LinearName, Model, ModelConfig } from './types';
+import { blockWeightBytes, type Block, type F32, type LinearName, type Model, type ModelConfig } from './types';
 
 export const SUPPORTED_ARCHITECTURES = ['LlamaForCausalLM', 'MistralForCausalLM', 'Qwen2ForCausalLM', 'OPTForCausalLM'] as const;
 export type HfArchitecture = (typeof SUPPORTED_ARCHITECTURES)[number];
@@ -66,7 +65,7 @@ export const STREAM_ABOVE_BYTES = 512 * 2 ** 20;
 
 /** Float32 bytes of all block weights of a model of this config. */
 export function blockBytes(cfg: ModelConfig): number {
-  return cfg.nLayers * oneBlockBytes(cfg);
+  return cfg.nLayers * blockWeightBytes(cfg);
 }
 
 type BlockKey = keyof Block;

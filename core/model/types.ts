@@ -94,6 +94,14 @@ export function blockLinears(cfg: ModelConfig): LinearName[] {
   return cfg.arch === 'llama' ? [...LINEAR_NAMES] : LINEAR_NAMES.filter((n) => n !== 'w3');
 }
 
+/** Float32 bytes of one block's linear weights. */
+export function blockWeightBytes(cfg: ModelConfig): number {
+  return blockLinears(cfg).reduce((n, name) => {
+    const [rows, cols] = linearShape(cfg, name);
+    return n + 4 * rows * cols;
+  }, 0);
+}
+
 /** A copy of block b whose arrays are fresh, except those named in `shared`, which the copy references. */
 export function cloneBlock(b: Block, shared: readonly string[] = []): Block {
   const out: Record<string, F32> = {};

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { COLLECT_FROM_BLOCK_BYTES, collectGarbage, oneBlockBytes } from '../../core/memory';
+import { COLLECT_FROM_BLOCK_BYTES, collectGarbage } from '../../core/memory';
 import { syntheticConfig } from '../../core/model/synthetic';
-import { blockLinears, linearShape } from '../../core/model/types';
+import { blockWeightBytes } from '../../core/model/types';
 
 /** Allocates and drops `mb` MB of typed arrays; returns how many bytes it allocated. */
 function garbage(mb: number): number {
@@ -19,12 +19,13 @@ describe('collecting garbage at block boundaries', () => {
     expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(made * 0.1);
   });
 
-  it('oneBlockBytes is the float32 bytes of a block\'s linears; blocks are big enough to collect for from the 110M shape up', () => {
+  it('blockWeightBytes is a block\'s linears in float32 (the 1B shape: 176,160,768 bytes); blocks are big enough to collect for from the 110M shape up', () => {
+    // 1B: wq and wo 2048 × 2048, wk and wv 256 × 2048, w1 w2 w3 5632 × 2048
+    expect(blockWeightBytes(syntheticConfig('1b'))).toBe(4 * (2 * 2048 * 2048 + 2 * 256 * 2048 + 3 * 5632 * 2048));
+    // 260K (dim 64, FFN 172, 8 heads of 8, 4 KV heads)
+    expect(blockWeightBytes(syntheticConfig('260k'))).toBe(4 * (2 * 64 * 64 + 2 * 32 * 64 + 3 * 172 * 64));
     for (const shape of ['260k', '15m', '110m', '1b', '7b']) {
-      const cfg = syntheticConfig(shape);
-      const bytes = blockLinears(cfg).reduce((n, name) => n + 4 * linearShape(cfg, name)[0] * linearShape(cfg, name)[1], 0);
-      expect(oneBlockBytes(cfg)).toBe(bytes);
-      expect(oneBlockBytes(cfg) >= COLLECT_FROM_BLOCK_BYTES).toBe(shape === '110m' || shape === '1b' || shape === '7b');
+      expect(blockWeightBytes(syntheticConfig(shape)) >= COLLECT_FROM_BLOCK_BYTES).toBe(shape === '110m' || shape === '1b' || shape === '7b');
     }
   });
 });
