@@ -42,6 +42,29 @@ export function chunkSeqs(seqs: ArrayLike<number>[], maxRows: number): number[][
   return chunks;
 }
 
+/**
+ * blockForwardRows over packed rows, whole sequences at a time in chunks of about `maxRows`
+ * rows (default chunkRows), into one output: the same bits (for sequences of ≥ 4 tokens),
+ * with one chunk's intermediates alive at a time instead of all the rows' (at 1B and 32 ×
+ * 256 rows those are ~0.8 GB). Each weight is copied into the backend once for all chunks.
+ */
+export function blockForwardChunked(cfg: ModelConfig, b: Block, x: Rows, ops: Ops, maxRows = chunkRows(cfg)): Rows {
+  const { seqStarts } = x;
+  const S = seqStarts.length - 1;
+  const d = cfg.dim;
+  if (seqStarts[S] <= maxRows) return blockForwardRows(cfg, b, x, ops);
+  const out = new Float32Array(seqStarts[S] * d);
+  withResident(ops, blockWeights(b), () => {
+    for (let s0 = 0, s1 = 1; s0 < S; s0 = s1++) {
+      while (s1 < S && seqStarts[s1 + 1] - seqStarts[s0] <= maxRows) s1++;
+      const r0 = seqStarts[s0];
+      const part = { x: x.x.subarray(r0 * d, seqStarts[s1] * d), seqStarts: seqStarts.slice(s0, s1 + 1).map((r) => r - r0) };
+      out.set(blockForwardRows(cfg, b, part, ops).x, r0 * d);
+    }
+  });
+  return { x: out, seqStarts };
+}
+
 /** The residual stream entering block 0 for sequences `seqs`, packed row-wise. */
 export function embedRows(m: Model, seqs: ArrayLike<number>[]): Rows {
   return packRows(Array.from(seqs, (s) => embed(m, s)), m.config.dim);

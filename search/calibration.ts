@@ -12,8 +12,8 @@
  * each block on its inputs in the quantized model as quantized so far.
  */
 import { ActivationStore, type ActivationStoreOptions } from '../core/activationStore';
-import { finalStreams } from '../core/blockPass';
-import { blockForwardRows, packRows, seqStartsOf, seqViews, type Rows } from '../core/forwardRows';
+import { blockForwardChunked, finalStreams } from '../core/blockPass';
+import { packRows, seqStartsOf, seqViews, type Rows } from '../core/forwardRows';
 import type { F32, Model } from '../core/model/types';
 import type { Ops } from '../core/ops';
 import type { SearchBlocks } from './blocks';
@@ -57,7 +57,7 @@ export class CalibrationRows {
     while (k > 0 && !this.validAt(k, blocks)) k--;
     let x = k === 0 ? this.fp.get(0) : this.q.get(k);
     for (let i = k; i < l; i++) {
-      x = blockForwardRows(blocks.config, blocks.quantized(i), { x, seqStarts: this.seqStarts }, this.ops).x;
+      x = blockForwardChunked(blocks.config, blocks.quantized(i), { x, seqStarts: this.seqStarts }, this.ops).x;
       this.q.set(i + 1, x);
       this.qVersions.set(i + 1, blocks.versions(i + 1));
     }

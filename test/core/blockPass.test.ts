@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { chunkSeqs, embedRows, finalStreams, forEachSeqLogits } from '../../core/blockPass';
+import { blockForwardChunked, chunkSeqs, embedRows, finalStreams, forEachSeqLogits } from '../../core/blockPass';
 import { blockForward, Decoder, forward } from '../../core/forward';
 import { BatchDecoder } from '../../core/decode';
 import { blockForwardRows, seqStartsOf } from '../../core/forwardRows';
@@ -61,6 +61,18 @@ describe('block-major forward over packed sequences', () => {
         expect(same(z, forward(m, seqs[s], { ops }).logits)).toBe(true);
       }, { ops, chunkBytes });
       expect(seen).toEqual([0, 1, 2, 3, 4]);
+    }
+  });
+
+  it.each(BACKENDS)('a block over packed rows in chunks of whole sequences has the bits of the unchunked pass (%s)', (_n, ops) => {
+    const m = randomModel({ nLayers: 1, seqLen: 16 });
+    const x = embedRows(m, randomSeqs(m, [6, 16, 4, 11, 7, 5]));
+    const whole = blockForwardRows(m.config, m.blocks[0], x, ops);
+    // 1: a chunk per sequence; 20: several sequences in some chunks; 1000: one chunk
+    for (const maxRows of [1, 20, 1000]) {
+      const y = blockForwardChunked(m.config, m.blocks[0], x, ops, maxRows);
+      expect(y.seqStarts).toEqual(x.seqStarts);
+      expect(same(y.x, whole.x)).toBe(true);
     }
   });
 
