@@ -51,6 +51,8 @@ export const RESIDENT_WEIGHT_BYTES = 2 ** 30;
 const DOT_MAX_ROWS = 3;
 /** Below this many multiply-adds a decode attention runs on one thread (its units are small: the hand-offs would dominate). */
 const MT_MIN_ATTEND_MACS = 1 << 17;
+/** Up to this many rows, a product on a weight not kept packed skips the packing (matmul_xt; the same bits). */
+const XT_MAX_ROWS = 8;
 /** Spans at most this long are copied element by element (no subarray allocation). */
 const SHORT_SPAN = 48;
 
@@ -125,6 +127,10 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
     const nPad = (n + 3) & ~3;
     const Np = (N + 7) & ~7;
     const kept = resident.lookup(w, K, N, kcMax) ?? resident.add(w, K, N, kcMax, (p) => packInto(w, K, N, p));
+    if (kept === null && n <= XT_MAX_ROWS) {
+      fewRows(y, x, w, n, K, N, beta);
+      return;
+    }
     arena.reset();
     const xp = arena.alloc(nPad * K);
     const wp = kept ?? arena.alloc(Np * K);
@@ -162,6 +168,29 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
       k.matmul_t(xp, wp, yp, 0, nPad, K, N, kcMax, beta, scratch);
       copyOut(y, N, 0, n, 0, N, yp);
     }
+  }
+
+  /**
+   * matmulT for at most XT_MAX_ROWS rows on a weight not kept packed: matmul_xt on w's plain
+   * rows (the bits matmul_t gives, without packing w first; x and y go in and out
+   * transposed), split over the helpers by columns when large.
+   */
+  function fewRows(y: F32, x: F32, w: F32, n: number, K: number, N: number, beta: number): void {
+    arena.reset();
+    const xt = arena.alloc(XT_MAX_ROWS * K), wp = arena.alloc(N * K), yt = arena.alloc(XT_MAX_ROWS * N);
+    const m = arena.f32;
+    const x0 = xt >> 2, y0 = yt >> 2;
+    m.fill(0, x0, x0 + XT_MAX_ROWS * K);
+    for (let r = 0; r < n; r++) for (let c = 0; c < K; c++) m[x0 + c * XT_MAX_ROWS + r] = x[r * K + c];
+    if (beta) for (let r = 0; r < n; r++) for (let j = 0; j < N; j++) m[y0 + j * XT_MAX_ROWS + r] = y[r * N + j];
+    copyIn(w, K, 0, N, 0, K, wp);
+    if (helpers && active > 1 && n * K * N >= MT_MIN_MACS) {
+      const cols = Math.max(4, Math.ceil(N / (active * CHUNKS_PER_THREAD) / 4) * 4);
+      helpers.xt(k, { xt, w: wp, yt, K, N, kcMax, beta, cols }, active - 1);
+    } else {
+      k.matmul_xt(xt, wp, 4 * K, yt, K, kcMax, beta, 0, N);
+    }
+    for (let r = 0; r < n; r++) for (let j = 0; j < N; j++) y[r * N + j] = m[y0 + j * XT_MAX_ROWS + r];
   }
 
   /** Packs w [N, K] for matmul_t at byte p (Np·K floats), through scratch. */

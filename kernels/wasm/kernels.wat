@@ -297,7 +297,110 @@
       (br $chunks)))
   )
 
-  ;; ---------------------------------------------------------------------------------
+;; ---------------------------------------------------------------------------------
+  ;; matmul_t's product for at most 8 rows of x, on w's plain rows: with few rows, packing
+  ;; w would cost more than the product (a decode step on weights not kept packed).
+  ;; $xt is x transposed, 8 floats per k (x[0..8, k], rows past n zero), so the lanes are
+  ;; rows of x and each w[j, k] is broadcast; the output is transposed too, yt[j, 0..8].
+  ;; Per y entry the arithmetic is matmul_t's: the same chunks of $kc_max columns, within
+  ;; a chunk one multiply-add chain from 0 in k order, the chunk's sum written (the first
+  ;; chunk, without $beta) or added to y; so every row gets the bits matmul_t gives it.
+  ;; Columns [$j0, $j1) of w (rows $ldw bytes apart), four at a time, then one at a time.
+  (func $matmul_xt (export "matmul_xt") (param $xt i32) (param $w i32) (param $ldw i32) (param $yt i32)
+                   (param $K i32) (param $kc_max i32) (param $beta i32) (param $j0 i32) (param $j1 i32)
+    (local $j i32) (local $k0 i32) (local $kc i32) (local $b i32) (local $wj i32)
+    (local.set $j (local.get $j0))
+    (block $cols_done (loop $cols
+      (br_if $cols_done (i32.ge_u (local.get $j) (local.get $j1)))
+      (local.set $wj (i32.add (local.get $w) (i32.mul (local.get $j) (local.get $ldw))))
+      (local.set $k0 (i32.const 0))
+      (block $chunks_done (loop $chunks
+        (br_if $chunks_done (i32.ge_u (local.get $k0) (local.get $K)))
+        (local.set $kc (select (local.get $kc_max) (i32.sub (local.get $K) (local.get $k0))
+                               (i32.lt_u (local.get $kc_max) (i32.sub (local.get $K) (local.get $k0)))))
+        (local.set $b (select (local.get $beta) (i32.const 1) (i32.eqz (local.get $k0))))
+        (if (i32.le_u (i32.add (local.get $j) (i32.const 4)) (local.get $j1))
+          (then (call $xt_4 (i32.add (local.get $xt) (i32.shl (local.get $k0) (i32.const 5)))
+                            (i32.add (local.get $wj) (i32.shl (local.get $k0) (i32.const 2))) (local.get $ldw)
+                            (local.get $kc) (i32.add (local.get $yt) (i32.shl (local.get $j) (i32.const 5))) (local.get $b)))
+          (else (call $xt_1 (i32.add (local.get $xt) (i32.shl (local.get $k0) (i32.const 5)))
+                            (i32.add (local.get $wj) (i32.shl (local.get $k0) (i32.const 2)))
+                            (local.get $kc) (i32.add (local.get $yt) (i32.shl (local.get $j) (i32.const 5))) (local.get $b))))
+        (local.set $k0 (i32.add (local.get $k0) (local.get $kc)))
+        (br $chunks)))
+      (local.set $j (i32.add (local.get $j) (select (i32.const 4) (i32.const 1)
+                                                  (i32.le_u (i32.add (local.get $j) (i32.const 4)) (local.get $j1)))))
+      (br $cols)))
+  )
+
+  ;; One chunk of $kc columns of matmul_xt for 4 columns of w (from $w0, rows $ldw bytes
+  ;; apart): 8 accumulators (4 columns × 2 halves of the 8 rows).
+  (func $xt_4 (param $xt i32) (param $w0 i32) (param $ldw i32) (param $kc i32) (param $yt i32) (param $b i32)
+    (local $w1 i32) (local $w2 i32) (local $w3 i32)
+    (local $x0 v128) (local $x1 v128) (local $s v128)
+    (local $c00 v128) (local $c01 v128) (local $c10 v128) (local $c11 v128)
+    (local $c20 v128) (local $c21 v128) (local $c30 v128) (local $c31 v128)
+    (local.set $w1 (i32.add (local.get $w0) (local.get $ldw)))
+    (local.set $w2 (i32.add (local.get $w1) (local.get $ldw)))
+    (local.set $w3 (i32.add (local.get $w2) (local.get $ldw)))
+    (if (local.get $kc) (then
+      (loop $k
+        (local.set $x0 (v128.load offset=0 (local.get $xt)))
+        (local.set $x1 (v128.load offset=16 (local.get $xt)))
+        (local.set $s (v128.load32_splat (local.get $w0)))
+        (local.set $c00 (f32x4.relaxed_madd (local.get $x0) (local.get $s) (local.get $c00)))
+        (local.set $c01 (f32x4.relaxed_madd (local.get $x1) (local.get $s) (local.get $c01)))
+        (local.set $s (v128.load32_splat (local.get $w1)))
+        (local.set $c10 (f32x4.relaxed_madd (local.get $x0) (local.get $s) (local.get $c10)))
+        (local.set $c11 (f32x4.relaxed_madd (local.get $x1) (local.get $s) (local.get $c11)))
+        (local.set $s (v128.load32_splat (local.get $w2)))
+        (local.set $c20 (f32x4.relaxed_madd (local.get $x0) (local.get $s) (local.get $c20)))
+        (local.set $c21 (f32x4.relaxed_madd (local.get $x1) (local.get $s) (local.get $c21)))
+        (local.set $s (v128.load32_splat (local.get $w3)))
+        (local.set $c30 (f32x4.relaxed_madd (local.get $x0) (local.get $s) (local.get $c30)))
+        (local.set $c31 (f32x4.relaxed_madd (local.get $x1) (local.get $s) (local.get $c31)))
+        (local.set $xt (i32.add (local.get $xt) (i32.const 32)))
+        (local.set $w0 (i32.add (local.get $w0) (i32.const 4)))
+        (local.set $w1 (i32.add (local.get $w1) (i32.const 4)))
+        (local.set $w2 (i32.add (local.get $w2) (i32.const 4)))
+        (local.set $w3 (i32.add (local.get $w3) (i32.const 4)))
+        (br_if $k (local.tee $kc (i32.sub (local.get $kc) (i32.const 1)))))))
+    (if (local.get $b) (then
+      (local.set $c00 (f32x4.add (local.get $c00) (v128.load offset=0 (local.get $yt))))
+      (local.set $c01 (f32x4.add (local.get $c01) (v128.load offset=16 (local.get $yt))))
+      (local.set $c10 (f32x4.add (local.get $c10) (v128.load offset=32 (local.get $yt))))
+      (local.set $c11 (f32x4.add (local.get $c11) (v128.load offset=48 (local.get $yt))))
+      (local.set $c20 (f32x4.add (local.get $c20) (v128.load offset=64 (local.get $yt))))
+      (local.set $c21 (f32x4.add (local.get $c21) (v128.load offset=80 (local.get $yt))))
+      (local.set $c30 (f32x4.add (local.get $c30) (v128.load offset=96 (local.get $yt))))
+      (local.set $c31 (f32x4.add (local.get $c31) (v128.load offset=112 (local.get $yt))))))
+    (v128.store offset=0 (local.get $yt) (local.get $c00))
+    (v128.store offset=16 (local.get $yt) (local.get $c01))
+    (v128.store offset=32 (local.get $yt) (local.get $c10))
+    (v128.store offset=48 (local.get $yt) (local.get $c11))
+    (v128.store offset=64 (local.get $yt) (local.get $c20))
+    (v128.store offset=80 (local.get $yt) (local.get $c21))
+    (v128.store offset=96 (local.get $yt) (local.get $c30))
+    (v128.store offset=112 (local.get $yt) (local.get $c31)))
+
+  ;; One chunk of matmul_xt for one column of w.
+  (func $xt_1 (param $xt i32) (param $w0 i32) (param $kc i32) (param $yt i32) (param $b i32)
+    (local $s v128) (local $c0 v128) (local $c1 v128)
+    (if (local.get $kc) (then
+      (loop $k
+        (local.set $s (v128.load32_splat (local.get $w0)))
+        (local.set $c0 (f32x4.relaxed_madd (v128.load offset=0 (local.get $xt)) (local.get $s) (local.get $c0)))
+        (local.set $c1 (f32x4.relaxed_madd (v128.load offset=16 (local.get $xt)) (local.get $s) (local.get $c1)))
+        (local.set $xt (i32.add (local.get $xt) (i32.const 32)))
+        (local.set $w0 (i32.add (local.get $w0) (i32.const 4)))
+        (br_if $k (local.tee $kc (i32.sub (local.get $kc) (i32.const 1)))))))
+    (if (local.get $b) (then
+      (local.set $c0 (f32x4.add (local.get $c0) (v128.load offset=0 (local.get $yt))))
+      (local.set $c1 (f32x4.add (local.get $c1) (v128.load offset=16 (local.get $yt))))))
+    (v128.store offset=0 (local.get $yt) (local.get $c0))
+    (v128.store offset=16 (local.get $yt) (local.get $c1)))
+
+    ;; ---------------------------------------------------------------------------------
   ;; Horizontal sum of an f32x4, in the order (l0 + l1) + (l2 + l3).
   (func $hsum (param $v v128) (result f32)
     (f32.add (f32.add (f32x4.extract_lane 0 (local.get $v)) (f32x4.extract_lane 1 (local.get $v)))

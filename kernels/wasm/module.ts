@@ -122,6 +122,7 @@ export interface KernelExports {
   pack_wt(src: number, lds: number, N: number, K: number, kcMax: number, wp: number): void;
   matmul_t(x: number, wp: number, y: number, r0: number, r1: number, K: number, N: number, kcMax: number, beta: number, scratch: number): void;
   dot_t(x: number, w: number, ldw: number, y: number, n: number, K: number, N: number, beta: number): void;
+  matmul_xt(xt: number, w: number, ldw: number, yt: number, K: number, kcMax: number, beta: number, j0: number, j1: number): void;
   qdq(w: number, out: number, rows: number, cols: number, group: number, g0: number, g1: number, maxq: number, ratios: number, nratios: number, f16: number, codes: number, codeRatios: number): void;
   softmax_causal(att: number, T: number, S: number, past: number, scale: number): void;
   silu_mul(a: number, g: number, n: number): void;

@@ -38,6 +38,36 @@ export function runChunks(k: KernelExports, ctl: Int32Array, counter: number, a:
   }
 }
 
+/** matmul_xt over columns [c·cols, min((c+1)·cols, N)) of w for each chunk c taken (see the kernel). */
+export interface XtJob {
+  /** x transposed [K, 8]; w's plain rows [N, K]; y transposed [N, 8]. */
+  xt: number;
+  w: number;
+  yt: number;
+  K: number;
+  N: number;
+  kcMax: number;
+  beta: number;
+  /** Columns per chunk, a multiple of 4. */
+  cols: number;
+}
+
+export function xtArgs(job: XtJob): number[] {
+  return [job.xt, job.w, job.yt, job.K, job.N, job.kcMax, job.beta, job.cols];
+}
+
+/** The matmul_xt loop every thread runs (the workers run its source text: it may use only its arguments). */
+export function runXt(k: KernelExports, ctl: Int32Array, counter: number, a: number[]): void {
+  // (pointers past 2 GiB come back from the Int32 control words negative)
+  const [xt, w, yt] = [a[0] >>> 0, a[1] >>> 0, a[2] >>> 0];
+  const [, , , K, N, kcMax, beta, cols] = a;
+  for (;;) {
+    const j0 = Atomics.add(ctl, counter, 1) * cols;
+    if (j0 >= N) return;
+    k.matmul_xt(xt, w, 4 * K, yt, K, kcMax, beta, j0, Math.min(j0 + cols, N));
+  }
+}
+
 /**
  * A chunked Hessian: lines [c·chunk, min((c+1)·chunk, cols)) of the running sums for each
  * chunk c taken, each line over every segment and row block in order (as the one-thread

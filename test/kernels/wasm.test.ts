@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
+import { withResident } from '../../core/ops';
 import { Rng } from '../../core/rng';
 import { createWasmBackend } from '../../kernels';
 import { unfuseMadd } from '../../kernels/wasm/module';
@@ -32,6 +33,33 @@ describe('wasm backend', () => {
     } finally {
       two.dispose?.();
       three.dispose?.();
+    }
+  });
+
+  it('a product of 4–8 rows on a weight not kept packed (its plain rows, matmul_xt) has the bits of the packed kernel, on 1 and 2 threads, fused or not', () => {
+    const backends = [createWasmBackend({ threads: 1 }), createWasmBackend({ threads: 2 }), createWasmBackend({ fused: false })];
+    try {
+      fc.assert(
+        fc.property(
+          fc.integer({ min: 4, max: 8 }), fc.integer({ min: 1, max: 700 }), fc.integer({ min: 1, max: 1100 }),
+          fc.boolean(), fc.integer({ min: 1, max: 1e9 }),
+          (n, K, N, acc, seed) => {
+            const rng = Rng.fromSeed(seed);
+            const x = randomArray(rng, n * K), w = randomArray(rng, N * K), y0 = randomArray(rng, n * N);
+            for (const b of backends) {
+              const plainRows = y0.slice();
+              b.matmulT(plainRows, x, w, n, K, N, acc);
+              // pinned, the weight is packed once and the panel kernel runs
+              const packed = y0.slice();
+              withResident(b, [w], () => b.matmulT(packed, x, w, n, K, N, acc));
+              expect(firstMismatch(plainRows, packed)).toBe(-1);
+            }
+          },
+        ),
+        { numRuns: 25 },
+      );
+    } finally {
+      for (const b of backends) b.dispose?.();
     }
   });
 
