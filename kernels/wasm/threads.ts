@@ -1,8 +1,9 @@
 /**
  * Helper threads for the wasm kernels (matmul rows, few-row product columns, Hessian lines,
- * float64 tiles, decode attention units; the jobs are in ./threadJobs.ts): each worker_thread instantiates the
- * kernels against the same shared WebAssembly.Memory, and all threads (the caller
- * included) take pieces of a job from a shared counter until none are left.
+ * float64 tiles, decode attention units; the jobs are in ./threadJobs.ts): each
+ * worker_thread instantiates the kernels against the same shared WebAssembly.Memory, and
+ * all threads (the caller included) take pieces of a job from a shared counter until none
+ * are left.
  * Grabbing chunks rather than fixed halves keeps both cores busy when one of them is
  * also running something else (machines here are shared); which thread computes a row
  * never changes its value, so results are bit-identical for any thread count.
