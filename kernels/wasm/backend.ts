@@ -184,8 +184,8 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
     for (let r = 0; r < n; r++) for (let c = 0; c < K; c++) m[x0 + c * XT_MAX_ROWS + r] = x[r * K + c];
     if (beta) for (let r = 0; r < n; r++) for (let j = 0; j < N; j++) m[y0 + j * XT_MAX_ROWS + r] = y[r * N + j];
     copyIn(w, K, 0, N, 0, K, wp);
-    if (helpers && active > 1 && n * K * N >= MT_MIN_MACS) {
-      const cols = Math.max(4, Math.ceil(N / (active * CHUNKS_PER_THREAD) / 4) * 4);
+    const cols = splitChunk(N, n * K * N);
+    if (helpers && cols > 0) {
       helpers.xt(k, { xt, w: wp, yt, K, N, kcMax, beta, cols }, active - 1);
     } else {
       k.matmul_xt(xt, wp, 4 * K, yt, K, kcMax, beta, 0, N);
@@ -256,12 +256,13 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
   }
 
   /**
-   * Rows per chunk (whole 4-row tiles, about CHUNKS_PER_THREAD per active thread) when a
-   * product of nPad rows and `macs` multiply-adds is split over the helpers; 0: it runs here alone.
+   * Units per chunk (a multiple of 4, about CHUNKS_PER_THREAD chunks per active thread) when
+   * a product of `units` rows (or, for matmul_xt, columns) and `macs` multiply-adds is split
+   * over the helpers; 0: it runs here alone.
    */
-  function splitChunk(nPad: number, macs: number): number {
+  function splitChunk(units: number, macs: number): number {
     if (!helpers || active < 2 || macs < MT_MIN_MACS) return 0;
-    return Math.max(4, Math.ceil(nPad / (active * CHUNKS_PER_THREAD) / 4) * 4);
+    return Math.max(4, Math.ceil(units / (active * CHUNKS_PER_THREAD) / 4) * 4);
   }
 
   /** matmul_t over rows [0, nPad) of operands already in the arena: on the helpers too when it is large (see matmulT). */
