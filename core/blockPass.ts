@@ -25,11 +25,16 @@ export function chunkRows(cfg: ModelConfig, budgetBytes = CHUNK_BYTES): number {
 
 /** Sequences grouped into consecutive chunks of about `maxRows` rows (a longer sequence is a chunk alone). */
 export function chunkSeqs(seqs: ArrayLike<number>[], maxRows: number): number[][] {
+  return chunkLengths(seqs.map((s) => s.length), maxRows);
+}
+
+/** chunkSeqs for sequences of these lengths. */
+function chunkLengths(lengths: readonly number[], maxRows: number): number[][] {
   const chunks: number[][] = [];
   let cur: number[] = [];
   let rows = 0;
-  for (let s = 0; s < seqs.length; s++) {
-    const T = seqs[s].length;
+  for (let s = 0; s < lengths.length; s++) {
+    const T = lengths[s];
     if (cur.length > 0 && rows + T > maxRows) {
       chunks.push(cur);
       cur = [];
@@ -54,9 +59,10 @@ export function blockForwardChunked(cfg: ModelConfig, b: Block, x: Rows, ops: Op
   const d = cfg.dim;
   if (seqStarts[S] <= maxRows) return blockForwardRows(cfg, b, x, ops);
   const out = new Float32Array(seqStarts[S] * d);
+  const lengths = seqStarts.slice(1).map((r, s) => r - seqStarts[s]);
   withResident(ops, blockWeights(b), () => {
-    for (let s0 = 0, s1 = 1; s0 < S; s0 = s1++) {
-      while (s1 < S && seqStarts[s1 + 1] - seqStarts[s0] <= maxRows) s1++;
+    for (const chunk of chunkLengths(lengths, maxRows)) {
+      const s0 = chunk[0], s1 = chunk[chunk.length - 1] + 1;
       const r0 = seqStarts[s0];
       const part = { x: x.x.subarray(r0 * d, seqStarts[s1] * d), seqStarts: seqStarts.slice(s0, s1 + 1).map((r) => r - r0) };
       out.set(blockForwardRows(cfg, b, part, ops).x, r0 * d);
