@@ -34,7 +34,7 @@ async function run(label: string, over: Partial<RunConfig>, tuning: Partial<Sear
   note(`${label}: W${config.bits} g${config.group} ${config.base}, ${config.steps} steps`);
   const t0 = performance.now();
   const cpu0 = process.cpuUsage();
-  const effective = recommendedTuning(config, tuning) ?? {};
+  const effective = recommendedTuning(config, tuning);
   const job = await createSearchJob(config, { tuning: effective });
   while (!job.done) await job.step();
   const r = await job.report();

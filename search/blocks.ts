@@ -19,12 +19,15 @@ import { blockLinears, cloneBlock, linearShape, type Block, type F32, type Linea
 import { packPalette, paletteBytes, unpackPalette, type PaletteWeights } from '../core/quant/palette';
 import type { QuantSpec } from '../core/quant/rtn';
 import { setClip, type BlockClips, type ClipSet } from './clipMoves';
+import { withNormFactors, type NormFactors } from './normTune';
 
-/** One accepted move: the transforms applied to one block (step 0: scale initialisation), or the clip codes it set. */
+/** One accepted move: the transforms applied to one block (step 0: scale initialisation), the clip codes it set, or its tuned norm gains. */
 export interface AcceptedMove extends BlockMoves {
   step: number;
   /** A clip move's codes (clipMoves.ts); absent for an invariance move. */
   clips?: ClipSet[];
+  /** The norm-gain factors of the quantized block (normTune.ts; the run's last pass); absent elsewhere. */
+  norms?: NormFactors;
 }
 
 /** How a quantized block is held: as floats, or its linears palette-packed (other arrays as they are). */
@@ -43,6 +46,8 @@ export class SearchBlocks {
   private applied: Transform[][];
   /** Per block, the clip codes its accepted clip moves set (undefined: none, every group CLIP_AUTO). */
   private clipCodes: (BlockClips | undefined)[];
+  /** Per block, the factors its quantized norm gains are multiplied by (undefined: none). */
+  private normFactors: (NormFactors | undefined)[];
   /** Transformed blocks held as floats, least recently used first. */
   private resident = new Map<number, Block>();
   private pinned = -1;
@@ -61,6 +66,7 @@ export class SearchBlocks {
     const L = model.config.nLayers;
     this.applied = Array.from({ length: L }, () => []);
     this.clipCodes = new Array(L).fill(undefined);
+    this.normFactors = new Array(L).fill(undefined);
     this.ver = new Array(L).fill(0);
     this.blockBytes = Object.values(model.blocks[0]).reduce((s, v) => s + (v ? (v as F32).byteLength : 0), 0);
     this.unpacked = new BlockCache((l) => this.unpack(l), UNPACKED_KEEP);
@@ -109,8 +115,10 @@ export class SearchBlocks {
     this.evict();
   }
 
+  /** Block l's quantized weights are `q`'s, with the block's norm factors (if any) applied to copies of its norms. */
   setQuantized(l: number, q: Block): void {
-    this.q[l] = this.hold(l, q);
+    const f = this.normFactors[l];
+    this.q[l] = this.hold(l, f ? withNormFactors(q, f) : q);
     this.unpacked.forget(l);
     this.ver[l]++;
   }
@@ -142,17 +150,29 @@ export class SearchBlocks {
     for (const c of cs) setClip(this.model.config, this.clipSpec(), t, c);
   }
 
+  /** Block l's norm factors (undefined while none are set). */
+  norms(l: number): NormFactors | undefined {
+    return this.normFactors[l];
+  }
+
+  /** Set block l's norm factors; they apply from the next setQuantized of the block on. */
+  setNorms(l: number, f: NormFactors | undefined): void {
+    this.normFactors[l] = f;
+  }
+
   private clipSpec(): QuantSpec {
     return { bits: this.grid.bits, group: this.grid.group };
   }
 
-  /** The transformed weights and clip codes of every block rebuilt as FP + `moves`, in order (resume, rollback). */
+  /** The transformed weights, clip codes and norm factors of every block rebuilt as FP + `moves`, in order (resume, rollback). */
   replay(moves: readonly AcceptedMove[]): void {
     this.applied = Array.from({ length: this.nLayers }, () => []);
     this.clipCodes = new Array(this.nLayers).fill(undefined);
+    this.normFactors = new Array(this.nLayers).fill(undefined);
     for (const m of moves) {
       this.applied[m.block].push(...m.transforms);
       if (m.clips) this.applyClips(m.block, m.clips);
+      if (m.norms) this.normFactors[m.block] = m.norms;
     }
     this.resident.clear();
     this.pinned = -1;
@@ -163,9 +183,17 @@ export class SearchBlocks {
     return this.model;
   }
 
-  /** The transformed FP model (computes the FP function, up to the approximate invariances); blocks built when read. */
-  transformedModel(): Model {
-    const cache = new BlockCache((l) => this.transformed(l), 1);
+  /**
+   * The transformed FP model (computes the FP function, up to the approximate invariances);
+   * blocks built when read. With `tunedNorms`, its norm gains are the searched model's: the
+   * float tensors of a packed export of the searched model.
+   */
+  transformedModel(tunedNorms = false): Model {
+    const load = (l: number) => {
+      const f = this.normFactors[l];
+      return tunedNorms && f ? withNormFactors(this.transformed(l), f) : this.transformed(l);
+    };
+    const cache = new BlockCache(load, 1);
     return { ...this.model, blocks: lazyBlocks(this.nLayers, Object.keys(this.model.blocks[0]) as BlockKey[], cache) };
   }
 

@@ -76,11 +76,15 @@ export interface Boundary {
 }
 
 
+/** The per-block counts of move type `kind` (made at zero when it has none). */
+export function moveStat(b: Boundary, kind: string, nLayers: number): MoveStats[string] {
+  const zeros = () => new Array(nLayers).fill(0);
+  return ((b.moveStats ??= {})[kind] ??= { proposed: zeros(), accepted: zeros(), gain: zeros() });
+}
+
 /** Count a scored candidate of type `kind` on block l (accepted with gain `gain`, or not when gain is null). */
 export function recordMove(b: Boundary, kind: string, l: number, nLayers: number, gain: number | null): void {
-  const st = (b.moveStats ??= {});
-  const zeros = () => new Array(nLayers).fill(0);
-  const k = (st[kind] ??= { proposed: zeros(), accepted: zeros(), gain: zeros() });
+  const k = moveStat(b, kind, nLayers);
   k.proposed[l]++;
   if (gain !== null) {
     k.accepted[l]++;

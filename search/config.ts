@@ -109,6 +109,11 @@ export interface SearchTuning {
   globalEvery: number;
   globalWeight: number;
   globalSeqs: number;
+  /**
+   * After the search, tune the quantized model's norm gains block by block (normTune.ts),
+   * kept if validation improves; skipped where its predicted cost passes NORM_TUNE_MAX_FLOPS.
+   */
+  normTune: boolean;
 }
 
 export const DEFAULT_TUNING: SearchTuning = {
@@ -141,6 +146,7 @@ export const DEFAULT_TUNING: SearchTuning = {
   globalEvery: 0,
   globalWeight: 1,
   globalSeqs: 8,
+  normTune: false,
 };
 
 const ENUMS: Partial<Record<keyof SearchTuning, readonly string[]>> = {
@@ -212,17 +218,18 @@ export const GPTQ_REFINE_SWEEPS = 2;
  * where they differ from DEFAULT_TUNING and `over` does not set them. The calibration set
  * sampled at COOL_CALIB_TEMPERATURE where COOL_CALIB says (README "Results": RTN W4 closes
  * 30.7% against 21.3%, W3 43.6% against 42.9%, GPTQ W2 59.5% against 58.8%; RTN W2 and
- * GPTQ W3, W4 did worse), and GPTQ's codes refined (gptqRefine, README "Results") on the
- * GPTQ base on the int grid. The job entry points (`invarx run`, a daemon's submit) record
+ * GPTQ W3, W4 did worse), GPTQ's codes refined (gptqRefine, README "Results") on the
+ * GPTQ base on the int grid, and the norm gains tuned at the end (normTune, README
+ * "Results"). The job entry points (`invarx run`, a daemon's submit) record
  * them in the job, and a job recorded without them (by an older version) still resumes at
  * the defaults it started with.
  */
-export function recommendedTuning(config: Pick<RunConfig, 'base' | 'bits' | 'format'>, over?: Partial<SearchTuning>): Partial<SearchTuning> | undefined {
+export function recommendedTuning(config: Pick<RunConfig, 'base' | 'bits' | 'format'>, over?: Partial<SearchTuning>): Partial<SearchTuning> {
   const intGrid = config.format === undefined || config.format.toLowerCase() === 'int';
   let t = over;
   if (t?.calibTemperature === undefined && intGrid && COOL_CALIB[config.base].includes(config.bits)) t = { ...t, calibTemperature: COOL_CALIB_TEMPERATURE };
   if (t?.gptqRefine === undefined && intGrid && config.base === 'gptq') t = { ...t, gptqRefine: GPTQ_REFINE_SWEEPS };
-  return t;
+  return t?.normTune === undefined ? { ...t, normTune: true } : t;
 }
 
 export const DEFAULT_CONFIG: Omit<RunConfig, 'model' | 'bits' | 'group'> = {
@@ -301,7 +308,7 @@ export function validateRunConfig(c: RunConfig): RunConfig {
 }
 
 /** Later settings at the values that run as before they existed. */
-const AS_BEFORE = { calibTemperature: 1, mix: 'fixed', gptqRefine: 0, gptqActOrder: false, gate: false } as const;
+const AS_BEFORE = { calibTemperature: 1, mix: 'fixed', gptqRefine: 0, gptqActOrder: false, gate: false, normTune: false } as const;
 /** The clip search's settings, left out of the hash together when it is off. */
 const CLIP_KEYS = ['clipShare', 'clipRowShare', 'clipInit'];
 

@@ -35,6 +35,8 @@ export interface SearchExport {
   transforms: Uint8Array;
   /** The transformed FP model. */
   transformed: Model;
+  /** The same with the searched model's norm gains (normTune.ts): where the packed exports take their float tensors. */
+  packedFloats: Model;
   /** The searched fake-quant model. */
   quantized: Model;
   /** The integer codes of block l of the searched model (asked once per block, in the GPTQ writer's order). */
@@ -43,7 +45,7 @@ export interface SearchExport {
   gguf?: { format: string; write: (path: string) => LlamaGgufReport };
 }
 
-export function writeSearchExport(dir: string, { transforms, transformed, quantized, codesOf, gguf }: SearchExport): ExportManifest {
+export function writeSearchExport(dir: string, { transforms, transformed, packedFloats, quantized, codesOf, gguf }: SearchExport): ExportManifest {
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'transforms.msgpack'), transforms);
   const m: ExportManifest = { files: ['transforms.msgpack'], gptq: null, skipped: [] };
@@ -55,7 +57,7 @@ export function writeSearchExport(dir: string, { transforms, transformed, quanti
     m.skipped.push({ what: 'gptq/', why: `the run quantized in ggml format ${gguf.format}, which a GPTQ checkpoint (int grid) cannot hold: model.gguf holds the searched model` });
   } else {
     try {
-      const rep = writeGptqExport(join(dir, 'gptq'), transformed, codesOf);
+      const rep = writeGptqExport(join(dir, 'gptq'), packedFloats, codesOf);
       const { bits, groupSize, checkpointFormat, paddedHidden, scalesRounded } = rep;
       m.gptq = { bits, groupSize, checkpointFormat, paddedHidden, scalesRounded };
       m.files.push(...rep.files.map((f) => `gptq/${f}`));

@@ -6,7 +6,7 @@
  * rows (base+clip, then the base, then plain RTN) and says which.
  */
 
-export const PHASES = ['tokens', 'calibration', 'base', 'scale-init', 'search', 'report', 'export'] as const;
+export const PHASES = ['tokens', 'calibration', 'base', 'scale-init', 'search', 'norm-tune', 'report', 'export'] as const;
 export type Phase = (typeof PHASES)[number];
 
 /** Seconds spent in each phase so far, and the one running now. */

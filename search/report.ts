@@ -104,6 +104,7 @@ export function searchExport(r: RunResult): SearchExport {
     // Without the worker count and memory budget, which change only speed and memory: the export is the same for any.
     transforms: packr.pack({ config: { ...r.config, workers: undefined, memoryBudget: undefined }, moves: r.b.moves }),
     transformed: r.blocks.transformedModel(),
+    packedFloats: r.blocks.transformedModel(true),
     quantized: r.blocks.quantizedModel(),
     // only the int grid's export asks (gptq/), and there the sink holds integer codes alone
     codesOf: (l) => searchedCodes(r, l) as BlockQuantized,
@@ -139,13 +140,14 @@ function searchedCodes(r: RunResult, l: number): CodeSink {
  * base the transformed model's linears packed by the format's reference quantizer (what
  * that base rounds with), on the GPTQ base the rows GPTQ packed when the block is
  * quantized again as the run did (searchedCodes) — each linear checked to dequantize to
- * the searched weights exactly; embedding and classifier by config.embed. Fallback tensors
- * (f16) are f16 of the transformed weights, as both bases round them.
+ * the searched weights exactly; embedding and classifier by config.embed; norm gains the
+ * searched model's. Fallback tensors (f16) are f16 of the transformed weights, as both
+ * bases round them.
  */
 function searchedGguf(r: RunResult, format: string, path: string): LlamaGgufReport {
   const { blocks, config } = r;
   const cfg = blocks.config;
-  const transformed = blocks.transformedModel();
+  const transformed = blocks.transformedModel(true);
   const tokenizer = loadTokenizer(tokenizerPathFor(config.model, config.tokenizer), cfg.vocabSize);
   let codes: { l: number; sink: CodeSink } | undefined;
   const gptqPacked = (l: number, name: LinearName, fmt: QuantFormat, rows: number, cols: number): Uint8Array => {

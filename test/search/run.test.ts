@@ -68,7 +68,8 @@ describe('search run', () => {
 
   for (const base of ['rtn', 'gptq'] as const) {
     it(`exports the searched model (${base} base${base === 'gptq' ? ', refined codes' : ''}) as a packed GPTQ checkpoint that loads back to the same weights and perplexity`, async () => {
-      const job = await createSearchJob(config({ base, steps: 8 }), { tuning: base === 'gptq' ? { ...tuning, gptqRefine: GPTQ_REFINE_SWEEPS } : tuning });
+      const t = { ...tuning, normTune: true, ...(base === 'gptq' ? { gptqRefine: GPTQ_REFINE_SWEEPS } : {}) };
+      const job = await createSearchJob(config({ base, steps: 8 }), { tuning: t });
       await runToEnd(job);
       const dir = tmp();
       await job.exportTo(dir);
@@ -80,8 +81,13 @@ describe('search run', () => {
       // The packed model in llama2.c's layout, without the zero padding units, is the searched model bit for bit.
       const back = withRopeLayout(packed, 'interleaved');
       expect(back.config.hiddenDim).toBe(192);
+      const transformed = readLlama2c(join(dir, 'transformed-fp.bin'));
       back.blocks.forEach((b, l) => {
         const f = fake.blocks[l];
+        // on RTN the searched model's norm gains are tuned (not the transformed FP model's; on GPTQ
+        // the tuning did not improve validation, see below), and the packed checkpoint has the searched model's
+        if (base === 'rtn') expect(f.ffnNorm).not.toEqual(transformed.blocks[l].ffnNorm);
+        for (const k of ['attnNorm', 'ffnNorm'] as const) expect(b[k]).toEqual(f[k]);
         for (const k of ['wq', 'wk', 'wv', 'wo'] as const) expect(b[k]).toEqual(f[k]);
         for (let j = 0; j < 192; j++) {
           const row = (w: Float32Array) => Array.from(w.subarray(j * 64, (j + 1) * 64));
@@ -109,6 +115,7 @@ describe('search run', () => {
     ['GPTQ base in act order, refined codes', { gptqRefine: 2, gptqActOrder: true }, { base: 'gptq', seed: 2 }],
     ['clip moves', { clipShare: 0.5 }, {}],
     ['adaptive move mix', { mix: 'adaptive' }, {}],
+    ['norm-gain tuning at the end', { normTune: true }, {}],
     // (every step accepts, so checks get worse and gated stints are dropped before the snapshots)
     ['stints gated by validation', { gate: true, accept: 'anneal', temperature: 1e6 }, {}],
   ];
@@ -162,6 +169,49 @@ describe('search run', () => {
       expect(a.searched).toEqual(b.searched);
       await job.close();
       await replayed.close();
+    });
+  }
+
+  // (on these small sets the tuning improves validation on RTN, and on GPTQ, whose search kept no move, it does not)
+  for (const [base, kept] of [['rtn', true], ['gptq', false]] as const) {
+    it(`norm-gain tuning ends the run, recorded as moves, and is ${kept ? 'kept when it improves' : 'dropped when it does not improve'} validation; a resume from the final snapshot rebuilds the same model (${base} base)`, async () => {
+      const t = { ...tuning, normTune: true, ...(base === 'gptq' ? { gptqRefine: GPTQ_REFINE_SWEEPS } : {}) };
+      const c = config({ base, steps: 8 });
+      const job = await createSearchJob(c, { tuning: t });
+      await runToEnd(job);
+      type Snap = { moves: { block: number; norms?: unknown }[]; best: { moves: number; validation: number }; history: { validation: number }[] };
+      const snap = job.snapshot() as unknown as Snap;
+      const plain = await createSearchJob(c, { tuning: { ...t, normTune: false } });
+      await runToEnd(plain);
+      const plainSnap = plain.snapshot() as unknown as Snap;
+      const [r, rPlain] = [await job.report(), await plain.report()];
+      expect(r.phases!['norm-tune']).toBeGreaterThan(0);
+      expect(r.moveStats!.norm.accepted.every((n) => n > 0)).toBe(true);
+      const tuned = snap.moves.filter((m) => m.norms);
+      const checks = snap.history.map((h) => h.validation);
+      if (kept) {
+        expect(tuned.map((m) => m.block)).toEqual([0, 1, 2, 3, 4]);
+        // the moves before it are the search's, and it was the best check
+        expect(snap.moves).toEqual([...plainSnap.moves, ...tuned]);
+        expect(snap.best.moves).toBe(snap.moves.length);
+        expect(checks[checks.length - 1]).toBe(snap.best.validation);
+        expect(Math.min(...checks.slice(0, -1))).toBeGreaterThan(snap.best.validation);
+        expect(r.searched.kl!).toBeLessThan(rPlain.searched.kl!);
+      } else {
+        expect(tuned).toEqual([]);
+        expect(snap.moves).toEqual(plainSnap.moves);
+        expect(snap.history).toEqual(plainSnap.history);
+        expect(r.searched).toEqual(rPlain.searched);
+        expect(r.cut).toContain('norm-gain tuning (it did not improve validation)');
+      }
+      const resumed = await createSearchJob(c, { tuning: t, resumeFrom: packr.unpack(packr.pack(job.snapshot())) });
+      expect(resumed.done).toBe(true);
+      expect((await resumed.report()).searched).toEqual(r.searched);
+      const [a, b] = [tmp(), tmp()];
+      await job.exportTo(a);
+      await resumed.exportTo(b);
+      expect(sameFiles(readDir(a), readDir(b))).toBe(true);
+      for (const j of [job, plain, resumed]) await j.close();
     });
   }
 

@@ -1,0 +1,239 @@
+/**
+ * Norm-gain tuning: the last pass of a run. The norm gains of a block are float in every
+ * export, so the quantized model may use other values than the transformed FP model
+ * without costing a bit of size: after the search, each channel of a quantized block's
+ * attention norm, then of its FFN norm, is multiplied by the factor that lowers the block
+ * objective ‖block_q(x_q) − block_fp(x_fp)‖² most of the three it tries (parabolaMin), or
+ * left alone. The quantized linears stay as they are; the factors are recorded with the accepted moves, so
+ * a resumed run and the export rebuild the same model (blocks.ts applies them to the
+ * quantized block, never to the transformed FP one).
+ *
+ * An attention-norm candidate is scored by the whole block on the calibration rows, an
+ * FFN-norm one by the FFN side alone on the attention output cached for the tuned
+ * attention norm (FfnNormScorer). That is ~dim·3 block passes per block, cheap on small
+ * models and far too dear on big ones: `normTuneSeqs` fits the rows to a FLOP limit.
+ */
+import { attnRows, ffnInput, ffnRows, type Rows } from '../core/forwardRows';
+import type { Block, F32, ModelConfig } from '../core/model/types';
+import { siluMul, type Ops } from '../core/ops';
+import type { BlockData } from './blockState';
+import { tokenFlops } from './plan';
+
+/** A channel's factor is probed at 1 ± PROBE, then tried at the parabola's minimum through the three losses, within 1 ± MAX_STEP. */
+const PROBE = 0.02;
+const MAX_STEP = 0.1;
+/** Candidates scored per channel at most. */
+const PER_CHANNEL = 3;
+
+/**
+ * The factor at the minimum of the parabola through (1 − PROBE, lo), (1, mid), (1 + PROBE, hi),
+ * clamped to 1 ± MAX_STEP; null when it has none (not convex) or it is a probe already.
+ */
+export function parabolaMin(lo: number, mid: number, hi: number): number | null {
+  const curv = lo + hi - 2 * mid;
+  if (!(curv > 0)) return null;
+  const k = 1 + (PROBE * (lo - hi)) / (2 * curv);
+  const clamped = Math.min(1 + MAX_STEP, Math.max(1 - MAX_STEP, k));
+  return clamped === 1 - PROBE || clamped === 1 + PROBE || clamped === 1 ? null : clamped;
+}
+
+/** Per channel, the factor each norm gain of a block is multiplied by (1: unchanged). */
+export interface NormFactors {
+  attn: Float64Array;
+  ffn: Float64Array;
+}
+
+/** `g` with channel c multiplied by f[c] (a new array; float32 products, as the tuning wrote them). */
+function scaled(g: F32, f: Float64Array): F32 {
+  const out = g.slice();
+  for (let c = 0; c < out.length; c++) if (f[c] !== 1) out[c] = g[c] * f[c];
+  return out;
+}
+
+/** A copy of block `q` whose norm gains are multiplied by `f` (its other arrays shared). */
+export function withNormFactors(q: Block, f: NormFactors): Block {
+  return { ...q, attnNorm: scaled(q.attnNorm, f.attn), ffnNorm: scaled(q.ffnNorm, f.ffn) };
+}
+
+function sumSquaredDiff(a: F32, b: F32): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = a[i] - b[i];
+    s += d * d;
+  }
+  return s;
+}
+
+/**
+ * Scores FFN-norm candidates of a llama FFN on fixed rows h: a channel's gain scales one
+ * column of the FFN's input, so w1's and w3's outputs change by a rank-one term, and only
+ * the gate and w2's product are redone (a third of the FFN's products). The kept changes
+ * accumulate into the cached outputs: float32 round-off apart from a fresh pass, which the
+ * decisions tolerate (the reported losses are fresh passes).
+ */
+export class FfnNormScorer {
+  private readonly N: number;
+  private readonly xn: F32;
+  private readonly pre1: F32;
+  private readonly pre3: F32;
+  private readonly act: F32;
+  private readonly gate: F32;
+  private readonly out: F32;
+  /** Column c of w1 and of w3, [H] each. */
+  private readonly col1: F32;
+  private readonly col3: F32;
+
+  constructor(private cfg: ModelConfig, private w: Block, private h: F32, private y: F32, private ops: Ops) {
+    const { dim: d, hiddenDim: H } = cfg;
+    this.N = h.length / d;
+    this.xn = ffnInput(cfg, w, h, this.N);
+    this.pre1 = new Float32Array(this.N * H);
+    this.pre3 = new Float32Array(this.N * H);
+    ops.matmulT(this.pre1, this.xn, w.w1, this.N, d, H);
+    ops.matmulT(this.pre3, this.xn, w.w3!, this.N, d, H);
+    this.act = new Float32Array(this.N * H);
+    this.gate = new Float32Array(this.N * H);
+    this.out = new Float32Array(this.N * d);
+    this.col1 = new Float32Array(H);
+    this.col3 = new Float32Array(H);
+  }
+
+  private columns(c: number): void {
+    const { dim: d, hiddenDim: H } = this.cfg;
+    for (let j = 0; j < H; j++) {
+      this.col1[j] = this.w.w1[j * d + c];
+      this.col3[j] = this.w.w3![j * d + c];
+    }
+  }
+
+  /** The loss with channel c of the FFN norm's gain multiplied by k. */
+  loss(c: number, k: number): number {
+    const { dim: d, hiddenDim: H } = this.cfg;
+    const { N, act, gate, pre1, pre3, col1, col3 } = this;
+    this.columns(c);
+    for (let n = 0; n < N; n++) {
+      const s = (k - 1) * this.xn[n * d + c];
+      const o = n * H;
+      for (let j = 0; j < H; j++) {
+        act[o + j] = pre1[o + j] + s * col1[j];
+        gate[o + j] = pre3[o + j] + s * col3[j];
+      }
+    }
+    siluMul(this.ops, act, gate, act.length);
+    this.out.set(this.h);
+    this.ops.matmulT(this.out, act, this.w.w2, N, H, d, true);
+    return sumSquaredDiff(this.out, this.y);
+  }
+
+  /** Keep channel c's factor k. */
+  commit(c: number, k: number): void {
+    const { dim: d, hiddenDim: H } = this.cfg;
+    this.columns(c);
+    for (let n = 0; n < this.N; n++) {
+      const s = (k - 1) * this.xn[n * d + c];
+      for (let j = 0; j < H; j++) {
+        this.pre1[n * H + j] += s * this.col1[j];
+        this.pre3[n * H + j] += s * this.col3[j];
+      }
+      this.xn[n * d + c] *= k;
+    }
+  }
+}
+
+export interface NormTuneResult {
+  factors: NormFactors;
+  /** Block objective before and after. */
+  before: number;
+  after: number;
+  /** Candidates scored, channels changed. */
+  scored: number;
+  changed: number;
+}
+
+/** The first `seqs` sequences of `data` (views, no copies). */
+function firstSeqs(cfg: ModelConfig, data: BlockData, seqs: number): { rows: Rows; y: F32 } {
+  const n = Math.min(seqs, data.seqStarts.length - 1);
+  const end = data.seqStarts[n] * cfg.dim;
+  return { rows: { x: data.x.subarray(0, end), seqStarts: data.seqStarts.slice(0, n + 1) }, y: data.y.subarray(0, end) };
+}
+
+/**
+ * Tunes the norm gains of quantized block `q` on the first `seqs` sequences of its
+ * calibration rows `data` (inputs in the quantized model, FP outputs as the target),
+ * channel by channel in order, the attention norm first. `q` is not changed. The objective
+ * before and after is measured on every row.
+ */
+export function tuneNorms(cfg: ModelConfig, q: Block, data: BlockData, ops: Ops, seqs: number): NormTuneResult {
+  const w: Block = { ...q, attnNorm: q.attnNorm.slice(), ffnNorm: q.ffnNorm.slice() };
+  const factors: NormFactors = { attn: new Float64Array(cfg.dim).fill(1), ffn: new Float64Array(cfg.dim).fill(1) };
+  const blockLoss = (r: Rows, y: F32) => sumSquaredDiff(ffnRows(cfg, w, attnRows(cfg, w, r, ops).h, ops), y);
+  let scored = 0;
+  // coordinate search over the channels of g, from loss `start` (of the gains as they are);
+  // `loss(c, k)`: the loss with g[c] set to its old value × k; `commit(c, k)`: that is kept
+  type Loss = (c: number, k: number) => number;
+  const tune = (g: F32, f: Float64Array, start: number, loss: Loss, commit?: (c: number, k: number) => void) => {
+    let best = start;
+    for (let c = 0; c < cfg.dim; c++) {
+      const g0 = g[c];
+      const at = (k: number) => {
+        g[c] = g0 * k;
+        scored++;
+        return loss(c, k);
+      };
+      const lo = at(1 - PROBE);
+      const hi = at(1 + PROBE);
+      let [pick, pickLoss] = lo < hi ? [1 - PROBE, lo] : [1 + PROBE, hi];
+      const k = parabolaMin(lo, best, hi);
+      if (k !== null) {
+        const l = at(k);
+        if (l < pickLoss) [pick, pickLoss] = [k, l];
+      }
+      if (pickLoss < best) best = pickLoss;
+      else pick = 1;
+      g[c] = pick === 1 ? g0 : g0 * pick;
+      f[c] = pick;
+      if (pick !== 1) commit?.(c, pick);
+    }
+  };
+  const fr = firstSeqs(cfg, data, seqs);
+  const loss = () => blockLoss(fr.rows, fr.y);
+  tune(w.attnNorm, factors.attn, loss(), loss);
+  // the attention side is fixed from here on: each FFN-norm candidate redoes the FFN alone
+  const h = attnRows(cfg, w, fr.rows, ops).h;
+  const start = sumSquaredDiff(ffnRows(cfg, w, h, ops), fr.y);
+  if (cfg.arch === 'llama' && !w.b1 && !w.b2) {
+    const s = new FfnNormScorer(cfg, w, h, fr.y, ops);
+    tune(w.ffnNorm, factors.ffn, start, (c, k) => s.loss(c, k), (c, k) => s.commit(c, k));
+  } else {
+    tune(w.ffnNorm, factors.ffn, start, () => sumSquaredDiff(ffnRows(cfg, w, h, ops), fr.y));
+  }
+  const all = { x: data.x, seqStarts: data.seqStarts };
+  const after = blockLoss(all, data.y);
+  w.attnNorm = q.attnNorm;
+  w.ffnNorm = q.ffnNorm;
+  const before = blockLoss(all, data.y);
+  const changed = [...factors.attn, ...factors.ffn].filter((k) => k !== 1).length;
+  return { factors, before, after, scored, changed };
+}
+
+/**
+ * The most FLOPs a run spends on the pass (~10 minutes at the plan's candidate rate; the
+ * shipped model's small products run at about a third of it): on the default calibration
+ * set (32 × 256 tokens) the shipped model's pass costs ~1·10¹², a 15M-parameter model's
+ * ~1·10¹⁴ (it tunes on 5 of the 32 sequences), a 110M one's ~4·10¹⁵ (skipped).
+ */
+export const NORM_TUNE_MAX_FLOPS = 2e13;
+/** Fewer calibration sequences than this would fit the tuning to too few rows: the run skips it. */
+export const NORM_TUNE_MIN_SEQS = 4;
+
+/** FLOPs of tuning every block's norms on `rows` calibration rows of `seqTokens` tokens: attention-norm candidates redo the block, FFN-norm ones w2's product and the gate. */
+export function normTuneCost(cfg: ModelConfig, rows: number, seqTokens: number): number {
+  const perRow = tokenFlops(cfg, seqTokens).block + 2 * cfg.hiddenDim * cfg.dim;
+  return cfg.nLayers * cfg.dim * PER_CHANNEL * rows * perRow;
+}
+
+/** The calibration sequences (of `seqs`, `seqTokens` tokens each) the pass tunes on within NORM_TUNE_MAX_FLOPS: 0 when fewer than NORM_TUNE_MIN_SEQS would fit. */
+export function normTuneSeqs(cfg: ModelConfig, seqs: number, seqTokens: number): number {
+  const fit = Math.min(seqs, Math.floor(NORM_TUNE_MAX_FLOPS / normTuneCost(cfg, seqTokens, seqTokens)));
+  return fit >= Math.min(seqs, NORM_TUNE_MIN_SEQS) ? fit : 0;
+}

@@ -1,0 +1,142 @@
+import { describe, expect, it } from 'vitest';
+import { attnRows, blockForwardRows, ffnRows } from '../../core/forwardRows';
+import type { Block } from '../../core/model/types';
+import { jsOps } from '../../core/ops';
+import { rtnLinears } from '../../search/baseRtn';
+import { SearchBlocks } from '../../search/blocks';
+import type { BlockData } from '../../search/blockState';
+import { FfnNormScorer, NORM_TUNE_MAX_FLOPS, NORM_TUNE_MIN_SEQS, normTuneCost, normTuneSeqs, parabolaMin, tuneNorms, withNormFactors } from '../../search/normTune';
+import { Rng } from '../../core/rng';
+import { shippedModel } from '../helpers';
+import { randomBlockData } from './blockData';
+
+const spec = { bits: 3, group: 32, clip: true, f16Scales: true };
+
+/** The block objective Σ (block(x) − y)², summed in float64 here, apart from the code under test. */
+function objective(b: Block, data: BlockData): number {
+  const m = shippedModel();
+  const out = blockForwardRows(m.config, b, { x: data.x, seqStarts: data.seqStarts }, jsOps).x;
+  let s = 0;
+  for (let i = 0; i < out.length; i++) s += (out[i] - data.y[i]) ** 2;
+  return s;
+}
+
+function quantizedBlock(layer: number): Block {
+  const m = shippedModel();
+  const b = m.blocks[layer];
+  return { ...b, ...rtnLinears(m.config, b, spec) };
+}
+
+describe('norm-gain tuning', () => {
+  it('tries a channel at the minimum of the parabola through its three losses, within ±10%, and not where there is none', () => {
+    const at = (min: number, curv = 3) => (k: number) => curv * (k - min) ** 2 + 5;
+    const p = (f: (k: number) => number) => parabolaMin(f(0.98), f(1), f(1.02));
+    expect(p(at(1.013))).toBeCloseTo(1.013, 12);
+    expect(p(at(0.962))).toBeCloseTo(0.962, 12);
+    expect(p(at(1.3))).toBe(1.1);
+    expect(p(at(0.5))).toBe(0.9);
+    // concave or flat: no minimum; a minimum at 1 is scored already
+    expect(p(at(1.05, -1))).toBeNull();
+    expect(p(() => 2)).toBeNull();
+    expect(p(at(1))).toBeNull();
+  });
+
+  it('lowers a quantized block\'s objective; its factors applied to the block give the loss it reports, bit for bit', () => {
+    const cfg = shippedModel().config;
+    const { data } = randomBlockData(shippedModel(), 2, 7, 40);
+    const q = quantizedBlock(2);
+    const norms = [q.attnNorm.slice(), q.ffnNorm.slice()];
+    const r = tuneNorms(cfg, q, data, jsOps, 3);
+    expect(r.before).toBe(objective(q, data));
+    expect(r.after).toBe(objective(withNormFactors(q, r.factors), data));
+    expect(r.after).toBeLessThan(r.before * 0.99);
+    expect(r.changed).toBeGreaterThan(cfg.dim / 4);
+    expect(r.scored).toBeGreaterThanOrEqual(4 * cfg.dim);
+    expect(r.scored).toBeLessThanOrEqual(6 * cfg.dim);
+    for (const f of [...r.factors.attn, ...r.factors.ffn]) expect(Math.abs(f - 1)).toBeLessThanOrEqual(0.1 + 1e-12);
+    // the block given is left as it was
+    expect([q.attnNorm, q.ffnNorm]).toEqual(norms);
+  });
+
+  it('scores an FFN-norm channel by a rank-one update as a fresh FFN pass does, to float32 round-off, also after kept changes', () => {
+    const cfg = shippedModel().config;
+    const { data } = randomBlockData(shippedModel(), 3, 9, 40);
+    const q = quantizedBlock(3);
+    const w = { ...q, ffnNorm: q.ffnNorm.slice() };
+    const h = attnRows(cfg, w, { x: data.x, seqStarts: data.seqStarts }, jsOps).h;
+    const fresh = () => {
+      const out = ffnRows(cfg, w, h, jsOps);
+      let s = 0;
+      for (let i = 0; i < out.length; i++) s += (out[i] - data.y[i]) ** 2;
+      return s;
+    };
+    const s = new FfnNormScorer(cfg, w, h, data.y, jsOps);
+    const rng = Rng.fromSeed(4);
+    for (let i = 0; i < 12; i++) {
+      const c = rng.int(cfg.dim);
+      const k = 0.9 + 0.2 * rng.float();
+      const g0 = w.ffnNorm[c];
+      w.ffnNorm[c] = g0 * k;
+      const want = fresh();
+      expect(Math.abs(s.loss(c, k) / want - 1)).toBeLessThan(1e-5);
+      // every other one is kept, the others undone
+      if (i % 2 === 0) s.commit(c, k);
+      else w.ffnNorm[c] = g0;
+    }
+    expect(Math.abs(s.loss(0, 1) / fresh() - 1)).toBeLessThan(1e-5);
+  });
+
+  it('tunes on the sequences asked for, and measures the objective on all of them', () => {
+    const cfg = shippedModel().config;
+    const { data } = randomBlockData(shippedModel(), 1, 3, 40);
+    const q = quantizedBlock(1);
+    const all = tuneNorms(cfg, q, data, jsOps, 3);
+    const one = tuneNorms(cfg, q, data, jsOps, 1);
+    expect(one.factors.ffn).not.toEqual(all.factors.ffn);
+    expect(one.before).toBe(all.before);
+    expect(one.after).toBe(objective(withNormFactors(q, one.factors), data));
+    // fit to fewer rows, it does less well on all of them
+    expect(one.after).toBeGreaterThan(all.after);
+  });
+
+  it('tunes on every calibration sequence of a small model, on fewer within its FLOP limit, and skips a big one', () => {
+    const small = shippedModel().config;
+    expect(normTuneSeqs(small, 32, 256)).toBe(32);
+    const m15 = { ...small, dim: 288, hiddenDim: 768, nLayers: 6, nHeads: 6, nKvHeads: 6, headDim: 48 };
+    const fit = normTuneSeqs(m15, 32, 256);
+    expect(fit).toBeGreaterThanOrEqual(NORM_TUNE_MIN_SEQS);
+    expect(fit).toBeLessThan(32);
+    expect(normTuneCost(m15, fit * 256, 256)).toBeLessThanOrEqual(NORM_TUNE_MAX_FLOPS);
+    expect(normTuneCost(m15, (fit + 1) * 256, 256)).toBeGreaterThan(NORM_TUNE_MAX_FLOPS);
+    const m110 = { ...small, dim: 768, hiddenDim: 2048, nLayers: 12, nHeads: 12, nKvHeads: 12, headDim: 64 };
+    expect(normTuneSeqs(m110, 32, 256)).toBe(0);
+    // a run with few sequences tunes on all it has
+    expect(normTuneSeqs(m15, 2, 256)).toBe(2);
+  });
+
+  it('SearchBlocks applies a block\'s factors to its quantized norms, replays them from the moves, and the packed exports\' float tensors carry them', () => {
+    const m = shippedModel();
+    const cfg = m.config;
+    const { data } = randomBlockData(m, 0, 5, 40);
+    const blocks = new SearchBlocks(m, spec);
+    for (let l = 0; l < cfg.nLayers; l++) blocks.setQuantized(l, quantizedBlock(l));
+    const r = tuneNorms(cfg, quantizedBlock(0), data, jsOps, 3);
+    blocks.setNorms(0, r.factors);
+    blocks.setQuantized(0, quantizedBlock(0));
+    const tuned = withNormFactors(quantizedBlock(0), r.factors);
+    expect(blocks.quantized(0).attnNorm).toEqual(tuned.attnNorm);
+    expect(blocks.quantized(0).ffnNorm).toEqual(tuned.ffnNorm);
+    expect(blocks.quantized(0).attnNorm).not.toEqual(m.blocks[0].attnNorm);
+    expect(blocks.quantized(0).w1).toEqual(quantizedBlock(0).w1);
+    // the transformed FP model keeps the FP gains; the packed exports' frame has the tuned ones
+    expect(blocks.transformedModel().blocks[0].ffnNorm).toEqual(m.blocks[0].ffnNorm);
+    expect(blocks.transformedModel(true).blocks[0].ffnNorm).toEqual(tuned.ffnNorm);
+    expect(blocks.transformedModel(true).blocks[1].ffnNorm).toEqual(m.blocks[1].ffnNorm);
+    // a replay without the record drops them; with it, they come back
+    blocks.replay([]);
+    expect(blocks.norms(0)).toBeUndefined();
+    blocks.replay([{ block: 0, step: 9, transforms: [], norms: r.factors }]);
+    blocks.setQuantized(0, quantizedBlock(0));
+    expect(blocks.quantized(0).attnNorm).toEqual(tuned.attnNorm);
+  });
+});
