@@ -22,7 +22,7 @@ export interface JobView {
   candidatesPerSec: number | null;
   etaSeconds: number | null;
   stopReason: string | null;
-  /** The run's phase (tokens, calibration, base, scale-init, search, report, export), while running. */
+  /** The run's phase (tokens, calibration, base, scale-init, search, norm-tune, report, export), while running. */
   phase: string | null;
   /** 1-based place in the queue while queued. */
   queuePosition: number | null;

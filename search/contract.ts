@@ -65,7 +65,7 @@ export interface Progress {
   done: boolean;
   /** Why it stopped, once done: 'steps' | 'time' | 'patience'. */
   stopReason?: string;
-  /** The phase running now (tokens, calibration, base, scale-init, search, report, export; done). */
+  /** The phase running now (tokens, calibration, base, scale-init, search, norm-tune, report, export; done). */
   phase?: string;
   /** Seconds spent in each phase so far (search/phases.ts). */
   phases?: Record<string, number>;
