@@ -7,7 +7,7 @@
 import type { Command } from 'commander';
 import { fail } from '../../core/errors';
 import {
-  SYNTHETIC_SHAPES, checkOutputDir, parseSyntheticDtype, planSynthetic, writeSyntheticCheckpoint, type SyntheticPlan,
+  SYNTHETIC_SHAPES, checkOutputDir, parseSyntheticDtype, planSynthetic, syntheticShape, writeSyntheticCheckpoint, type SyntheticPlan,
 } from '../../core/model/synthetic';
 import { parseInteger, parseSeed } from './modelArgs';
 
@@ -17,6 +17,7 @@ interface GenModelOptions {
   dtype: string;
   seed: string;
   shards?: string;
+  layers?: string;
 }
 
 export function register(program: Command): void {
@@ -28,6 +29,7 @@ export function register(program: Command): void {
     .option('--dtype <type>', 'tensor dtype: bf16, fp16 or fp32', 'bf16')
     .option('--seed <n>', 'random seed of the weights', '1')
     .option('--shards <n>', 'split the weights into this many safetensors files (default: one file up to 4 GiB)')
+    .option('--layers <n>', 'the shape\'s width with this many layers (its own count by default): a block\'s time and memory in minutes')
     .action((o: GenModelOptions) => genModel(o));
 }
 
@@ -48,7 +50,9 @@ function describe(p: SyntheticPlan, dtype: 'bf16' | 'fp16' | 'fp32'): string {
 
 function genModel(o: GenModelOptions): void {
   // Every option is checked before anything is written.
-  const plan = planSynthetic(o.shape);
+  const base = syntheticShape(o.shape);
+  const shape = o.layers === undefined ? base : { ...base, name: `${base.name}-${o.layers}l`, nLayers: parseInteger('--layers', o.layers, 1, 1000) };
+  const plan = planSynthetic(shape);
   const dtype = parseSyntheticDtype(o.dtype);
   const seed = parseSeed(o.seed);
   const shards = o.shards === undefined ? undefined : parseInteger('--shards', o.shards, 1, plan.tensors);
@@ -61,7 +65,7 @@ function genModel(o: GenModelOptions): void {
   process.stdout.write(`${describe(plan, dtype)}\n`);
   const t0 = performance.now();
   let lastShown = 0;
-  const res = writeSyntheticCheckpoint(o.out, plan.shape, {
+  const res = writeSyntheticCheckpoint(o.out, shape, {
     dtype, seed, shards,
     onTensor: (_name, i, n) => {
       const now = performance.now();

@@ -267,6 +267,16 @@ describe('invarx gen-model', () => {
     expect(sameFiles(readDir(a), readDir(b))).toBe(true);
   });
 
+  it('writes a shape\'s width with fewer layers', () => {
+    const a = fresh();
+    const r = invarx('gen-model', '--shape', '260k', '--out', a, '--layers', '2');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/shape 260k-2l: dim 64, FFN 172, 2 layers/);
+    const m = loadModel(a);
+    expect(m.blocks.length).toBe(2);
+    expect([m.config.nLayers, m.config.dim, m.config.hiddenDim, m.config.nHeads, m.config.nKvHeads]).toEqual([2, 64, 172, 8, 4]);
+  });
+
   it('plans 7b and writes nothing', () => {
     const dir = fresh();
     const r = invarx('gen-model', '--shape', '7b', '--out', dir);
@@ -282,6 +292,7 @@ describe('invarx gen-model', () => {
     expectUserError(invarx('gen-model', '--shape', '260k', '--out', fresh(), '--dtype', 'fp8'), /unknown dtype "fp8"/);
     expectUserError(invarx('gen-model', '--shape', '260k', '--out', fresh(), '--shards', '0'), /--shards must be an integer from 1 to 47/);
     expectUserError(invarx('gen-model', '--shape', '260k'), /--out DIR is required/);
+    expectUserError(invarx('gen-model', '--shape', '260k', '--out', fresh(), '--layers', '0'), /--layers must be an integer from 1/);
     const full = fresh();
     mkdirSync(full);
     writeFileSync(join(full, 'x'), '');
