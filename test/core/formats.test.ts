@@ -183,13 +183,16 @@ describe('error bounds of the reference quantizers', () => {
         const deq = fmt.dequantizeRow(bytes, x.length);
         for (let i = 0; i < x.length; i++) {
           const d = Math.abs(u.scale[Math.floor(i / 32)]);
-          // fp16 rounding of d (relative 2^-11, times at most 31 steps) and of the min add to the rounding error.
-          const slack = d * 32 * 2 ** -10 + Math.abs(x[i]) * 2 ** -10 + 1e-6;
+          // fp16 rounding of d (relative 2^-11, times at most 31 steps; in fp16's subnormal range
+          // absolute, up to 2^-25 times q8_0's 127 steps: a block of tiny weights gets d = 0)
+          // and of the min add to the rounding error.
+          const slack = d * 32 * 2 ** -10 + Math.abs(x[i]) * 2 ** -10 + 128 * 2 ** -25;
           const step = name.endsWith('_0') && name !== 'q8_0' ? d : d / 2;
           expect(Math.abs(deq[i] - x[i])).toBeLessThanOrEqual(step + slack);
         }
       }),
-      { numRuns: 200 },
+      // (a counterexample fast-check found: a q8_0 block whose only weight is too small for an fp16 scale)
+      { numRuns: 200, examples: [[Float32Array.from({ length: 64 }, (_, i) => (i === 55 ? -0.0000010009775905928109 : 0)), 'q8_0']] },
     );
   });
 
