@@ -4,9 +4,9 @@
  * without costing a bit of size: after the search, each channel of a quantized block's
  * attention norm, then of its FFN norm, is multiplied by the factor that lowers the block
  * objective ‖block_q(x_q) − block_fp(x_fp)‖² most of the three it tries (parabolaMin), or
- * left alone. The quantized linears stay as they are; the factors are recorded with the accepted moves, so
- * a resumed run and the export rebuild the same model (blocks.ts applies them to the
- * quantized block, never to the transformed FP one).
+ * left alone. The quantized linears stay as they are; the factors are recorded with the
+ * accepted moves, so a resumed run and the export rebuild the same model (blocks.ts
+ * applies them to the quantized block, never to the transformed FP one).
  *
  * An attention-norm candidate is scored by the whole block on the calibration rows, an
  * FFN-norm one by the FFN side alone on the attention output cached for the tuned
@@ -27,7 +27,7 @@ const PER_CHANNEL = 3;
 
 /**
  * The factor at the minimum of the parabola through (1 − PROBE, lo), (1, mid), (1 + PROBE, hi),
- * clamped to 1 ± MAX_STEP; null when it has none (not convex) or it is a probe already.
+ * clamped to 1 ± MAX_STEP; null when it has none (not convex) or it is 1 or a probe, scored already.
  */
 export function parabolaMin(lo: number, mid: number, hi: number): number | null {
   const curv = lo + hi - 2 * mid;

@@ -27,7 +27,7 @@ import { bestBackend, freshBackend } from '../kernels/registry';
 import { rtnLinears } from './baseRtn';
 import { SearchBlocks, type AcceptedMove } from './blocks';
 import { copyInto } from './blockState';
-import { boundaryOf, freshBoundary, snapshotSets, meanLoss, moveStat, progressOf, recordMove, recordValidation, stopReason, SNAPSHOT_VERSION, type Boundary, type InStint, type StintCommit } from './boundary';
+import { boundaryOf, freshBoundary, snapshotSets, meanLoss, progressOf, recordMove, recordValidation, stopReason, SNAPSHOT_VERSION, type Boundary, type InStint, type StintCommit } from './boundary';
 import { fullClips } from './clipMoves';
 import { clipInit } from './clipInit';
 import { specFormat, type SearchSpec } from './blockQuant';
@@ -45,10 +45,10 @@ import { nextBlock } from './schedule';
 import { resolveTokenSets, type TokenSets } from './tokens';
 import { QualityProbe } from './validation';
 import { activationBytes, memoryBudget, Scratch, weightBytes } from './scratch';
-import { CANDIDATE_FLOPS_PER_SECOND, describeCuts, phaseSeconds, planSets, type SetPlan } from './plan';
+import { describeCuts, phaseSeconds, planSets, type SetPlan } from './plan';
 import { RunBudget } from './runBudget';
 import { PhaseClock, reportPlan, type Phase } from './phases';
-import { NORM_TUNE_MAX_FLOPS, NORM_TUNE_MIN_SEQS, normTuneCost, normTuneSeqs, tuneNorms } from './normTune';
+import { normPass } from './normPass';
 
 export interface SearchOptions {
   log?: Logger;
@@ -406,7 +406,16 @@ class Search implements SearchJob {
     this.b.done = true;
     this.b.stopReason = reason;
     this.backToBest();
-    if (this.tuning.normTune) this.normPass();
+    if (this.tuning.normTune) {
+      const { blocks, calib, b, budget, cut, spec, ops } = this;
+      const base = this.config.base;
+      normPass({ blocks, calib, b, budget, cut, spec, ops, base, seqTokens: this.tuning.seqTokens }, {
+        enter: () => this.clock.enter('norm-tune'),
+        validate: () => this.validate(),
+        quantizeFrom: (from) => this.quantizeFrom(from),
+        log: this.log,
+      });
+    }
     this.log?.info({ reason, step: this.b.step, kept: this.b.moves.length, bestStep: this.b.best.step }, 'search stopped');
   }
 
@@ -418,69 +427,6 @@ class Search implements SearchJob {
     this.blocks.replay(this.b.moves);
     // the blocks before the first one a dropped move was on are as the kept moves left them
     this.quantizeFrom(from).forEach((loss, l) => (this.b.blockLoss[l] = loss));
-  }
-
-  /**
-   * Norm-gain tuning (normTune.ts) of every block in order, each on its inputs in the
-   * quantized model as tuned so far (a GPTQ block quantized again on them first, as
-   * quantizeFrom does, so a resumed run rebuilds the same model), recorded as accepted
-   * moves and kept only if validation improves. Within NORM_TUNE_MAX_FLOPS (on fewer
-   * calibration sequences, or none, on bigger models); under a time budget, blocks it leaves
-   * no room for are left out.
-   */
-  private normPass(): void {
-    const cfg = this.model.config;
-    const starts = this.calib.seqStarts;
-    const T = Math.min(this.tuning.seqTokens, cfg.seqLen);
-    const seqs = normTuneSeqs(cfg, starts.length - 1, T);
-    const flops = normTuneCost(cfg, starts[seqs], T);
-    if (seqs === 0) {
-      const least = normTuneCost(cfg, NORM_TUNE_MIN_SEQS * T, T);
-      this.cut.push(`norm-gain tuning (${(least / 1e12).toFixed(0)} TFLOP on ${NORM_TUNE_MIN_SEQS} sequences at this size, over its limit of ${NORM_TUNE_MAX_FLOPS / 1e12})`);
-      return;
-    }
-    if (seqs < starts.length - 1) this.cut.push(`norm-gain tuning on ${seqs} of ${starts.length - 1} calibration sequences (its FLOP limit)`);
-    this.clock.enter('norm-tune');
-    const kept = this.b.moves.length;
-    const t0 = performance.now();
-    let from: number | null = null;
-    for (const [l, x] of this.calib.walk(0, this.blocks)) {
-      const perBlock = l > 0 ? (performance.now() - t0) / 1000 / l : flops / cfg.nLayers / CANDIDATE_FLOPS_PER_SECOND;
-      if (this.budget.mustStop(this.b, perBlock)) {
-        this.cut.push(`norm-gain tuning from block ${l} (time budget)`);
-        from = l;
-        break;
-      }
-      const data = this.calib.data(l, x);
-      let q = this.blocks.quantized(l);
-      if (this.config.base === 'gptq') {
-        const obj = new BlockObjective(cfg, data, this.spec, this.ops, 'gptq', undefined, undefined, this.blocks.clips(l));
-        obj.reset(this.blocks.transformed(l));
-        q = obj.q;
-      }
-      const r = tuneNorms(cfg, q, data, this.ops, seqs);
-      this.blocks.setNorms(l, r.factors);
-      this.blocks.setQuantized(l, q);
-      this.b.blockLoss[l] = r.after;
-      this.b.moves.push({ block: l, step: this.b.step, transforms: [], norms: r.factors });
-      const stat = moveStat(this.b, 'norm', cfg.nLayers);
-      stat.proposed[l] += r.scored;
-      stat.accepted[l] += r.changed;
-      stat.gain[l] += (r.before - r.after) / this.b.startLoss[l];
-    }
-    // GPTQ blocks after a cut are quantized on their new inputs, as a resumed run would
-    if (from !== null && this.config.base === 'gptq') this.quantizeFrom(from).forEach((loss, l) => (this.b.blockLoss[l] = loss));
-    const v = this.validate();
-    if (v < this.b.best.validation) {
-      this.b.best = { validation: v, moves: this.b.moves.length, step: this.b.step };
-      this.b.history.push({ step: this.b.step, loss: meanLoss(this.b), validation: v });
-    } else {
-      this.b.moves.length = kept;
-      this.blocks.replay(this.b.moves);
-      this.quantizeFrom(0).forEach((loss, l) => (this.b.blockLoss[l] = loss));
-      this.cut.push('norm-gain tuning (it did not improve validation)');
-    }
-    this.log?.info({ validation: v, best: this.b.best.validation, kept: this.b.moves.length > kept }, 'norm gains tuned');
   }
 
   /** The first block a move after the best validated state is on (null: none), from which going back re-quantizes. */

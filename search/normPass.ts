@@ -1,0 +1,98 @@
+/**
+ * The run's last pass: norm-gain tuning (normTune.ts) of every block in order, each on its
+ * inputs in the quantized model as tuned so far (a GPTQ block quantized again on them
+ * first, as the run's quantizeFrom does, so a resumed run rebuilds the same model),
+ * recorded as accepted moves and kept only if validation improves. Within
+ * NORM_TUNE_MAX_FLOPS (on fewer calibration sequences, or none, on bigger models); under a
+ * time budget, the blocks it leaves no room for are left out.
+ */
+import type { Logger } from 'pino';
+import type { Ops } from '../core/ops';
+import type { SearchSpec } from './blockQuant';
+import type { SearchBlocks } from './blocks';
+import { meanLoss, moveStat, type Boundary } from './boundary';
+import type { CalibrationRows } from './calibration';
+import type { RunConfig } from './contract';
+import { NORM_TUNE_MAX_FLOPS, NORM_TUNE_MIN_SEQS, normTuneCost, normTuneSeqs, tuneNorms } from './normTune';
+import { BlockObjective } from './objective';
+import { CANDIDATE_FLOPS_PER_SECOND } from './plan';
+import type { RunBudget } from './runBudget';
+
+/** What the pass reads and changes of a run. */
+export interface NormPassState {
+  blocks: SearchBlocks;
+  calib: CalibrationRows;
+  b: Boundary;
+  budget: RunBudget;
+  /** What the run left out, for the report: the pass adds to it. */
+  cut: string[];
+  spec: SearchSpec;
+  ops: Ops;
+  base: RunConfig['base'];
+  seqTokens: number;
+}
+
+/** What it asks of the run: the phase's start, a validation check, the base quantization of blocks from..L−1. */
+export interface NormPassHooks {
+  enter(): void;
+  validate(): number;
+  quantizeFrom(from: number): number[];
+  log?: Logger;
+}
+
+export function normPass(s: NormPassState, run: NormPassHooks): void {
+  const { blocks, calib, b } = s;
+  const cfg = blocks.config;
+  const starts = calib.seqStarts;
+  const T = Math.min(s.seqTokens, cfg.seqLen);
+  const seqs = normTuneSeqs(cfg, starts.length - 1, T);
+  if (seqs === 0) {
+    const least = normTuneCost(cfg, NORM_TUNE_MIN_SEQS * T, T);
+    s.cut.push(`norm-gain tuning (${(least / 1e12).toFixed(0)} TFLOP on ${NORM_TUNE_MIN_SEQS} sequences at this size, over its limit of ${NORM_TUNE_MAX_FLOPS / 1e12})`);
+    return;
+  }
+  if (seqs < starts.length - 1) s.cut.push(`norm-gain tuning on ${seqs} of ${starts.length - 1} calibration sequences (its FLOP limit)`);
+  run.enter();
+  const flops = normTuneCost(cfg, starts[seqs], T);
+  const kept = b.moves.length;
+  const t0 = performance.now();
+  let from: number | null = null;
+  for (const [l, x] of calib.walk(0, blocks)) {
+    const perBlock = l > 0 ? (performance.now() - t0) / 1000 / l : flops / cfg.nLayers / CANDIDATE_FLOPS_PER_SECOND;
+    if (s.budget.mustStop(b, perBlock)) {
+      s.cut.push(`norm-gain tuning from block ${l} (time budget)`);
+      from = l;
+      break;
+    }
+    const data = calib.data(l, x);
+    let q = blocks.quantized(l);
+    if (s.base === 'gptq') {
+      const obj = new BlockObjective(cfg, data, s.spec, s.ops, 'gptq', undefined, undefined, blocks.clips(l));
+      obj.reset(blocks.transformed(l));
+      q = obj.q;
+    }
+    const r = tuneNorms(cfg, q, data, s.ops, seqs);
+    blocks.setNorms(l, r.factors);
+    blocks.setQuantized(l, q);
+    b.blockLoss[l] = r.after;
+    b.moves.push({ block: l, step: b.step, transforms: [], norms: r.factors });
+    const stat = moveStat(b, 'norm', cfg.nLayers);
+    stat.proposed[l] += r.scored;
+    stat.accepted[l] += r.changed;
+    stat.gain[l] += (r.before - r.after) / b.startLoss[l];
+  }
+  if (b.moves.length === kept) return;
+  // GPTQ blocks after a cut are quantized on their new inputs, as a resumed run would
+  if (from !== null && s.base === 'gptq') run.quantizeFrom(from).forEach((loss, l) => (b.blockLoss[l] = loss));
+  const v = run.validate();
+  if (v < b.best.validation) {
+    b.best = { validation: v, moves: b.moves.length, step: b.step };
+    b.history.push({ step: b.step, loss: meanLoss(b), validation: v });
+  } else {
+    b.moves.length = kept;
+    blocks.replay(b.moves);
+    run.quantizeFrom(0).forEach((loss, l) => (b.blockLoss[l] = loss));
+    s.cut.push('norm-gain tuning (it did not improve validation)');
+  }
+  run.log?.info({ validation: v, best: b.best.validation, kept: b.moves.length > kept }, 'norm gains tuned');
+}
