@@ -7,14 +7,13 @@
  * time budget, the blocks it leaves no room for are left out.
  */
 import type { Logger } from 'pino';
+import type { Block, F32 } from '../core/model/types';
 import type { Ops } from '../core/ops';
-import type { SearchSpec } from './blockQuant';
 import type { SearchBlocks } from './blocks';
 import { meanLoss, moveStat, type Boundary } from './boundary';
 import type { CalibrationRows } from './calibration';
 import type { RunConfig } from './contract';
 import { NORM_TUNE_MAX_FLOPS, NORM_TUNE_MIN_SEQS, normTuneCost, normTuneSeqs, tuneNorms } from './normTune';
-import { BlockObjective } from './objective';
 import { CANDIDATE_FLOPS_PER_SECOND } from './plan';
 import type { RunBudget } from './runBudget';
 
@@ -26,16 +25,16 @@ export interface NormPassState {
   budget: RunBudget;
   /** What the run left out, for the report: the pass adds to it. */
   cut: string[];
-  spec: SearchSpec;
   ops: Ops;
   base: RunConfig['base'];
   seqTokens: number;
 }
 
-/** What it asks of the run: the phase's start, a validation check, the base quantization of blocks from..L−1. */
+/** What it asks of the run: the phase's start, a validation check, the base quantization of block l on inputs x, and of blocks from..L−1. */
 export interface NormPassHooks {
   enter(): void;
   validate(): number;
+  quantizeBlock(l: number, x: F32): Block;
   quantizeFrom(from: number): number[];
   log?: Logger;
 }
@@ -65,12 +64,8 @@ export function normPass(s: NormPassState, run: NormPassHooks): void {
       break;
     }
     const data = calib.data(l, x);
-    let q = blocks.quantized(l);
-    if (s.base === 'gptq') {
-      const obj = new BlockObjective(cfg, data, s.spec, s.ops, 'gptq', undefined, undefined, blocks.clips(l));
-      obj.reset(blocks.transformed(l));
-      q = obj.q;
-    }
+    // RTN ignores the inputs: its block stays as it is
+    const q = s.base === 'gptq' ? run.quantizeBlock(l, x) : blocks.quantized(l);
     const r = tuneNorms(cfg, q, data, s.ops, seqs);
     blocks.setNorms(l, r.factors);
     blocks.setQuantized(l, q);

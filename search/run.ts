@@ -18,7 +18,7 @@ import type { Logger } from 'pino';
 import { fail, InvarxError } from '../core/errors';
 import { collectAtBlockBoundary } from '../core/memory';
 import { loadModel } from '../core/model/load';
-import { cloneBlock, type F32, type Model } from '../core/model/types';
+import { cloneBlock, type Block, type F32, type Model } from '../core/model/types';
 import type { Transform } from '../core/invariance';
 import type { Ops } from '../core/ops';
 import { Rng } from '../core/rng';
@@ -180,11 +180,18 @@ class Search implements SearchJob {
     const losses: number[] = [];
     for (const [l, x] of this.calib.walk(from, this.blocks)) {
       collectAtBlockBoundary(this.model.config);
-      const obj = new BlockObjective(this.model.config, this.calib.data(l, x), this.spec, this.ops, this.config.base, undefined, undefined, this.blocks.clips(l));
-      losses[l] = obj.reset(this.blocks.transformed(l));
-      this.blocks.setQuantized(l, obj.q);
+      const { q, loss } = this.quantizeBlock(l, x);
+      losses[l] = loss;
+      this.blocks.setQuantized(l, q);
     }
     return losses;
+  }
+
+  /** Block l's transformed weights quantized by the base quantizer on its inputs x in the quantized model, and the block's loss. */
+  private quantizeBlock(l: number, x: F32): { q: Block; loss: number } {
+    const obj = new BlockObjective(this.model.config, this.calib.data(l, x), this.spec, this.ops, this.config.base, undefined, undefined, this.blocks.clips(l));
+    const loss = obj.reset(this.blocks.transformed(l));
+    return { q: obj.q, loss };
   }
 
   get done(): boolean {
@@ -407,11 +414,12 @@ class Search implements SearchJob {
     this.b.stopReason = reason;
     this.backToBest();
     if (this.tuning.normTune) {
-      const { blocks, calib, b, budget, cut, spec, ops } = this;
+      const { blocks, calib, b, budget, cut, ops } = this;
       const base = this.config.base;
-      normPass({ blocks, calib, b, budget, cut, spec, ops, base, seqTokens: this.tuning.seqTokens }, {
+      normPass({ blocks, calib, b, budget, cut, ops, base, seqTokens: this.tuning.seqTokens }, {
         enter: () => this.clock.enter('norm-tune'),
         validate: () => this.validate(),
+        quantizeBlock: (l, x) => this.quantizeBlock(l, x).q,
         quantizeFrom: (from) => this.quantizeFrom(from),
         log: this.log,
       });
