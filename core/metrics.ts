@@ -36,12 +36,17 @@ export interface Quality extends Perplexity {
 
 /** out[i] = log softmax(logits[off … off+V))_i in float64. */
 export function logSoftmax(logits: ArrayLike<number>, off: number, V: number, out: Float64Array): void {
+  const lse = logSumExp(logits, off, V);
+  for (let i = 0; i < V; i++) out[i] = logits[off + i] - lse;
+}
+
+/** log Σ exp of logits[off … off+V-1] in float64, shifted by the maximum (what logSoftmax subtracts). */
+export function logSumExp(logits: ArrayLike<number>, off: number, V: number): number {
   let max = -Infinity;
   for (let i = 0; i < V; i++) if (logits[off + i] > max) max = logits[off + i];
   let sum = 0;
   for (let i = 0; i < V; i++) sum += Math.exp(logits[off + i] - max);
-  const lse = max + Math.log(sum);
-  for (let i = 0; i < V; i++) out[i] = logits[off + i] - lse;
+  return max + Math.log(sum);
 }
 
 /** Positions predicted over all sequences; an InvarxError when there are none. */
