@@ -14,7 +14,7 @@ import { Arena } from './arena';
 import { fusedMadd, instantiate, kernelsModule, relaxedSimd, type KernelExports } from './module';
 import { ResidentWeights } from './resident';
 import { CHUNKS_PER_THREAD, HelperThreads, MT_MIN_MACS } from './threads';
-import { attendScratch, runAttendHere, type AttendJob } from './threadJobs';
+import { attendRowsScratch, attendScratch, runAttendHere, runAttendRowsHere, type AttendJob, type AttendRowsJob } from './threadJobs';
 import { wasmGptq } from './gptq';
 import { wasmHessian } from './hessian';
 
@@ -265,77 +265,82 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
     return Math.max(4, Math.ceil(units / (active * CHUNKS_PER_THREAD) / 4) * 4);
   }
 
-  /** matmul_t over rows [0, nPad) of operands already in the arena: on the helpers too when it is large (see matmulT). */
-  function product(xp: number, wp: number, yp: number, nPad: number, K: number, N: number, scratch: number): void {
-    const chunk = splitChunk(nPad, nPad * K * N);
-    if (helpers && chunk > 0) {
-      helpers.matmul(k, { x: xp, wp, y: yp, rows: nPad, K, N, kcMax, beta: 0, chunk, scratch }, active - 1);
-    } else {
-      k.matmul_t(xp, wp, yp, 0, nPad, K, N, kcMax, 0, scratch);
-    }
-  }
-
   /**
    * core/forward.ts's contextHeads (past = 0) on this backend, with q, k and v copied in
    * once: per query head, the scores and values products matmulT would compute (dot_t under
    * DOT_MAX_ROWS + 1 rows, else matmul_t on panels packed straight from k and v, which have
-   * the bytes pack_w gives the gathered keys and transposed values), the same bits.
+   * the bytes pack_w gives the gathered keys and transposed values), the same bits. From
+   * DOT_MAX_ROWS + 1 rows the heads are spread over the helpers when the work is large enough
+   * (the scores' softmax is a third of a short sequence's block pass, and serial otherwise).
    */
   function attendRows(ctx: F32, q: F32, kk: F32, v: F32, T: number, heads: ArrayLike<number> | null, shape: HeadShape): void {
     checkAttendRows(ctx, q, kk, v, T, heads, shape);
     if (T === 0) return;
     const { nHeads, nKvHeads, headDim: hd } = shape;
     const qDim = nHeads * hd, kvDim = nKvHeads * hd;
-    const group = nHeads / nKvHeads;
-    const scale = 1 / Math.sqrt(hd);
-    const S = T;
-    const dot = T <= DOT_MAX_ROWS;
-    const nPad = (T + 3) & ~3;
+    const n = heads ? heads.length : nHeads;
+    if (T <= DOT_MAX_ROWS) return attendFewRows(ctx, q, kk, v, T, heads, shape);
+    const threaded = helpers !== null && active > 1 && n > 1 && n * T * T * hd >= MT_MIN_ATTEND_MACS;
+    const layout = attendRowsScratch(T, hd);
     arena.reset();
     const qp = arena.alloc(T * qDim), kp = arena.alloc(T * kvDim), vp = arena.alloc(T * kvDim), cp = arena.alloc(T * qDim);
-    const qh = arena.alloc(nPad * hd), ch = arena.alloc(nPad * hd), att = arena.alloc(nPad * S);
-    // the keys and values of the loaded KV head: packed panels, or (dot_t) the values transposed
-    const kw = dot ? 0 : arena.alloc(((S + 7) & ~7) * hd);
-    const vw = arena.alloc(((hd + 7) & ~7) * S);
-    const scratch = arena.alloc(32 * threads);
+    const hp = arena.alloc(n);
+    const scratch = arena.alloc(((threaded ? active : 1) * layout.stride) / 4);
     const m = arena.f32;
     m.set(q.subarray(0, T * qDim), qp >> 2);
     m.set(kk.subarray(0, T * kvDim), kp >> 2);
     m.set(v.subarray(0, T * kvDim), vp >> 2);
-    m.fill(0, (qh >> 2) + T * hd, (qh >> 2) + nPad * hd);
+    const table = new Int32Array(arena.memory.buffer, hp, n);
+    for (let x = 0; x < n; x++) table[x] = heads ? heads[x] : x;
+    const job: AttendRowsJob = { q: qp, k: kp, v: vp, ctx: cp, heads: hp, n, T, nHeads, nKvHeads, headDim: hd, kcMax, scratch, layout };
+    if (threaded) helpers.attendRows(k, job, arena.memory, active - 1);
+    else runAttendRowsHere(k, job, arena.memory.buffer);
+    copyHeadsOut(ctx, cp, T, heads, qDim, hd);
+  }
+
+  /** attendRows for at most DOT_MAX_ROWS rows: dot products, as matmulT takes them. */
+  function attendFewRows(ctx: F32, q: F32, kk: F32, v: F32, T: number, heads: ArrayLike<number> | null, shape: HeadShape): void {
+    const { nHeads, nKvHeads, headDim: hd } = shape;
+    const qDim = nHeads * hd, kvDim = nKvHeads * hd;
+    const group = nHeads / nKvHeads;
+    const scale = 1 / Math.sqrt(hd);
+    const S = T;
+    arena.reset();
+    const qp = arena.alloc(T * qDim), kp = arena.alloc(T * kvDim), vp = arena.alloc(T * kvDim), cp = arena.alloc(T * qDim);
+    const qh = arena.alloc(T * hd), ch = arena.alloc(T * hd), att = arena.alloc(T * S);
+    const vw = arena.alloc(hd * S);
+    const m = arena.f32;
+    m.set(q.subarray(0, T * qDim), qp >> 2);
+    m.set(kk.subarray(0, T * kvDim), kp >> 2);
+    m.set(v.subarray(0, T * kvDim), vp >> 2);
     let loaded = -1;
     const n = heads ? heads.length : nHeads;
     for (let x = 0; x < n; x++) {
       const h = heads ? heads[x] : x;
       const g = Math.floor(h / group);
       if (g !== loaded) {
-        if (dot) {
-          const d = vw >> 2, src = (vp >> 2) + g * hd;
-          for (let s = 0; s < S; s++) for (let i = 0; i < hd; i++) m[d + i * S + s] = m[src + s * kvDim + i];
-        } else {
-          k.pack_w(kp + 4 * g * hd, 4 * kvDim, S, hd, kcMax, kw);
-          k.pack_wt(vp + 4 * g * hd, 4 * kvDim, hd, S, kcMax, vw);
-        }
+        // the values transposed
+        const d = vw >> 2, src = (vp >> 2) + g * hd;
+        for (let s = 0; s < S; s++) for (let i = 0; i < hd; i++) m[d + i * S + s] = m[src + s * kvDim + i];
         loaded = g;
       }
       for (let t = 0; t < T; t++) m.copyWithin((qh >> 2) + t * hd, (qp >> 2) + t * qDim + h * hd, (qp >> 2) + t * qDim + (h + 1) * hd);
-      if (dot) {
-        k.dot_t(qh, kp + 4 * g * hd, 4 * kvDim, att, T, hd, S, 0);
-        k.softmax_causal(att, T, S, 0, scale);
-        k.dot_t(att, vw, 4 * S, ch, T, S, hd, 0);
-      } else {
-        product(qh, kw, att, nPad, hd, S, scratch);
-        k.softmax_causal(att, T, S, 0, scale);
-        // rows past T of att are scores of zero queries, not probabilities: rows never mix
-        product(att, vw, ch, nPad, S, hd, scratch);
-      }
+      k.dot_t(qh, kp + 4 * g * hd, 4 * kvDim, att, T, hd, S, 0);
+      k.softmax_causal(att, T, S, 0, scale);
+      k.dot_t(att, vw, 4 * S, ch, T, S, hd, 0);
       for (let t = 0; t < T; t++) m.copyWithin((cp >> 2) + t * qDim + h * hd, (ch >> 2) + t * hd, (ch >> 2) + (t + 1) * hd);
     }
+    copyHeadsOut(ctx, cp, T, heads, qDim, hd);
+  }
+
+  /** The context [T, qDim] at byte cp out to ctx: all of it, or only the given heads' columns. */
+  function copyHeadsOut(ctx: F32, cp: number, T: number, heads: ArrayLike<number> | null, qDim: number, hd: number): void {
+    const m = arena.f32;
     if (heads === null) {
       ctx.set(m.subarray(cp >> 2, (cp >> 2) + T * qDim));
       return;
     }
-    for (let x = 0; x < n; x++) {
+    for (let x = 0; x < heads.length; x++) {
       const h = heads[x];
       for (let t = 0; t < T; t++) {
         const o = t * qDim + h * hd;

@@ -254,3 +254,89 @@ export function runTilesHere(k: KernelExports, job: TileJob): void {
 export function tileArgs(job: TileJob): number[] {
   return [job.C, job.ldc, job.A, job.ai, job.ak, job.B, job.bj, job.bk, job.flags, job.j, job.j1, job.i0, job.i1, job.k1];
 }
+
+/**
+ * Attention of a whole sequence's rows (the wasm backend's attendRows, T > DOT_MAX_ROWS):
+ * one unit per query head, taken one at a time. A unit packs its KV head's keys and values
+ * into the thread's scratch, gathers the head's queries, and makes the two matmul_t calls
+ * and the softmax a product on the caller's thread makes; it writes only its own head's
+ * columns of the context, so its bits do not depend on which thread ran it.
+ */
+export interface AttendRowsJob {
+  /** q and ctx [T, nHeads·hd], k and v [T, kvHeads·hd] (float32, copied in); the heads to compute (int32). */
+  q: number;
+  k: number;
+  v: number;
+  ctx: number;
+  heads: number;
+  n: number;
+  T: number;
+  nHeads: number;
+  nKvHeads: number;
+  headDim: number;
+  kcMax: number;
+  /** Thread t's scratch starts at scratch + t·layout.stride (see attendRowsScratch). */
+  scratch: number;
+  layout: AttendRowsScratch;
+}
+
+/** One thread's scratch for attendRows: byte offsets of the gathered queries, its context, the scores, the packed keys and values, the ragged tile. */
+export interface AttendRowsScratch {
+  qh: number;
+  ch: number;
+  att: number;
+  kw: number;
+  vw: number;
+  tile: number;
+  stride: number;
+}
+
+export function attendRowsScratch(T: number, hd: number): AttendRowsScratch {
+  const bytes = (floats: number) => 4 * ((floats + 15) & ~15);
+  const nPad = (T + 3) & ~3;
+  const qh = 0;
+  const ch = qh + bytes(nPad * hd);
+  const att = ch + bytes(nPad * hd);
+  const kw = att + bytes(nPad * T);
+  const vw = kw + bytes(((T + 7) & ~7) * hd);
+  const tile = vw + bytes(((hd + 7) & ~7) * T);
+  return { qh, ch, att, kw, vw, tile, stride: tile + bytes(32) };
+}
+
+export function attendRowsArgs(job: AttendRowsJob): number[] {
+  const { qh, ch, att, kw, vw, tile, stride } = job.layout;
+  return [job.q, job.k, job.v, job.ctx, job.heads, job.n, job.T, job.nHeads, job.nKvHeads, job.headDim, job.kcMax, job.scratch, qh, ch, att, kw, vw, tile, stride];
+}
+
+/** The attendRows loop every thread runs (the workers run its source text: it may use only its arguments and globals). */
+export function runAttendRows(k: KernelExports, ctl: Int32Array, counter: number, a: number[], buffer: ArrayBufferLike, t: number): void {
+  const [q, kk, v, ctx, headsAt] = [a[0] >>> 0, a[1] >>> 0, a[2] >>> 0, a[3] >>> 0, a[4] >>> 0];
+  const [, , , , , n, T, nHeads, nKv, hd, kcMax, scratch, qhAt, chAt, attAt, kwAt, vwAt, tileAt, stride] = a;
+  const base = (scratch >>> 0) + t * stride;
+  const [qh, ch, att, kw, vw, tile] = [base + qhAt, base + chAt, base + attAt, base + kwAt, base + vwAt, base + tileAt];
+  const m = new Float32Array(buffer);
+  const heads = new Int32Array(buffer, headsAt, n);
+  const qDim = nHeads * hd, kvDim = nKv * hd, group = nHeads / nKv;
+  const nPad = (T + 3) & ~3;
+  const scale = 1 / Math.sqrt(hd);
+  // the padding rows of the queries stay zero: their scores are not probabilities, but rows never mix
+  m.fill(0, (qh >> 2) + T * hd, (qh >> 2) + nPad * hd);
+  for (;;) {
+    const u = Atomics.add(ctl, counter, 1);
+    if (u >= n) return;
+    const h = heads[u];
+    const g = Math.floor(h / group);
+    k.pack_w(kk + 4 * g * hd, 4 * kvDim, T, hd, kcMax, kw);
+    k.pack_wt(v + 4 * g * hd, 4 * kvDim, hd, T, kcMax, vw);
+    for (let r = 0; r < T; r++) m.copyWithin((qh >> 2) + r * hd, (q >> 2) + r * qDim + h * hd, (q >> 2) + r * qDim + (h + 1) * hd);
+    k.matmul_t(qh, kw, att, 0, nPad, hd, T, kcMax, 0, tile);
+    k.softmax_causal(att, T, T, 0, scale);
+    k.matmul_t(att, vw, ch, 0, nPad, T, hd, kcMax, 0, tile);
+    for (let r = 0; r < T; r++) m.copyWithin((ctx >> 2) + r * qDim + h * hd, (ch >> 2) + r * hd, (ch >> 2) + (r + 1) * hd);
+  }
+}
+
+/** Runs all of the attendRows `job` on this thread alone. */
+export function runAttendRowsHere(k: KernelExports, job: AttendRowsJob, buffer: ArrayBufferLike): void {
+  runAttendRows(k, new Int32Array(2), 1, attendRowsArgs(job), buffer, 0);
+}

@@ -1,6 +1,6 @@
 /**
  * Helper threads for the wasm kernels (matmul rows, few-row product columns, Hessian lines,
- * float64 tiles, decode attention units; the jobs are in ./threadJobs.ts): each
+ * float64 tiles, decode attention units, whole-sequence attention heads; the jobs are in ./threadJobs.ts): each
  * worker_thread instantiates the kernels against the same shared WebAssembly.Memory, and
  * all threads (the caller included) take pieces of a job from a shared counter until none
  * are left.
@@ -18,7 +18,10 @@
 import { Worker } from 'node:worker_threads';
 import type { WasmMemory, WasmModule } from './api';
 import type { KernelExports } from './module';
-import { attendArgs, runAttend, runChunks, runHessian, runTiles, runXt, tileArgs, xtArgs, type AttendJob, type HessianJob, type MatmulJob, type TileJob, type XtJob } from './threadJobs';
+import {
+  attendArgs, attendRowsArgs, runAttend, runAttendRows, runChunks, runHessian, runTiles, runXt, tileArgs, xtArgs,
+  type AttendJob, type AttendRowsJob, type HessianJob, type MatmulJob, type TileJob, type XtJob,
+} from './threadJobs';
 
 /** Below this many multiply-adds a product runs on one thread: the hand-off (~10–50 µs) would dominate. */
 export const MT_MIN_MACS = 1 << 21;
@@ -32,7 +35,7 @@ const MAX_THREADS = 64;
 export const CTL_BYTES = CTL_STRIDE * MAX_THREADS * 4;
 /** Per-thread slots: GEN (bumped by the caller per job), DONE (set to GEN when finished), STATUS, OP, then the job. */
 const GEN = 0, DONE = 1, STATUS = 2, OP = 3, ARGS = 4;
-const OP_QUIT = 0, OP_MATMUL = 1, OP_HESSIAN = 2, OP_TILES = 3, OP_ATTEND = 4, OP_XT = 5;
+const OP_QUIT = 0, OP_MATMUL = 1, OP_HESSIAN = 2, OP_TILES = 3, OP_ATTEND = 4, OP_XT = 5, OP_ATTEND_ROWS = 6;
 /** STATUS values. */
 const READY = 1, FAILED = -1;
 /** The shared next-chunk counter lives in thread 0's (the caller's) otherwise unused slots. */
@@ -48,6 +51,7 @@ const runHessian = ${runHessian.toString()};
 const runTiles = ${runTiles.toString()};
 const runAttend = ${runAttend.toString()};
 const runXt = ${runXt.toString()};
+const runAttendRows = ${runAttendRows.toString()};
 let k;
 try {
   k = new WebAssembly.Instance(module, { env: { memory } }).exports;
@@ -73,6 +77,7 @@ for (;;) {
     else if (op === ${OP_TILES}) runTiles(k, ctl, ${COUNTER}, args);
     else if (op === ${OP_ATTEND}) runAttend(k, ctl, ${COUNTER}, args, memory.buffer, t);
     else if (op === ${OP_XT}) runXt(k, ctl, ${COUNTER}, args);
+    else if (op === ${OP_ATTEND_ROWS}) runAttendRows(k, ctl, ${COUNTER}, args, memory.buffer, t);
     else runChunks(k, ctl, ${COUNTER}, args, t);
   } catch (e) {
     status = ${FAILED};
@@ -126,6 +131,12 @@ export class HelperThreads {
   attend(k: KernelExports, job: AttendJob, memory: WasmMemory, helpers: number): void {
     const args = attendArgs(job);
     this.run(OP_ATTEND, args, helpers, () => runAttend(k, this.ctl, COUNTER, args, memory.buffer, 0));
+  }
+
+  /** Runs the whole-sequence attention `job` on this thread and the first `helpers` helper threads; returns when every head is done. */
+  attendRows(k: KernelExports, job: AttendRowsJob, memory: WasmMemory, helpers: number): void {
+    const args = attendRowsArgs(job);
+    this.run(OP_ATTEND_ROWS, args, helpers, () => runAttendRows(k, this.ctl, COUNTER, args, memory.buffer, 0));
   }
 
   /** Runs the few-row product `job` (matmul_xt) on this thread and the first `helpers` helper threads; returns when every column is done. */
