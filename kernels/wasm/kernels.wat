@@ -751,8 +751,10 @@
   (func $exp4 (param $x v128) (result v128)
     (local $n v128) (local $r v128) (local $p v128) (local $under v128)
     (local.set $under (f32x4.lt (local.get $x) (v128.const f32x4 -87.3 -87.3 -87.3 -87.3)))
-    (local.set $x (f32x4.min (f32x4.max (local.get $x) (v128.const f32x4 -87.3 -87.3 -87.3 -87.3))
-                             (v128.const f32x4 88.3 88.3 88.3 88.3)))
+    ;; pmax/pmin (one instruction each on x64; min/max take several) clamp as max/min do,
+    ;; −0 and infinities included, with x the first operand (a NaN stays a NaN)
+    (local.set $x (f32x4.pmin (f32x4.pmax (local.get $x) (v128.const f32x4 -87.3 -87.3 -87.3 -87.3))
+                              (v128.const f32x4 88.3 88.3 88.3 88.3)))
     (local.set $n (f32x4.nearest (f32x4.mul (local.get $x) (v128.const f32x4 1.44269504088896341 1.44269504088896341 1.44269504088896341 1.44269504088896341))))
     (local.set $r (f32x4.sub (f32x4.sub (local.get $x) (f32x4.mul (local.get $n) (v128.const f32x4 0.693359375 0.693359375 0.693359375 0.693359375)))
                              (f32x4.mul (local.get $n) (v128.const f32x4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4 -2.12194440e-4))))
@@ -764,9 +766,11 @@
     (local.set $p (f32x4.add (f32x4.mul (local.get $p) (local.get $r)) (v128.const f32x4 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1 5.0000001201e-1)))
     (local.set $p (f32x4.add (f32x4.add (f32x4.mul (local.get $p) (f32x4.mul (local.get $r) (local.get $r))) (local.get $r))
                              (v128.const f32x4 1 1 1 1)))
-    ;; × 2^n: (n + 127) << 23 is the float 2^n for n in [−126, 127]
+    ;; × 2^n: (n + 127) << 23 is the float 2^n for n in [−126, 127]; n + 2²³ + 127 in float32
+    ;; holds n + 127 in its low mantissa bits and a zero at bit 23, so its bits shifted left
+    ;; by 23 are that, without a float-to-int conversion (several instructions on x64)
     (local.set $p (f32x4.mul (local.get $p)
-      (i32x4.shl (i32x4.add (i32x4.trunc_sat_f32x4_s (local.get $n)) (v128.const i32x4 127 127 127 127)) (i32.const 23))))
+      (i32x4.shl (f32x4.add (local.get $n) (v128.const f32x4 8388735 8388735 8388735 8388735)) (i32.const 23))))
     (v128.andnot (local.get $p) (local.get $under)))
 
   ;; exp of one f32 through the same lanes (so tails match the vector body bit for bit).
