@@ -19,6 +19,7 @@ import { blockLinears, cloneBlock, linearShape, type Block, type F32, type Linea
 import { packPalette, paletteBytes, unpackPalette, type PaletteWeights } from '../core/quant/palette';
 import type { QuantSpec } from '../core/quant/rtn';
 import { setClip, type BlockClips, type ClipSet } from './clipMoves';
+import { withFinalNorm } from './finalNormTune';
 import { withNormFactors, type NormFactors } from './normTune';
 
 /** One accepted move: the transforms applied to one block (step 0: scale initialisation), the clip codes it set, or its tuned norm gains. */
@@ -28,6 +29,8 @@ export interface AcceptedMove extends BlockMoves {
   clips?: ClipSet[];
   /** The norm-gain factors of the quantized block (normTune.ts; the run's last pass); absent elsewhere. */
   norms?: NormFactors;
+  /** The factors of the quantized model's final norm gain (finalNormTune.ts; after the blocks' norms); absent elsewhere. */
+  finalNorm?: Float64Array;
 }
 
 /** How a quantized block is held: as floats, or its linears palette-packed (other arrays as they are). */
@@ -48,6 +51,8 @@ export class SearchBlocks {
   private clipCodes: (BlockClips | undefined)[];
   /** Per block, the factors its quantized norm gains are multiplied by (undefined: none). */
   private normFactors: (NormFactors | undefined)[];
+  /** The factors the quantized model's final norm gain is multiplied by (undefined: none). */
+  private finalNormFactors: Float64Array | undefined;
   /** Transformed blocks held as floats, least recently used first. */
   private resident = new Map<number, Block>();
   private pinned = -1;
@@ -160,6 +165,16 @@ export class SearchBlocks {
     this.normFactors[l] = f;
   }
 
+  /** The final norm's factors (undefined while none are set). */
+  finalNorm(): Float64Array | undefined {
+    return this.finalNormFactors;
+  }
+
+  /** Set the quantized model's final norm factors (they apply to quantizedModel and transformedModel(true) at once). */
+  setFinalNorm(f: Float64Array | undefined): void {
+    this.finalNormFactors = f;
+  }
+
   private clipSpec(): QuantSpec {
     return { bits: this.grid.bits, group: this.grid.group };
   }
@@ -169,10 +184,12 @@ export class SearchBlocks {
     this.applied = Array.from({ length: this.nLayers }, () => []);
     this.clipCodes = new Array(this.nLayers).fill(undefined);
     this.normFactors = new Array(this.nLayers).fill(undefined);
+    this.finalNormFactors = undefined;
     for (const m of moves) {
       this.applied[m.block].push(...m.transforms);
       if (m.clips) this.applyClips(m.block, m.clips);
       if (m.norms) this.normFactors[m.block] = m.norms;
+      if (m.finalNorm) this.finalNormFactors = m.finalNorm;
     }
     this.resident.clear();
     this.pinned = -1;
@@ -194,12 +211,13 @@ export class SearchBlocks {
       return tunedNorms && f ? withNormFactors(this.transformed(l), f) : this.transformed(l);
     };
     const cache = new BlockCache(load, 1);
-    return { ...this.model, blocks: lazyBlocks(this.nLayers, Object.keys(this.model.blocks[0]) as BlockKey[], cache) };
+    const m = { ...this.model, blocks: lazyBlocks(this.nLayers, Object.keys(this.model.blocks[0]) as BlockKey[], cache) };
+    return tunedNorms ? withFinalNorm(m, this.finalNormFactors) : m;
   }
 
-  /** The quantized transformed model the objective scored. */
+  /** The quantized transformed model the objective scored (with the tuned final norm, if any). */
   quantizedModel(): Model {
-    return { ...this.model, blocks: this.q.map((_, l) => this.quantized(l)) };
+    return withFinalNorm({ ...this.model, blocks: this.q.map((_, l) => this.quantized(l)) }, this.finalNormFactors);
   }
 
   /** The quantized model with `qBlock` in place of block l (a candidate's). */

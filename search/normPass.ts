@@ -1,10 +1,12 @@
 /**
- * The run's last pass: norm-gain tuning (normTune.ts) of every block in order, each on its
+ * The run's last passes. First norm-gain tuning (normTune.ts) of every block in order, each on its
  * inputs in the quantized model as tuned so far (a GPTQ block quantized again on them
  * first, as the run's quantizeFrom does, so a resumed run rebuilds the same model),
  * recorded as accepted moves and kept only if validation improves. Within
  * NORM_TUNE_MAX_FLOPS (on fewer calibration sequences, or none, on bigger models); under a
- * time budget, the blocks it leaves no room for are left out.
+ * time budget, the blocks it leaves no room for are left out. Then the final norm's gain
+ * (finalNormTune.ts), on the first calibration sequences, kept likewise only if validation
+ * improves.
  */
 import type { Logger } from 'pino';
 import type { Block, F32 } from '../core/model/types';
@@ -13,6 +15,7 @@ import type { SearchBlocks } from './blocks';
 import { meanLoss, moveStat, type Boundary } from './boundary';
 import type { CalibrationRows } from './calibration';
 import type { RunConfig } from './contract';
+import { FINAL_NORM_MIN_ROWS, finalNormSeconds, finalNormSeqs, tuneFinalNorm } from './finalNormTune';
 import { NORM_TUNE_MAX_FLOPS, NORM_TUNE_MIN_SEQS, normTuneCost, normTuneSeqs, tuneNorms } from './normTune';
 import { CANDIDATE_FLOPS_PER_SECOND } from './plan';
 import type { RunBudget } from './runBudget';
@@ -90,4 +93,43 @@ export function normPass(s: NormPassState, run: NormPassHooks): void {
     s.cut.push('norm-gain tuning (it did not improve validation)');
   }
   run.log?.info({ validation: v, best: b.best.validation, kept: b.moves.length > kept }, 'norm gains tuned');
+}
+
+/**
+ * Tunes the quantized model's final norm gain on the first calibration sequences (`tokens`,
+ * as many as finalNormSeqs allows), records it as an accepted move on the last block and
+ * keeps it only if validation improves.
+ */
+export function finalNormPass(s: NormPassState, tokens: number[][], run: Pick<NormPassHooks, 'enter' | 'validate' | 'log'>): void {
+  const { blocks, b } = s;
+  const cfg = blocks.config;
+  const q = blocks.quantizedModel();
+  const n = finalNormSeqs(q, tokens);
+  if (s.budget.mustStop(b, finalNormSeconds(q, tokens, n) + s.budget.validationSeconds)) {
+    s.cut.push('final-norm tuning (time budget)');
+    return;
+  }
+  if (n === 0) {
+    s.cut.push(`final-norm tuning (fewer than ${FINAL_NORM_MIN_ROWS} rows fit its limit at this vocabulary and width)`);
+    return;
+  }
+  run.enter();
+  const r = tuneFinalNorm(blocks.fpModel(), q, tokens.slice(0, n), s.ops);
+  if (r.changed === 0) return;
+  const last = cfg.nLayers - 1;
+  blocks.setFinalNorm(r.factors);
+  const v = run.validate();
+  const stat = moveStat(b, 'final-norm', cfg.nLayers);
+  stat.proposed[last] += r.scored;
+  if (v < b.best.validation) {
+    b.moves.push({ block: last, step: b.step, transforms: [], finalNorm: r.factors });
+    b.best = { validation: v, moves: b.moves.length, step: b.step };
+    b.history.push({ step: b.step, loss: meanLoss(b), validation: v });
+    stat.accepted[last] += r.changed;
+    stat.gain[last] += r.before > 0 ? (r.before - r.after) / r.before : 0;
+  } else {
+    blocks.setFinalNorm(undefined);
+    s.cut.push('final-norm tuning (it did not improve validation)');
+  }
+  run.log?.info({ validation: v, best: b.best.validation, kept: blocks.finalNorm() !== undefined, kl: [r.before, r.after] }, 'final norm gain tuned');
 }

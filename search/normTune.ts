@@ -20,7 +20,7 @@ import type { BlockData } from './blockState';
 import { tokenFlops } from './plan';
 
 /** A channel's factor is probed at 1 ± PROBE, then tried at the parabola's minimum through the three losses, within 1 ± MAX_STEP. */
-const PROBE = 0.02;
+export const PROBE = 0.02;
 const MAX_STEP = 0.1;
 /** Candidates scored per channel at most. */
 const PER_CHANNEL = 3;

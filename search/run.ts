@@ -48,7 +48,7 @@ import { activationBytes, memoryBudget, Scratch, weightBytes } from './scratch';
 import { describeCuts, phaseSeconds, planSets, type SetPlan } from './plan';
 import { RunBudget } from './runBudget';
 import { PhaseClock, reportPlan, type Phase } from './phases';
-import { normPass } from './normPass';
+import { finalNormPass, normPass } from './normPass';
 
 export interface SearchOptions {
   log?: Logger;
@@ -416,13 +416,17 @@ class Search implements SearchJob {
     if (this.tuning.normTune) {
       const { blocks, calib, b, budget, cut, ops } = this;
       const base = this.config.base;
-      normPass({ blocks, calib, b, budget, cut, ops, base, seqTokens: this.tuning.seqTokens }, {
-        enter: () => this.clock.enter('norm-tune'),
-        validate: () => this.validate(),
+      const state = { blocks, calib, b, budget, cut, ops, base, seqTokens: this.tuning.seqTokens };
+      const validate = () => this.validate();
+      const enter = () => this.clock.enter('norm-tune');
+      normPass(state, {
+        enter,
+        validate,
         quantizeBlock: (l, x) => this.quantizeBlock(l, x).q,
         quantizeFrom: (from) => this.quantizeFrom(from),
         log: this.log,
       });
+      finalNormPass(state, this.tokens.calib, { enter, validate, log: this.log });
     }
     this.log?.info({ reason, step: this.b.step, kept: this.b.moves.length, bestStep: this.b.best.step }, 'search stopped');
   }

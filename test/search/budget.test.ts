@@ -15,7 +15,7 @@ function config(over: Partial<RunConfig> = {}): RunConfig {
 }
 
 describe('the time budget bounds the whole run', () => {
-  it('with no time left, the sets are cut to their minimum, scale initialisation, the search and the norm-gain tuning stop at once and the report keeps only FP and searched, saying what it cut', async () => {
+  it('with no time left, the sets are cut to their minimum, scale initialisation, the search and the norm-gain and final-norm tuning stop at once and the report keeps only FP and searched, saying what it cut', async () => {
     const job = await createSearchJob(config({ timeBudget: 1e-6 }), { tuning: { ...tuning, normTune: true } });
     while (!job.done) await job.step();
     const p = job.progress();
@@ -24,9 +24,9 @@ describe('the time budget bounds the whole run', () => {
     const r = await job.report();
     expect(r.cut).toEqual([
       'calibration set 2 of 4 sequences (time budget)', 'validation set 1 of 2 sequences (time budget)', 'evaluation set 2 of 4 sequences (time budget)',
-      'scale-init from block 0', 'norm-gain tuning from block 0 (time budget)', 'report row baseClip', 'report row rtn',
+      'scale-init from block 0', 'norm-gain tuning from block 0 (time budget)', 'final-norm tuning (time budget)', 'report row baseClip', 'report row rtn',
     ]);
-    expect((job.snapshot() as unknown as { moves: { norms?: unknown }[] }).moves.some((m) => m.norms)).toBe(false);
+    expect((job.snapshot() as unknown as { moves: { norms?: unknown; finalNorm?: unknown }[] }).moves.some((m) => m.norms || m.finalNorm)).toBe(false);
     expect(Number.isNaN(r.rtn.ppl) && Number.isNaN(r.baseClip.ppl) && Number.isNaN(r.closes)).toBe(true);
     expect(Number.isFinite(r.searched.ppl) && Number.isFinite(r.fp.ppl)).toBe(true);
     expect(Object.keys(r.phases!)).toEqual(['tokens', 'calibration', 'base', 'scale-init', 'search', 'norm-tune', 'report']);

@@ -116,6 +116,8 @@ describe('search run', () => {
     ['clip moves', { clipShare: 0.5 }, {}],
     ['adaptive move mix', { mix: 'adaptive' }, {}],
     ['norm-gain tuning at the end', { normTune: true }, {}],
+    // (95 rows a sequence: enough calibration rows for the final norm's tuning too)
+    ['norm-gain and final-norm tuning at the end', { normTune: true, seqTokens: 96 }, {}],
     // (every step accepts, so checks get worse and gated stints are dropped before the snapshots)
     ['stints gated by validation', { gate: true, accept: 'anneal', temperature: 1e6 }, {}],
   ];
@@ -214,6 +216,43 @@ describe('search run', () => {
       for (const j of [job, plain, resumed]) await j.close();
     });
   }
+
+  it('final-norm tuning ends the run after the blocks\' norms: recorded as a move on the last block, kept as the best check; the packed exports carry the tuned gain, transformed-fp the FP one; a resume from the final snapshot exports the same bytes', async () => {
+    const t = { ...tuning, normTune: true, calibSeqs: 8, validSeqs: 4, seqTokens: 128 };
+    const c = config({ steps: 8 });
+    const job = await createSearchJob(c, { tuning: t });
+    await runToEnd(job);
+    type Snap = { moves: { block: number; transforms: unknown[]; finalNorm?: Float64Array }[]; best: { moves: number; validation: number }; history: { validation: number }[] };
+    const snap = packr.unpack(packr.pack(job.snapshot())) as Snap;
+    const r = await job.report();
+    const L = shippedModel().config.nLayers;
+    expect(r.moveStats!['final-norm'].proposed[L - 1]).toBeGreaterThanOrEqual(2 * shippedModel().config.dim);
+    const last = snap.moves[snap.moves.length - 1];
+    expect(last.block).toBe(L - 1);
+    expect(last.transforms).toEqual([]);
+    expect(last.finalNorm).toBeInstanceOf(Float64Array);
+    expect([...last.finalNorm!].filter((k) => k !== 1).length).toBe(r.moveStats!['final-norm'].accepted[L - 1]);
+    expect(snap.moves.filter((m) => m.finalNorm).length).toBe(1);
+    const checks = snap.history.map((h) => h.validation);
+    expect(snap.best.moves).toBe(snap.moves.length);
+    expect(checks[checks.length - 1]).toBe(snap.best.validation);
+    expect(checks[checks.length - 2]).toBeGreaterThan(snap.best.validation);
+    const dir = tmp();
+    await job.exportTo(dir);
+    const fp = shippedModel();
+    const fake = loadModel(join(dir, 'quantized-fake.bin'));
+    const tunedGain = fp.finalNorm.map((g, c) => g * last.finalNorm![c]);
+    expect(fake.finalNorm).toEqual(tunedGain);
+    expect(loadModel(join(dir, 'transformed-fp.bin')).finalNorm).toEqual(fp.finalNorm);
+    const resumed = await createSearchJob(c, { tuning: t, resumeFrom: snap as unknown as ReturnType<SearchJob['snapshot']> });
+    expect(resumed.done).toBe(true);
+    expect((await resumed.report()).searched).toEqual(r.searched);
+    const again = tmp();
+    await resumed.exportTo(again);
+    expect(sameFiles(readDir(dir), readDir(again))).toBe(true);
+    await job.close();
+    await resumed.close();
+  });
 
   it('with gate, a checked stint that does not improve validation is dropped at once: every stint ends in the best checked state', async () => {
     const gated = { ...tuning, scaleInit: false, accept: 'anneal', temperature: 1e6, gate: true } as const;

@@ -1,0 +1,177 @@
+/**
+ * Final-norm tuning: after the blocks' norm gains (normTune.ts), each channel of the
+ * quantized model's final norm gain is multiplied by the factor that lowers KL(FP ‖ model)
+ * of the next-token distributions on calibration tokens most of the three it tries
+ * (parabolaMin), or left alone. The gain is float in every export, so this costs no bit of
+ * size; unlike the blocks' objective it scores what the model outputs.
+ *
+ * A channel's factor k changes every row's logits by a rank-one term, (k − 1)·g_c·x̂_c·W[:, c]
+ * (x̂ the normalised final stream, W the classifier), so a candidate's loss is one
+ * log-sum-exp per row over the vocabulary: with p the FP distribution of a row,
+ * KL = Σ p·log p − Σ p·z + lse(z), and Σ p·z moves by (k − 1)·g_c·x̂_c·(pW)_c.
+ */
+import { finalStreams } from '../core/blockPass';
+import { head, norm } from '../core/forward';
+import { logSumExp } from '../core/metrics';
+import type { F32, Model } from '../core/model/types';
+import type { Ops } from '../core/ops';
+import { parabolaMin, PROBE } from './normTune';
+
+/** Calibration sequences the tuning uses at most (measured: 8 of 32 gain as much on the shipped model). */
+export const FINAL_NORM_SEQS = 8;
+/** The most row × vocabulary × candidate products a run spends on it (the shipped model's 8 sequences take 2·10⁸, ~5 s); past it, fewer rows. */
+export const FINAL_NORM_MAX_OPS = 5e8;
+/** Fewer rows than this would fit the gain to too little: the run skips the tuning. */
+export const FINAL_NORM_MIN_ROWS = 256;
+
+/** Row × vocabulary products per second of the tuning (a log-sum-exp each; measured ~4·10⁷ on the dev machine). */
+export const FINAL_NORM_OPS_PER_SECOND = 4e7;
+
+/** Row × vocabulary products of tuning every channel on one row. */
+function opsPerRow(m: Model): number {
+  return 3 * m.config.dim * m.config.vocabSize;
+}
+
+/** Predicted seconds of tuning on the first `n` of `seqs`. */
+export function finalNormSeconds(m: Model, seqs: ArrayLike<number>[], n: number): number {
+  let rows = 0;
+  for (let i = 0; i < n; i++) rows += Math.max(0, seqs[i].length - 1);
+  return (rows * opsPerRow(m)) / FINAL_NORM_OPS_PER_SECOND;
+}
+
+/** How many of `seqs`' sequences the tuning uses (their positions within FINAL_NORM_MAX_OPS); 0 when fewer than FINAL_NORM_MIN_ROWS rows would fit. */
+export function finalNormSeqs(m: Model, seqs: ArrayLike<number>[]): number {
+  const fit = Math.floor(FINAL_NORM_MAX_OPS / opsPerRow(m));
+  let rows = 0;
+  let n = 0;
+  for (const s of seqs) {
+    const r = Math.max(0, s.length - 1);
+    if (n === FINAL_NORM_SEQS || rows + r > fit) break;
+    rows += r;
+    n++;
+  }
+  return rows >= FINAL_NORM_MIN_ROWS ? n : 0;
+}
+
+/** `m` with its final norm gain multiplied by `f` per channel (float32 products; `m` itself unchanged). */
+export function withFinalNorm(m: Model, f: Float64Array | undefined): Model {
+  if (!f) return m;
+  const g = m.finalNorm.slice();
+  for (let c = 0; c < g.length; c++) if (f[c] !== 1) g[c] = m.finalNorm[c] * f[c];
+  return { ...m, finalNorm: g };
+}
+
+export interface FinalNormResult {
+  factors: Float64Array;
+  /** Mean KL(FP ‖ model) on the rows tuned on, before and after (fresh passes). */
+  before: number;
+  after: number;
+  scored: number;
+  changed: number;
+}
+
+/** The final residual stream of `m` on `seqs`, every position but each sequence's last (they predict nothing here), [rows, dim]. */
+function finalRows(models: Model[], seqs: number[][], ops: Ops): F32[] {
+  const d = models[0].config.dim;
+  const { streams, chunks } = finalStreams(models, seqs, { ops });
+  return models.map((_, j) => {
+    const parts: F32[] = [];
+    chunks.forEach((c, ci) => c.forEach((_s, i) => {
+      const st = streams[j][ci];
+      parts.push(st.x.subarray(st.seqStarts[i] * d, (st.seqStarts[i + 1] - 1) * d));
+    }));
+    const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+    let o = 0;
+    for (const p of parts) (out.set(p, o), (o += p.length));
+    return out;
+  });
+}
+
+/** Mean KL(p ‖ softmax(z)) over rows, float64, given each row's Σ p·log p. */
+function meanKl(zq: ArrayLike<number>, p: Float64Array, plogp: Float64Array, V: number): number {
+  let s = 0;
+  for (let t = 0; t < plogp.length; t++) {
+    let pz = 0;
+    for (let i = 0; i < V; i++) pz += p[t * V + i] * zq[t * V + i];
+    s += plogp[t] - pz + logSumExp(zq, t * V, V);
+  }
+  return s / plogp.length;
+}
+
+/**
+ * Tunes the final norm gain of `q` (the quantized model) against `fp` on `seqs`, channel by
+ * channel in order. `q` is not changed.
+ */
+export function tuneFinalNorm(fp: Model, q: Model, seqs: number[][], ops: Ops): FinalNormResult {
+  const { dim: d, vocabSize: V } = q.config;
+  const [xF, xQ] = finalRows([fp, q], seqs, ops);
+  const N = xQ.length / d;
+  // the FP distributions, and Σ p·log p per row
+  const zF = head(fp, xF, N, ops);
+  const p = new Float64Array(N * V);
+  const plogp = new Float64Array(N);
+  for (let t = 0; t < N; t++) {
+    const l = logSumExp(zF, t * V, V);
+    for (let i = 0; i < V; i++) {
+      const lp = zF[t * V + i] - l;
+      p[t * V + i] = Math.exp(lp);
+      plogp[t] += p[t * V + i] * lp;
+    }
+  }
+  const zq = head(q, xQ, N, ops);
+  const before = meanKl(zq, p, plogp, V);
+  // x̂: the final stream normalised without the gain (and bias); pW = p · W per row
+  const xh = new Float32Array(N * d);
+  norm(q.config, xh, xQ, new Float32Array(d).fill(1), undefined, N);
+  const W = q.classifier;
+  const pW = new Float64Array(N * d);
+  for (let t = 0; t < N; t++) {
+    for (let i = 0; i < V; i++) {
+      const pi = p[t * V + i];
+      if (pi === 0) continue;
+      for (let c = 0; c < d; c++) pW[t * d + c] += pi * W[i * d + c];
+    }
+  }
+  const z = Float64Array.from(zq);
+  const pz = new Float64Array(N);
+  for (let t = 0; t < N; t++) for (let i = 0; i < V; i++) pz[t] += p[t * V + i] * z[t * V + i];
+  const g = Float64Array.from(q.finalNorm);
+  const w = new Float64Array(V);
+  const row = new Float64Array(V);
+  let scored = 0;
+  // the mean KL with channel c's gain multiplied by k
+  const loss = (c: number, k: number): number => {
+    scored++;
+    let s = 0;
+    for (let t = 0; t < N; t++) {
+      const a = (k - 1) * g[c] * xh[t * d + c];
+      for (let i = 0; i < V; i++) row[i] = z[t * V + i] + a * w[i];
+      s += plogp[t] - (pz[t] + a * pW[t * d + c]) + logSumExp(row, 0, V);
+    }
+    return s / N;
+  };
+  const factors = new Float64Array(d).fill(1);
+  let best = before;
+  for (let c = 0; c < d; c++) {
+    for (let i = 0; i < V; i++) w[i] = W[i * d + c];
+    const lo = loss(c, 1 - PROBE);
+    const hi = loss(c, 1 + PROBE);
+    let [pick, pickLoss] = lo < hi ? [1 - PROBE, lo] : [1 + PROBE, hi];
+    const k = parabolaMin(lo, best, hi);
+    if (k !== null) {
+      const l = loss(c, k);
+      if (l < pickLoss) [pick, pickLoss] = [k, l];
+    }
+    if (!(pickLoss < best)) continue;
+    best = pickLoss;
+    factors[c] = pick;
+    for (let t = 0; t < N; t++) {
+      const a = (pick - 1) * g[c] * xh[t * d + c];
+      for (let i = 0; i < V; i++) z[t * V + i] += a * w[i];
+      pz[t] += a * pW[t * d + c];
+    }
+    g[c] *= pick;
+  }
+  const after = meanKl(head(withFinalNorm(q, factors), xQ, N, ops), p, plogp, V);
+  return { factors, before, after, scored, changed: factors.filter((k) => k !== 1).length };
+}
