@@ -18,6 +18,8 @@ import { MODEL_PATH, SEARCH_EXPORT_FILES } from '../helpers';
 
 const STEPS = 60;
 const CONFIG = jobConfig({ steps: STEPS });
+/** The tests' small tuning with 95 rows a sequence: enough calibration rows for the final norm's tuning, so the kills land before that pass and the resumed job runs it. */
+const RESUME_TUNING = { ...TUNING, seqTokens: 96 };
 const ARGS = ['--checkpoint-steps', '1'];
 const daemons: DaemonProc[] = [];
 
@@ -35,7 +37,7 @@ beforeAll(() => {
   reference = (async () => {
     const home = tmpHome();
     await startDaemon(home);
-    const id = await submit(home, CONFIG);
+    const id = await submit(home, CONFIG, RESUME_TUNING);
     const v = await waitState(home, id, ['done', 'failed'], 90_000);
     expect(v.error).toBeNull();
     return readDir(join(home, 'jobs', id, 'export'));
@@ -72,7 +74,7 @@ describe('daemon crash safety', () => {
     const home = tmpHome();
     const resumedSteps = () => jobLog(home, id).filter((l) => l.msg === 'resumed from checkpoint').map((l) => l.step as number);
     let d = await startDaemon(home);
-    const id = await submit(home, CONFIG);
+    const id = await submit(home, CONFIG, RESUME_TUNING);
 
     const restart = async () => {
       d = await startDaemon(home);
@@ -124,6 +126,7 @@ describe('daemon crash safety', () => {
     // The restarts really resumed from checkpoints (not from scratch every time).
     const resumed = jobLog(home, id).filter((l) => l.msg === 'resumed from checkpoint');
     expect(resumed.length, where).toBeGreaterThanOrEqual(1);
+    expect(jobLog(home, id).some((l) => l.msg === 'final norm gain tuned'), where).toBe(true);
     expectSameExport(readDir(join(home, 'jobs', id, 'export')), await reference);
   });
 
@@ -135,7 +138,7 @@ describe('daemon crash safety', () => {
       model: MODEL_PATH, bits: '3', group: '32', base: 'rtn', steps: String(STEPS), timeBudget: '0', seed: '1',
       invariances: 'all', candidates: '4', workers: '1', patience: '0',
     });
-    const job = await createSearchJob(config, { tuning: recommendedTuning(config, TUNING) });
+    const job = await createSearchJob(config, { tuning: recommendedTuning(config, RESUME_TUNING) });
     while (!job.done) await job.step();
     await job.report();
     const dir = mkdtempSync(join(tmpdir(), 'ixr-'));
@@ -147,7 +150,7 @@ describe('daemon crash safety', () => {
   it('a corrupt newest checkpoint falls back to the previous one with a warning, and the result is unchanged', async () => {
     const home = tmpHome();
     let d = await startDaemon(home);
-    const id = await submit(home, CONFIG);
+    const id = await submit(home, CONFIG, RESUME_TUNING);
     const ckdir = join(home, 'jobs', id, 'checkpoints');
     await waitFor('three checkpoints', async () => {
       const s = await status(home, id);
@@ -180,7 +183,7 @@ describe('daemon crash safety', () => {
   it('failing checkpoint writes are reported in the job state; the job and the daemon go on', async () => {
     const home = tmpHome();
     const d = await startDaemon(home);
-    const id = await submit(home, CONFIG);
+    const id = await submit(home, CONFIG, RESUME_TUNING);
     await call(home, 'pause', { job: id });
     await waitFor('the job thread to stop', () => jobLog(home, id).some((l) => l.msg === 'stopped'), 30_000);
     // The checkpoint directory becomes a plain file: every write now fails (as root too).
