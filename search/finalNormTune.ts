@@ -15,7 +15,7 @@ import { head, norm } from '../core/forward';
 import { logSumExp } from '../core/metrics';
 import type { F32, Model } from '../core/model/types';
 import type { Ops } from '../core/ops';
-import { parabolaMin, PROBE } from './normTune';
+import { parabolaMin, PROBE, scaledGain } from './normTune';
 
 /** Calibration sequences the tuning uses at most (measured: 8 of 32 gain as much on the shipped model). */
 export const FINAL_NORM_SEQS = 8;
@@ -55,10 +55,7 @@ export function finalNormSeqs(m: Model, seqs: ArrayLike<number>[]): number {
 
 /** `m` with its final norm gain multiplied by `f` per channel (float32 products; `m` itself unchanged). */
 export function withFinalNorm(m: Model, f: Float64Array | undefined): Model {
-  if (!f) return m;
-  const g = m.finalNorm.slice();
-  for (let c = 0; c < g.length; c++) if (f[c] !== 1) g[c] = m.finalNorm[c] * f[c];
-  return { ...m, finalNorm: g };
+  return f ? { ...m, finalNorm: scaledGain(m.finalNorm, f) } : m;
 }
 
 export interface FinalNormResult {
@@ -87,14 +84,17 @@ function finalRows(models: Model[], seqs: number[][], ops: Ops): F32[] {
   });
 }
 
-/** Mean KL(p ‖ softmax(z)) over rows, float64, given each row's Σ p·log p. */
-function meanKl(zq: ArrayLike<number>, p: Float64Array, plogp: Float64Array, V: number): number {
+/** Σ p·z of each of the N rows of z [N, V] (float64). */
+function rowDots(z: ArrayLike<number>, p: Float64Array, N: number, V: number): Float64Array {
+  const out = new Float64Array(N);
+  for (let t = 0; t < N; t++) for (let i = 0; i < V; i++) out[t] += p[t * V + i] * z[t * V + i];
+  return out;
+}
+
+/** Mean KL(p ‖ softmax(z)) over rows, float64, given each row's Σ p·log p and Σ p·z. */
+function meanKl(z: ArrayLike<number>, plogp: Float64Array, pz: Float64Array, V: number): number {
   let s = 0;
-  for (let t = 0; t < plogp.length; t++) {
-    let pz = 0;
-    for (let i = 0; i < V; i++) pz += p[t * V + i] * zq[t * V + i];
-    s += plogp[t] - pz + logSumExp(zq, t * V, V);
-  }
+  for (let t = 0; t < plogp.length; t++) s += plogp[t] - pz[t] + logSumExp(z, t * V, V);
   return s / plogp.length;
 }
 
@@ -119,7 +119,8 @@ export function tuneFinalNorm(fp: Model, q: Model, seqs: number[][], ops: Ops): 
     }
   }
   const zq = head(q, xQ, N, ops);
-  const before = meanKl(zq, p, plogp, V);
+  const pz = rowDots(zq, p, N, V);
+  const before = meanKl(zq, plogp, pz, V);
   // x̂: the final stream normalised without the gain (and bias); pW = p · W per row
   const xh = new Float32Array(N * d);
   norm(q.config, xh, xQ, new Float32Array(d).fill(1), undefined, N);
@@ -133,8 +134,6 @@ export function tuneFinalNorm(fp: Model, q: Model, seqs: number[][], ops: Ops): 
     }
   }
   const z = Float64Array.from(zq);
-  const pz = new Float64Array(N);
-  for (let t = 0; t < N; t++) for (let i = 0; i < V; i++) pz[t] += p[t * V + i] * z[t * V + i];
   const g = Float64Array.from(q.finalNorm);
   const w = new Float64Array(V);
   const row = new Float64Array(V);
@@ -172,6 +171,7 @@ export function tuneFinalNorm(fp: Model, q: Model, seqs: number[][], ops: Ops): 
     }
     g[c] *= pick;
   }
-  const after = meanKl(head(withFinalNorm(q, factors), xQ, N, ops), p, plogp, V);
+  const zAfter = head(withFinalNorm(q, factors), xQ, N, ops);
+  const after = meanKl(zAfter, plogp, rowDots(zAfter, p, N, V), V);
   return { factors, before, after, scored, changed: factors.filter((k) => k !== 1).length };
 }

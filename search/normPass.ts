@@ -42,6 +42,12 @@ export interface NormPassHooks {
   log?: Logger;
 }
 
+/** The run's state as it is now becomes its best check, at validation v (a pass that improved it). */
+function keepAsBest(b: Boundary, v: number): void {
+  b.best = { validation: v, moves: b.moves.length, step: b.step };
+  b.history.push({ step: b.step, loss: meanLoss(b), validation: v });
+}
+
 export function normPass(s: NormPassState, run: NormPassHooks): void {
   const { blocks, calib, b } = s;
   const cfg = blocks.config;
@@ -84,8 +90,7 @@ export function normPass(s: NormPassState, run: NormPassHooks): void {
   if (from !== null && s.base === 'gptq') run.quantizeFrom(from).forEach((loss, l) => (b.blockLoss[l] = loss));
   const v = run.validate();
   if (v < b.best.validation) {
-    b.best = { validation: v, moves: b.moves.length, step: b.step };
-    b.history.push({ step: b.step, loss: meanLoss(b), validation: v });
+    keepAsBest(b, v);
   } else {
     b.moves.length = kept;
     blocks.replay(b.moves);
@@ -123,8 +128,7 @@ export function finalNormPass(s: NormPassState, tokens: number[][], run: Pick<No
   stat.proposed[last] += r.scored;
   if (v < b.best.validation) {
     b.moves.push({ block: last, step: b.step, transforms: [], finalNorm: r.factors });
-    b.best = { validation: v, moves: b.moves.length, step: b.step };
-    b.history.push({ step: b.step, loss: meanLoss(b), validation: v });
+    keepAsBest(b, v);
     stat.accepted[last] += r.changed;
     stat.gain[last] += r.before > 0 ? (r.before - r.after) / r.before : 0;
   } else {

@@ -44,7 +44,7 @@ export interface NormFactors {
 }
 
 /** `g` with channel c multiplied by f[c] (a new array; float32 products, as the tuning wrote them). */
-function scaled(g: F32, f: Float64Array): F32 {
+export function scaledGain(g: F32, f: Float64Array): F32 {
   const out = g.slice();
   for (let c = 0; c < out.length; c++) if (f[c] !== 1) out[c] = g[c] * f[c];
   return out;
@@ -52,7 +52,7 @@ function scaled(g: F32, f: Float64Array): F32 {
 
 /** A copy of block `q` whose norm gains are multiplied by `f` (its other arrays shared). */
 export function withNormFactors(q: Block, f: NormFactors): Block {
-  return { ...q, attnNorm: scaled(q.attnNorm, f.attn), ffnNorm: scaled(q.ffnNorm, f.ffn) };
+  return { ...q, attnNorm: scaledGain(q.attnNorm, f.attn), ffnNorm: scaledGain(q.ffnNorm, f.ffn) };
 }
 
 function sumSquaredDiff(a: F32, b: F32): number {
