@@ -6,6 +6,7 @@
 import { jsOps, siluMul, softmaxCausal, type Ops } from './ops';
 import { eagerModel } from './model/lazy';
 import type { Block, F32, Model, ModelConfig } from './model/types';
+import { buffer, type ScratchBuffers } from './scratchBuffers';
 
 /** Past keys/values of one block for incremental decoding: [capacity, kvDim] each. */
 export interface KvCache {
@@ -39,24 +40,55 @@ function addBias(y: F32, b: F32 | undefined, T: number, width: number): void {
   for (let t = 0; t < T; t++) for (let i = 0; i < width; i++) y[t * width + i] += b[i];
 }
 
+/** cos and sin of pos · freq_i, row `pos` of `half` pairs each, for positions below `cap`. */
+interface RopeTable {
+  cos: Float64Array;
+  sin: Float64Array;
+  cap: number;
+}
+const ropeTables = new Map<string, RopeTable>();
+
+/**
+ * The angles' cos and sin for positions [0, positions) (and maybe more), computed once per
+ * (theta, headDim) and grown by doubling: two transcendental calls per pair and position
+ * cost more than the rotation itself. Cached values are the ones Math.cos and Math.sin
+ * return for the same argument, so the bits are those of computing them in place.
+ */
+function ropeTable(theta: number, hd: number, positions: number): RopeTable {
+  const key = `${theta}/${hd}`;
+  const old = ropeTables.get(key);
+  if (old && old.cap >= positions) return old;
+  const half = hd / 2;
+  const cap = Math.max(positions, 2 * (old?.cap ?? 0), 64);
+  const cos = new Float64Array(cap * half);
+  const sin = new Float64Array(cap * half);
+  for (let i = 0; i < half; i++) {
+    const freq = Math.pow(theta, -(2 * i) / hd);
+    for (let pos = 0; pos < cap; pos++) {
+      const a = pos * freq;
+      cos[pos * half + i] = Math.cos(a);
+      sin[pos * half + i] = Math.sin(a);
+    }
+  }
+  const t = { cos, sin, cap };
+  ropeTables.set(key, t);
+  return t;
+}
+
 /** Rotate each RoPE pair of each head of v [T, nH*headDim] by angle pos*freq (positions pos0…). */
 export function rope(cfg: ModelConfig, v: F32, T: number, nH: number, pos0: number): void {
   const hd = cfg.headDim;
   const half = hd / 2;
   const width = nH * hd;
-  const freq = new Float64Array(half);
   const j0s = new Int32Array(half);
   const j1s = new Int32Array(half);
-  for (let i = 0; i < half; i++) {
-    freq[i] = Math.pow(cfg.ropeTheta, -(2 * i) / hd);
-    [j0s[i], j1s[i]] = ropePair(cfg, i);
-  }
+  for (let i = 0; i < half; i++) [j0s[i], j1s[i]] = ropePair(cfg, i);
+  const { cos, sin } = ropeTable(cfg.ropeTheta, hd, pos0 + T);
   for (let t = 0; t < T; t++) {
-    const pos = pos0 + t;
+    const row = (pos0 + t) * half;
     for (let i = 0; i < half; i++) {
-      const a = pos * freq[i];
-      const c = Math.cos(a);
-      const s = Math.sin(a);
+      const c = cos[row + i];
+      const s = sin[row + i];
       for (let h = 0; h < nH; h++) {
         const p0 = t * width + h * hd + j0s[i];
         const p1 = t * width + h * hd + j1s[i];
@@ -169,12 +201,12 @@ export function contextHeads(
 }
 
 /** FFN hidden activation from the normed input: silu(w1 x) * (w3 x), or relu(w1 x + b1). [T, hiddenDim] */
-export function ffnActivation(cfg: ModelConfig, b: Block, xn: F32, T: number, ops: Ops): F32 {
+export function ffnActivation(cfg: ModelConfig, b: Block, xn: F32, T: number, ops: Ops, scratch?: ScratchBuffers): F32 {
   const H = cfg.hiddenDim;
-  const act = new Float32Array(T * H);
+  const act = buffer(scratch, 'act', T * H);
   ops.matmulT(act, xn, b.w1, T, cfg.dim, H);
   if (cfg.arch === 'llama') {
-    const gate = new Float32Array(T * H);
+    const gate = buffer(scratch, 'gate', T * H);
     ops.matmulT(gate, xn, b.w3!, T, cfg.dim, H);
     siluMul(ops, act, gate, act.length);
   } else {

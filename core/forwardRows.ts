@@ -12,6 +12,7 @@
 import { contextHeads, ffnActivation, norm, rope } from './forward';
 import type { Block, F32, ModelConfig } from './model/types';
 import type { Ops } from './ops';
+import { buffer, type ScratchBuffers } from './scratchBuffers';
 
 /** Sequences packed row-wise: x [N, width], sequence s in rows seqStarts[s] … seqStarts[s+1]-1. */
 export interface Rows {
@@ -47,8 +48,8 @@ export function range(n: number): Int32Array {
 }
 
 /** xa[N, dim] = norm(x): the input of wq, wk and wv. */
-export function attnInput(cfg: ModelConfig, b: Block, x: F32, N: number): F32 {
-  const xa = new Float32Array(N * cfg.dim);
+export function attnInput(cfg: ModelConfig, b: Block, x: F32, N: number, scratch?: ScratchBuffers): F32 {
+  const xa = buffer(scratch, 'xa', N * cfg.dim);
   norm(cfg, xa, x, b.attnNorm, b.attnNormBias, N);
   return xa;
 }
@@ -60,6 +61,7 @@ export function attnInput(cfg: ModelConfig, b: Block, x: F32, N: number): F32 {
  */
 export function headProjection(
   cfg: ModelConfig, w: F32, bias: F32 | undefined, heads: ArrayLike<number>, xa: F32, seqStarts: number[], withRope: boolean, ops: Ops,
+  out?: F32,
 ): F32 {
   const { dim: d, headDim: hd } = cfg;
   const N = xa.length / d;
@@ -70,7 +72,7 @@ export function headProjection(
     rows = new Float32Array(width * d);
     for (let x = 0; x < heads.length; x++) rows.set(w.subarray(heads[x] * hd * d, (heads[x] + 1) * hd * d), x * hd * d);
   }
-  const out = new Float32Array(N * width);
+  out ??= new Float32Array(N * width);
   ops.matmulT(out, xa, rows, N, d, width);
   if (bias) {
     for (let n = 0; n < N; n++) {
@@ -104,11 +106,14 @@ export interface Qkv {
   v: F32; // [N, kvDim]
 }
 
-export function qkv(cfg: ModelConfig, b: Block, xa: F32, seqStarts: number[], ops: Ops): Qkv {
+export function qkv(cfg: ModelConfig, b: Block, xa: F32, seqStarts: number[], ops: Ops, scratch?: ScratchBuffers): Qkv {
+  const N = xa.length / cfg.dim;
+  const qDim = cfg.nHeads * cfg.headDim;
+  const kvDim = cfg.nKvHeads * cfg.headDim;
   return {
-    q: headProjection(cfg, b.wq, b.bq, range(cfg.nHeads), xa, seqStarts, true, ops),
-    k: headProjection(cfg, b.wk, b.bk, range(cfg.nKvHeads), xa, seqStarts, true, ops),
-    v: headProjection(cfg, b.wv, b.bv, range(cfg.nKvHeads), xa, seqStarts, false, ops),
+    q: headProjection(cfg, b.wq, b.bq, range(cfg.nHeads), xa, seqStarts, true, ops, scratch?.take('q', N * qDim)),
+    k: headProjection(cfg, b.wk, b.bk, range(cfg.nKvHeads), xa, seqStarts, true, ops, scratch?.take('k', N * kvDim)),
+    v: headProjection(cfg, b.wv, b.bv, range(cfg.nKvHeads), xa, seqStarts, false, ops, scratch?.take('v', N * kvDim)),
   };
 }
 
@@ -130,10 +135,11 @@ export function context(cfg: ModelConfig, a: Qkv, seqStarts: number[], heads: Ar
 }
 
 /** h[N, dim] = x + ctx · woᵀ (+ bo): the residual stream after the attention sublayer. */
-export function attnResidual(cfg: ModelConfig, x: F32, ctx: F32, wo: F32, bo: F32 | undefined, ops: Ops): F32 {
+export function attnResidual(cfg: ModelConfig, x: F32, ctx: F32, wo: F32, bo: F32 | undefined, ops: Ops, scratch?: ScratchBuffers): F32 {
   const d = cfg.dim;
   const N = x.length / d;
-  const h = x.slice();
+  const h = scratch ? scratch.take('h', x.length) : x.slice();
+  if (scratch) h.set(x);
   ops.matmulT(h, ctx, wo, N, cfg.nHeads * cfg.headDim, d, true);
   if (bo) for (let n = 0; n < N; n++) for (let i = 0; i < d; i++) h[n * d + i] += bo[i];
   return h;
@@ -150,33 +156,34 @@ export interface RowsTrace {
 }
 
 /** h = x + Attention(norm(x)) over packed rows, with the intermediate activations. */
-export function attnRows(cfg: ModelConfig, b: Block, x: Rows, ops: Ops): RowsTrace {
+export function attnRows(cfg: ModelConfig, b: Block, x: Rows, ops: Ops, scratch?: ScratchBuffers): RowsTrace {
   const N = x.x.length / cfg.dim;
-  const xnAttn = attnInput(cfg, b, x.x, N);
-  const ctx = new Float32Array(N * cfg.nHeads * cfg.headDim);
-  context(cfg, qkv(cfg, b, xnAttn, x.seqStarts, ops), x.seqStarts, null, ops, ctx);
-  return { xnAttn, ctx, h: attnResidual(cfg, x.x, ctx, b.wo, b.bo, ops) };
+  const xnAttn = attnInput(cfg, b, x.x, N, scratch);
+  const ctx = buffer(scratch, 'ctx', N * cfg.nHeads * cfg.headDim);
+  context(cfg, qkv(cfg, b, xnAttn, x.seqStarts, ops, scratch), x.seqStarts, null, ops, ctx);
+  return { xnAttn, ctx, h: attnResidual(cfg, x.x, ctx, b.wo, b.bo, ops, scratch) };
 }
 
 /** norm(h): the input of w1 (and w3). [N, dim] */
-export function ffnInput(cfg: ModelConfig, b: Block, h: F32, N: number): F32 {
-  const xn = new Float32Array(N * cfg.dim);
+export function ffnInput(cfg: ModelConfig, b: Block, h: F32, N: number, scratch?: ScratchBuffers): F32 {
+  const xn = buffer(scratch, 'xn', N * cfg.dim);
   norm(cfg, xn, h, b.ffnNorm, b.ffnNormBias, N);
   return xn;
 }
 
 /** y = h + FFN(norm(h)) over N rows (the FFN is row-wise: no sequence boundaries needed). */
-export function ffnRows(cfg: ModelConfig, b: Block, h: F32, ops: Ops): F32 {
+export function ffnRows(cfg: ModelConfig, b: Block, h: F32, ops: Ops, scratch?: ScratchBuffers): F32 {
   const N = h.length / cfg.dim;
-  const act = ffnActivation(cfg, b, ffnInput(cfg, b, h, N), N, ops);
-  return ffnResidual(cfg, h, act, b, ops);
+  const act = ffnActivation(cfg, b, ffnInput(cfg, b, h, N, scratch), N, ops, scratch);
+  return ffnResidual(cfg, h, act, b, ops, scratch);
 }
 
 /** y[N, dim] = h + act · w2ᵀ (+ b2). */
-export function ffnResidual(cfg: ModelConfig, h: F32, act: F32, b: Block, ops: Ops): F32 {
+export function ffnResidual(cfg: ModelConfig, h: F32, act: F32, b: Block, ops: Ops, scratch?: ScratchBuffers): F32 {
   const d = cfg.dim;
   const N = h.length / d;
-  const y = h.slice();
+  const y = scratch ? scratch.take('y', h.length) : h.slice();
+  if (scratch) y.set(h);
   ops.matmulT(y, act, b.w2, N, cfg.hiddenDim, d, true);
   if (b.b2) for (let n = 0; n < N; n++) for (let i = 0; i < d; i++) y[n * d + i] += b.b2[i];
   return y;

@@ -16,6 +16,7 @@
 import { attnRows, ffnInput, ffnRows, type Rows } from '../core/forwardRows';
 import type { Block, F32, ModelConfig } from '../core/model/types';
 import { siluMul, type Ops } from '../core/ops';
+import { ScratchBuffers } from '../core/scratchBuffers';
 import type { BlockData } from './blockState';
 import { tokenFlops } from './plan';
 
@@ -166,7 +167,9 @@ function firstSeqs(cfg: ModelConfig, data: BlockData, seqs: number): { rows: Row
 export function tuneNorms(cfg: ModelConfig, q: Block, data: BlockData, ops: Ops, seqs: number): NormTuneResult {
   const w: Block = { ...q, attnNorm: q.attnNorm.slice(), ffnNorm: q.ffnNorm.slice() };
   const factors: NormFactors = { attn: new Float64Array(cfg.dim).fill(1), ffn: new Float64Array(cfg.dim).fill(1) };
-  const blockLoss = (r: Rows, y: F32) => sumSquaredDiff(ffnRows(cfg, w, attnRows(cfg, w, r, ops).h, ops), y);
+  // every candidate redoes the block on the same rows: into the same buffers
+  const scratch = new ScratchBuffers();
+  const blockLoss = (r: Rows, y: F32) => sumSquaredDiff(ffnRows(cfg, w, attnRows(cfg, w, r, ops, scratch).h, ops, scratch), y);
   let scored = 0;
   // coordinate search over the channels of g, from loss `start` (of the gains as they are);
   // `loss(c, k)`: the loss with g[c] set to its old value × k; `commit(c, k)`: that is kept
@@ -199,13 +202,13 @@ export function tuneNorms(cfg: ModelConfig, q: Block, data: BlockData, ops: Ops,
   const loss = () => blockLoss(fr.rows, fr.y);
   tune(w.attnNorm, factors.attn, loss(), loss);
   // the attention side is fixed from here on: each FFN-norm candidate redoes the FFN alone
-  const h = attnRows(cfg, w, fr.rows, ops).h;
+  const h = attnRows(cfg, w, fr.rows, ops).h; // kept: not a scratch buffer
   const start = sumSquaredDiff(ffnRows(cfg, w, h, ops), fr.y);
   if (cfg.arch === 'llama' && !w.b1 && !w.b2) {
     const s = new FfnNormScorer(cfg, w, h, fr.y, ops);
     tune(w.ffnNorm, factors.ffn, start, (c, k) => s.loss(c, k), (c, k) => s.commit(c, k));
   } else {
-    tune(w.ffnNorm, factors.ffn, start, () => sumSquaredDiff(ffnRows(cfg, w, h, ops), fr.y));
+    tune(w.ffnNorm, factors.ffn, start, () => sumSquaredDiff(ffnRows(cfg, w, h, ops, scratch), fr.y));
   }
   const all = { x: data.x, seqStarts: data.seqStarts };
   const after = blockLoss(all, data.y);

@@ -3,9 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { blockForwardChunked, chunkSeqs, embedRows, finalStreams, forEachSeqLogits } from '../../core/blockPass';
-import { blockForward, Decoder, forward } from '../../core/forward';
+import { blockForward, Decoder, forward, rope } from '../../core/forward';
 import { BatchDecoder } from '../../core/decode';
-import { blockForwardRows, seqStartsOf } from '../../core/forwardRows';
+import { attnRows, blockForwardRows, ffnRows, seqStartsOf } from '../../core/forwardRows';
+import { ScratchBuffers } from '../../core/scratchBuffers';
 import { BlockCache, isLazyBlock, lazyBlocks, sequentialBlocks, type BlockKey } from '../../core/model/lazy';
 import { loadHfModel } from '../../core/model/hf';
 import { blockLinears, type Model } from '../../core/model/types';
@@ -50,6 +51,51 @@ describe('block-major forward over packed sequences', () => {
       });
     });
   }
+
+  for (const arch of ['llama', 'opt'] as const) {
+    it.each(BACKENDS)(`${arch}: passes through reused scratch buffers have the bits of fresh ones, as the rows shrink and grow (%s)`, (_n, ops) => {
+      const m = randomModel({ arch, nLayers: 2, seqLen: 16, qkvBias: arch === 'llama' });
+      const scratch = new ScratchBuffers();
+      const cfg = m.config;
+      // a buffer taken again holds the last pass's values, never zeros: a pass that read one would differ
+      for (const [l, lengths] of [[0, [5, 9, 16]], [1, [4, 6]], [0, [16, 16, 12, 7]], [1, [5, 9, 16]]] as const) {
+        const x = embedRows(m, randomSeqs(m, [...lengths], lengths.length));
+        const b = m.blocks[l];
+        const fresh = ffnRows(cfg, b, attnRows(cfg, b, x, ops).h, ops);
+        const reused = ffnRows(cfg, b, attnRows(cfg, b, x, ops, scratch).h, ops, scratch);
+        expect(same(reused, fresh)).toBe(true);
+      }
+    });
+  }
+
+  it('RoPE at any position has the bits of its angles computed in place, whatever positions were asked for first', () => {
+    const m = randomModel({ dim: 16, nHeads: 2, ropeLayout: 'half' });
+    const cfg = { ...m.config, ropeTheta: 5000 + Math.random() }; // a table no other test has grown
+    const hd = cfg.headDim;
+    const rng = Rng.fromSeed(4);
+    const direct = (v: Float32Array, T: number, pos0: number) => {
+      for (let t = 0; t < T; t++) {
+        for (let i = 0; i < hd / 2; i++) {
+          const a = (pos0 + t) * Math.pow(cfg.ropeTheta, -(2 * i) / hd);
+          const [c, s] = [Math.cos(a), Math.sin(a)];
+          for (let h = 0; h < 2; h++) {
+            const p0 = t * 2 * hd + h * hd + i;
+            const p1 = p0 + hd / 2;
+            const [x0, x1] = [v[p0], v[p1]];
+            v[p0] = x0 * c - x1 * s;
+            v[p1] = x0 * s + x1 * c;
+          }
+        }
+      }
+    };
+    for (const [T, pos0] of [[3, 10], [5, 200], [8, 0], [2, 1000]]) {
+      const v = Float32Array.from({ length: T * 2 * hd }, () => rng.normal());
+      const want = v.slice();
+      direct(want, T, pos0);
+      rope(cfg, v, T, 2, pos0);
+      expect(same(v, want)).toBe(true);
+    }
+  });
 
   it.each(BACKENDS)('logits of every sequence equal forward(), also when the rows are split into several chunks (%s)', (_n, ops) => {
     const m = randomModel({ nLayers: 3, seqLen: 16 });
