@@ -7,29 +7,34 @@
  *
  * A channel's factor k changes every row's logits by a rank-one term, (k − 1)·g_c·x̂_c·W[:, c]
  * (x̂ the normalised final stream, W the classifier), so a candidate's loss is one
- * log-sum-exp per row over the vocabulary: with p the FP distribution of a row,
- * KL = Σ p·log p − Σ p·z + lse(z), and Σ p·z moves by (k − 1)·g_c·x̂_c·(pW)_c.
+ * log-sum-exp per row: with p the FP distribution of a row, KL = Σ p·log p − Σ p·z + lse(z),
+ * and Σ p·z moves by (k − 1)·g_c·x̂_c·(pW)_c. The sums run over each row's support
+ * (klSupport.ts): the whole vocabulary up to FINAL_NORM_TOKENS tokens, past it the FP
+ * model's FINAL_NORM_TOKENS most likely ones, both distributions renormalised on them.
  */
 import { finalStreams } from '../core/blockPass';
 import { head, norm } from '../core/forward';
 import { logSumExp } from '../core/metrics';
 import type { F32, Model } from '../core/model/types';
 import type { Ops } from '../core/ops';
+import { topSupport, type KlSupport } from './klSupport';
 import { parabolaMin, PROBE, scaledGain } from './normTune';
 
 /** Calibration sequences the tuning uses at most (measured: 8 of 32 gain as much on the shipped model). */
 export const FINAL_NORM_SEQS = 8;
-/** The most row × vocabulary × candidate products a run spends on it (the shipped model's 8 sequences take 2·10⁸, ~5 s); past it, fewer rows. */
-export const FINAL_NORM_MAX_OPS = 5e8;
+/** The most row × token × candidate products a run spends on it (the shipped model's 8 sequences take 2·10⁸, ~5 s; a 1B one's 2 sequences 1.6·10⁹); past it, fewer rows. */
+export const FINAL_NORM_MAX_OPS = 2e9;
+/** Tokens a row's KL is taken over at most: the whole of a small vocabulary, a large one's most likely under FP. */
+export const FINAL_NORM_TOKENS = 512;
 /** Fewer rows than this would fit the gain to too little: the run skips the tuning. */
 export const FINAL_NORM_MIN_ROWS = 256;
 
-/** Row × vocabulary products per second of the tuning (a log-sum-exp each; measured ~4·10⁷ on the dev machine). */
+/** Row × token products per second of the tuning (a log-sum-exp each; measured ~4·10⁷ on the dev machine). */
 export const FINAL_NORM_OPS_PER_SECOND = 4e7;
 
-/** Row × vocabulary products of tuning every channel on one row. */
+/** Row × token products of tuning every channel on one row. */
 function opsPerRow(m: Model): number {
-  return 3 * m.config.dim * m.config.vocabSize;
+  return 3 * m.config.dim * Math.min(m.config.vocabSize, FINAL_NORM_TOKENS);
 }
 
 /** Predicted seconds of tuning on the first `n` of `seqs`. */
@@ -60,7 +65,7 @@ export function withFinalNorm(m: Model, f: Float64Array | undefined): Model {
 
 export interface FinalNormResult {
   factors: Float64Array;
-  /** Mean KL(FP ‖ model) on the rows tuned on, before and after (fresh passes). */
+  /** Mean KL(FP ‖ model) on the rows tuned on (over their supports), before and after (fresh passes). */
   before: number;
   after: number;
   scored: number;
@@ -84,59 +89,83 @@ function finalRows(models: Model[], seqs: number[][], ops: Ops): F32[] {
   });
 }
 
-/** Σ p·z of each of the N rows of z [N, V] (float64). */
-function rowDots(z: ArrayLike<number>, p: Float64Array, N: number, V: number): Float64Array {
+/** Logits computed at most this many at a time (a 32,000-token vocabulary: 131 rows). */
+const LOGIT_CHUNK_FLOATS = 1 << 22;
+
+/** [r0, r1) row ranges of near-equal size holding at most LOGIT_CHUNK_FLOATS logits, none under 4 rows (matmulT's bits do not depend on the split). */
+function logitChunks(N: number, V: number): [number, number][] {
+  const n = Math.max(1, Math.min(Math.ceil((N * V) / LOGIT_CHUNK_FLOATS), Math.floor(N / 4)));
+  return Array.from({ length: n }, (_, i) => [Math.floor((i * N) / n), Math.floor(((i + 1) * N) / n)]);
+}
+
+/** m's logits of the N rows x at each row's support tokens, [N, K]. */
+function supportLogits(m: Model, x: F32, N: number, sup: KlSupport, ops: Ops): Float32Array {
+  const { dim: d, vocabSize: V } = m.config;
+  const out = new Float32Array(N * sup.K);
+  for (const [r0, r1] of logitChunks(N, V)) {
+    const z = head(m, x.subarray(r0 * d, r1 * d), r1 - r0, ops);
+    for (let t = r0; t < r1; t++) for (let j = 0; j < sup.K; j++) out[t * sup.K + j] = z[(t - r0) * V + sup.tokens[sup.pos[t * sup.K + j]]];
+  }
+  return out;
+}
+
+/** Σ p·z of each of the N rows of z [N, K] (float64). */
+function rowDots(z: ArrayLike<number>, p: Float64Array, N: number, K: number): Float64Array {
   const out = new Float64Array(N);
-  for (let t = 0; t < N; t++) for (let i = 0; i < V; i++) out[t] += p[t * V + i] * z[t * V + i];
+  for (let t = 0; t < N; t++) for (let i = 0; i < K; i++) out[t] += p[t * K + i] * z[t * K + i];
   return out;
 }
 
 /** Mean KL(p ‖ softmax(z)) over rows, float64, given each row's Σ p·log p and Σ p·z. */
-function meanKl(z: ArrayLike<number>, plogp: Float64Array, pz: Float64Array, V: number): number {
+function meanKl(z: ArrayLike<number>, plogp: Float64Array, pz: Float64Array, K: number): number {
   let s = 0;
-  for (let t = 0; t < plogp.length; t++) s += plogp[t] - pz[t] + logSumExp(z, t * V, V);
+  for (let t = 0; t < plogp.length; t++) s += plogp[t] - pz[t] + logSumExp(z, t * K, K);
   return s / plogp.length;
 }
 
 /**
  * Tunes the final norm gain of `q` (the quantized model) against `fp` on `seqs`, channel by
- * channel in order. `q` is not changed.
+ * channel in order, each row's KL over at most `tokens` tokens. `q` is not changed.
  */
-export function tuneFinalNorm(fp: Model, q: Model, seqs: number[][], ops: Ops): FinalNormResult {
+export function tuneFinalNorm(fp: Model, q: Model, seqs: number[][], ops: Ops, tokens = FINAL_NORM_TOKENS): FinalNormResult {
   const { dim: d, vocabSize: V } = q.config;
   const [xF, xQ] = finalRows([fp, q], seqs, ops);
   const N = xQ.length / d;
-  // the FP distributions, and Σ p·log p per row
-  const zF = head(fp, xF, N, ops);
-  const p = new Float64Array(N * V);
+  const sup = topSupport(N, V, tokens, logitChunks(N, V), (r0, r1) => head(fp, xF.subarray(r0 * d, r1 * d), r1 - r0, ops));
+  const K = sup.K;
+  // the FP distributions on the supports, and Σ p·log p per row
+  const zF = supportLogits(fp, xF, N, sup, ops);
+  const p = new Float64Array(N * K);
   const plogp = new Float64Array(N);
   for (let t = 0; t < N; t++) {
-    const l = logSumExp(zF, t * V, V);
-    for (let i = 0; i < V; i++) {
-      const lp = zF[t * V + i] - l;
-      p[t * V + i] = Math.exp(lp);
-      plogp[t] += p[t * V + i] * lp;
+    const l = logSumExp(zF, t * K, K);
+    for (let i = 0; i < K; i++) {
+      const lp = zF[t * K + i] - l;
+      p[t * K + i] = Math.exp(lp);
+      plogp[t] += p[t * K + i] * lp;
     }
   }
-  const zq = head(q, xQ, N, ops);
-  const pz = rowDots(zq, p, N, V);
-  const before = meanKl(zq, plogp, pz, V);
+  const zq = supportLogits(q, xQ, N, sup, ops);
+  const pz = rowDots(zq, p, N, K);
+  const before = meanKl(zq, plogp, pz, K);
   // x̂: the final stream normalised without the gain (and bias); pW = p · W per row
   const xh = new Float32Array(N * d);
   norm(q.config, xh, xQ, new Float32Array(d).fill(1), undefined, N);
   const W = q.classifier;
   const pW = new Float64Array(N * d);
   for (let t = 0; t < N; t++) {
-    for (let i = 0; i < V; i++) {
-      const pi = p[t * V + i];
+    for (let i = 0; i < K; i++) {
+      const pi = p[t * K + i];
       if (pi === 0) continue;
-      for (let c = 0; c < d; c++) pW[t * d + c] += pi * W[i * d + c];
+      const o = sup.tokens[sup.pos[t * K + i]] * d;
+      for (let c = 0; c < d; c++) pW[t * d + c] += pi * W[o + c];
     }
   }
   const z = Float64Array.from(zq);
   const g = Float64Array.from(q.finalNorm);
-  const w = new Float64Array(V);
-  const row = new Float64Array(V);
+  const U = sup.tokens.length;
+  const w = new Float64Array(U); // column c of W at the support's tokens
+  const row = new Float64Array(K);
   let scored = 0;
   // the mean KL with channel c's gain multiplied by k
   const loss = (c: number, k: number): number => {
@@ -144,15 +173,15 @@ export function tuneFinalNorm(fp: Model, q: Model, seqs: number[][], ops: Ops): 
     let s = 0;
     for (let t = 0; t < N; t++) {
       const a = (k - 1) * g[c] * xh[t * d + c];
-      for (let i = 0; i < V; i++) row[i] = z[t * V + i] + a * w[i];
-      s += plogp[t] - (pz[t] + a * pW[t * d + c]) + logSumExp(row, 0, V);
+      for (let i = 0; i < K; i++) row[i] = z[t * K + i] + a * w[sup.pos[t * K + i]];
+      s += plogp[t] - (pz[t] + a * pW[t * d + c]) + logSumExp(row, 0, K);
     }
     return s / N;
   };
   const factors = new Float64Array(d).fill(1);
   let best = before;
   for (let c = 0; c < d; c++) {
-    for (let i = 0; i < V; i++) w[i] = W[i * d + c];
+    for (let u = 0; u < U; u++) w[u] = W[sup.tokens[u] * d + c];
     const lo = loss(c, 1 - PROBE);
     const hi = loss(c, 1 + PROBE);
     let [pick, pickLoss] = lo < hi ? [1 - PROBE, lo] : [1 + PROBE, hi];
@@ -166,12 +195,12 @@ export function tuneFinalNorm(fp: Model, q: Model, seqs: number[][], ops: Ops): 
     factors[c] = pick;
     for (let t = 0; t < N; t++) {
       const a = (pick - 1) * g[c] * xh[t * d + c];
-      for (let i = 0; i < V; i++) z[t * V + i] += a * w[i];
+      for (let i = 0; i < K; i++) z[t * K + i] += a * w[sup.pos[t * K + i]];
       pz[t] += a * pW[t * d + c];
     }
     g[c] *= pick;
   }
-  const zAfter = head(withFinalNorm(q, factors), xQ, N, ops);
-  const after = meanKl(zAfter, plogp, rowDots(zAfter, p, N, V), V);
+  const zAfter = supportLogits(withFinalNorm(q, factors), xQ, N, sup, ops);
+  const after = meanKl(zAfter, plogp, rowDots(zAfter, p, N, K), K);
   return { factors, before, after, scored, changed: factors.filter((k) => k !== 1).length };
 }

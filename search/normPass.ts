@@ -115,7 +115,7 @@ export function finalNormPass(s: NormPassState, tokens: number[][], run: Pick<No
     return;
   }
   if (n === 0) {
-    s.cut.push(`final-norm tuning (fewer than ${FINAL_NORM_MIN_ROWS} rows fit its limit at this vocabulary and width)`);
+    s.cut.push(`final-norm tuning (fewer than ${FINAL_NORM_MIN_ROWS} rows fit its limit at this width)`);
     return;
   }
   run.enter();

@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { sampleTokens } from '../../core/data';
 import { meanKl } from '../../core/metrics';
@@ -5,7 +6,9 @@ import type { Model } from '../../core/model/types';
 import { jsOps } from '../../core/ops';
 import { rtnLinears } from '../../search/baseRtn';
 import { SearchBlocks } from '../../search/blocks';
-import { FINAL_NORM_MAX_OPS, FINAL_NORM_MIN_ROWS, FINAL_NORM_SEQS, finalNormSeqs, tuneFinalNorm, withFinalNorm } from '../../search/finalNormTune';
+import { FINAL_NORM_MAX_OPS, FINAL_NORM_MIN_ROWS, FINAL_NORM_SEQS, FINAL_NORM_TOKENS, finalNormSeqs, tuneFinalNorm, withFinalNorm } from '../../search/finalNormTune';
+import { topIndices } from '../../search/klSupport';
+import { forward } from '../../core/forward';
 import { shippedModel } from '../helpers';
 
 const spec = { bits: 2, group: 32, clip: true, f16Scales: true };
@@ -48,18 +51,66 @@ describe('final-norm tuning', () => {
     expect(withFinalNorm(m, undefined)).toBe(m);
   });
 
-  it('uses at most FINAL_NORM_SEQS sequences, fewer past its operation limit, none below FINAL_NORM_MIN_ROWS rows', () => {
+  it('uses at most FINAL_NORM_SEQS sequences, fewer past its operation limit (by width and support, not vocabulary), none below FINAL_NORM_MIN_ROWS rows', () => {
     const m = shippedModel();
     const seqs = (n: number, len: number) => Array.from({ length: n }, () => new Array(len).fill(1));
-    // the shipped model: 3·64·512 products a row, so 5·10⁸ allow 5086 rows
-    const perRow = 3 * m.config.dim * m.config.vocabSize;
     expect(finalNormSeqs(m, seqs(32, 256))).toBe(FINAL_NORM_SEQS);
     expect(finalNormSeqs(m, seqs(3, 256))).toBe(3);
-    const fit = Math.floor(FINAL_NORM_MAX_OPS / perRow);
-    const big = { ...m, config: { ...m.config, vocabSize: m.config.vocabSize * 8 } };
-    expect(finalNormSeqs(big, seqs(32, 256))).toBe(Math.floor(Math.floor(fit / 8) / 255));
+    // a 32,000-token vocabulary costs what FINAL_NORM_TOKENS do; width counts in full
+    const wide = (dim: number) => ({ ...m, config: { ...m.config, dim, vocabSize: 32000 } });
+    const fit = (dim: number) => Math.floor(FINAL_NORM_MAX_OPS / (3 * dim * FINAL_NORM_TOKENS));
+    expect(finalNormSeqs(wide(288), seqs(32, 256))).toBe(Math.min(FINAL_NORM_SEQS, Math.floor(fit(288) / 255)));
+    expect(finalNormSeqs(wide(2048), seqs(32, 256))).toBe(Math.floor(fit(2048) / 255));
+    expect(Math.floor(fit(2048) / 255)).toBeGreaterThanOrEqual(1);
+    expect(finalNormSeqs(wide(8192), seqs(32, 256))).toBe(0);
     expect(finalNormSeqs(m, seqs(4, FINAL_NORM_MIN_ROWS / 4))).toBe(0);
     expect(finalNormSeqs(m, seqs(4, FINAL_NORM_MIN_ROWS / 4 + 1))).toBe(4);
+  });
+
+  it('over a support smaller than the vocabulary: the KL it reports is a float64 reference\'s over each row\'s most likely FP tokens, renormalised, and it lowers it', () => {
+    const fp = shippedModel();
+    const q = rounded();
+    const seqs = sampleTokens(fp, { count: 3, length: 48, seed: 6 });
+    const K = 40;
+    const V = fp.config.vocabSize;
+    // reference: per row, the K largest FP logits by a full sort (ties: lower index), both softmaxes over them
+    const fpLogits = seqs.map((s) => forward(fp, s).logits);
+    const truncatedKl = (m: Model) => {
+      let sum = 0;
+      let rows = 0;
+      seqs.forEach((s, i) => {
+        const zq = forward(m, s).logits;
+        for (let t = 0; t + 1 < s.length; t++) {
+          const zf = fpLogits[i].subarray(t * V, (t + 1) * V);
+          const top = [...zf.keys()].sort((a, b) => zf[b] - zf[a] || a - b).slice(0, K);
+          const lse = (z: ArrayLike<number>) => Math.log(top.reduce((acc, j) => acc + Math.exp(z[j]), 0));
+          const [lf, lq] = [lse(zf), lse(zq.subarray(t * V, (t + 1) * V))];
+          for (const j of top) sum += Math.exp(zf[j] - lf) * (zf[j] - lf - (zq[t * V + j] - lq));
+          rows++;
+        }
+      });
+      return sum / rows;
+    };
+    const r = tuneFinalNorm(fp, q, seqs, jsOps, K);
+    expect(r.before).toBeCloseTo(truncatedKl(q), 9);
+    expect(r.after).toBeCloseTo(truncatedKl(withFinalNorm(q, r.factors)), 9);
+    expect(r.after).toBeLessThan(r.before * 0.98);
+    // and the whole vocabulary's KL falls with it
+    expect(meanKl(fp, withFinalNorm(q, r.factors), seqs)).toBeLessThan(meanKl(fp, q, seqs));
+  });
+
+  it('topIndices: the K largest values\' indices, ascending, lower indices first among equals (property)', () => {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: -4, max: 4 }), { minLength: 1, maxLength: 60 }), fc.nat(), (vals, kk) => {
+        const row = Float32Array.from(vals, (v) => v / 2);
+        const K = 1 + (kk % row.length);
+        const out = new Int32Array(K);
+        topIndices(row, 0, row.length, K, new Float32Array(row.length), out);
+        const want = [...row.keys()].sort((a, b) => row[b] - row[a] || a - b).slice(0, K).sort((a, b) => a - b);
+        expect([...out]).toEqual(want);
+      }),
+      { numRuns: 300 },
+    );
   });
 
   it('SearchBlocks applies the factors to the quantized model and the packed exports\' frame, not the transformed FP model, and replays them from the moves', () => {
