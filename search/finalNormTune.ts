@@ -19,6 +19,7 @@ import type { F32, Model } from '../core/model/types';
 import type { Ops } from '../core/ops';
 import { topSupport, type KlSupport } from './klSupport';
 import { parabolaMin, PROBE, scaledGain } from './normTune';
+import { PASS_FLOPS_PER_SECOND, tokenFlops } from './plan';
 
 /** Calibration sequences the tuning uses at most (measured: 8 of 32 gain as much on the shipped model). */
 export const FINAL_NORM_SEQS = 8;
@@ -37,11 +38,18 @@ function opsPerRow(m: Model): number {
   return 3 * m.config.dim * Math.min(m.config.vocabSize, FINAL_NORM_TOKENS);
 }
 
-/** Predicted seconds of tuning on the first `n` of `seqs`. */
+/** Predicted seconds of tuning on the first `n` of `seqs`: the FP and the quantized model's passes over them, then the tries. */
 export function finalNormSeconds(m: Model, seqs: ArrayLike<number>[], n: number): number {
   let rows = 0;
-  for (let i = 0; i < n; i++) rows += Math.max(0, seqs[i].length - 1);
-  return (rows * opsPerRow(m)) / FINAL_NORM_OPS_PER_SECOND;
+  let tokens = 0;
+  let longest = 0;
+  for (let i = 0; i < n; i++) {
+    rows += Math.max(0, seqs[i].length - 1);
+    tokens += seqs[i].length;
+    longest = Math.max(longest, seqs[i].length);
+  }
+  const passes = (2 * tokens * tokenFlops(m.config, longest).model) / PASS_FLOPS_PER_SECOND;
+  return passes + (rows * opsPerRow(m)) / FINAL_NORM_OPS_PER_SECOND;
 }
 
 /** How many of `seqs`' sequences the tuning uses (their positions within FINAL_NORM_MAX_OPS); 0 when fewer than FINAL_NORM_MIN_ROWS rows would fit. */
