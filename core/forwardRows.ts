@@ -12,7 +12,7 @@
 import { contextHeads, ffnActivation, norm, rope } from './forward';
 import type { Block, F32, ModelConfig } from './model/types';
 import type { Ops } from './ops';
-import { buffer, type ScratchBuffers } from './scratchBuffers';
+import { buffer, copied, type ScratchBuffers } from './scratchBuffers';
 
 /** Sequences packed row-wise: x [N, width], sequence s in rows seqStarts[s] … seqStarts[s+1]-1. */
 export interface Rows {
@@ -138,8 +138,7 @@ export function context(cfg: ModelConfig, a: Qkv, seqStarts: number[], heads: Ar
 export function attnResidual(cfg: ModelConfig, x: F32, ctx: F32, wo: F32, bo: F32 | undefined, ops: Ops, scratch?: ScratchBuffers): F32 {
   const d = cfg.dim;
   const N = x.length / d;
-  const h = scratch ? scratch.take('h', x.length) : x.slice();
-  if (scratch) h.set(x);
+  const h = copied(scratch, 'h', x);
   ops.matmulT(h, ctx, wo, N, cfg.nHeads * cfg.headDim, d, true);
   if (bo) for (let n = 0; n < N; n++) for (let i = 0; i < d; i++) h[n * d + i] += bo[i];
   return h;
@@ -182,8 +181,7 @@ export function ffnRows(cfg: ModelConfig, b: Block, h: F32, ops: Ops, scratch?: 
 export function ffnResidual(cfg: ModelConfig, h: F32, act: F32, b: Block, ops: Ops, scratch?: ScratchBuffers): F32 {
   const d = cfg.dim;
   const N = h.length / d;
-  const y = scratch ? scratch.take('y', h.length) : h.slice();
-  if (scratch) y.set(h);
+  const y = copied(scratch, 'y', h);
   ops.matmulT(y, act, b.w2, N, cfg.hiddenDim, d, true);
   if (b.b2) for (let n = 0; n < N; n++) for (let i = 0; i < d; i++) y[n * d + i] += b.b2[i];
   return y;

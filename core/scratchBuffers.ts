@@ -26,3 +26,11 @@ export class ScratchBuffers {
 export function buffer(scratch: ScratchBuffers | undefined, name: string, length: number): F32 {
   return scratch ? scratch.take(name, length) : new Float32Array(length);
 }
+
+/** A copy of `src`: in `scratch`'s buffer `name` when there is a scratch, else a new array. */
+export function copied(scratch: ScratchBuffers | undefined, name: string, src: F32): F32 {
+  if (!scratch) return src.slice();
+  const out = scratch.take(name, src.length);
+  out.set(src);
+  return out;
+}
