@@ -139,10 +139,10 @@ export function tuneFinalNorm(fp: Model, q: Model, seqs: number[][], ops: Ops, t
   const { dim: d, vocabSize: V } = q.config;
   const [xF, xQ] = finalRows([fp, q], seqs, ops);
   const N = xQ.length / d;
-  const sup = topSupport(N, V, tokens, logitChunks(N, V), (r0, r1) => head(fp, xF.subarray(r0 * d, r1 * d), r1 - r0, ops));
+  // each row's support, with the FP logits there
+  const { support: sup, logits: zF } = topSupport(N, V, tokens, logitChunks(N, V), (r0, r1) => head(fp, xF.subarray(r0 * d, r1 * d), r1 - r0, ops));
   const K = sup.K;
   // the FP distributions on the supports, and Σ p·log p per row
-  const zF = supportLogits(fp, xF, N, sup, ops);
   const p = new Float64Array(N * K);
   const plogp = new Float64Array(N);
   for (let t = 0; t < N; t++) {

@@ -15,14 +15,6 @@ export interface KlSupport {
   pos: Int32Array;
 }
 
-/** All V tokens, in order, for each of N rows. */
-export function wholeVocabulary(N: number, V: number): KlSupport {
-  const tokens = Int32Array.from({ length: V }, (_, i) => i);
-  const pos = new Int32Array(N * V);
-  for (let t = 0; t < N; t++) pos.set(tokens, t * V);
-  return { K: V, tokens, pos };
-}
-
 /** The k-th largest (k from 0) of a[0 … n), reordering a (quickselect on the median of three). */
 function kthLargest(a: Float32Array, n: number, k: number): number {
   let lo = 0;
@@ -68,20 +60,31 @@ export function topIndices(row: ArrayLike<number>, off: number, V: number, K: nu
 
 /**
  * Each row's K most likely tokens under the logits `forRows(r0, r1)` gives for rows
- * [r0, r1) ([r1 − r0, V] each, asked for in order), or the whole vocabulary when K ≥ V.
+ * [r0, r1) ([r1 − r0, V] each, asked for in order), or the whole vocabulary when K ≥ V;
+ * with those logits at the kept tokens ([N, K], in each row's order), so the caller need
+ * not compute them again.
  */
-export function topSupport(N: number, V: number, K: number, chunks: [number, number][], forRows: (r0: number, r1: number) => ArrayLike<number>): KlSupport {
-  if (K >= V) return wholeVocabulary(N, V);
-  const idx = new Int32Array(N * K);
+export function topSupport(
+  N: number, V: number, K: number, chunks: [number, number][], forRows: (r0: number, r1: number) => ArrayLike<number>,
+): { support: KlSupport; logits: Float32Array } {
+  const k = Math.min(K, V);
+  const idx = new Int32Array(N * k);
+  const logits = new Float32Array(N * k);
   const scratch = new Float32Array(V);
   for (const [r0, r1] of chunks) {
     const z = forRows(r0, r1);
-    for (let t = r0; t < r1; t++) topIndices(z, (t - r0) * V, V, K, scratch, idx.subarray(t * K, (t + 1) * K));
+    for (let t = r0; t < r1; t++) {
+      const kept = idx.subarray(t * k, (t + 1) * k);
+      const o = (t - r0) * V;
+      if (k === V) for (let i = 0; i < V; i++) kept[i] = i;
+      else topIndices(z, o, V, k, scratch, kept);
+      for (let j = 0; j < k; j++) logits[t * k + j] = z[o + kept[j]];
+    }
   }
   const used = new Uint8Array(V);
   for (const i of idx) used[i] = 1;
   const at = new Int32Array(V).fill(-1);
   const tokens: number[] = [];
   for (let i = 0; i < V; i++) if (used[i]) at[i] = tokens.push(i) - 1;
-  return { K, tokens: Int32Array.from(tokens), pos: idx.map((i) => at[i]) };
+  return { support: { K: k, tokens: Int32Array.from(tokens), pos: idx.map((i) => at[i]) }, logits };
 }
