@@ -19,7 +19,7 @@
  */
 import os from 'node:os';
 import { join } from 'node:path';
-import { argmax, sampleSoftmax, sampleTokens } from '../core/data';
+import { argmax, drawToken, sampleSoftmax, sampleTokens } from '../core/data';
 import { Decoder } from '../core/forward';
 import { loadModel } from '../core/model/load';
 import { randomModel, syntheticShape, type SyntheticShape } from '../core/model/synthetic';
@@ -140,5 +140,32 @@ export const sampleBench: BenchModule = {
         identical_tokens: JSON.stringify(single.value) === JSON.stringify(full.value),
       });
     }
+    if (ops.drawTokens) emit({ ...base, figure: 'draw', ...drawFigures(ops, count, model.config.vocabSize) });
   },
 };
+
+/**
+ * The per-step draws alone (a softmax over the vocabulary per row, then the walk): in JS
+ * (drawToken, Math.exp) vs the backend's drawTokens, on `rows` random logits rows, as ns per
+ * vocabulary entry; both draw the same tokens.
+ */
+function drawFigures(ops: Ops, rows: number, V: number) {
+  const rng = Rng.fromSeed(5);
+  const logits = Float32Array.from({ length: rows * V }, () => (rng.float() - 0.5) * 24);
+  const T = new Float64Array(rows).fill(1);
+  const u = Float64Array.from({ length: rows }, () => rng.float());
+  const w = new Float64Array(V);
+  const reps = Math.max(1, Math.ceil(4e7 / (rows * V)));
+  const js = new Int32Array(rows), kernel = new Int32Array(rows);
+  const perEntry = (f: () => void) => {
+    f(); // warm-up
+    const t0 = performance.now();
+    for (let i = 0; i < reps; i++) f();
+    return ((performance.now() - t0) * 1e6) / (reps * rows * V);
+  };
+  const jsNs = perEntry(() => {
+    for (let r = 0; r < rows; r++) js[r] = drawToken(logits.subarray(r * V, (r + 1) * V), 1, u[r], w);
+  });
+  const kernelNs = perEntry(() => ops.drawTokens!(kernel, logits, rows, V, T, u));
+  return { rows, vocabulary: V, js_ns_per_entry: r3(jsNs), backend_ns_per_entry: r3(kernelNs), ratio: r3(jsNs / kernelNs), same_tokens: js.every((t, r) => t === kernel[r]) };
+}

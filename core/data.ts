@@ -90,12 +90,21 @@ export function sampleSets(model: Model, sets: readonly Pick<SampleOptions, 'cou
       const batch = Array.from({ length: B }, () => [bosId]);
       const dec = new BatchDecoder(model, B, Math.max(1, steps), opts.ops);
       const last = new Int32Array(B).fill(bosId);
+      const temps = Float64Array.from(seqs.slice(s0, s1), (q) => q.temperature);
+      // the backend's draws (the same bits), when it has them and no sequence is greedy
+      const draw = temps.every((T) => T > 0) ? opts.ops?.drawTokens?.bind(opts.ops) : undefined;
+      const us = new Float64Array(B);
+      const drawn = new Int32Array(B);
       for (let t = 0; t < steps; t++) {
         const logits = dec.step(last);
+        if (draw) {
+          for (let b = 0; b < B; b++) us[b] = seqs[s0 + b].u[t];
+          draw(drawn, logits, B, V, temps, us);
+        }
         for (let b = 0; b < B; b++) {
           const row = logits.subarray(b * V, (b + 1) * V);
           const { temperature, u } = seqs[s0 + b];
-          const tok = temperature === 0 ? argmax(row) : categoricalAt(softmaxWeights(row, temperature, weights), u[t]);
+          const tok = draw ? drawn[b] : temperature === 0 ? argmax(row) : drawToken(row, temperature, u[t], weights);
           batch[b].push(tok);
           last[b] = tok;
         }
@@ -131,6 +140,11 @@ export function argmax(logits: ArrayLike<number>): number {
 /** One draw from softmax(logits / temperature); `w` (length = vocabulary) receives the float64 weights. */
 export function sampleSoftmax(logits: ArrayLike<number>, temperature: number, w: Float64Array, rng: Rng): number {
   return rng.categorical(softmaxWeights(logits, temperature, w));
+}
+
+/** The draw sampleSoftmax makes when its uniform is `u` (what Ops.drawTokens computes per row). */
+export function drawToken(logits: ArrayLike<number>, temperature: number, u: number, w: Float64Array): number {
+  return categoricalAt(softmaxWeights(logits, temperature, w), u);
 }
 
 /** w ← the unnormalized float64 weights exp((logits − max) / temperature); returns w. */

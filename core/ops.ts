@@ -62,6 +62,12 @@ export interface Ops {
    */
   pin?(weights: readonly F32[]): Pinned;
   /**
+   * Optional: out[r] ← the token core/data.ts's drawToken draws from logits row r of
+   * [rows, V] at temperature[r] (> 0) and uniform u[r], bit for bit (float64 weights, the
+   * same exp as Math.exp, summed and walked in order).
+   */
+  drawTokens?(out: Int32Array, logits: F32, rows: number, V: number, temperature: ArrayLike<number>, u: ArrayLike<number>): void;
+  /**
    * Optional: `floats` float32 values in the backend's own memory, zeroed, which its
    * kernels (attendCached) read in place without copying; null when it has no room.
    */

@@ -41,6 +41,15 @@ export function checkSoftmax(att: F32, T: number, S: number, past: number): void
   if (att.length < T * S) throw new RangeError(`softmaxCausal: att holds ${att.length} values, need ${T} × ${S}`);
 }
 
+export function checkDraw(out: Int32Array, logits: F32, rows: number, V: number, temperature: ArrayLike<number>, u: ArrayLike<number>): void {
+  if (!(isDim(rows) && isDim(V) && V >= 1)) throw new RangeError(`drawTokens: need rows ≥ 0 and V ≥ 1 integers, got rows=${rows} V=${V}`);
+  if (logits.length < rows * V) throw new RangeError(`drawTokens: logits hold ${logits.length} values, need ${rows} × ${V}`);
+  if (out.length < rows || temperature.length < rows || u.length < rows) throw new RangeError(`drawTokens: need ${rows} outputs, temperatures and uniforms`);
+  for (let r = 0; r < rows; r++) {
+    if (!(temperature[r] > 0)) throw new RangeError(`drawTokens: temperature ${r} must be > 0, got ${temperature[r]}`);
+  }
+}
+
 export function checkSiluMul(a: F32, g: F32, n: number): void {
   if (!isDim(n)) throw new RangeError(`siluMul: n must be a non-negative integer, got ${n}`);
   if (a.length < n || g.length < n) throw new RangeError(`siluMul: need ${n} values, a holds ${a.length} and g ${g.length}`);

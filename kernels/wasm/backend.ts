@@ -17,6 +17,7 @@ import { CHUNKS_PER_THREAD, HelperThreads, MT_MIN_MACS } from './threads';
 import { attendRowsScratch, attendScratch, runAttendHere, runAttendRowsHere, type AttendJob, type AttendRowsJob } from './threadJobs';
 import { wasmGptq } from './gptq';
 import { wasmHessian } from './hessian';
+import { wasmDraw } from './draw';
 
 export interface WasmBackendOptions {
   /** Threads a matmul is split over (this one plus threads − 1 helpers). Default 1. */
@@ -70,6 +71,7 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
   const resident = new ResidentWeights(arena, weightCap);
   const gptq = wasmGptq(k, arena, helpers, () => active);
   const hessianEntries = wasmHessian(k, arena, helpers, () => active);
+  const drawTokens = wasmDraw(k, arena, helpers, () => active);
 
   /** Copies rows [r0, r1) × columns [c0, c0 + span) of src [·, cols] to the arena at byte p, packed. */
   function copyIn(src: F32, cols: number, r0: number, r1: number, c0: number, span: number, p: number): void {
@@ -427,6 +429,7 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
     },
     softmaxCausal,
     siluMul,
+    drawTokens,
     hessianEntries,
     choleskyLower: gptq.choleskyLower,
     choleskyInverse: gptq.choleskyInverse,

@@ -872,6 +872,184 @@
       (br $l)))
   )
 
+;; ---------------------------------------------------------------------------------
+  ;; Sampling a token (core/data.ts): the float64 weights w_i = exp((l_i − max) / T) of a
+  ;; logits row, their sum in order, and the first i where u·Σw − w_0 − … − w_i < 0, bit for
+  ;; bit as the JS reference draws it (Math.exp included), so the sampled sets do not depend
+  ;; on the backend. exp is fdlibm's e_exp.c, the algorithm V8's Math.exp runs: only IEEE
+  ;; +, −, ×, ÷ and exact scalings, which wasm performs exactly as C does.
+
+  ;; exp(x), float64, every branch of e_exp.c.
+  (func $exp_f64 (export "exp_f64") (param $x f64) (result f64)
+    (local $hx i32) (local $xsb i32) (local $k i32) (local $hi f64) (local $lo f64) (local $t f64) (local $c f64) (local $y f64)
+    (local.set $hx (i32.wrap_i64 (i64.shr_u (i64.reinterpret_f64 (local.get $x)) (i64.const 32))))
+    (local.set $xsb (i32.shr_u (local.get $hx) (i32.const 31)))
+    (local.set $hx (i32.and (local.get $hx) (i32.const 0x7fffffff)))
+    ;; |x| ≥ 709.78: NaN, ±inf, overflow, underflow
+    (if (i32.ge_u (local.get $hx) (i32.const 0x40862E42))
+      (then
+        (if (i32.ge_u (local.get $hx) (i32.const 0x7ff00000))
+          (then
+            (if (f64.ne (local.get $x) (local.get $x)) (then (return (f64.add (local.get $x) (local.get $x)))))
+            (return (select (local.get $x) (f64.const 0) (i32.eqz (local.get $xsb))))))
+        (if (f64.gt (local.get $x) (f64.const 7.09782712893383973096e+02)) (then (return (f64.const inf))))
+        (if (f64.lt (local.get $x) (f64.const -7.45133219101941108420e+02)) (then (return (f64.const 0))))))
+    ;; argument reduction: x = k·ln2 + r, |r| ≤ ln2/2, r as hi − lo
+    (if (i32.gt_u (local.get $hx) (i32.const 0x3FD62E42))
+      (then
+        (if (i32.lt_u (local.get $hx) (i32.const 0x3FF0A2B2))
+          (then
+            (if (f64.eq (local.get $x) (f64.const 1)) (then (return (f64.const 2.718281828459045))))
+            (local.set $hi (f64.sub (local.get $x) (select (f64.const -6.93147180369123816490e-01) (f64.const 6.93147180369123816490e-01) (local.get $xsb))))
+            (local.set $lo (select (f64.const -1.90821492927058770002e-10) (f64.const 1.90821492927058770002e-10) (local.get $xsb)))
+            (local.set $k (i32.sub (i32.const 1) (i32.shl (local.get $xsb) (i32.const 1)))))
+          (else
+            (local.set $t (f64.trunc (f64.add (f64.mul (f64.const 1.44269504088896338700e+00) (local.get $x))
+                                              (select (f64.const -0.5) (f64.const 0.5) (local.get $xsb)))))
+            (local.set $k (i32.trunc_f64_s (local.get $t)))
+            (local.set $hi (f64.sub (local.get $x) (f64.mul (local.get $t) (f64.const 6.93147180369123816490e-01))))
+            (local.set $lo (f64.mul (local.get $t) (f64.const 1.90821492927058770002e-10)))))
+        (local.set $x (f64.sub (local.get $hi) (local.get $lo))))
+      (else
+        ;; |x| < 2^−28: 1 + x
+        (if (i32.lt_u (local.get $hx) (i32.const 0x3E300000)) (then (return (f64.add (f64.const 1) (local.get $x)))))))
+    (local.set $t (f64.mul (local.get $x) (local.get $x)))
+    (local.set $c (f64.sub (local.get $x) (f64.mul (local.get $t) (call $exp_poly (local.get $t)))))
+    (if (i32.eqz (local.get $k))
+      (then (return (f64.sub (f64.const 1) (f64.sub (f64.div (f64.mul (local.get $x) (local.get $c)) (f64.sub (local.get $c) (f64.const 2))) (local.get $x))))))
+    (local.set $y (f64.sub (f64.const 1)
+      (f64.sub (f64.sub (local.get $lo) (f64.div (f64.mul (local.get $x) (local.get $c)) (f64.sub (f64.const 2) (local.get $c)))) (local.get $hi))))
+    ;; × 2^k, in two steps below 2^−1021
+    (if (i32.ge_s (local.get $k) (i32.const -1021))
+      (then
+        (if (i32.eq (local.get $k) (i32.const 1024)) (then (return (f64.mul (f64.mul (local.get $y) (f64.const 2)) (f64.const 0x1p1023)))))
+        (return (f64.mul (local.get $y) (f64.reinterpret_i64 (i64.shl (i64.extend_i32_s (i32.add (local.get $k) (i32.const 1023))) (i64.const 52)))))))
+    (f64.mul (f64.mul (local.get $y) (f64.reinterpret_i64 (i64.shl (i64.extend_i32_s (i32.add (local.get $k) (i32.const 2023))) (i64.const 52))))
+             (f64.const 0x1p-1000)))
+
+  ;; P1 + t·(P2 + t·(P3 + t·(P4 + t·P5))), e_exp.c's polynomial
+  (func $exp_poly (param $t f64) (result f64)
+    (f64.add (f64.const 1.66666666666666019037e-01) (f64.mul (local.get $t)
+    (f64.add (f64.const -2.77777777770155933842e-03) (f64.mul (local.get $t)
+    (f64.add (f64.const 6.61375632143793436117e-05) (f64.mul (local.get $t)
+    (f64.add (f64.const -1.65339022054652515390e-06) (f64.mul (local.get $t) (f64.const 4.13813679705723846039e-08))))))))))
+
+  ;; exp_poly on both lanes
+  (func $exp_poly2 (param $t v128) (result v128)
+    (f64x2.add (v128.const f64x2 1.66666666666666019037e-01 1.66666666666666019037e-01) (f64x2.mul (local.get $t)
+    (f64x2.add (v128.const f64x2 -2.77777777770155933842e-03 -2.77777777770155933842e-03) (f64x2.mul (local.get $t)
+    (f64x2.add (v128.const f64x2 6.61375632143793436117e-05 6.61375632143793436117e-05) (f64x2.mul (local.get $t)
+    (f64x2.add (v128.const f64x2 -1.65339022054652515390e-06 -1.65339022054652515390e-06)
+               (f64x2.mul (local.get $t) (v128.const f64x2 4.13813679705723846039e-08 4.13813679705723846039e-08))))))))))
+
+  ;; exp of both lanes where 1.5·ln2 ≤ |x| < 707 (e_exp.c's general branch, with k in
+  ;; [−1020, 1020]: 2^k is a plain exponent); exp_pair falls back to exp_f64 per lane otherwise.
+  (func $exp2_general (param $x v128) (result v128)
+    (local $t v128) (local $hi v128) (local $lo v128) (local $tt v128) (local $c v128) (local $y v128)
+    ;; k = trunc(x/ln2 ± 0.5), the sign of x
+    (local.set $t (f64x2.trunc (f64x2.add (f64x2.mul (v128.const f64x2 1.44269504088896338700e+00 1.44269504088896338700e+00) (local.get $x))
+      (v128.or (v128.and (local.get $x) (v128.const i64x2 0x8000000000000000 0x8000000000000000)) (v128.const f64x2 0.5 0.5)))))
+    (local.set $hi (f64x2.sub (local.get $x) (f64x2.mul (local.get $t) (v128.const f64x2 6.93147180369123816490e-01 6.93147180369123816490e-01))))
+    (local.set $lo (f64x2.mul (local.get $t) (v128.const f64x2 1.90821492927058770002e-10 1.90821492927058770002e-10)))
+    (local.set $x (f64x2.sub (local.get $hi) (local.get $lo)))
+    (local.set $tt (f64x2.mul (local.get $x) (local.get $x)))
+    (local.set $c (f64x2.sub (local.get $x) (f64x2.mul (local.get $tt) (call $exp_poly2 (local.get $tt)))))
+    (local.set $y (f64x2.sub (v128.const f64x2 1 1)
+      (f64x2.sub (f64x2.sub (local.get $lo) (f64x2.div (f64x2.mul (local.get $x) (local.get $c)) (f64x2.sub (v128.const f64x2 2 2) (local.get $c))))
+                 (local.get $hi))))
+    ;; 2^k: k + 2^52 + 1023 (exact) holds k + 1023 in its low mantissa bits; shifted up by 52
+    ;; they are 2^k's exponent field, the rest zero
+    (f64x2.mul (local.get $y)
+      (i64x2.shl (f64x2.add (local.get $t) (v128.const f64x2 4503599627371519 4503599627371519)) (i32.const 52))))
+
+  (func $exp_pair (param $x v128) (result v128)
+    (local $a v128)
+    (local.set $a (f64x2.abs (local.get $x)))
+    (if (result v128) (i64x2.all_true (v128.and (f64x2.ge (local.get $a) (v128.const f64x2 0x1.0a2b2p+0 0x1.0a2b2p+0))
+                                                (f64x2.lt (local.get $a) (v128.const f64x2 707 707))))
+      (then (call $exp2_general (local.get $x)))
+      (else (f64x2.replace_lane 1 (f64x2.splat (call $exp_f64 (f64x2.extract_lane 0 (local.get $x))))
+                                  (call $exp_f64 (f64x2.extract_lane 1 (local.get $x)))))))
+
+  ;; One draw from the logits row $l [V] (float32): the weights into $w (float64 [V]), then
+  ;; the first i where u·Σw − w_0 − … − w_i < 0 (V − 1 if none), as core/rng.ts's categoricalAt.
+  (func $draw (param $l i32) (param $V i32) (param $T f64) (param $u f64) (param $w i32) (result i32)
+    (local $i i32) (local $r f64)
+    (local.set $r (f64.mul (local.get $u) (call $draw_weights (local.get $l) (local.get $V) (local.get $T) (local.get $w))))
+    (local.set $i (i32.const 0))
+    (block $found (loop $walk
+      (br_if $found (i32.ge_u (local.get $i) (local.get $V)))
+      (local.set $r (f64.sub (local.get $r) (f64.load (i32.add (local.get $w) (i32.shl (local.get $i) (i32.const 3))))))
+      (if (f64.lt (local.get $r) (f64.const 0)) (then (return (local.get $i))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $walk)))
+    (i32.sub (local.get $V) (i32.const 1)))
+
+  ;; draw_weights: w_i = exp((l_i − max)/T) into $w (core/data.ts's softmaxWeights); returns Σw
+  ;; in order. max skips NaNs as JS's `l > max` does (pmax: m < l ? l : m).
+  (func $draw_weights (export "draw_weights") (param $l i32) (param $V i32) (param $T f64) (param $w i32) (result f64)
+    (local $i i32) (local $v4 i32) (local $mv v128) (local $m f32) (local $x f32) (local $M v128) (local $TT v128)
+    (local $e v128) (local $sum f64) (local $r f64)
+    (local.set $mv (v128.const f32x4 -inf -inf -inf -inf))
+    (local.set $v4 (i32.and (local.get $V) (i32.const -4)))
+    (local.set $i (i32.const 0))
+    (block $mx_done (loop $mx
+      (br_if $mx_done (i32.ge_u (local.get $i) (local.get $v4)))
+      (local.set $mv (f32x4.pmax (local.get $mv) (v128.load (i32.add (local.get $l) (i32.shl (local.get $i) (i32.const 2))))))
+      (local.set $i (i32.add (local.get $i) (i32.const 4)))
+      (br $mx)))
+    (local.set $m (f32.const -inf))
+    (if (f32.gt (f32x4.extract_lane 0 (local.get $mv)) (local.get $m)) (then (local.set $m (f32x4.extract_lane 0 (local.get $mv)))))
+    (if (f32.gt (f32x4.extract_lane 1 (local.get $mv)) (local.get $m)) (then (local.set $m (f32x4.extract_lane 1 (local.get $mv)))))
+    (if (f32.gt (f32x4.extract_lane 2 (local.get $mv)) (local.get $m)) (then (local.set $m (f32x4.extract_lane 2 (local.get $mv)))))
+    (if (f32.gt (f32x4.extract_lane 3 (local.get $mv)) (local.get $m)) (then (local.set $m (f32x4.extract_lane 3 (local.get $mv)))))
+    (local.set $i (local.get $v4))
+    (block $mt_done (loop $mt
+      (br_if $mt_done (i32.ge_u (local.get $i) (local.get $V)))
+      (local.set $x (f32.load (i32.add (local.get $l) (i32.shl (local.get $i) (i32.const 2)))))
+      (if (f32.gt (local.get $x) (local.get $m)) (then (local.set $m (local.get $x))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $mt)))
+    ;; weights, two at a time, and their sum in order
+    (local.set $M (f64x2.splat (f64.promote_f32 (local.get $m))))
+    (local.set $TT (f64x2.splat (local.get $T)))
+    (local.set $i (i32.const 0))
+    (block $w_done (loop $wl
+      (br_if $w_done (i32.ge_u (i32.add (local.get $i) (i32.const 1)) (local.get $V)))
+      (local.set $e (f64x2.sub (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $l) (i32.shl (local.get $i) (i32.const 2)))))
+                               (local.get $M)))
+      ;; (x / 1 = x exactly: the division is skipped at T = 1, the default sets' temperature)
+      (if (f64.ne (local.get $T) (f64.const 1)) (then (local.set $e (f64x2.div (local.get $e) (local.get $TT)))))
+      (local.set $e (call $exp_pair (local.get $e)))
+      (v128.store (i32.add (local.get $w) (i32.shl (local.get $i) (i32.const 3))) (local.get $e))
+      (local.set $sum (f64.add (f64.add (local.get $sum) (f64x2.extract_lane 0 (local.get $e))) (f64x2.extract_lane 1 (local.get $e))))
+      (local.set $i (i32.add (local.get $i) (i32.const 2)))
+      (br $wl)))
+    (if (i32.lt_u (local.get $i) (local.get $V))
+      (then
+        (local.set $r (call $exp_f64 (f64.div (f64.sub (f64.promote_f32 (f32.load (i32.add (local.get $l) (i32.shl (local.get $i) (i32.const 2)))))
+                                                       (f64.promote_f32 (local.get $m))) (local.get $T))))
+        (f64.store (i32.add (local.get $w) (i32.shl (local.get $i) (i32.const 3))) (local.get $r))
+        (local.set $sum (f64.add (local.get $sum) (local.get $r)))))
+    (local.get $sum))
+
+  ;; draw_rows: out[r] (i32) ← draw(logits row r, V, temps[r], us[r]) for r in [r0, r1);
+  ;; temps and us float64, $w a float64 scratch of V.
+  (func $draw_rows (export "draw_rows") (param $logits i32) (param $V i32) (param $temps i32) (param $us i32) (param $out i32)
+                     (param $w i32) (param $r0 i32) (param $r1 i32)
+    (local $r i32)
+    (local.set $r (local.get $r0))
+    (block $done (loop $rows
+      (br_if $done (i32.ge_u (local.get $r) (local.get $r1)))
+      (i32.store (i32.add (local.get $out) (i32.shl (local.get $r) (i32.const 2)))
+        (call $draw (i32.add (local.get $logits) (i32.shl (i32.mul (local.get $r) (local.get $V)) (i32.const 2))) (local.get $V)
+          (f64.load (i32.add (local.get $temps) (i32.shl (local.get $r) (i32.const 3))))
+          (f64.load (i32.add (local.get $us) (i32.shl (local.get $r) (i32.const 3))))
+          (local.get $w)))
+      (local.set $r (i32.add (local.get $r) (i32.const 1)))
+      (br $rows)))
+  )
+
   ;; ---------------------------------------------------------------------------------
   ;; GPTQ's calibration Hessian (core/quant/hessian.ts): H = 2/N · XᵀX as gptq.py's running
   ;; average over sequences, in float64. Entry (a, b), a ≤ b, is the float64 sequence

@@ -126,6 +126,9 @@ export interface KernelExports {
   qdq(w: number, out: number, rows: number, cols: number, group: number, g0: number, g1: number, maxq: number, ratios: number, nratios: number, f16: number, codes: number, codeRatios: number): void;
   softmax_causal(att: number, T: number, S: number, past: number, scale: number): void;
   silu_mul(a: number, g: number, n: number): void;
+  exp_f64(x: number): number;
+  draw_weights(l: number, V: number, T: number, w: number): number;
+  draw_rows(logits: number, V: number, temps: number, us: number, out: number, w: number, r0: number, r1: number): void;
   hess_row(x: number, ld: number, t0: number, t1: number, f: number, d: number, a: number, b0: number, nb: number, acc: number): void;
   hess_col(x: number, ld: number, t0: number, t1: number, f: number, d: number, b: number, a0: number, na: number, acc: number): void;
   gemm_add(C: number, ldc: number, A: number, ai: number, ak: number, B: number, bj: number, bk: number, j0: number, i0: number, i1: number, k0: number, k1: number): void;

@@ -340,3 +340,30 @@ export function runAttendRows(k: KernelExports, ctl: Int32Array, counter: number
 export function runAttendRowsHere(k: KernelExports, job: AttendRowsJob, buffer: ArrayBufferLike): void {
   runAttendRows(k, new Int32Array(2), 1, attendRowsArgs(job), buffer, 0);
 }
+
+/** Token draws: draw_rows over rows [0, rows), one row per piece taken; thread t's weights scratch at w + 8·V·t. */
+export interface DrawJob {
+  logits: number;
+  V: number;
+  temps: number;
+  us: number;
+  out: number;
+  w: number;
+  rows: number;
+}
+
+export function drawArgs(job: DrawJob): number[] {
+  return [job.logits, job.V, job.temps, job.us, job.out, job.w, job.rows];
+}
+
+/** The draw loop every thread runs (the workers run its source text: it may use only its arguments). */
+export function runDraw(k: KernelExports, ctl: Int32Array, counter: number, a: number[], t: number): void {
+  // (pointers past 2 GiB come back from the Int32 control words negative)
+  const [logits, temps, us, out, w] = [a[0] >>> 0, a[2] >>> 0, a[3] >>> 0, a[4] >>> 0, a[5] >>> 0];
+  const [, V, , , , , rows] = a;
+  for (;;) {
+    const r = Atomics.add(ctl, counter, 1);
+    if (r >= rows) return;
+    k.draw_rows(logits, V, temps, us, out, w + 8 * V * t, r, r + 1);
+  }
+}

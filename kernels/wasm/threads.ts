@@ -1,6 +1,6 @@
 /**
  * Helper threads for the wasm kernels (matmul rows, few-row product columns, Hessian lines,
- * float64 tiles, decode attention units, whole-sequence attention heads; the jobs are in ./threadJobs.ts): each
+ * float64 tiles, decode attention units, whole-sequence attention heads, token draws; the jobs are in ./threadJobs.ts): each
  * worker_thread instantiates the kernels against the same shared WebAssembly.Memory, and
  * all threads (the caller included) take pieces of a job from a shared counter until none
  * are left.
@@ -19,8 +19,8 @@ import { Worker } from 'node:worker_threads';
 import type { WasmMemory, WasmModule } from './api';
 import type { KernelExports } from './module';
 import {
-  attendArgs, attendRowsArgs, runAttend, runAttendRows, runChunks, runHessian, runTiles, runXt, tileArgs, xtArgs,
-  type AttendJob, type AttendRowsJob, type HessianJob, type MatmulJob, type TileJob, type XtJob,
+  attendArgs, attendRowsArgs, drawArgs, runAttend, runAttendRows, runChunks, runDraw, runHessian, runTiles, runXt, tileArgs, xtArgs,
+  type AttendJob, type AttendRowsJob, type DrawJob, type HessianJob, type MatmulJob, type TileJob, type XtJob,
 } from './threadJobs';
 
 /** Below this many multiply-adds a product runs on one thread: the hand-off (~10–50 µs) would dominate. */
@@ -35,7 +35,7 @@ const MAX_THREADS = 64;
 export const CTL_BYTES = CTL_STRIDE * MAX_THREADS * 4;
 /** Per-thread slots: GEN (bumped by the caller per job), DONE (set to GEN when finished), STATUS, OP, then the job. */
 const GEN = 0, DONE = 1, STATUS = 2, OP = 3, ARGS = 4;
-const OP_QUIT = 0, OP_MATMUL = 1, OP_HESSIAN = 2, OP_TILES = 3, OP_ATTEND = 4, OP_XT = 5, OP_ATTEND_ROWS = 6;
+const OP_QUIT = 0, OP_MATMUL = 1, OP_HESSIAN = 2, OP_TILES = 3, OP_ATTEND = 4, OP_XT = 5, OP_ATTEND_ROWS = 6, OP_DRAW = 7;
 /** STATUS values. */
 const READY = 1, FAILED = -1;
 /** The shared next-chunk counter lives in thread 0's (the caller's) otherwise unused slots. */
@@ -52,6 +52,7 @@ const runTiles = ${runTiles.toString()};
 const runAttend = ${runAttend.toString()};
 const runXt = ${runXt.toString()};
 const runAttendRows = ${runAttendRows.toString()};
+const runDraw = ${runDraw.toString()};
 let k;
 try {
   k = new WebAssembly.Instance(module, { env: { memory } }).exports;
@@ -78,6 +79,7 @@ for (;;) {
     else if (op === ${OP_ATTEND}) runAttend(k, ctl, ${COUNTER}, args, memory.buffer, t);
     else if (op === ${OP_XT}) runXt(k, ctl, ${COUNTER}, args);
     else if (op === ${OP_ATTEND_ROWS}) runAttendRows(k, ctl, ${COUNTER}, args, memory.buffer, t);
+    else if (op === ${OP_DRAW}) runDraw(k, ctl, ${COUNTER}, args, t);
     else runChunks(k, ctl, ${COUNTER}, args, t);
   } catch (e) {
     status = ${FAILED};
@@ -143,6 +145,12 @@ export class HelperThreads {
   xt(k: KernelExports, job: XtJob, helpers: number): void {
     const args = xtArgs(job);
     this.run(OP_XT, args, helpers, () => runXt(k, this.ctl, COUNTER, args));
+  }
+
+  /** Runs the token-draw `job` on this thread and the first `helpers` helper threads; returns when every row is drawn. */
+  draw(k: KernelExports, job: DrawJob, helpers: number): void {
+    const args = drawArgs(job);
+    this.run(OP_DRAW, args, helpers, () => runDraw(k, this.ctl, COUNTER, args, 0));
   }
 
   /** Starts the helpers on job `op`, runs this thread's share (`own`), then waits for them. */

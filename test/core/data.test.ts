@@ -97,6 +97,21 @@ describe('sampleTokens', () => {
     expect(s).toEqual([1, ...GREEDY]);
   });
 
+  it('a backend\'s own draws (drawTokens) sample the sets its logits give with the JS draw; greedy sets take argmax', () => {
+    const ops = getBackend('wasm');
+    expect(ops.drawTokens).toBeDefined();
+    let calls = 0;
+    const counted = { ...ops, drawTokens: (...a: Parameters<NonNullable<typeof ops.drawTokens>>) => (calls++, ops.drawTokens!(...a)) };
+    const sets = [{ count: 6, length: 48, seed: 21 }, { count: 5, length: 48, seed: 22, temperature: 0.7 }];
+    const own = sampleSets(m, sets, { ops: counted });
+    expect(calls).toBe(47);
+    expect(own).toEqual(sampleSets(m, sets, { ops: { ...ops, drawTokens: undefined } }));
+    calls = 0;
+    const greedy = sampleSets(m, [...sets, { count: 4, length: 48, seed: 23, temperature: 0 }], { ops: counted });
+    expect(calls).toBe(0);
+    expect(greedy.slice(0, 2)).toEqual(own);
+  });
+
   it('rejects impossible options', () => {
     expectError(() => sampleTokens(m, { count: 0, length: 4, seed: 1 }), /count/);
     expectError(() => sampleTokens(m, { count: 1, length: 513, seed: 1 }), /length .* seqLen 512/);
