@@ -51,6 +51,8 @@ export class SearchBlocks {
   private clipCodes: (BlockClips | undefined)[];
   /** Per block, the factors its quantized norm gains are multiplied by (undefined: none). */
   private normFactors: (NormFactors | undefined)[];
+  /** Per block whose quantized weights carry factors: its norm gains without them. */
+  private untunedNorms: (Pick<Block, 'attnNorm' | 'ffnNorm'> | undefined)[] = [];
   /** The factors the quantized model's final norm gain is multiplied by (undefined: none). */
   private finalNormFactors: Float64Array | undefined;
   /** Transformed blocks held as floats, least recently used first. */
@@ -123,6 +125,7 @@ export class SearchBlocks {
   /** Block l's quantized weights are `q`'s, with the block's norm factors (if any) applied to copies of its norms. */
   setQuantized(l: number, q: Block): void {
     const f = this.normFactors[l];
+    this.untunedNorms[l] = f ? { attnNorm: q.attnNorm.slice(), ffnNorm: q.ffnNorm.slice() } : undefined;
     this.q[l] = this.hold(l, f ? withNormFactors(q, f) : q);
     this.unpacked.forget(l);
     this.ver[l]++;
@@ -163,6 +166,23 @@ export class SearchBlocks {
   /** Set block l's norm factors; they apply from the next setQuantized of the block on. */
   setNorms(l: number, f: NormFactors | undefined): void {
     this.normFactors[l] = f;
+  }
+
+  /**
+   * Runs `fn` on the quantized model without its blocks' norm factors (the model the search
+   * left, whose rows GPTQ quantizes a block on), then puts the factors back on whatever
+   * quantized weights `fn` left.
+   */
+  withoutNorms<T>(fn: () => T): T {
+    const factors = this.normFactors.slice();
+    this.normFactors.fill(undefined);
+    this.untunedNorms.forEach((n, l) => n && this.setQuantized(l, { ...this.quantized(l), ...n }));
+    try {
+      return fn();
+    } finally {
+      this.normFactors = factors;
+      factors.forEach((f, l) => f && this.setQuantized(l, this.quantized(l)));
+    }
   }
 
   /** The final norm's factors (undefined while none are set). */

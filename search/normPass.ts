@@ -1,20 +1,18 @@
 /**
- * The run's last passes. First norm-gain tuning (normTune.ts) of every block in order, each on its
- * inputs in the quantized model as tuned so far (a GPTQ block quantized again on them
- * first, as the run's quantizeFrom does, so a resumed run rebuilds the same model),
- * recorded as accepted moves and kept only if validation improves. Within
- * NORM_TUNE_MAX_FLOPS (on fewer calibration sequences, or none, on bigger models); under a
- * time budget, the blocks it leaves no room for are left out. Then the final norm's gain
- * (finalNormTune.ts), on the first calibration sequences, kept likewise only if validation
- * improves.
+ * The run's last passes. First norm-gain tuning (normTune.ts) of every block in order, each on
+ * its inputs in the quantized model as tuned so far, its quantized linears as the search left
+ * them (on GPTQ, quantized on the untuned model's rows, which the run's quantizeFrom keeps
+ * to, so a resumed run rebuilds the same model), recorded as accepted moves and kept only
+ * if validation improves. Within NORM_TUNE_MAX_FLOPS (on fewer calibration sequences, or
+ * none, on bigger models); under a time budget, the blocks it leaves no room for are left
+ * out. Then the final norm's gain (finalNormTune.ts), on the first calibration sequences,
+ * kept likewise only if validation improves.
  */
 import type { Logger } from 'pino';
-import type { Block, F32 } from '../core/model/types';
 import type { Ops } from '../core/ops';
 import type { SearchBlocks } from './blocks';
 import { meanLoss, moveStat, type Boundary } from './boundary';
 import type { CalibrationRows } from './calibration';
-import type { RunConfig } from './contract';
 import { FINAL_NORM_MIN_ROWS, finalNormSeconds, finalNormSeqs, tuneFinalNorm } from './finalNormTune';
 import { NORM_TUNE_MAX_FLOPS, NORM_TUNE_MIN_SEQS, normTuneCost, normTuneSeqs, tuneNorms } from './normTune';
 import { CANDIDATE_FLOPS_PER_SECOND } from './plan';
@@ -29,15 +27,13 @@ export interface NormPassState {
   /** What the run left out, for the report: the pass adds to it. */
   cut: string[];
   ops: Ops;
-  base: RunConfig['base'];
   seqTokens: number;
 }
 
-/** What it asks of the run: the phase's start, a validation check, the base quantization of block l on inputs x, and of blocks from..L−1. */
+/** What it asks of the run: the phase's start, a validation check, and the base quantization of blocks from..L−1 (the search's, without norm factors). */
 export interface NormPassHooks {
   enter(): void;
   validate(): number;
-  quantizeBlock(l: number, x: F32): Block;
   quantizeFrom(from: number): number[];
   log?: Logger;
 }
@@ -64,18 +60,15 @@ export function normPass(s: NormPassState, run: NormPassHooks): void {
   const flops = normTuneCost(cfg, starts[seqs], T);
   const kept = b.moves.length;
   const t0 = performance.now();
-  let from: number | null = null;
   for (const [l, x] of calib.walk(0, blocks)) {
     const perBlock = l > 0 ? (performance.now() - t0) / 1000 / l : flops / cfg.nLayers / CANDIDATE_FLOPS_PER_SECOND;
     if (s.budget.mustStop(b, perBlock)) {
       s.cut.push(`norm-gain tuning from block ${l} (time budget)`);
-      from = l;
       break;
     }
-    const data = calib.data(l, x);
-    // RTN ignores the inputs: its block stays as it is
-    const q = s.base === 'gptq' ? run.quantizeBlock(l, x) : blocks.quantized(l);
-    const r = tuneNorms(cfg, q, data, s.ops, seqs);
+    // the block's linears stay the search's: the factors ride on them (the pass runs once, after the search: no factors yet)
+    const q = blocks.quantized(l);
+    const r = tuneNorms(cfg, q, calib.data(l, x), s.ops, seqs);
     blocks.setNorms(l, r.factors);
     blocks.setQuantized(l, q);
     b.blockLoss[l] = r.after;
@@ -86,8 +79,6 @@ export function normPass(s: NormPassState, run: NormPassHooks): void {
     stat.gain[l] += (r.before - r.after) / b.startLoss[l];
   }
   if (b.moves.length === kept) return;
-  // GPTQ blocks after a cut are quantized on their new inputs, as a resumed run would
-  if (from !== null && s.base === 'gptq') run.quantizeFrom(from).forEach((loss, l) => (b.blockLoss[l] = loss));
   const v = run.validate();
   if (v < b.best.validation) {
     keepAsBest(b, v);

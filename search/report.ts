@@ -113,7 +113,7 @@ export function searchExport(r: RunResult): SearchExport {
 
 /**
  * Integer codes of block l of the searched model: the block quantized again as the run did,
- * on its inputs in the quantized model, with the quantizers' codes kept; checked to
+ * on its inputs in the quantized model (without tuned norm factors), with the quantizers' codes kept; checked to
  * dequantize to the searched weights exactly. The inputs come from the calibration rows'
  * cache (kept per block while the quantized blocks below are unchanged, as they are once
  * the search is over), so blocks may be asked for in any order and each input is computed
@@ -125,7 +125,9 @@ function searchedCodes(r: RunResult, l: number): CodeSink {
   const cfg = blocks.config;
   const codes: CodeSink = {};
   collectAtBlockBoundary(cfg);
-  const obj = new BlockObjective(cfg, r.calib.data(l, r.calib.inputsOf(l, blocks)), r.spec, r.ops, r.config.base, undefined, undefined, blocks.clips(l));
+  // the inputs the run quantized on: the quantized model's without the norm factors tuned after the search
+  const x = blocks.withoutNorms(() => r.calib.inputsOf(l, blocks));
+  const obj = new BlockObjective(cfg, r.calib.data(l, x), r.spec, r.ops, r.config.base, undefined, undefined, blocks.clips(l));
   const { q } = obj.fullEval(blocks.transformed(l), 'all', codes);
   const searched = blocks.quantized(l);
   for (const name of blockLinears(cfg)) {

@@ -173,17 +173,20 @@ class Search implements SearchJob {
 
   /**
    * Re-quantizes blocks from..L-1 of the transformed model with the base quantizer, each on
-   * its inputs in the quantized model (RTN ignores them; GPTQ's rounding depends on them),
-   * and returns their losses. The quantized model is so a pure function of the FP weights.
+   * its inputs in the quantized model without the norm factors tuned after the search (RTN
+   * ignores them; GPTQ's rounding depends on them), and returns their losses. The quantized
+   * model is so a pure function of the FP weights and the recorded moves.
    */
   private quantizeFrom(from: number): number[] {
     const losses: number[] = [];
-    for (const [l, x] of this.calib.walk(from, this.blocks)) {
-      collectAtBlockBoundary(this.model.config);
-      const { q, loss } = this.quantizeBlock(l, x);
-      losses[l] = loss;
-      this.blocks.setQuantized(l, q);
-    }
+    this.blocks.withoutNorms(() => {
+      for (const [l, x] of this.calib.walk(from, this.blocks)) {
+        collectAtBlockBoundary(this.model.config);
+        const { q, loss } = this.quantizeBlock(l, x);
+        losses[l] = loss;
+        this.blocks.setQuantized(l, q);
+      }
+    });
     return losses;
   }
 
@@ -415,17 +418,10 @@ class Search implements SearchJob {
     this.backToBest();
     if (this.tuning.normTune) {
       const { blocks, calib, b, budget, cut, ops } = this;
-      const base = this.config.base;
-      const state = { blocks, calib, b, budget, cut, ops, base, seqTokens: this.tuning.seqTokens };
+      const state = { blocks, calib, b, budget, cut, ops, seqTokens: this.tuning.seqTokens };
       const validate = () => this.validate();
       const enter = () => this.clock.enter('norm-tune');
-      normPass(state, {
-        enter,
-        validate,
-        quantizeBlock: (l, x) => this.quantizeBlock(l, x).q,
-        quantizeFrom: (from) => this.quantizeFrom(from),
-        log: this.log,
-      });
+      normPass(state, { enter, validate, quantizeFrom: (from) => this.quantizeFrom(from), log: this.log });
       finalNormPass(state, this.tokens.calib, { enter, validate, log: this.log });
     }
     this.log?.info({ reason, step: this.b.step, kept: this.b.moves.length, bestStep: this.b.best.step }, 'search stopped');
