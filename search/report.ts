@@ -113,19 +113,20 @@ export function searchExport(r: RunResult): SearchExport {
 
 /**
  * Integer codes of block l of the searched model: the block quantized again as the run did,
- * on its inputs in the quantized model (without tuned norm factors), with the quantizers' codes kept; checked to
- * dequantize to the searched weights exactly. The inputs come from the calibration rows'
- * cache (kept per block while the quantized blocks below are unchanged, as they are once
- * the search is over), so blocks may be asked for in any order and each input is computed
- * at most once: what a walk of the blocks in order would yield, without holding every
- * block's codes.
+ * on its inputs in the quantized model without the norm factors tuned after the search,
+ * with the quantizers' codes kept; checked to dequantize to the searched weights exactly.
+ * The inputs come from the calibration rows' cache (kept per block while the quantized
+ * blocks below are unchanged, as they are once the search is over), so blocks may be asked
+ * for in any order and, without tuned factors, each input is computed at most once: what a
+ * walk of the blocks in order would yield, without holding every block's codes. With them,
+ * lifting and restoring the factors marks the blocks changed, so each call walks from block
+ * 0 again (the pass runs on small models only, within its FLOP limit).
  */
 function searchedCodes(r: RunResult, l: number): CodeSink {
   const { blocks } = r;
   const cfg = blocks.config;
   const codes: CodeSink = {};
   collectAtBlockBoundary(cfg);
-  // the inputs the run quantized on: the quantized model's without the norm factors tuned after the search
   const x = blocks.withoutNorms(() => r.calib.inputsOf(l, blocks));
   const obj = new BlockObjective(cfg, r.calib.data(l, x), r.spec, r.ops, r.config.base, undefined, undefined, blocks.clips(l));
   const { q } = obj.fullEval(blocks.transformed(l), 'all', codes);
