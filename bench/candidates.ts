@@ -49,10 +49,12 @@ async function run(): Promise<void> {
   const kinds = attnKindsOn(cfg, new Set(ALL_INVARIANCES));
   const attn = Array.from({ length: REPS }, () => drawAttnMove(cfg, rng, kinds, DEFAULT_TUNING));
   const ffn = Array.from({ length: REPS }, () => drawFfnMove(cfg, rng, new Set(ALL_INVARIANCES), DEFAULT_TUNING, spec.group));
-  for (const refine of base === 'gptq' ? [0, GPTQ_REFINE_SWEEPS] : [0]) {
-    const s = refine > 0 ? { ...spec, gptqRefine: refine } : spec;
+  // GPTQ: as published, with refined codes, with refined codes and scales
+  const variants: [number, boolean][] = base === 'gptq' ? [[0, false], [GPTQ_REFINE_SWEEPS, false], [GPTQ_REFINE_SWEEPS, true]] : [[0, false]];
+  for (const [refine, refit] of variants) {
+    const s: SearchSpec = { ...spec, ...(refine > 0 ? { gptqRefine: refine } : {}), ...(refit ? { gptqRefitScales: true } : {}) };
     measure(new BlockObjective(cfg, { x, y: x.slice(), seqStarts }, s, ops, base), cur, attn, ffn, (kind: string, ms: number) =>
-      emit({ bench: 'candidates', shape: shapeName, rows, base, refine, kind, ms: +ms.toFixed(1), gflopPerS: +(flops / ms / 1e6).toFixed(1), planGflopPerS: CANDIDATE_FLOPS_PER_SECOND / 1e9 }));
+      emit({ bench: 'candidates', shape: shapeName, rows, base, refine, refit, kind, ms: +ms.toFixed(1), gflopPerS: +(flops / ms / 1e6).toFixed(1), planGflopPerS: CANDIDATE_FLOPS_PER_SECOND / 1e9 }));
   }
 }
 

@@ -49,8 +49,13 @@ export interface Ops {
    */
   choleskyLower?(A: Float64Array, n: number): boolean;
   choleskyInverse?(L: Float64Array, n: number): Float64Array;
-  /** Optional: core/quant/gptq.ts's lazyUpdate (GPTQ's lazy batch update of W), bit for bit. */
-  gptqLazyUpdate?(W: Float64Array, Err1: Float64Array, Hinv: Float64Array, rows: number, cols: number, blocksize: number, i1: number, count: number, i2: number): void;
+  /**
+   * Optional: core/quant/gptq.ts's lazyUpdate (GPTQ's lazy batch update of W), bit for bit.
+   * With `dense`, zero errors may be multiplied in like any other: every value is the same
+   * except that a zero of W may change sign (for products where signed zeros do not matter,
+   * so rows with some zero errors need no slower path).
+   */
+  gptqLazyUpdate?(W: Float64Array, Err1: Float64Array, Hinv: Float64Array, rows: number, cols: number, blocksize: number, i1: number, count: number, i2: number, dense?: boolean): void;
   /**
    * Optional: pins weights in the backend. Until the handle is released, a matmulT whose w
    * is one of these arrays (the same object) uses a copy made on its first use — copied,

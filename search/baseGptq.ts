@@ -16,8 +16,9 @@
  * report's base rows use, so the search starts from the report's base model bit for bit.
  *
  * With spec.gptqRefine every GPTQ on the int grid, a move's re-quantized rows included, is
- * followed by that many sweeps of code refinement (core/quant/refine.ts, rows independent
- * as GPTQ's), so incremental scoring stays the full evaluation bit for bit.
+ * followed by that many sweeps of code (and with spec.gptqRefitScales, scale) refinement
+ * (core/quant/refine.ts, rows independent as GPTQ's), so incremental scoring stays the full
+ * evaluation bit for bit.
  *
  * On a ggml format (spec.format) every GPTQ is the format's (core/quant/gptqFormat.ts,
  * with the clip search when spec.clip), and the codes kept for export are the packed rows.
@@ -27,7 +28,7 @@ import type { Block, F32, LinearName } from '../core/model/types';
 import { gptqFactor, gptqQuantizeRows, type GptqFactor, type GptqResult } from '../core/quant/gptq';
 import { gptqFormatRows, type FormatGptqResult } from '../core/quant/gptqFormat';
 import { hessian, hessianRows, hessianT, transpose } from '../core/quant/hessian';
-import { commitUnits, QKV_LINEARS, setRows, specFormat, type BaseQuantizer, type CodeSink, type QkvName, type SearchSpec } from './blockQuant';
+import { commitUnits, QKV_LINEARS, refineOptions, setRows, specFormat, type BaseQuantizer, type CodeSink, type QkvName, type SearchSpec } from './blockQuant';
 import type { BlockSetting, BlockState, Caches, F64, GptqFfnCaches } from './blockState';
 import { addFfnOutput, unitActs } from './ffnSide';
 import { temp32, tempCopy } from './temps';
@@ -47,7 +48,7 @@ export class GptqBase implements BaseQuantizer {
   private gptqRows(w: F32, cols: number, factor: GptqFactor, rowSet?: ArrayLike<number>): GptqResult | FormatGptqResult {
     const { spec, ops } = this.s;
     const fmt = specFormat(spec);
-    return fmt ? gptqFormatRows(w, cols, factor, fmt, { clip: spec.clip === true, ops }, rowSet) : gptqQuantizeRows(w, cols, factor, spec, { ops, refineSweeps: (spec as SearchSpec).gptqRefine }, rowSet);
+    return fmt ? gptqFormatRows(w, cols, factor, fmt, { clip: spec.clip === true, ops }, rowSet) : gptqQuantizeRows(w, cols, factor, spec, refineOptions(spec as SearchSpec, ops), rowSet);
   }
 
   /** GPTQ's factor of the input Hessian H [cols, cols] (in act order when the spec says so). */

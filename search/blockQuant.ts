@@ -10,7 +10,8 @@
  */
 import type { Block, F32, LinearName, ModelConfig } from '../core/model/types';
 import { formatByName, type QuantFormat } from '../core/quant/formats';
-import type { GptqFactor } from '../core/quant/gptq';
+import type { GptqFactor, GptqOptions } from '../core/quant/gptq';
+import type { Ops } from '../core/ops';
 import type { FormatGptqResult } from '../core/quant/gptqFormat';
 import type { Quantized, QuantSpec } from '../core/quant/rtn';
 import type { BlockState, Caches, F64, GptqFfnCaches } from './blockState';
@@ -25,8 +26,15 @@ export interface SearchSpec extends QuantSpec {
   format?: string;
   /** GPTQ base on the int grid: refinement sweeps after each GPTQ (core/quant/refine.ts); absent, none. */
   gptqRefine?: number;
+  /** With gptqRefine: the refinement also refits the groups' scales; absent, codes only. */
+  gptqRefitScales?: boolean;
   /** GPTQ base on the int grid: columns in act order (core/quant/gptq.ts); absent, in column order. */
   gptqActOrder?: boolean;
+}
+
+/** GPTQ's refinement options (core/quant/gptq.ts) as a search's spec sets them. */
+export function refineOptions(spec: SearchSpec, ops?: Ops): Pick<GptqOptions, 'ops' | 'refineSweeps' | 'refitScales'> {
+  return { ops, refineSweeps: spec.gptqRefine, refitScales: spec.gptqRefitScales };
 }
 
 /** The ggml format of a search's spec, or null for the int grid. */

@@ -83,6 +83,11 @@ export interface SearchTuning {
    */
   gptqRefine: number;
   /**
+   * GPTQ base on the int grid, with gptqRefine: each refinement sweep also moves every
+   * group's scale to its best value for the layer error given the codes (core/quant/refine.ts).
+   */
+  gptqRefitScales: boolean;
+  /**
    * GPTQ base on the int grid: GPTQ takes the columns in decreasing order of their Hessian
    * diagonal (gptq.py act_order with static groups), in the search and in the table's base rows.
    */
@@ -139,6 +144,7 @@ export const DEFAULT_TUNING: SearchTuning = {
   scaleInit: true,
   f16Scales: true,
   gptqRefine: 0,
+  gptqRefitScales: false,
   gptqActOrder: false,
   accept: 'greedy',
   temperature: 0.01,
@@ -213,13 +219,17 @@ const COOL_CALIB: Record<RunConfig['base'], readonly number[]> = { rtn: [3, 4], 
 /** GPTQ refinement sweeps recommendedTuning gives the GPTQ base on the int grid. */
 export const GPTQ_REFINE_SWEEPS = 2;
 
+/** Where scale refitting measured better on the GPTQ base (int grid), over seeds 1–3: 2 and 3 bits. */
+const REFIT_SCALES_BITS: readonly number[] = [2, 3];
+
 /**
  * A new job's tuning: `over` with the settings the measurements recommend for its config
  * where they differ from DEFAULT_TUNING and `over` does not set them. The calibration set
  * sampled at COOL_CALIB_TEMPERATURE where COOL_CALIB says (README "Results": RTN W4 closes
  * 30.7% against 21.3%, W3 43.6% against 42.9%, GPTQ W2 59.5% against 58.8%; RTN W2 and
  * GPTQ W3, W4 did worse), GPTQ's codes refined (gptqRefine, README "Results") on the
- * GPTQ base on the int grid, and the norm gains tuned at the end (normTune, README
+ * GPTQ base on the int grid, with their scales refitted at 2 and 3 bits (gptqRefitScales,
+ * README "Results": W4 did worse), and the norm gains tuned at the end (normTune, README
  * "Results"). The job entry points (`invarx run`, a daemon's submit) record
  * them in the job, and a job recorded without them (by an older version) still resumes at
  * the defaults it started with.
@@ -229,6 +239,8 @@ export function recommendedTuning(config: Pick<RunConfig, 'base' | 'bits' | 'for
   let t = over;
   if (t?.calibTemperature === undefined && intGrid && COOL_CALIB[config.base].includes(config.bits)) t = { ...t, calibTemperature: COOL_CALIB_TEMPERATURE };
   if (t?.gptqRefine === undefined && intGrid && config.base === 'gptq') t = { ...t, gptqRefine: GPTQ_REFINE_SWEEPS };
+  const refined = (t?.gptqRefine ?? 0) > 0;
+  if (t?.gptqRefitScales === undefined && refined && REFIT_SCALES_BITS.includes(config.bits)) t = { ...t, gptqRefitScales: true };
   return t?.normTune === undefined ? { ...t, normTune: true } : t;
 }
 
@@ -279,6 +291,10 @@ export function searchSpec(c: RunConfig, tuning: SearchTuning): SearchSpec {
   if (fmt) spec.format = fmt.name;
   else if (c.base === 'gptq') {
     if (tuning.gptqRefine > 0) spec.gptqRefine = tuning.gptqRefine;
+    if (tuning.gptqRefitScales) {
+      if (!(tuning.gptqRefine > 0)) fail('bad-config', 'tuning gptqRefitScales refits the scales in the refinement sweeps: it needs gptqRefine > 0');
+      spec.gptqRefitScales = true;
+    }
     if (tuning.gptqActOrder) spec.gptqActOrder = true;
   }
   return spec;
@@ -308,7 +324,7 @@ export function validateRunConfig(c: RunConfig): RunConfig {
 }
 
 /** Later settings at the values that run as before they existed. */
-const AS_BEFORE = { calibTemperature: 1, mix: 'fixed', gptqRefine: 0, gptqActOrder: false, gate: false, normTune: false } as const;
+const AS_BEFORE = { calibTemperature: 1, mix: 'fixed', gptqRefine: 0, gptqRefitScales: false, gptqActOrder: false, gate: false, normTune: false } as const;
 /** The clip search's settings, left out of the hash together when it is off. */
 const CLIP_KEYS = ['clipShare', 'clipRowShare', 'clipInit'];
 

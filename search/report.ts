@@ -15,7 +15,7 @@ import { blockLinears, type F32, type LinearName, type Model } from '../core/mod
 import type { Ops } from '../core/ops';
 import type { QuantFormat } from '../core/quant/formats';
 import { quantizedView } from '../core/quant/view';
-import { specFormat, type CodeSink, type SearchSpec } from './blockQuant';
+import { refineOptions, specFormat, type CodeSink, type SearchSpec } from './blockQuant';
 import type { SearchBlocks } from './blocks';
 import type { Boundary } from './boundary';
 import type { CalibrationRows } from './calibration';
@@ -46,7 +46,7 @@ export interface RunResult {
 function referenceModel(r: RunResult, method: 'rtn' | 'gptq', clip: boolean): Model {
   const c = r.config;
   const fmt = specFormat(r.spec) ?? undefined;
-  const gptq = method === 'gptq' ? { refineSweeps: r.spec.gptqRefine, actOrder: r.spec.gptqActOrder } : {};
+  const gptq = method === 'gptq' ? { ...refineOptions(r.spec, r.ops), actOrder: r.spec.gptqActOrder } : {};
   return quantizedView(r.blocks.fpModel(), { bits: c.bits, group: c.group, method, clip, f16Scales: r.spec.f16Scales, calib: r.tokens.calib, ops: r.ops, format: fmt, ...gptq });
 }
 
@@ -89,10 +89,10 @@ export function finalReport(r: RunResult, rows: readonly ReportRow[] = ['rtn', '
   };
 }
 
-/** The base quantizer's name in the table: GPTQ in act order is GPTQ-ao, with refined codes +cd. */
+/** The base quantizer's name in the table: GPTQ in act order is GPTQ-ao, with refined codes +cd, codes and scales +cds. */
 function baseName(base: RunConfig['base'], spec: SearchSpec): string {
   if (base !== 'gptq') return base.toUpperCase();
-  return `GPTQ${spec.gptqActOrder ? '-ao' : ''}${spec.gptqRefine ? '+cd' : ''}`;
+  return `GPTQ${spec.gptqActOrder ? '-ao' : ''}${spec.gptqRefine ? (spec.gptqRefitScales ? '+cds' : '+cd') : ''}`;
 }
 
 /** The export of the run: accepted moves and config, transformed FP model, searched model and its codes (or, on a ggml format, its GGUF). */

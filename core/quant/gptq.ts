@@ -92,6 +92,11 @@ export interface GptqOptions {
    * 0 (the default) is GPTQ as published. Not applied on ggml formats (./gptqFormat.ts).
    */
   refineSweeps?: number;
+  /**
+   * With refineSweeps: each sweep also moves every group's scale to its best value for the
+   * layer error given the codes (./refine.ts), stored as the spec says (fp16 or float32).
+   */
+  refitScales?: boolean;
 }
 
 export interface GptqResult {
@@ -253,7 +258,8 @@ export function gptqQuantizeRows(
   const { deq, loss } = gptqColumns(w, cols, factor, grid, opts, rowSet);
   const qz = { rows, cols, bits, group, q, scale, zero };
   const sweeps = opts.refineSweeps ?? 0; // checked with the other options before the column loop
-  if (sweeps > 0) refineCodes(w, qz, deq, factor, sweeps, opts.ops?.gptqLazyUpdate ?? lazyUpdate, rowSet);
+  const scales = opts.refitScales ? { f16: spec.f16Scales === true } : undefined;
+  if (sweeps > 0) refineCodes(w, qz, deq, factor, sweeps, opts.ops?.gptqLazyUpdate ?? lazyUpdate, rowSet, scales);
   return { qz, deq, loss };
 }
 

@@ -116,7 +116,7 @@ export function quantCode(x: number, scale: number, zero: number, maxq: number):
 }
 
 /** Largest finite fp16 value: an fp16 scale is clamped to it rather than become Inf. */
-const F16_MAX = 65504;
+export const F16_MAX = 65504;
 
 /**
  * Grid of the range [lo, hi] (lo ≤ 0 ≤ hi) into out[0] = scale (float32, or fp16 with

@@ -43,7 +43,7 @@ const MAX_MATRIX_BYTES = 1.5 * 2 ** 30;
 export interface WasmGptq {
   choleskyLower(A: Float64Array, n: number): boolean;
   choleskyInverse(L: Float64Array, n: number): Float64Array;
-  gptqLazyUpdate(W: Float64Array, Err1: Float64Array, Hinv: Float64Array, rows: number, cols: number, blocksize: number, i1: number, count: number, i2: number): void;
+  gptqLazyUpdate(W: Float64Array, Err1: Float64Array, Hinv: Float64Array, rows: number, cols: number, blocksize: number, i1: number, count: number, i2: number, dense?: boolean): void;
 }
 
 export function wasmGptq(k: KernelExports, arena: Arena, helpers: HelperThreads | null, activeThreads: () => number): WasmGptq {
@@ -166,7 +166,7 @@ export function wasmGptq(k: KernelExports, arena: Arena, helpers: HelperThreads 
   }
 
   function gptqLazyUpdate(
-    W: Float64Array, Err1: Float64Array, Hinv: Float64Array, rows: number, cols: number, blocksize: number, i1: number, count: number, i2: number,
+    W: Float64Array, Err1: Float64Array, Hinv: Float64Array, rows: number, cols: number, blocksize: number, i1: number, count: number, i2: number, dense = false,
   ): void {
     const width = cols - i2;
     if (rows * width * count < MIN_UPDATE_MACS) {
@@ -175,9 +175,11 @@ export function wasmGptq(k: KernelExports, arena: Arena, helpers: HelperThreads 
     }
     const clean: number[] = [];
     for (let r = 0; r < rows; r++) {
-      let zero = false;
-      for (let c = 0; c < count && !zero; c++) zero = Err1[r * blocksize + c] === 0;
-      if (zero) lazyUpdateRow(W, Err1, Hinv, r, cols, blocksize, i1, count, i2);
+      let zeros = 0;
+      for (let c = 0; c < count; c++) if (Err1[r * blocksize + c] === 0) zeros++;
+      if (zeros === count) continue; // (nothing to subtract)
+      // a zero error must leave a −0 weight −0, which the tiles would not: that row goes alone, unless dense
+      if (zeros > 0 && !dense) lazyUpdateRow(W, Err1, Hinv, r, cols, blocksize, i1, count, i2);
       else clean.push(r);
     }
     if (clean.length === 0) return;

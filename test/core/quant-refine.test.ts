@@ -3,6 +3,7 @@ import fc from 'fast-check';
 import { InvarxError } from '../../core/errors';
 import { Rng } from '../../core/rng';
 import { gptqFactor, gptqQuantize, gptqQuantizeRows } from '../../core/quant/gptq';
+import { f16BitsToF32, f16Round, f32ToF16Bits } from '../../core/model/safetensors';
 import { dequantize, numGroups, type QuantSpec } from '../../core/quant/rtn';
 import { getBackend } from '../../kernels';
 import { hessianOf, layerCase, outputError } from './layerCase';
@@ -157,5 +158,132 @@ describe('GPTQ code refinement (coordinate descent)', () => {
     expect(gptqQuantize(w, 4, 20, H, spec, { refineSweeps: 0 }).qz.q).toEqual(gptqQuantize(w, 4, 20, H, spec).qz.q);
     expect(gptqQuantize(w, 4, 20, H, spec, { refineSweeps: 2 }).qz.q).not.toEqual(gptqQuantize(w, 4, 20, H, spec).qz.q);
     for (const bad of [-1, 1.5, NaN]) expect(() => gptqQuantize(w, 4, 20, H, spec, { refineSweeps: bad })).toThrow(InvarxError);
+  });
+});
+
+/** The float32 value `step` (±1) units in the last place from the positive float32 x. */
+function nextF32(x: number, step: number): number {
+  const f = new Float32Array([x]);
+  new Uint32Array(f.buffer)[0] += step;
+  return f[0];
+}
+
+describe('GPTQ scale refitting (with the code refinement)', () => {
+  const arbRefit = fc.record({ c: arb, f16: fc.boolean() });
+
+  // One sweep refits the scales after the codes' sweep, which is then the same: the refit
+  // can only lower the error from there. (Over more sweeps the two take different paths.)
+  it('never raises a row’s layer error; keeps zeros and the storage type of its scales; dequantizes to its weights', () => {
+    fc.assert(
+      fc.property(arbRefit, ({ c, f16 }) => {
+        const { w, H } = layer(c);
+        const spec: QuantSpec = { bits: c.bits, group: c.group, clip: c.clip, f16Scales: f16 };
+        const plain = gptqQuantize(w, c.rows, c.cols, H, spec);
+        const codes = gptqQuantize(w, c.rows, c.cols, H, spec, { refineSweeps: 1 });
+        const refit = gptqQuantize(w, c.rows, c.cols, H, spec, { refineSweeps: 1, refitScales: true });
+        const more = gptqQuantize(w, c.rows, c.cols, H, spec, { refineSweeps: 3, refitScales: true });
+        const Hd = damped(H, c.cols);
+        // (float32 scales round the weights they give, which the refit may pay)
+        const tol = f16 ? 1e-12 : 1e-6;
+        for (let r = 0; r < c.rows; r++) {
+          const before = rowError(w, codes.deq, Hd, c.cols, r);
+          const after = rowError(w, refit.deq, Hd, c.cols, r);
+          expect(after).toBeLessThanOrEqual(before + tol * Math.max(1, before));
+          expect(rowError(w, more.deq, Hd, c.cols, r)).toBeLessThanOrEqual(after + tol * Math.max(1, after));
+          expect(after).toBeLessThanOrEqual(rowError(w, plain.deq, Hd, c.cols, r) + tol * Math.max(1, before));
+        }
+        expect(refit.qz.q).toEqual(codes.qz.q);
+        expect(refit.qz.zero).toEqual(plain.qz.zero);
+        expect(more.qz.zero).toEqual(plain.qz.zero);
+        for (const s of more.qz.scale) {
+          expect(s).toBeGreaterThan(0);
+          expect(s).toBe(f16 ? f16Round(s) : Math.fround(s));
+        }
+        expect(refit.deq).toEqual(dequantize(refit.qz));
+        expect(more.deq).toEqual(dequantize(more.qz));
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  // Checked against the error computed from scratch: a scale step the refit missed, or a
+  // gradient it kept wrong after moving a scale, leaves a neighbour that does better.
+  it('ends where neither a code nor a step of a scale to the next stored value lowers the error computed from scratch', () => {
+    fc.assert(
+      fc.property(arbRefit, ({ c, f16 }) => {
+        const { w, H } = layer(c);
+        const spec: QuantSpec = { bits: c.bits, group: c.group, clip: c.clip, f16Scales: f16 };
+        const { qz, deq } = gptqQuantize(w, c.rows, c.cols, H, spec, { refineSweeps: 200, refitScales: true });
+        const Hd = damped(H, c.cols);
+        const maxq = 2 ** c.bits - 1;
+        const nG = numGroups(c.cols, c.group);
+        for (let r = 0; r < c.rows; r++) {
+          const base = rowError(w, deq, Hd, c.cols, r);
+          const notBelow = (trial: Float32Array, tol = 1e-9) => expect(rowError(w, trial, Hd, c.cols, r)).toBeGreaterThanOrEqual(base - tol * Math.max(1, base));
+          for (let g = 0; g < nG; g++) {
+            const gi = r * nG + g;
+            const end = Math.min(c.cols, (g + 1) * c.group);
+            for (const step of [-1, 1]) {
+              const s = f16 ? f16BitsToF32(f32ToF16Bits(qz.scale[gi]) + step) : nextF32(qz.scale[gi], step);
+              if (!(s > 0 && Number.isFinite(s))) continue;
+              const trial = deq.slice();
+              for (let j = g * c.group; j < end; j++) if (H[j * c.cols + j] !== 0) trial[r * c.cols + j] = Math.fround((qz.q[r * c.cols + j] - qz.zero[gi]) * s);
+              // (a float32 step moves the weights by about their own rounding, which the parabola does not see)
+              notBelow(trial, f16 ? 1e-9 : 1e-6);
+            }
+            for (let j = g * c.group; j < end; j++) {
+              if (H[j * c.cols + j] === 0) continue;
+              for (let code = 0; code <= maxq; code++) {
+                const trial = deq.slice();
+                trial[r * c.cols + j] = Math.fround((code - qz.zero[gi]) * qz.scale[gi]);
+                notBelow(trial);
+              }
+            }
+          }
+        }
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  it('lowers the output error on its calibration inputs below the codes’ refinement alone on a correlated layer', () => {
+    const rows = 32, cols = 64, n = 512;
+    const { x, w } = layerCase(11, rows, cols, n, 0, 'mild');
+    const H = hessianOf(x, n, cols);
+    for (const bits of [2, 3, 4]) {
+      const spec = { bits, group: 16, f16Scales: true };
+      const codes = outputError(x, n, cols, w, gptqQuantize(w, rows, cols, H, spec, { refineSweeps: 4 }).deq, rows);
+      const refit = outputError(x, n, cols, w, gptqQuantize(w, rows, cols, H, spec, { refineSweeps: 4, refitScales: true }).deq, rows);
+      expect(refit, `W${bits}`).toBeLessThan(0.99 * codes);
+    }
+  });
+
+  it('refits any subset of rows from a shared factor exactly as the whole matrix, and the same bits on the wasm backend', () => {
+    const ops = getBackend('wasm');
+    fc.assert(
+      fc.property(arb, fc.integer({ min: 1, max: 2 ** 31 - 1 }), (c, pick) => {
+        const { w, H } = layer(c);
+        const spec: QuantSpec = { bits: c.bits, group: c.group, clip: c.clip, f16Scales: true };
+        const factor = gptqFactor(H, c.cols);
+        const opts = { refineSweeps: 3, refitScales: true };
+        const whole = gptqQuantizeRows(w, c.cols, factor, spec, opts);
+        expect(gptqQuantizeRows(w, c.cols, gptqFactor(H, c.cols, { ops }), spec, { ...opts, ops }).deq).toEqual(whole.deq);
+        const rng = Rng.fromSeed(pick);
+        const subset = rng.sample(c.rows, 1 + rng.int(c.rows));
+        const part = gptqQuantizeRows(w, c.cols, factor, spec, opts, subset);
+        const nG = numGroups(c.cols, c.group);
+        subset.forEach((r, i) => {
+          expect(part.qz.scale.subarray(i * nG, (i + 1) * nG)).toEqual(whole.qz.scale.subarray(r * nG, (r + 1) * nG));
+          expect(part.deq.subarray(i * c.cols, (i + 1) * c.cols)).toEqual(whole.deq.subarray(r * c.cols, (r + 1) * c.cols));
+        });
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  it('without code refinement changes nothing', () => {
+    const { w, H } = layer({ seed: 9, rows: 4, cols: 20, nPerCol: 2, deadFrac: 0 });
+    const spec = { bits: 3, group: 8, f16Scales: true };
+    expect(gptqQuantize(w, 4, 20, H, spec, { refitScales: true }).deq).toEqual(gptqQuantize(w, 4, 20, H, spec).deq);
   });
 });

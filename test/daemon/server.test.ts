@@ -265,7 +265,7 @@ describe('daemon process', () => {
     expect((await call(home, 'cancel', { job: longJob }) as JobView).state).toBe('cancelled');
   });
 
-  it('records in a new job the tuning recommended for its config unless the submit sets it (RTN at 3 or 4 bits, GPTQ at 2: calibration temperature 0.7; GPTQ: refined codes; all: norm-gain tuning)', async () => {
+  it('records in a new job the tuning recommended for its config unless the submit sets it (RTN at 3 or 4 bits, GPTQ at 2: calibration temperature 0.7; GPTQ: refined codes, at 2 and 3 bits refitted scales; all: norm-gain tuning)', async () => {
     const recorded = async (config: Partial<RunConfig>, tuning: Record<string, unknown> | null = TUNING) => {
       const { id } = (await call(home, 'submit', { config, ...(tuning ? { tuning } : {}) })) as JobView;
       await call(home, 'cancel', { job: id });
@@ -277,9 +277,10 @@ describe('daemon process', () => {
     expect(await recorded(jobConfig({ bits: 3 }), { ...TUNING, calibTemperature: 1 })).toEqual({ ...TUNING, calibTemperature: 1, ...norms });
     expect(await recorded(jobConfig({ bits: 2 }))).toEqual({ ...TUNING, ...norms });
     expect(await recorded(jobConfig({ bits: 2 }), { ...TUNING, normTune: false })).toEqual({ ...TUNING, normTune: false });
-    expect(await recorded(jobConfig({ bits: 3, base: 'gptq' }))).toEqual({ ...TUNING, gptqRefine: GPTQ_REFINE_SWEEPS, ...norms });
+    expect(await recorded(jobConfig({ bits: 3, base: 'gptq' }))).toEqual({ ...TUNING, gptqRefine: GPTQ_REFINE_SWEEPS, gptqRefitScales: true, ...norms });
+    expect(await recorded(jobConfig({ bits: 4, base: 'gptq' }))).toEqual({ ...TUNING, gptqRefine: GPTQ_REFINE_SWEEPS, ...norms });
     expect(await recorded(jobConfig({ bits: 3, base: 'gptq' }), { ...TUNING, gptqRefine: 0 })).toEqual({ ...TUNING, gptqRefine: 0, ...norms });
-    expect(await recorded(jobConfig({ bits: 2, base: 'gptq' }))).toEqual({ ...TUNING, calibTemperature: COOL_CALIB_TEMPERATURE, gptqRefine: GPTQ_REFINE_SWEEPS, ...norms });
+    expect(await recorded(jobConfig({ bits: 2, base: 'gptq' }))).toEqual({ ...TUNING, calibTemperature: COOL_CALIB_TEMPERATURE, gptqRefine: GPTQ_REFINE_SWEEPS, gptqRefitScales: true, ...norms });
   });
 
   it('runs the client commands: submit, list, status, watch, pause, resume, cancel, export, report', async () => {

@@ -6,7 +6,8 @@
  *  - quantDequant: bit-identical to core's fakeQuantRtnRect;
  *  - sqErr: bit-identical to sqErrRef and within 1e-12 of a plain float64 sum;
  *  - hessianEntries (where a backend has it): bit-identical to core's hessianEntriesRef;
- *  - choleskyLower, choleskyInverse, gptqLazyUpdate (where a backend has them): bit-identical to core's;
+ *  - choleskyLower, choleskyInverse, gptqLazyUpdate (where a backend has them): bit-identical to core's
+ *    (gptqLazyUpdate's dense mode: up to the sign of zeros);
  *  - softmaxCausal, siluMul (where a backend has them): within float32 round-off of
  *    float64, row or element separable;
  *  - matmulT's row-separability contract (core/ops.ts).
@@ -414,9 +415,13 @@ for (const s of subjects) {
           Err1.fill(0, 0, count);
           for (let j = i1 + count; j < cols; j += 2) W[j] = -0;
           const want = W.slice();
+          const dense = W.slice();
           lazyUpdate(want, Err1, Hinv, rows, cols, blocksize, i1, count, i1 + count);
           ops.gptqLazyUpdate!(W, Err1, Hinv, rows, cols, blocksize, i1, count, i1 + count);
           expect(firstMismatch(W, want)).toBe(-1);
+          // dense: zero errors multiplied in, so only the sign of a zero may differ (=== does not see it)
+          ops.gptqLazyUpdate!(dense, Err1, Hinv, rows, cols, blocksize, i1, count, i1 + count, true);
+          expect(dense.findIndex((v, i) => v !== want[i])).toBe(-1);
         }),
         { numRuns: 16 },
       );

@@ -23,6 +23,7 @@ describe('configHash', () => {
     expect(configHash(config, { ...DEFAULT_TUNING, gptqRefine: 4 })).not.toBe(h);
     expect(configHash(config, { ...DEFAULT_TUNING, gate: true })).not.toBe(h);
     expect(configHash(config, { ...DEFAULT_TUNING, gptqActOrder: true })).not.toBe(h);
+    expect(configHash(config, { ...DEFAULT_TUNING, gptqRefine: 2, gptqRefitScales: true })).not.toBe(configHash(config, { ...DEFAULT_TUNING, gptqRefine: 2 }));
     expect(configHash(config, { ...DEFAULT_TUNING, normTune: true })).not.toBe(h);
     expect(configHash(config, { ...clipOn, mix: 'adaptive' })).not.toBe(configHash(config, clipOn));
     expect(configHash({ ...config, seed: 2 })).not.toBe(h);
@@ -31,14 +32,18 @@ describe('configHash', () => {
 });
 
 describe('recommendedTuning (what a new job records)', () => {
-  it('cools the calibration set for RTN at 3 and 4 bits and GPTQ at 2, refines GPTQ, on the int grid only, tunes the norm gains, and keeps what the job sets', () => {
+  it('cools the calibration set for RTN at 3 and 4 bits and GPTQ at 2, refines GPTQ (its scales too at 2 and 3 bits), on the int grid only, tunes the norm gains, and keeps what the job sets', () => {
     const norms = { normTune: true };
     const cool = { calibTemperature: COOL_CALIB_TEMPERATURE, ...norms };
     const refine = { gptqRefine: GPTQ_REFINE_SWEEPS, ...norms };
+    const refit = { ...refine, gptqRefitScales: true };
     expect(recommendedTuning({ base: 'rtn', bits: 4 })).toEqual(cool);
-    expect(recommendedTuning({ base: 'gptq', bits: 2 })).toEqual({ ...cool, ...refine });
-    expect(recommendedTuning({ base: 'gptq', bits: 3, format: 'int' })).toEqual(refine);
+    expect(recommendedTuning({ base: 'gptq', bits: 2 })).toEqual({ ...cool, ...refit });
+    expect(recommendedTuning({ base: 'gptq', bits: 3, format: 'int' })).toEqual(refit);
+    expect(recommendedTuning({ base: 'gptq', bits: 4 })).toEqual(refine);
+    expect(recommendedTuning({ base: 'gptq', bits: 3 }, { gptqRefitScales: false })).toEqual({ ...refine, gptqRefitScales: false });
     expect(recommendedTuning({ base: 'gptq', bits: 4 }, { gptqRefine: 0 })).toEqual({ gptqRefine: 0, ...norms });
+    expect(recommendedTuning({ base: 'gptq', bits: 3 }, { gptqRefine: 0 })).toEqual({ gptqRefine: 0, ...norms });
     expect(recommendedTuning({ base: 'rtn', bits: 3, format: 'int' }, { seqTokens: 64 })).toEqual({ seqTokens: 64, ...cool });
     expect(recommendedTuning({ base: 'rtn', bits: 3 }, { calibTemperature: 1 })).toEqual({ calibTemperature: 1, ...norms });
     expect(recommendedTuning({ base: 'rtn', bits: 3 }, { normTune: false })).toEqual({ normTune: false, calibTemperature: COOL_CALIB_TEMPERATURE });
@@ -52,6 +57,7 @@ describe('recommendedTuning (what a new job records)', () => {
   it('leaves the default itself at 1, so a job recorded without the setting (by an older version) keeps its identity and its run', () => {
     expect(DEFAULT_TUNING.calibTemperature).toBe(1);
     expect(DEFAULT_TUNING.gptqRefine).toBe(0);
+    expect(DEFAULT_TUNING.gptqRefitScales).toBe(false);
     expect(DEFAULT_TUNING.normTune).toBe(false);
     expect(configHash(config, { ...DEFAULT_TUNING, ...recommendedTuning(config) })).not.toBe(configHash(config));
   });

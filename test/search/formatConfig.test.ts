@@ -53,6 +53,14 @@ describe('--format', () => {
     expect(searchSpec(int, DEFAULT_TUNING)).toEqual({ bits: 4, group: 32, clip: true, f16Scales: true });
   });
 
+  it('takes GPTQ\'s refinement on the int grid only; refitted scales without refinement are one clear error', () => {
+    const gptq = runConfigFromOptions({ ...base, base: 'gptq', bits: '3', group: '32' });
+    const refit = { ...DEFAULT_TUNING, gptqRefine: 2, gptqRefitScales: true };
+    expect(searchSpec(gptq, refit)).toEqual({ bits: 3, group: 32, clip: true, f16Scales: true, gptqRefine: 2, gptqRefitScales: true });
+    expect(searchSpec(runConfigFromOptions({ ...base, base: 'gptq', format: 'q3_k' }), refit)).toEqual({ bits: 3, group: 256, clip: true, f16Scales: true, format: 'q3_k' });
+    expect(error(() => searchSpec(gptq, { ...refit, gptqRefine: 0 }))).toMatch(/gptqRefitScales .*needs gptqRefine > 0/);
+  });
+
   it('is a key of submit\'s payload (a short string)', () => {
     const { config } = parseSubmitArgs({ config: { model: '/m.bin', bits: 4, group: 32, format: 'q4_0', embed: 'f16' } });
     expect(config).toMatchObject({ format: 'q4_0', embed: 'f16' });

@@ -29,7 +29,7 @@ function expectSameLinears(a: Model, b: Model): void {
 // the calibration sequences); the search quantizes the same blocks with its own base
 // quantizer (search/baseGptq.ts). Both take their Hessians from core/quant/hessian.ts, so
 // before any move the search's model is the report's base, bit for bit (on the int grid
-// both refine GPTQ's codes, tuning gptqRefine).
+// both refine GPTQ's codes, tuning gptqRefine, and its scales, gptqRefitScales).
 describe("the search's GPTQ start", () => {
   it.each([['js', jsOps], ['wasm', getBackend('wasm')]] as [string, Ops][])(
     "is the report's base GPTQ model bit for bit (%s, no clip search)",
@@ -41,20 +41,22 @@ describe("the search's GPTQ start", () => {
     },
   );
 
-  it.each([false, true])('with clip search and refined codes (act order %s) is core GPTQ with the same (the report\'s base-with-clip row) bit for bit', async (actOrder) => {
+  it.each([[false, false], [true, false], [false, true]])('with clip search and refined codes (act order %s, scales refitted %s) is core GPTQ with the same (the report\'s base-with-clip row) bit for bit', async (actOrder, refit) => {
     const ops = getBackend('wasm');
-    const t = resolveTuning({ ...tuning, clip: true, gptqRefine: GPTQ_REFINE_SWEEPS, gptqActOrder: actOrder });
+    const t = resolveTuning({ ...tuning, clip: true, gptqRefine: GPTQ_REFINE_SWEEPS, gptqActOrder: actOrder, gptqRefitScales: refit });
     const job = await createSearchJob(config(), { tuning: t, ops });
     const r = await job.report();
     const model = loadModel(MODEL_PATH);
     const calib = resolveTokenSets(model, config(), t, tuningSets(t), ops).calib;
-    const core = quantizeModel(model, { bits: 3, group: 32, method: 'gptq', clip: true, f16Scales: t.f16Scales, calib, ops, refineSweeps: t.gptqRefine, actOrder });
-    expectSameLinears(r.models!.searched, core);
-    // each setting changes the model: without refinement, or in the other column order
-    const unrefined = quantizeModel(model, { bits: 3, group: 32, method: 'gptq', clip: true, f16Scales: t.f16Scales, calib, ops, actOrder });
+    const opts = { bits: 3, group: 32, method: 'gptq', clip: true, f16Scales: t.f16Scales, calib, ops, refineSweeps: t.gptqRefine, actOrder, refitScales: refit } as const;
+    expectSameLinears(r.models!.searched, quantizeModel(model, opts));
+    // each setting changes the model: without refinement, in the other column order, with the scales refitted or not
+    const unrefined = quantizeModel(model, { ...opts, refineSweeps: 0 });
     expect(r.models!.searched.blocks[0].w2).not.toEqual(unrefined.blocks[0].w2);
-    const otherOrder = quantizeModel(model, { bits: 3, group: 32, method: 'gptq', clip: true, f16Scales: t.f16Scales, calib, ops, refineSweeps: t.gptqRefine, actOrder: !actOrder });
+    const otherOrder = quantizeModel(model, { ...opts, actOrder: !actOrder });
     expect(r.models!.searched.blocks[0].w2).not.toEqual(otherOrder.blocks[0].w2);
+    const otherScales = quantizeModel(model, { ...opts, refitScales: !refit });
+    expect(r.models!.searched.blocks[0].w2).not.toEqual(otherScales.blocks[0].w2);
     await job.close();
   });
 

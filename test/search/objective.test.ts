@@ -11,11 +11,17 @@ import { attnKindsOn, drawAttnMove, drawFfnMove } from '../../search/proposals';
 import { shippedModel } from '../helpers';
 import { randomBlockData } from './blockData';
 
-/** `refine`: GPTQ's codes refined by that many sweeps (core/quant/refine.ts), as a GPTQ job's recommended tuning does; `actOrder`: GPTQ in act order. */
-function setup(layer: number, bits: number, method: BaseMethod = 'rtn', ops: Ops = jsOps, refine = 0, actOrder = false) {
+/**
+ * `refine`: GPTQ's codes refined by that many sweeps (core/quant/refine.ts), as a GPTQ job's
+ * recommended tuning does, with `refit` their (fp16) scales too; `actOrder`: GPTQ in act order.
+ */
+function setup(layer: number, bits: number, method: BaseMethod = 'rtn', ops: Ops = jsOps, refine = 0, actOrder = false, refit = false) {
   const m = shippedModel();
   const { rng, data } = randomBlockData(m, layer, 7, 48, ops);
-  const spec: SearchSpec = { bits, group: 32, ...(refine > 0 ? { gptqRefine: refine } : {}), ...(actOrder ? { gptqActOrder: true } : {}) };
+  const spec: SearchSpec = {
+    bits, group: 32,
+    ...(refine > 0 ? { gptqRefine: refine } : {}), ...(actOrder ? { gptqActOrder: true } : {}), ...(refit ? { gptqRefitScales: true, f16Scales: true } : {}),
+  };
   const obj = new BlockObjective(m.config, data, spec, ops, method);
   const cur = cloneBlock(m.blocks[layer]);
   obj.reset(cur);
@@ -51,10 +57,10 @@ describe('block objective', () => {
   // GPTQ's rounding flips with the last bit of its Hessian, so "same loss" has to mean the
   // same bits: the incremental path redoes exactly the full evaluation's float operations.
   it.each([
-    ['js', 0, false, jsOps], ['wasm', 0, false, getBackend('wasm')], ['js', 4, false, jsOps], ['wasm', 4, false, getBackend('wasm')],
-    ['js', 2, true, jsOps], ['wasm', 2, true, getBackend('wasm')],
-  ] as const)('on the GPTQ base (%s, %i refinement sweeps, act order %s) incremental FFN evaluation is bit for bit the full one, before and after commits', (_name, refine, actOrder, ops) => {
-    const { m, rng, obj, cur, spec } = setup(3, 3, 'gptq', ops, refine, actOrder);
+    ['js', 0, false, false, jsOps], ['wasm', 0, false, false, getBackend('wasm')], ['js', 4, false, false, jsOps], ['wasm', 4, false, false, getBackend('wasm')],
+    ['js', 2, true, false, jsOps], ['wasm', 2, true, false, getBackend('wasm')], ['js', 2, false, true, jsOps], ['wasm', 2, false, true, getBackend('wasm')],
+  ] as const)('on the GPTQ base (%s, %i refinement sweeps, act order %s, scales refitted %s) incremental FFN evaluation is bit for bit the full one, before and after commits', (_name, refine, actOrder, refit, ops) => {
+    const { m, rng, obj, cur, spec } = setup(3, 3, 'gptq', ops, refine, actOrder, refit);
     const on = new Set(ALL_INVARIANCES);
     const tuning = { ...DEFAULT_TUNING, scaleStep: 0.2, angleStep: 0.05 };
     for (let i = 0; i < 8; i++) {
@@ -79,10 +85,10 @@ describe('block objective', () => {
   });
 
   it.each([
-    ['rtn', 'js', 0, false, jsOps], ['rtn', 'wasm', 0, false, getBackend('wasm')], ['gptq', 'js', 0, false, jsOps], ['gptq', 'wasm', 0, false, getBackend('wasm')],
-    ['gptq', 'wasm', 4, false, getBackend('wasm')], ['gptq', 'wasm', 2, true, getBackend('wasm')],
-  ] as const)('attention moves on the %s base (%s, %i GPTQ refinement sweeps, act order %s) are scored head by head, bit for bit the full evaluation, before and after commits', (method, _name, refine, actOrder, ops) => {
-    const { m, rng, obj, cur } = setup(2, 3, method, ops, refine, actOrder);
+    ['rtn', 'js', 0, false, false, jsOps], ['rtn', 'wasm', 0, false, false, getBackend('wasm')], ['gptq', 'js', 0, false, false, jsOps], ['gptq', 'wasm', 0, false, false, getBackend('wasm')],
+    ['gptq', 'wasm', 4, false, false, getBackend('wasm')], ['gptq', 'wasm', 2, true, false, getBackend('wasm')], ['gptq', 'wasm', 2, false, true, getBackend('wasm')],
+  ] as const)('attention moves on the %s base (%s, %i GPTQ refinement sweeps, act order %s, scales refitted %s) are scored head by head, bit for bit the full evaluation, before and after commits', (method, _name, refine, actOrder, refit, ops) => {
+    const { m, rng, obj, cur } = setup(2, 3, method, ops, refine, actOrder, refit);
     const kinds = attnKindsOn(m.config, new Set(ALL_INVARIANCES));
     const seen = new Set<string>();
     for (let i = 0; i < 12; i++) {
