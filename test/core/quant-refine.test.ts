@@ -4,7 +4,7 @@ import { InvarxError } from '../../core/errors';
 import { Rng } from '../../core/rng';
 import { gptqFactor, gptqQuantize, gptqQuantizeRows } from '../../core/quant/gptq';
 import { f16BitsToF32, f16Round, f32ToF16Bits } from '../../core/model/safetensors';
-import { dequantize, numGroups, type QuantSpec } from '../../core/quant/rtn';
+import { dequantize, numGroups, type Quantized, type QuantSpec } from '../../core/quant/rtn';
 import { getBackend } from '../../kernels';
 import { hessianOf, layerCase, outputError } from './layerCase';
 
@@ -25,6 +25,26 @@ function rowError(w: Float32Array, deq: Float32Array, Hd: Float64Array, cols: nu
     for (let j = 0; j < cols; j++) s += ei * Hd[i * cols + j] * (deq[r * cols + j] - w[r * cols + j]);
   }
   return s;
+}
+
+/**
+ * No live weight of row r in columns [j0, j1) lowers the row's error computed from scratch
+ * (beyond 1e-9 of it) by taking any other code of its group's grid.
+ */
+function expectNoBetterCode(w: Float32Array, H: Float64Array, Hd: Float64Array, qz: Quantized, deq: Float32Array, r: number, j0: number, j1: number): void {
+  const { cols, group } = qz;
+  const nG = numGroups(cols, group);
+  const maxq = 2 ** qz.bits - 1;
+  const base = rowError(w, deq, Hd, cols, r);
+  for (let j = j0; j < j1; j++) {
+    if (H[j * cols + j] === 0) continue;
+    const g = r * nG + Math.floor(j / group);
+    const trial = deq.slice();
+    for (let code = 0; code <= maxq; code++) {
+      trial[r * cols + j] = Math.fround((code - qz.zero[g]) * qz.scale[g]);
+      expect(rowError(w, trial, Hd, cols, r)).toBeGreaterThanOrEqual(base - 1e-9 * Math.max(1, base));
+    }
+  }
 }
 
 const arb = fc.record({
@@ -74,21 +94,7 @@ describe('GPTQ code refinement (coordinate descent)', () => {
         const spec: QuantSpec = { bits: c.bits, group: c.group, clip: c.clip };
         const { qz, deq } = gptqQuantize(w, c.rows, c.cols, H, spec, { refineSweeps: 200 });
         const Hd = damped(H, c.cols);
-        const dead = (j: number) => H[j * c.cols + j] === 0;
-        const maxq = 2 ** c.bits - 1;
-        const nG = numGroups(c.cols, c.group);
-        for (let r = 0; r < c.rows; r++) {
-          const base = rowError(w, deq, Hd, c.cols, r);
-          for (let j = 0; j < c.cols; j++) {
-            if (dead(j)) continue;
-            const g = r * nG + Math.floor(j / c.group);
-            const trial = deq.slice();
-            for (let code = 0; code <= maxq; code++) {
-              trial[r * c.cols + j] = Math.fround((code - qz.zero[g]) * qz.scale[g]);
-              expect(rowError(w, trial, Hd, c.cols, r)).toBeGreaterThanOrEqual(base - 1e-9 * Math.max(1, base));
-            }
-          }
-        }
+        for (let r = 0; r < c.rows; r++) expectNoBetterCode(w, H, Hd, qz, deq, r, 0, c.cols);
       }),
       { numRuns: 60 },
     );
@@ -215,11 +221,9 @@ describe('GPTQ scale refitting (with the code refinement)', () => {
         const spec: QuantSpec = { bits: c.bits, group: c.group, clip: c.clip, f16Scales: f16 };
         const { qz, deq } = gptqQuantize(w, c.rows, c.cols, H, spec, { refineSweeps: 200, refitScales: true });
         const Hd = damped(H, c.cols);
-        const maxq = 2 ** c.bits - 1;
         const nG = numGroups(c.cols, c.group);
         for (let r = 0; r < c.rows; r++) {
           const base = rowError(w, deq, Hd, c.cols, r);
-          const notBelow = (trial: Float32Array, tol = 1e-9) => expect(rowError(w, trial, Hd, c.cols, r)).toBeGreaterThanOrEqual(base - tol * Math.max(1, base));
           for (let g = 0; g < nG; g++) {
             const gi = r * nG + g;
             const end = Math.min(c.cols, (g + 1) * c.group);
@@ -229,16 +233,10 @@ describe('GPTQ scale refitting (with the code refinement)', () => {
               const trial = deq.slice();
               for (let j = g * c.group; j < end; j++) if (H[j * c.cols + j] !== 0) trial[r * c.cols + j] = Math.fround((qz.q[r * c.cols + j] - qz.zero[gi]) * s);
               // (a float32 step moves the weights by about their own rounding, which the parabola does not see)
-              notBelow(trial, f16 ? 1e-9 : 1e-6);
+              const tol = f16 ? 1e-9 : 1e-6;
+              expect(rowError(w, trial, Hd, c.cols, r)).toBeGreaterThanOrEqual(base - tol * Math.max(1, base));
             }
-            for (let j = g * c.group; j < end; j++) {
-              if (H[j * c.cols + j] === 0) continue;
-              for (let code = 0; code <= maxq; code++) {
-                const trial = deq.slice();
-                trial[r * c.cols + j] = Math.fround((code - qz.zero[gi]) * qz.scale[gi]);
-                notBelow(trial);
-              }
-            }
+            expectNoBetterCode(w, H, Hd, qz, deq, r, g * c.group, end);
           }
         }
       }),
