@@ -4,8 +4,8 @@
  * on INVARX_BENCH_TOKENS random input rows (default 512, the calibration rows a
  * time-budgeted 1B run keeps), quantized as the big-model runs are (4 bits, group 128,
  * RTN base with clip search; with INVARX_BENCH_BASE=gptq the GPTQ base, plain and with its
- * codes refined as a GPTQ job's recommended tuning does, one after the other on the same
- * moves). Prints ms per candidate by move kind and for a full
+ * codes refined as a GPTQ job's recommended tuning does, then with scales refitted, then
+ * asymmetric too, one after the other on the same moves). Prints ms per candidate by move kind and for a full
  * re-evaluation of the block, on one thread (a search worker's), with the rate in the FLOPs
  * search/plan.ts counts per candidate (one block pass over the rows), which is what the
  * time budget's plan assumes.
@@ -16,7 +16,7 @@ import { Rng } from '../core/rng';
 import { randomModel, syntheticShape } from '../core/model/synthetic';
 import { bestBackend } from '../kernels/registry';
 import type { BaseMethod, SearchSpec } from '../search/blockQuant';
-import { ALL_INVARIANCES, DEFAULT_TUNING, GPTQ_REFINE_SWEEPS } from '../search/config';
+import { ALL_INVARIANCES, DEFAULT_TUNING, GPTQ_ASYM_SHARE, GPTQ_REFINE_SWEEPS } from '../search/config';
 import { candidateBlock } from '../search/evaluator';
 import { BlockObjective } from '../search/objective';
 import { CANDIDATE_FLOPS_PER_SECOND, tokenFlops } from '../search/plan';
@@ -40,6 +40,8 @@ async function run(): Promise<void> {
   const rng = Rng.fromSeed(7);
   const x = new Float32Array(rows * cfg.dim);
   for (let i = 0; i < x.length; i++) x[i] = rng.normal();
+  // FP inputs apart from the quantized model's, as asymmetric GPTQ reads them
+  const xf = x.map((v) => v + 0.1 * rng.normal());
   const seqStarts: number[] = [];
   for (let s = 0; s < rows; s += SEQ_TOKENS) seqStarts.push(s);
   seqStarts.push(rows);
@@ -49,12 +51,14 @@ async function run(): Promise<void> {
   const kinds = attnKindsOn(cfg, new Set(ALL_INVARIANCES));
   const attn = Array.from({ length: REPS }, () => drawAttnMove(cfg, rng, kinds, DEFAULT_TUNING));
   const ffn = Array.from({ length: REPS }, () => drawFfnMove(cfg, rng, new Set(ALL_INVARIANCES), DEFAULT_TUNING, spec.group));
-  // GPTQ: as published, with refined codes, with refined codes and scales
-  const variants: [number, boolean][] = base === 'gptq' ? [[0, false], [GPTQ_REFINE_SWEEPS, false], [GPTQ_REFINE_SWEEPS, true]] : [[0, false]];
-  for (const [refine, refit] of variants) {
-    const s: SearchSpec = { ...spec, ...(refine > 0 ? { gptqRefine: refine } : {}), ...(refit ? { gptqRefitScales: true } : {}) };
-    measure(new BlockObjective(cfg, { x, y: x.slice(), seqStarts }, s, ops, base), cur, attn, ffn, (kind: string, ms: number) =>
-      emit({ bench: 'candidates', shape: shapeName, rows, base, refine, refit, kind, ms: +ms.toFixed(1), gflopPerS: +(flops / ms / 1e6).toFixed(1), planGflopPerS: CANDIDATE_FLOPS_PER_SECOND / 1e9 }));
+  // GPTQ: as published, with refined codes, with refined codes and scales, and asymmetric
+  const variants: [number, boolean, number][] = base === 'gptq'
+    ? [[0, false, 0], [GPTQ_REFINE_SWEEPS, false, 0], [GPTQ_REFINE_SWEEPS, true, 0], [GPTQ_REFINE_SWEEPS, true, GPTQ_ASYM_SHARE]]
+    : [[0, false, 0]];
+  for (const [refine, refit, asym] of variants) {
+    const s: SearchSpec = { ...spec, ...(refine > 0 ? { gptqRefine: refine } : {}), ...(refit ? { gptqRefitScales: true } : {}), ...(asym ? { gptqAsym: asym } : {}) };
+    measure(new BlockObjective(cfg, { x, xf, y: x.slice(), seqStarts }, s, ops, base), cur, attn, ffn, (kind: string, ms: number) =>
+      emit({ bench: 'candidates', shape: shapeName, rows, base, refine, refit, asym, kind, ms: +ms.toFixed(1), gflopPerS: +(flops / ms / 1e6).toFixed(1), planGflopPerS: CANDIDATE_FLOPS_PER_SECOND / 1e9 }));
   }
 }
 

@@ -59,7 +59,7 @@ export function attnRowsMove(s: BlockSetting, base: BaseQuantizer, st: BlockStat
   }
   const ctx = c.ctx.slice();
   if (qHeads.length) context(cfg, a, seqStarts, qHeads, ops, ctx);
-  const { wo, ctxT, Hctx } = base.woAfter(b, ctx, qHeads, c);
+  const { wo, ...woCaches } = base.woAfter(b, ctx, qHeads, c);
   const h = attnResidual(cfg, x, ctx, wo, b.bo, ops);
-  return withFfn(s, base, b, { w: { ...w, wo }, xa: c.xa, ...a, ctx, h, factorA: c.gptq?.factorA, ctxT, Hctx }, st.q);
+  return withFfn(s, base, b, { w: { ...w, wo }, xa: c.xa, ...a, ctx, h, factorA: c.gptq?.factorA, asymA: c.gptq?.asymA, ...woCaches }, st.q);
 }

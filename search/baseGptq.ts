@@ -20,16 +20,24 @@
  * (core/quant/refine.ts, rows independent as GPTQ's), so incremental scoring stays the full
  * evaluation bit for bit.
  *
+ * With spec.gptqAsym every GPTQ aims at the asymmetric target (core/quant/asymmetric.ts):
+ * the FP model's activations under the transformed block (on the block's FP inputs,
+ * BlockData.xf) are kept beside the quantized ones, and a move recomputes them, and G, in
+ * the heads or units it touches, as it does the quantized ones and the Hessians.
+ *
  * On a ggml format (spec.format) every GPTQ is the format's (core/quant/gptqFormat.ts,
  * with the clip search when spec.clip), and the codes kept for export are the packed rows.
  */
 import { ffnActivation } from '../core/forward';
+import { ffnInput } from '../core/forwardRows';
 import type { Block, F32, LinearName } from '../core/model/types';
+import { asymmetricMap, asymmetricTargets, crossGramRows, deviationT, inputFactor, type InputFactor } from '../core/quant/asymmetric';
 import { gptqFactor, gptqQuantizeRows, type GptqFactor, type GptqResult } from '../core/quant/gptq';
 import { gptqFormatRows, type FormatGptqResult } from '../core/quant/gptqFormat';
-import { hessian, hessianRows, hessianT, transpose } from '../core/quant/hessian';
+import { hessianRows } from '../core/quant/hessian';
+import { attnInput, attnResidual, context, headProjection, qkv, scatterHeads } from './attnSide';
 import { commitUnits, QKV_LINEARS, refineOptions, setRows, specFormat, type BaseQuantizer, type CodeSink, type QkvName, type SearchSpec } from './blockQuant';
-import type { BlockSetting, BlockState, Caches, F64, GptqFfnCaches } from './blockState';
+import type { BlockSetting, BlockState, Caches, F64, GptqAttnCaches, GptqFfnCaches } from './blockState';
 import { addFfnOutput, unitActs } from './ffnSide';
 import { temp32, tempCopy } from './temps';
 
@@ -39,10 +47,22 @@ function keepCodes(name: LinearName, r: GptqResult | FormatGptqResult, codes?: C
   return r.deq;
 }
 
+/** Rows `rows` of m [·, width], in that order. */
+function gather(m: F32, width: number, rows: ArrayLike<number>): F32 {
+  const out = new Float32Array(rows.length * width);
+  for (let i = 0; i < rows.length; i++) out.set(m.subarray(rows[i] * width, (rows[i] + 1) * width), i * width);
+  return out;
+}
+
 export class GptqBase implements BaseQuantizer {
   readonly method = 'gptq';
+  /** The share of the asymmetric correction (core/quant/asymmetric.ts); 0: plain GPTQ. */
+  private readonly alpha: number;
 
-  constructor(private s: BlockSetting) {}
+  constructor(private s: BlockSetting) {
+    this.alpha = (s.spec as SearchSpec).gptqAsym ?? 0;
+    if (this.alpha !== 0 && !s.data.xf) throw new Error('asymmetric GPTQ needs the block\'s inputs in the FP model (BlockData.xf)');
+  }
 
   /** GPTQ of the rows `rowSet` (all when omitted) of w [·, cols] on the run's grid, from the factor of their input Hessian. */
   private gptqRows(w: F32, cols: number, factor: GptqFactor, rowSet?: ArrayLike<number>): GptqResult | FormatGptqResult {
@@ -51,39 +71,73 @@ export class GptqBase implements BaseQuantizer {
     return fmt ? gptqFormatRows(w, cols, factor, fmt, { clip: spec.clip === true, ops }, rowSet) : gptqQuantizeRows(w, cols, factor, spec, refineOptions(spec as SearchSpec, ops), rowSet);
   }
 
-  /** GPTQ's factor of the input Hessian H [cols, cols] (in act order when the spec says so). */
+  /** GPTQ of the rows `rowSet` (all when omitted) of w, aimed at their asymmetric targets when the map Mᵀ is given. */
+  private gptqTo(w: F32, cols: number, factor: GptqFactor, MT: F32 | undefined, rowSet?: ArrayLike<number>): GptqResult | FormatGptqResult {
+    if (!MT) return this.gptqRows(w, cols, factor, rowSet);
+    return this.gptqRows(asymmetricTargets(w, cols, MT, this.alpha, this.s.ops, rowSet), cols, factor);
+  }
+
+  /** GPTQ's factor of the Hessian H [cols, cols] (in act order when the spec says so), keeping H⁻¹ for the asymmetric map. */
   private factor(H: F64, cols: number): GptqFactor {
-    return gptqFactor(H, cols, { ops: this.s.ops, actOrder: (this.s.spec as SearchSpec).gptqActOrder });
+    return gptqFactor(H, cols, { ops: this.s.ops, actOrder: (this.s.spec as SearchSpec).gptqActOrder, keepInverse: this.alpha !== 0 });
   }
 
-  /** GPTQ of all of w [·, cols] given its input Hessian. */
-  private gptq(w: F32, cols: number, H: F64): GptqResult | FormatGptqResult {
-    return this.gptqRows(w, cols, this.factor(H, cols));
+  /** The factor of inputs xq [N, cols] and, asymmetric, the map from their FP counterparts xf. */
+  private input(xq: F32, xf: F32 | undefined, cols: number): InputFactor {
+    const { N, data, ops } = this.s;
+    return inputFactor(xq, this.alpha ? xf : undefined, N, cols, data.seqStarts, { ops, actOrder: (this.s.spec as SearchSpec).gptqActOrder });
   }
 
-  qkv(b: Block, xa: F32, codes?: CodeSink): { w: Pick<Block, QkvName>; factorA: GptqFactor } {
-    const { N, spec, data, ops } = this.s;
+  /** norm(x_f): the FP model's input of wq/wk/wv under `b`. */
+  private fpAttnInput(b: Block): F32 {
+    return attnInput(this.s.cfg, b, this.s.data.xf!, this.s.N);
+  }
+
+  /**
+   * The FP model's attention context under `b` [N, qDim]: all heads, or (into `ctx`, the
+   * previous one) the q heads `heads` only, with the bits of all heads.
+   */
+  private fpContext(b: Block, heads: Int32Array | null, ctx?: F32): F32 {
+    const { cfg, N, data, ops } = this.s;
+    const { headDim: hd, nHeads, nKvHeads } = cfg;
+    const xaF = this.fpAttnInput(b);
+    const out = ctx ?? new Float32Array(N * nHeads * hd);
+    if (!heads) {
+      context(cfg, qkv(cfg, b, xaF, data.seqStarts, ops), data.seqStarts, null, ops, out);
+      return out;
+    }
+    const G = nHeads / nKvHeads;
+    const kvHeads = Int32Array.from(new Set(Array.from(heads, (h) => Math.floor(h / G)))).sort();
+    const a = { q: new Float32Array(N * nHeads * hd), k: new Float32Array(N * nKvHeads * hd), v: new Float32Array(N * nKvHeads * hd) };
+    scatterHeads(a.q, headProjection(cfg, b.wq, b.bq, heads, xaF, data.seqStarts, true, ops), heads, nHeads, hd);
+    scatterHeads(a.k, headProjection(cfg, b.wk, b.bk, kvHeads, xaF, data.seqStarts, true, ops), kvHeads, nKvHeads, hd);
+    scatterHeads(a.v, headProjection(cfg, b.wv, b.bv, kvHeads, xaF, data.seqStarts, false, ops), kvHeads, nKvHeads, hd);
+    context(cfg, a, data.seqStarts, heads, ops, out);
+    return out;
+  }
+
+  qkv(b: Block, xa: F32, codes?: CodeSink): { w: Pick<Block, QkvName>; factorA: GptqFactor; asymA?: F32 } {
     const d = this.s.cfg.dim;
-    const factorA = this.factor(hessian(xa, N, d, data.seqStarts, ops), d);
+    const f = this.input(xa, this.alpha ? this.fpAttnInput(b) : undefined, d);
     const w: Partial<Block> = {};
-    for (const name of QKV_LINEARS) w[name] = keepCodes(name, this.gptqRows(b[name], d, factorA), codes);
-    return { w: { wq: w.wq!, wk: w.wk!, wv: w.wv! }, factorA };
+    for (const name of QKV_LINEARS) w[name] = keepCodes(name, this.gptqTo(b[name], d, f.factor, f.MT), codes);
+    return { w: { wq: w.wq!, wk: w.wk!, wv: w.wv! }, factorA: f.factor, asymA: f.MT };
   }
 
   qkvRows(b: Block, name: QkvName, rows: Int32Array, w: F32, c: Caches): void {
     const d = this.s.cfg.dim;
-    setRows(w, this.gptqRows(b[name], d, c.gptq!.factorA, rows).deq, rows, d);
+    setRows(w, this.gptqTo(b[name], d, c.gptq!.factorA, c.gptq!.asymA, rows).deq, rows, d);
   }
 
-  wo(b: Block, ctx: F32, codes?: CodeSink): { wo: F32; ctxT: F32; Hctx: F64 } {
-    const { cfg, N, data, ops } = this.s;
+  wo(b: Block, ctx: F32, codes?: CodeSink): Pick<GptqAttnCaches, 'ctxT' | 'Hctx' | 'ctxF' | 'Gctx'> & { wo: F32 } {
+    const { cfg } = this.s;
     const qDim = cfg.nHeads * cfg.headDim;
-    const ctxT = transpose(ctx, N, qDim);
-    const Hctx = hessianT(ctxT, N, qDim, data.seqStarts, ops);
-    return { wo: this.quantizeWo(b, Hctx, codes), ctxT, Hctx };
+    const ctxF = this.alpha ? this.fpContext(b, null) : undefined;
+    const f = this.input(ctx, ctxF, qDim);
+    return { wo: keepCodes('wo', this.gptqTo(b.wo, qDim, f.factor, f.MT), codes), ctxT: f.qT, Hctx: f.factor.H, ctxF, Gctx: f.G };
   }
 
-  woAfter(b: Block, ctx: F32, heads: Int32Array, c: Caches): { wo: F32; ctxT: F32; Hctx: F64 } {
+  woAfter(b: Block, ctx: F32, heads: Int32Array, c: Caches): Pick<GptqAttnCaches, 'ctxT' | 'Hctx' | 'ctxF' | 'Gctx'> & { wo: F32 } {
     const { cfg, N, data, ops } = this.s;
     const hd = cfg.headDim;
     const qDim = cfg.nHeads * hd;
@@ -94,32 +148,41 @@ export class GptqBase implements BaseQuantizer {
     for (const col of cols) for (let n = 0; n < N; n++) ctxT[col * N + n] = ctx[n * qDim + col];
     const Hctx = g.Hctx.slice();
     hessianRows(Hctx, ctxT, N, qDim, cols, data.seqStarts, ops);
-    return { wo: this.quantizeWo(b, Hctx), ctxT, Hctx };
-  }
-
-  private quantizeWo(b: Block, Hctx: F64, codes?: CodeSink): F32 {
-    const { cfg } = this.s;
-    return keepCodes('wo', this.gptq(b.wo, cfg.nHeads * cfg.headDim, Hctx), codes);
+    const factor = this.factor(Hctx, qDim);
+    if (!this.alpha) return { wo: this.gptqRows(b.wo, qDim, factor).deq, ctxT, Hctx };
+    // so do the FP context's and G's (the FP heads recomputed with the same bits as all of them)
+    const ctxF = this.fpContext(b, heads, g.ctxF!.slice());
+    const Gctx = g.Gctx!.slice();
+    crossGramRows(Gctx, deviationT(ctxF, ctxT, N, qDim), ctxT, N, qDim, cols, ops);
+    const MT = asymmetricMap(Gctx, factor.inv!, qDim, ops);
+    return { wo: this.gptqTo(b.wo, qDim, factor, MT).deq, ctxT, Hctx, ctxF, Gctx };
   }
 
   /** GPTQ of w1/w3 (from xn) then w2 (from the activation of the quantized w1/w3, returned too). */
-  ffn(b: Block, xn: F32, _keep: Block | undefined, codes?: CodeSink): { w: Partial<Block>; act: F32; cache: GptqFfnCaches } {
-    const { cfg, N, spec, ops, data } = this.s;
+  ffn(b: Block, xn: F32, _keep: Block | undefined, codes?: CodeSink, attn?: Partial<GptqAttnCaches>): { w: Partial<Block>; act: F32; cache: GptqFfnCaches } {
+    const { cfg, N, ops } = this.s;
     const d = cfg.dim;
     const H = cfg.hiddenDim;
-    const factorX = this.factor(hessian(xn, N, d, data.seqStarts, ops), d);
+    let xnF: F32 | undefined;
+    if (this.alpha) {
+      if (!attn?.ctxF) throw new Error('asymmetric GPTQ: the FFN needs the attention side\'s FP context');
+      xnF = ffnInput(cfg, b, attnResidual(cfg, this.s.data.xf!, attn.ctxF, b.wo, b.bo, ops), N);
+    }
+    const fx = this.input(xn, xnF, d);
     const q: Block = { ...b };
-    q.w1 = keepCodes('w1', this.gptqRows(b.w1, d, factorX), codes);
-    if (b.w3) q.w3 = keepCodes('w3', this.gptqRows(b.w3, d, factorX), codes);
+    q.w1 = keepCodes('w1', this.gptqTo(b.w1, d, fx.factor, fx.MT), codes);
+    if (b.w3) q.w3 = keepCodes('w3', this.gptqTo(b.w3, d, fx.factor, fx.MT), codes);
     const act = ffnActivation(cfg, q, xn, N, ops);
-    const actT = transpose(act, N, H);
-    const Ha = hessianT(actT, N, H, data.seqStarts, ops);
-    q.w2 = keepCodes('w2', this.gptq(b.w2, H, Ha), codes);
-    return { w: b.w3 ? { w1: q.w1, w3: q.w3, w2: q.w2 } : { w1: q.w1, w2: q.w2 }, act, cache: { factorX, actT, Ha } };
+    const actF = xnF && ffnActivation(cfg, b, xnF, N, ops);
+    const fa = this.input(act, actF, H);
+    q.w2 = keepCodes('w2', this.gptqTo(b.w2, H, fa.factor, fa.MT), codes);
+    const cache: GptqFfnCaches = { factorX: fx.factor, actT: fa.qT, Ha: fa.factor.H };
+    if (xnF) Object.assign(cache, { asymX: fx.MT, xnF, actF, Gact: fa.G });
+    return { w: b.w3 ? { w1: q.w1, w3: q.w3, w2: q.w2 } : { w1: q.w1, w2: q.w2 }, act, cache };
   }
 
   ffnMove(st: BlockState, b: Block, units: ArrayLike<number>, commit: boolean): number {
-    const { cfg, N, spec, data, ops } = this.s;
+    const { cfg, N, data, ops } = this.s;
     const d = cfg.dim;
     const H = cfg.hiddenDim;
     const { q, c } = st;
@@ -127,8 +190,8 @@ export class GptqBase implements BaseQuantizer {
     const S = Int32Array.from(units).sort();
     const k = S.length;
     // Rows S of w1/w3 from the factor of their (unchanged) input Hessian.
-    const w1q = this.gptqRows(b.w1, d, g.factorX, S).deq;
-    const w3q = b.w3 ? this.gptqRows(b.w3, d, g.factorX, S).deq : undefined;
+    const w1q = this.gptqTo(b.w1, d, g.factorX, g.asymX, S).deq;
+    const w3q = b.w3 ? this.gptqTo(b.w3, d, g.factorX, g.asymX, S).deq : undefined;
     const actS = temp32('gptqFfnMove.actS', N * k);
     unitActs(this.s, actS, c.xn, w1q, w3q, b.b1, S);
     // The activation with units S replaced, as [N, H] and transposed [H, N].
@@ -143,7 +206,21 @@ export class GptqBase implements BaseQuantizer {
     }
     const Ha = tempCopy('gptqFfnMove.Ha', g.Ha);
     hessianRows(Ha, actT, N, H, S, data.seqStarts, ops);
-    const w2q = this.gptq(b.w2, H, Ha).deq;
+    const factor = this.factor(Ha, H);
+    let actF: F32 | undefined;
+    let Gact: F32 | undefined;
+    let MT: F32 | undefined;
+    if (this.alpha) {
+      // the FP model's units S under b, and G in their rows and columns
+      actF = tempCopy('gptqFfnMove.actF', g.actF!);
+      const fpS = temp32('gptqFfnMove.fpS', N * k);
+      unitActs(this.s, fpS, g.xnF!, gather(b.w1, d, S), b.w3 && gather(b.w3, d, S), b.b1, S);
+      for (let n = 0; n < N; n++) for (let u = 0; u < k; u++) actF[n * H + S[u]] = fpS[n * k + u];
+      Gact = tempCopy('gptqFfnMove.Gact', g.Gact!);
+      crossGramRows(Gact, deviationT(actF, actT, N, H), actT, N, H, S, ops);
+      MT = asymmetricMap(Gact, factor.inv!, H, ops);
+    }
+    const w2q = this.gptqTo(b.w2, H, factor, MT).deq;
     const err = tempCopy('gptqFfnMove.err', g.errBase);
     const loss = addFfnOutput(this.s, err, act, w2q);
     if (commit) {
@@ -151,6 +228,8 @@ export class GptqBase implements BaseQuantizer {
       c.act.set(act);
       g.actT.set(actT);
       g.Ha.set(Ha);
+      if (actF) g.actF!.set(actF);
+      if (Gact) g.Gact!.set(Gact);
       commitUnits(cfg, q, b, S, w1q, w3q);
       q.w2.set(w2q);
       st.loss = loss;

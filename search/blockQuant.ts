@@ -14,7 +14,7 @@ import type { GptqFactor, GptqOptions } from '../core/quant/gptq';
 import type { Ops } from '../core/ops';
 import type { FormatGptqResult } from '../core/quant/gptqFormat';
 import type { Quantized, QuantSpec } from '../core/quant/rtn';
-import type { BlockState, Caches, F64, GptqFfnCaches } from './blockState';
+import type { BlockState, Caches, F64, GptqAttnCaches, GptqFfnCaches } from './blockState';
 
 export type BaseMethod = 'rtn' | 'gptq';
 
@@ -30,11 +30,18 @@ export interface SearchSpec extends QuantSpec {
   gptqRefitScales?: boolean;
   /** GPTQ base on the int grid: columns in act order (core/quant/gptq.ts); absent, in column order. */
   gptqActOrder?: boolean;
+  /** GPTQ base on the int grid: the share α of the asymmetric correction (core/quant/asymmetric.ts); absent or 0, none. */
+  gptqAsym?: number;
 }
 
 /** GPTQ's refinement options (core/quant/gptq.ts) as a search's spec sets them. */
 export function refineOptions(spec: SearchSpec, ops?: Ops): Pick<GptqOptions, 'ops' | 'refineSweeps' | 'refitScales'> {
   return { ops, refineSweeps: spec.gptqRefine, refitScales: spec.gptqRefitScales };
+}
+
+/** Whether the base reads the blocks' FP inputs (BlockData.xf): asymmetric GPTQ. */
+export function needsFpInputs(spec: QuantSpec): boolean {
+  return ((spec as SearchSpec).gptqAsym ?? 0) !== 0;
 }
 
 /** The ggml format of a search's spec, or null for the int grid. */
@@ -56,19 +63,20 @@ export const QKV_LINEARS = ['wq', 'wk', 'wv'] as const;
 export interface BaseQuantizer {
   readonly method: BaseMethod;
   /** wq/wk/wv of `b` quantized on their input xa = norm(x) [N, dim]; GPTQ also returns the factor of xa's Hessian. */
-  qkv(b: Block, xa: F32, codes?: CodeSink): { w: Pick<Block, QkvName>; factorA?: GptqFactor };
+  qkv(b: Block, xa: F32, codes?: CodeSink): { w: Pick<Block, QkvName>; factorA?: GptqFactor; asymA?: F32 };
   /** Rows `rows` (sorted) of linear `name` of `b` quantized again into `w`, a copy of the current quantized weights. */
   qkvRows(b: Block, name: QkvName, rows: Int32Array, w: F32, c: Caches): void;
   /** wo of `b` on the context ctx [N, qDim]; GPTQ also returns ctxᵀ and its Hessian. */
-  wo(b: Block, ctx: F32, codes?: CodeSink): { wo: F32; ctxT?: F32; Hctx?: F64 };
+  wo(b: Block, ctx: F32, codes?: CodeSink): { wo: F32 } & Partial<Pick<GptqAttnCaches, 'ctxT' | 'Hctx' | 'ctxF' | 'Gctx'>>;
   /** wo of `b` after an attention move changed the context `ctx` only in the columns of q heads `heads` (state before: `c`). */
-  woAfter(b: Block, ctx: F32, heads: Int32Array, c: Caches): { wo: F32; ctxT?: F32; Hctx?: F64 };
+  woAfter(b: Block, ctx: F32, heads: Int32Array, c: Caches): { wo: F32 } & Partial<Pick<GptqAttnCaches, 'ctxT' | 'Hctx' | 'ctxF' | 'Gctx'>>;
   /**
    * The FFN of `b` on its input xn = norm(h) [N, dim]: quantized w1 (w3) w2 and the hidden
    * activation of the quantized w1/w3, act [N, H]. With `keep`, a base whose FFN rounding
-   * does not depend on xn (RTN) keeps those quantized weights.
+   * does not depend on xn (RTN) keeps those quantized weights. `attn`: GPTQ's caches of the
+   * attention side (asymmetric GPTQ reads its FP context).
    */
-  ffn(b: Block, xn: F32, keep: Block | undefined, codes?: CodeSink): { w: Partial<Block>; act: F32; cache?: GptqFfnCaches };
+  ffn(b: Block, xn: F32, keep: Block | undefined, codes?: CodeSink, attn?: Partial<GptqAttnCaches>): { w: Partial<Block>; act: F32; cache?: GptqFfnCaches };
   /**
    * Loss after replacing FFN units `units` (RTN: and every w2 column group holding them) by
    * those of `b`, a transformed copy of the current FP block whose other units are

@@ -19,6 +19,8 @@ export interface BlockData {
   x: F32;
   /** FP block output, [N, dim]. */
   y: F32;
+  /** FP block input, [N, dim] (what asymmetric GPTQ reads; absent where no base needs it). */
+  xf?: F32;
   /** Start row of each sequence, plus N at the end. */
   seqStarts: number[];
 }
@@ -71,6 +73,14 @@ export interface GptqAttnCaches {
   /** ctxᵀ [qDim, N] and its Hessian (wo's input) [qDim, qDim]. */
   ctxT: F32;
   Hctx: F64;
+  /**
+   * Asymmetric GPTQ (core/quant/asymmetric.ts) only: the map Mᵀ of xa's correction, the FP
+   * model's context under the block [N, qDim] and wo's G [qDim, qDim] (a move changes them
+   * in its heads' columns, and rows and columns).
+   */
+  asymA?: F32;
+  ctxF?: F32;
+  Gctx?: F32;
 }
 
 /** GPTQ's caches of the FFN side. */
@@ -80,6 +90,15 @@ export interface GptqFfnCaches {
   /** actᵀ [H, N] and its Hessian (w2's input) [H, H]: a move changes them in its units' rows (and columns). */
   actT: F32;
   Ha: F64;
+  /**
+   * Asymmetric GPTQ only: the map Mᵀ of xn's correction, the FP model's xn [N, dim] and
+   * activation [N, H] under the block, and w2's G [H, H] (a move changes its units' columns,
+   * and rows and columns).
+   */
+  asymX?: F32;
+  xnF?: F32;
+  actF?: F32;
+  Gact?: F32;
 }
 
 export interface GptqCaches extends GptqAttnCaches, GptqFfnCaches {
@@ -126,6 +145,9 @@ function factorIn(alloc: Alloc, f: GptqFactor): GptqFactor {
   return f.order ? { ...g, order: copyInto(new Int32Array(alloc.bytes(4 * f.order.length)), f.order) } : g;
 }
 
+/** The asymmetric GPTQ caches (all present or all absent, as the base's alpha says). */
+const ASYM_CACHES = ['asymA', 'ctxF', 'Gctx', 'asymX', 'xnF', 'actF', 'Gact'] as const;
+
 /** A copy of `c` in `alloc`'s memory. */
 function cachesIn(alloc: Alloc, c: Caches): Caches {
   const f32 = (a: F32) => copyInto(alloc.f32(a.length), a);
@@ -136,6 +158,7 @@ function cachesIn(alloc: Alloc, c: Caches): Caches {
     gptq: g && {
       errBase: f64(g.errBase), factorA: factorIn(alloc, g.factorA), factorX: factorIn(alloc, g.factorX),
       ctxT: f32(g.ctxT), Hctx: f64(g.Hctx), actT: f32(g.actT), Ha: f64(g.Ha),
+      ...Object.fromEntries(ASYM_CACHES.filter((k) => g[k]).map((k) => [k, f32(g[k]!)])),
     },
   };
 }
@@ -147,6 +170,7 @@ function setCaches(dst: Caches, src: Caches): void {
   const b = src.gptq;
   if (!a || !b) return;
   for (const k of ['errBase', 'ctxT', 'Hctx', 'actT', 'Ha'] as const) if (a[k] !== b[k]) a[k].set(b[k]);
+  for (const k of ASYM_CACHES) if (a[k] !== b[k]) a[k]!.set(b[k]!);
   for (const k of ['factorA', 'factorX'] as const) {
     a[k].U.set(b[k].U);
     a[k].dead.set(b[k].dead);

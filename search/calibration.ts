@@ -40,9 +40,11 @@ export class CalibrationRows {
     finalStreams([model], seqs, { ops, onStart: (rows) => keep(0, rows[0]), onBlock: (l, rows) => keep(l + 1, rows[0]) });
   }
 
-  /** Block l's calibration rows: its inputs `x` in the quantized model and its FP output. */
-  data(l: number, x: F32): BlockData {
-    return { x, y: this.fp.get(l + 1), seqStarts: this.seqStarts };
+  /** Block l's calibration rows: its inputs `x` in the quantized model, its FP output and, with `fpInputs`, its FP inputs. */
+  data(l: number, x: F32, fpInputs = false): BlockData {
+    const d: BlockData = { x, y: this.fp.get(l + 1), seqStarts: this.seqStarts };
+    if (fpInputs) d.xf = this.fp.get(l);
+    return d;
   }
 
   /** Views of packed rows x, one [T, dim] per sequence. */

@@ -93,6 +93,12 @@ export interface SearchTuning {
    */
   gptqActOrder: boolean;
   /**
+   * GPTQ base on the int grid: the share α in [0, 1] of the asymmetric correction
+   * (core/quant/asymmetric.ts: each linear's target moved toward reproducing the FP linear on
+   * the FP model's inputs), in the search and in the table's base rows; 0 is plain GPTQ.
+   */
+  gptqAsym: number;
+  /**
    * Acceptance: 'greedy' takes the best candidate only if it lowers the loss; 'anneal' also
    * takes a worse one with probability exp(−ΔL / (L0·T)), T falling linearly from
    * `temperature` to 0 over the step budget.
@@ -146,6 +152,7 @@ export const DEFAULT_TUNING: SearchTuning = {
   gptqRefine: 0,
   gptqRefitScales: false,
   gptqActOrder: false,
+  gptqAsym: 0,
   accept: 'greedy',
   temperature: 0.01,
   schedule: 'round-robin',
@@ -184,6 +191,7 @@ const RANGES: Partial<Record<keyof SearchTuning, [number, number, boolean]>> = {
   globalWeight: [0, 1e6, false],
   globalSeqs: [1, 1e6, true],
   gptqRefine: [0, 1000, true],
+  gptqAsym: [0, 1, false],
 };
 
 /** Tuning overrides merged onto the defaults; one clear InvarxError for an unknown key or impossible value. */
@@ -222,6 +230,9 @@ export const GPTQ_REFINE_SWEEPS = 2;
 /** Where scale refitting measured better on the GPTQ base (int grid), over seeds 1–3: 2 and 3 bits. */
 const REFIT_SCALES_BITS: readonly number[] = [2, 3];
 
+/** The share of the asymmetric correction recommendedTuning gives the GPTQ base on the int grid. */
+export const GPTQ_ASYM_SHARE = 0.5;
+
 /**
  * A new job's tuning: `over` with the settings the measurements recommend for its config
  * where they differ from DEFAULT_TUNING and `over` does not set them. The calibration set
@@ -239,6 +250,7 @@ export function recommendedTuning(config: Pick<RunConfig, 'base' | 'bits' | 'for
   let t = over;
   if (t?.calibTemperature === undefined && intGrid && COOL_CALIB[config.base].includes(config.bits)) t = { ...t, calibTemperature: COOL_CALIB_TEMPERATURE };
   if (t?.gptqRefine === undefined && intGrid && config.base === 'gptq') t = { ...t, gptqRefine: GPTQ_REFINE_SWEEPS };
+  if (t?.gptqAsym === undefined && intGrid && config.base === 'gptq') t = { ...t, gptqAsym: GPTQ_ASYM_SHARE };
   const refined = (t?.gptqRefine ?? 0) > 0;
   if (t?.gptqRefitScales === undefined && refined && REFIT_SCALES_BITS.includes(config.bits)) t = { ...t, gptqRefitScales: true };
   return t?.normTune === undefined ? { ...t, normTune: true } : t;
@@ -296,7 +308,9 @@ export function searchSpec(c: RunConfig, tuning: SearchTuning): SearchSpec {
       spec.gptqRefitScales = true;
     }
     if (tuning.gptqActOrder) spec.gptqActOrder = true;
+    if (tuning.gptqAsym > 0) spec.gptqAsym = tuning.gptqAsym;
   }
+  if (tuning.gptqAsym > 0 && (fmt || c.base !== 'gptq')) fail('bad-config', 'tuning gptqAsym (asymmetric GPTQ) applies to the GPTQ base on the int grid only');
   return spec;
 }
 
@@ -324,7 +338,7 @@ export function validateRunConfig(c: RunConfig): RunConfig {
 }
 
 /** Later settings at the values that run as before they existed. */
-const AS_BEFORE = { calibTemperature: 1, mix: 'fixed', gptqRefine: 0, gptqRefitScales: false, gptqActOrder: false, gate: false, normTune: false } as const;
+const AS_BEFORE = { calibTemperature: 1, mix: 'fixed', gptqRefine: 0, gptqRefitScales: false, gptqActOrder: false, gptqAsym: 0, gate: false, normTune: false } as const;
 /** The clip search's settings, left out of the hash together when it is off. */
 const CLIP_KEYS = ['clipShare', 'clipRowShare', 'clipInit'];
 

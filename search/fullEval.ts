@@ -35,7 +35,7 @@ function currentAttn(st: BlockState): AttnSide {
   const g = c.gptq;
   return {
     w: { wq: q.wq, wk: q.wk, wv: q.wv, wo: q.wo }, xa: c.xa, q: c.q, k: c.k, v: c.v, ctx: c.ctx, h: c.h,
-    factorA: g?.factorA, ctxT: g?.ctxT, Hctx: g?.Hctx,
+    factorA: g?.factorA, ctxT: g?.ctxT, Hctx: g?.Hctx, asymA: g?.asymA, ctxF: g?.ctxF, Gctx: g?.Gctx,
   };
 }
 
@@ -44,13 +44,13 @@ function attnFull(s: BlockSetting, base: BaseQuantizer, b: Block, codes?: CodeSi
   const { cfg, N, ops } = s;
   const { x, seqStarts } = s.data;
   const xa = attnInput(cfg, b, x, N);
-  const { w, factorA } = base.qkv(b, xa, codes);
+  const { w, factorA, asymA } = base.qkv(b, xa, codes);
   const a = qkv(cfg, { ...b, ...w }, xa, seqStarts, ops);
   const ctx = new Float32Array(N * cfg.nHeads * cfg.headDim);
   context(cfg, a, seqStarts, null, ops, ctx);
-  const { wo, ctxT, Hctx } = base.wo(b, ctx, codes);
+  const { wo, ...woCaches } = base.wo(b, ctx, codes);
   const h = attnResidual(cfg, x, ctx, wo, b.bo, ops);
-  return { w: { ...w, wo }, xa, ...a, ctx, h, factorA, ctxT, Hctx };
+  return { w: { ...w, wo }, xa, ...a, ctx, h, factorA, asymA, ...woCaches };
 }
 
 /**
@@ -61,10 +61,13 @@ export function withFfn(s: BlockSetting, base: BaseQuantizer, b: Block, a: AttnS
   const q: Block = { ...b, ...a.w };
   const xn = ffnInput(s.cfg, q, a.h, s.N);
   const err = errorBeforeW2(s, q, a.h);
-  const f = base.ffn(b, xn, keep, codes);
+  const f = base.ffn(b, xn, keep, codes, a);
   Object.assign(q, f.w);
   const act: F32 = f.act;
-  const gptq: GptqCaches | undefined = f.cache && { errBase: err.slice(), factorA: a.factorA!, ctxT: a.ctxT!, Hctx: a.Hctx!, ...f.cache };
+  const gptq: GptqCaches | undefined = f.cache && {
+    errBase: err.slice(), factorA: a.factorA!, ctxT: a.ctxT!, Hctx: a.Hctx!, ...f.cache,
+    ...(a.ctxF && { asymA: a.asymA, ctxF: a.ctxF, Gctx: a.Gctx }),
+  };
   const loss = addFfnOutput(s, err, act, q.w2);
   return { q, c: { xa: a.xa, q: a.q, k: a.k, v: a.v, ctx: a.ctx, h: a.h, xn, act, err, gptq }, loss };
 }

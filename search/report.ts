@@ -15,7 +15,7 @@ import { blockLinears, type F32, type LinearName, type Model } from '../core/mod
 import type { Ops } from '../core/ops';
 import type { QuantFormat } from '../core/quant/formats';
 import { quantizedView } from '../core/quant/view';
-import { refineOptions, specFormat, type CodeSink, type SearchSpec } from './blockQuant';
+import { needsFpInputs, refineOptions, specFormat, type CodeSink, type SearchSpec } from './blockQuant';
 import type { SearchBlocks } from './blocks';
 import type { Boundary } from './boundary';
 import type { CalibrationRows } from './calibration';
@@ -46,7 +46,7 @@ export interface RunResult {
 function referenceModel(r: RunResult, method: 'rtn' | 'gptq', clip: boolean): Model {
   const c = r.config;
   const fmt = specFormat(r.spec) ?? undefined;
-  const gptq = method === 'gptq' ? { ...refineOptions(r.spec, r.ops), actOrder: r.spec.gptqActOrder } : {};
+  const gptq = method === 'gptq' ? { ...refineOptions(r.spec, r.ops), actOrder: r.spec.gptqActOrder, asymmetric: r.spec.gptqAsym } : {};
   return quantizedView(r.blocks.fpModel(), { bits: c.bits, group: c.group, method, clip, f16Scales: r.spec.f16Scales, calib: r.tokens.calib, ops: r.ops, format: fmt, ...gptq });
 }
 
@@ -89,10 +89,10 @@ export function finalReport(r: RunResult, rows: readonly ReportRow[] = ['rtn', '
   };
 }
 
-/** The base quantizer's name in the table: GPTQ in act order is GPTQ-ao, with refined codes +cd, codes and scales +cds. */
+/** The base quantizer's name in the table: asymmetric GPTQ is GPTAQ, in act order -ao, with refined codes +cd, codes and scales +cds. */
 function baseName(base: RunConfig['base'], spec: SearchSpec): string {
   if (base !== 'gptq') return base.toUpperCase();
-  return `GPTQ${spec.gptqActOrder ? '-ao' : ''}${spec.gptqRefine ? (spec.gptqRefitScales ? '+cds' : '+cd') : ''}`;
+  return `${spec.gptqAsym ? 'GPTAQ' : 'GPTQ'}${spec.gptqActOrder ? '-ao' : ''}${spec.gptqRefine ? (spec.gptqRefitScales ? '+cds' : '+cd') : ''}`;
 }
 
 /** The export of the run: accepted moves and config, transformed FP model, searched model and its codes (or, on a ggml format, its GGUF). */
@@ -128,7 +128,7 @@ function searchedCodes(r: RunResult, l: number): CodeSink {
   const codes: CodeSink = {};
   collectAtBlockBoundary(cfg);
   const x = blocks.withoutNorms(() => r.calib.inputsOf(l, blocks));
-  const obj = new BlockObjective(cfg, r.calib.data(l, x), r.spec, r.ops, r.config.base, undefined, undefined, blocks.clips(l));
+  const obj = new BlockObjective(cfg, r.calib.data(l, x, needsFpInputs(r.spec)), r.spec, r.ops, r.config.base, undefined, undefined, blocks.clips(l));
   const { q } = obj.fullEval(blocks.transformed(l), 'all', codes);
   const searched = blocks.quantized(l);
   for (const name of blockLinears(cfg)) {

@@ -26,11 +26,11 @@ import type { Backend } from '../kernels/backend';
 import { bestBackend, freshBackend } from '../kernels/registry';
 import { rtnLinears } from './baseRtn';
 import { SearchBlocks, type AcceptedMove } from './blocks';
-import { copyInto } from './blockState';
+import { copyInto, type BlockData } from './blockState';
 import { boundaryOf, freshBoundary, snapshotSets, meanLoss, progressOf, recordMove, recordValidation, stopReason, SNAPSHOT_VERSION, type Boundary, type InStint, type StintCommit } from './boundary';
 import { fullClips } from './clipMoves';
 import { clipInit } from './clipInit';
-import { specFormat, type SearchSpec } from './blockQuant';
+import { needsFpInputs, specFormat, type SearchSpec } from './blockQuant';
 import { CalibrationRows } from './calibration';
 import { configHash, resolveTuning, searchSpec, validateRunConfig, type SearchTuning } from './config';
 import type { FinalReport, Invariance, Progress, RunConfig, SearchJob, SearchSnapshot } from './contract';
@@ -192,7 +192,7 @@ class Search implements SearchJob {
 
   /** Block l's transformed weights quantized by the base quantizer on its inputs x in the quantized model, and the block's loss. */
   private quantizeBlock(l: number, x: F32): { q: Block; loss: number } {
-    const obj = new BlockObjective(this.model.config, this.calib.data(l, x), this.spec, this.ops, this.config.base, undefined, undefined, this.blocks.clips(l));
+    const obj = new BlockObjective(this.model.config, this.calib.data(l, x, needsFpInputs(this.spec)), this.spec, this.ops, this.config.base, undefined, undefined, this.blocks.clips(l));
     const loss = obj.reset(this.blocks.transformed(l));
     return { q: obj.q, loss };
   }
@@ -246,8 +246,9 @@ class Search implements SearchJob {
     this.evaluator.clearBlock();
     collectAtBlockBoundary(this.model.config);
     const alloc = this.evaluator.alloc;
-    const plain = this.calib.data(l, x);
-    const data = { ...plain, x: copyInto(alloc.f32(plain.x.length), plain.x), y: copyInto(alloc.f32(plain.y.length), plain.y) };
+    const plain = this.calib.data(l, x, needsFpInputs(this.spec));
+    const shared = (a: F32) => copyInto(alloc.f32(a.length), a);
+    const data: BlockData = { ...plain, x: shared(plain.x), y: shared(plain.y), ...(plain.xf && { xf: shared(plain.xf) }) };
     this.blocks.setTransformed(l, blockIn(alloc, this.blocks.transformed(l)));
     // with clip moves on, every linear's codes in shared memory, which a committed clip move updates
     if (this.clipOn) this.blocks.setClips(l, fullClips(this.model.config, this.spec, this.blocks.clips(l), alloc));

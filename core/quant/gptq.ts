@@ -97,6 +97,8 @@ export interface GptqOptions {
    * layer error given the codes (./refine.ts), stored as the spec says (fp16 or float32).
    */
   refitScales?: boolean;
+  /** gptqFactor also keeps the damped H⁻¹ itself (GptqFactor.inv), for ./asymmetric.ts. */
+  keepInverse?: boolean;
 }
 
 export interface GptqResult {
@@ -126,6 +128,8 @@ export interface GptqFactor {
   H: Float64Array;
   /** The dampening added to its diagonal. */
   damp: number;
+  /** With GptqOptions.keepInverse: the damped H⁻¹ [cols, cols], in column order (not `order`'s). */
+  inv?: Float64Array;
 }
 
 function checkOptions(opts: GptqOptions): { percdamp: number; blocksize: number } {
@@ -172,11 +176,22 @@ export function gptqFactor(H: Float64Array, cols: number, opts: GptqOptions = {}
     throw new InvarxError('bad-config', `GPTQ: the damped Hessian is not positive definite; raise dampPercent (now ${percdamp})`);
   }
   const U = inverse(Hd, cols);
+  const inv = opts.keepInverse ? inColumnOrder(U, cols, order) : undefined;
   if (!lower(U, cols)) {
     throw new InvarxError('bad-config', `GPTQ: the inverse Hessian is not positive definite; raise dampPercent (now ${percdamp})`);
   }
   transposeInPlace(U, cols); // upper factor U = Lᵀ, Hinv = Uᵀ U
-  return order ? { cols, U, dead, H, damp, order } : { cols, U, dead, H, damp };
+  const f: GptqFactor = order ? { cols, U, dead, H, damp, order } : { cols, U, dead, H, damp };
+  if (inv) f.inv = inv;
+  return f;
+}
+
+/** A copy of A [cols, cols], whose row and column i are column order[i] (identity when absent), in column order. */
+function inColumnOrder(A: Float64Array, cols: number, order?: Int32Array): Float64Array {
+  if (!order) return A.slice();
+  const out = new Float64Array(cols * cols);
+  for (let i = 0; i < cols; i++) for (let j = 0; j < cols; j++) out[order[i] * cols + order[j]] = A[i * cols + j];
+  return out;
 }
 
 /** The columns by decreasing diagonal of H [cols, cols], ties in column order. */

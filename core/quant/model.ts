@@ -150,6 +150,11 @@ export interface QuantizeModelOptions extends GptqOptions {
   f16Scales?: boolean;
   /** Calibration token sequences (GPTQ only). */
   calib?: number[][];
+  /**
+   * GPTQ on the int grid: the share α of the asymmetric correction (./asymmetric.ts) in
+   * each linear's target; absent or 0, plain GPTQ.
+   */
+  asymmetric?: number;
   /** A ggml format whose grid replaces bits and group (quantizedView only). */
   format?: QuantFormat;
   ops?: Ops;

@@ -13,7 +13,9 @@
  *
  * The Hessians are accumulated sequence by sequence, in order (./hessian.ts, the one
  * builder the search's GPTQ base uses too), so the view gives the same bits as
- * quantizeModel (tested).
+ * quantizeModel (tested). Asymmetric GPTQ (`asymmetric`, ./asymmetric.ts) also runs the FP
+ * block on the FP model's rows beside it, and aims each stage's linears at reproducing the
+ * FP linear on those.
  *
  * With `format` (a ggml format) the grid is the format's: RTN is its reference quantizer
  * (formatView; with clip, our clip search), GPTQ runs on the format's grid (./gptqFormat.ts).
@@ -25,11 +27,11 @@ import { attnInput, attnResidual, context, ffnInput, ffnResidual, qkv, type Rows
 import { sequentialBlocks, BlockCache, lazyBlocks, type BlockKey } from '../model/lazy';
 import { blockLinears, cloneBlock, linearShape, type Block, type F32, type LinearName, type Model, type ModelConfig } from '../model/types';
 import { jsOps, type Ops } from '../ops';
-import { hessian } from './hessian';
 import { backendRtn, inputWidth, quantizeLinear, type BlockInput, type QuantizeModelOptions } from './model';
 import { validateSpec, type QuantSpec } from './rtn';
 import { clippedFormat, formatForRow, type QuantFormat } from './formats';
-import { gptqFactor, gptqQuantizeRows, type GptqFactor } from './gptq';
+import { gptqQuantizeRows, type GptqFactor } from './gptq';
+import { asymmetricTargets, inputFactor } from './asymmetric';
 import { gptqFormatRows } from './gptqFormat';
 import { f16Round } from '../model/safetensors';
 
@@ -51,21 +53,31 @@ export function quantizedView(model: Model, opts: QuantizeModelOptions): Model {
   if (opts.method !== 'gptq') throw new InvarxError('bad-config', `unknown quantization method "${opts.method as string}" (use rtn or gptq)`);
   const calib = checkCalib(model, opts.calib);
   const ops = opts.ops ?? jsOps;
-  const { blocks } = sequentialBlocks<Rows>(
-    cfg.nLayers, keys, () => embedRows(model, calib), (l, x) => gptqBlock(cfg, model.blocks[l], x, spec, opts, ops, l),
+  const alpha = opts.asymmetric ?? 0;
+  if (alpha !== 0 && opts.format) throw new InvarxError('bad-config', 'asymmetric GPTQ runs on the int grid only, not on a ggml format');
+  const { blocks } = sequentialBlocks<GptqRows>(
+    cfg.nLayers, keys, () => {
+      const x = embedRows(model, calib);
+      return alpha ? { ...x, xf: x.x } : x;
+    }, (l, x) => gptqBlock(cfg, model.blocks[l], x, spec, opts, ops, l),
   );
   return { ...model, blocks };
 }
 
+/** A GPTQ block's calibration inputs in the quantized model and, for asymmetric GPTQ, in the FP model (`xf`). */
+type GptqRows = Rows & { xf?: F32 };
+
 /** Block `fp` quantized by GPTQ on its calibration inputs x, and the quantized block's outputs (the next block's inputs). */
-function gptqBlock(cfg: ModelConfig, fp: Block, x: Rows, spec: QuantSpec, opts: QuantizeModelOptions, ops: Ops, l: number): { block: Block; state: Rows } {
+function gptqBlock(cfg: ModelConfig, fp: Block, x: GptqRows, spec: QuantSpec, opts: QuantizeModelOptions, ops: Ops, l: number): { block: Block; state: GptqRows } {
   const b = cloneBlock(fp);
   const N = x.x.length / cfg.dim;
+  const alpha = opts.asymmetric ?? 0;
+  const fpTrace = x.xf ? fpBlockTrace(cfg, fp, { x: x.xf, seqStarts: x.seqStarts }, ops) : undefined;
   const stage = (names: LinearName[], input: BlockInput, acts: F32) => {
     const cols = inputWidth(cfg, input);
     // one factor for the linears that share the input (an O(cols³) step: at 2048 columns, seconds)
-    const factor = gptqFactor(hessian(acts, N, cols, x.seqStarts, ops), cols, { ...opts, ops });
-    for (const name of names) if (b[name]) quantizeInto(cfg, b, name, spec, opts, l, factor);
+    const { factor, MT } = inputFactor(acts, fpTrace?.[input], N, cols, x.seqStarts, { ...opts, ops });
+    for (const name of names) if (b[name]) quantizeInto(cfg, b, name, spec, opts, l, factor, MT && asymmetricTargets(b[name]!, cols, MT, alpha, ops));
   };
   const xa = attnInput(cfg, b, x.x, N);
   stage(['wq', 'wk', 'wv'], 'xnAttn', xa);
@@ -77,12 +89,26 @@ function gptqBlock(cfg: ModelConfig, fp: Block, x: Rows, spec: QuantSpec, opts: 
   stage(['w1', 'w3'], 'xnFfn', xn);
   const act = ffnActivation(cfg, b, xn, N, ops);
   stage(['w2'], 'act', act);
-  return { block: b, state: { x: ffnResidual(cfg, h, act, b, ops), seqStarts: x.seqStarts } };
+  const next = { x: ffnResidual(cfg, h, act, b, ops), seqStarts: x.seqStarts };
+  return { block: b, state: fpTrace ? { ...next, xf: fpTrace.y } : next };
+}
+
+/** The FP block's linear inputs on its FP inputs x, and its output y (core's forward pieces, as blockForwardRows). */
+function fpBlockTrace(cfg: ModelConfig, b: Block, x: Rows, ops: Ops): Record<BlockInput, F32> & { y: F32 } {
+  const N = x.x.length / cfg.dim;
+  const xnAttn = attnInput(cfg, b, x.x, N);
+  const ctx = new Float32Array(N * cfg.nHeads * cfg.headDim);
+  context(cfg, qkv(cfg, b, xnAttn, x.seqStarts, ops), x.seqStarts, null, ops, ctx);
+  const h = attnResidual(cfg, x.x, ctx, b.wo, b.bo, ops);
+  const xnFfn = ffnInput(cfg, b, h, N);
+  const act = ffnActivation(cfg, b, xnFfn, N, ops);
+  return { xnAttn, ctx, xnFfn, act, y: ffnResidual(cfg, h, act, b, ops) };
 }
 
 /** Replace linear `name` of `b` (in place) by its quantized version, reporting the codes. */
-function quantizeInto(cfg: ModelConfig, b: Block, name: LinearName, spec: QuantSpec, opts: QuantizeModelOptions, l: number, factor?: GptqFactor): void {
+function quantizeInto(cfg: ModelConfig, b: Block, name: LinearName, spec: QuantSpec, opts: QuantizeModelOptions, l: number, factor?: GptqFactor, target?: F32): void {
   const [rows, cols] = linearShape(cfg, name);
+  if (target) b[name] = target;
   if (factor && opts.format) {
     b[name] = gptqFormatRows(b[name]!, cols, factor, opts.format, { ...opts, clip: opts.clip === true }).deq;
     return;

@@ -15,7 +15,7 @@ import type { JobView } from '../../daemon/scheduler';
 import { expectUserError } from '../cli/cli';
 import { Conn, DaemonProc, MODEL_PATH, TUNING, call, cli, ensureBuilt, jobConfig, readDir, sameFiles, status, submit, tmpHome, waitFor, waitState } from './harness';
 import { SEARCH_EXPORT_FILES } from '../helpers';
-import { COOL_CALIB_TEMPERATURE, GPTQ_REFINE_SWEEPS } from '../../search/config';
+import { COOL_CALIB_TEMPERATURE, GPTQ_REFINE_SWEEPS, GPTQ_ASYM_SHARE } from '../../search/config';
 import type { RunConfig } from '../../search/contract';
 
 const ERROR_CODES = new Set(['bad-frame', 'bad-request', 'unknown-verb', 'bad-args', 'bad-job-id', 'no-such-job', 'frame-too-large', 'bad-state', 'not-done', 'busy']);
@@ -277,10 +277,11 @@ describe('daemon process', () => {
     expect(await recorded(jobConfig({ bits: 3 }), { ...TUNING, calibTemperature: 1 })).toEqual({ ...TUNING, calibTemperature: 1, ...norms });
     expect(await recorded(jobConfig({ bits: 2 }))).toEqual({ ...TUNING, ...norms });
     expect(await recorded(jobConfig({ bits: 2 }), { ...TUNING, normTune: false })).toEqual({ ...TUNING, normTune: false });
-    expect(await recorded(jobConfig({ bits: 3, base: 'gptq' }))).toEqual({ ...TUNING, gptqRefine: GPTQ_REFINE_SWEEPS, gptqRefitScales: true, ...norms });
-    expect(await recorded(jobConfig({ bits: 4, base: 'gptq' }))).toEqual({ ...TUNING, gptqRefine: GPTQ_REFINE_SWEEPS, ...norms });
-    expect(await recorded(jobConfig({ bits: 3, base: 'gptq' }), { ...TUNING, gptqRefine: 0 })).toEqual({ ...TUNING, gptqRefine: 0, ...norms });
-    expect(await recorded(jobConfig({ bits: 2, base: 'gptq' }))).toEqual({ ...TUNING, calibTemperature: COOL_CALIB_TEMPERATURE, gptqRefine: GPTQ_REFINE_SWEEPS, gptqRefitScales: true, ...norms });
+    const asym = { gptqAsym: GPTQ_ASYM_SHARE };
+    expect(await recorded(jobConfig({ bits: 3, base: 'gptq' }))).toEqual({ ...TUNING, gptqRefine: GPTQ_REFINE_SWEEPS, gptqRefitScales: true, ...asym, ...norms });
+    expect(await recorded(jobConfig({ bits: 4, base: 'gptq' }))).toEqual({ ...TUNING, gptqRefine: GPTQ_REFINE_SWEEPS, ...asym, ...norms });
+    expect(await recorded(jobConfig({ bits: 3, base: 'gptq' }), { ...TUNING, gptqRefine: 0 })).toEqual({ ...TUNING, gptqRefine: 0, ...asym, ...norms });
+    expect(await recorded(jobConfig({ bits: 2, base: 'gptq' }))).toEqual({ ...TUNING, calibTemperature: COOL_CALIB_TEMPERATURE, gptqRefine: GPTQ_REFINE_SWEEPS, gptqRefitScales: true, ...asym, ...norms });
   });
 
   it('runs the client commands: submit, list, status, watch, pause, resume, cancel, export, report', async () => {

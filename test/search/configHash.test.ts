@@ -4,7 +4,7 @@
  * at the value that runs as before, and must change it at any other.
  */
 import { describe, expect, it } from 'vitest';
-import { configHash, DEFAULT_CONFIG, DEFAULT_TUNING, recommendedTuning, COOL_CALIB_TEMPERATURE, GPTQ_REFINE_SWEEPS } from '../../search/config';
+import { configHash, DEFAULT_CONFIG, DEFAULT_TUNING, recommendedTuning, COOL_CALIB_TEMPERATURE, GPTQ_REFINE_SWEEPS, GPTQ_ASYM_SHARE } from '../../search/config';
 
 const config = { ...DEFAULT_CONFIG, model: '/models/m.bin', bits: 3, group: 32, steps: 50, seed: 1 };
 const clipOn = { ...DEFAULT_TUNING, clipShare: 0.2, clipInit: true };
@@ -23,6 +23,8 @@ describe('configHash', () => {
     expect(configHash(config, { ...DEFAULT_TUNING, gptqRefine: 4 })).not.toBe(h);
     expect(configHash(config, { ...DEFAULT_TUNING, gate: true })).not.toBe(h);
     expect(configHash(config, { ...DEFAULT_TUNING, gptqActOrder: true })).not.toBe(h);
+    expect(configHash(config, { ...DEFAULT_TUNING, gptqAsym: 0.5 })).not.toBe(h);
+    expect(configHash(config, { ...DEFAULT_TUNING, gptqAsym: 0 })).toBe(h);
     expect(configHash(config, { ...DEFAULT_TUNING, gptqRefine: 2, gptqRefitScales: true })).not.toBe(configHash(config, { ...DEFAULT_TUNING, gptqRefine: 2 }));
     expect(configHash(config, { ...DEFAULT_TUNING, normTune: true })).not.toBe(h);
     expect(configHash(config, { ...clipOn, mix: 'adaptive' })).not.toBe(configHash(config, clipOn));
@@ -32,18 +34,18 @@ describe('configHash', () => {
 });
 
 describe('recommendedTuning (what a new job records)', () => {
-  it('cools the calibration set for RTN at 3 and 4 bits and GPTQ at 2, refines GPTQ (its scales too at 2 and 3 bits), on the int grid only, tunes the norm gains, and keeps what the job sets', () => {
+  it('cools the calibration set for RTN at 3 and 4 bits and GPTQ at 2, refines GPTQ (its scales too at 2 and 3 bits) and makes it asymmetric, on the int grid only, tunes the norm gains, and keeps what the job sets', () => {
     const norms = { normTune: true };
     const cool = { calibTemperature: COOL_CALIB_TEMPERATURE, ...norms };
-    const refine = { gptqRefine: GPTQ_REFINE_SWEEPS, ...norms };
+    const refine = { gptqRefine: GPTQ_REFINE_SWEEPS, gptqAsym: GPTQ_ASYM_SHARE, ...norms };
     const refit = { ...refine, gptqRefitScales: true };
     expect(recommendedTuning({ base: 'rtn', bits: 4 })).toEqual(cool);
     expect(recommendedTuning({ base: 'gptq', bits: 2 })).toEqual({ ...cool, ...refit });
     expect(recommendedTuning({ base: 'gptq', bits: 3, format: 'int' })).toEqual(refit);
     expect(recommendedTuning({ base: 'gptq', bits: 4 })).toEqual(refine);
     expect(recommendedTuning({ base: 'gptq', bits: 3 }, { gptqRefitScales: false })).toEqual({ ...refine, gptqRefitScales: false });
-    expect(recommendedTuning({ base: 'gptq', bits: 4 }, { gptqRefine: 0 })).toEqual({ gptqRefine: 0, ...norms });
-    expect(recommendedTuning({ base: 'gptq', bits: 3 }, { gptqRefine: 0 })).toEqual({ gptqRefine: 0, ...norms });
+    expect(recommendedTuning({ base: 'gptq', bits: 4 }, { gptqRefine: 0 })).toEqual({ gptqRefine: 0, gptqAsym: GPTQ_ASYM_SHARE, ...norms });
+    expect(recommendedTuning({ base: 'gptq', bits: 3 }, { gptqRefine: 0, gptqAsym: 0 })).toEqual({ gptqRefine: 0, gptqAsym: 0, ...norms });
     expect(recommendedTuning({ base: 'rtn', bits: 3, format: 'int' }, { seqTokens: 64 })).toEqual({ seqTokens: 64, ...cool });
     expect(recommendedTuning({ base: 'rtn', bits: 3 }, { calibTemperature: 1 })).toEqual({ calibTemperature: 1, ...norms });
     expect(recommendedTuning({ base: 'rtn', bits: 3 }, { normTune: false })).toEqual({ normTune: false, calibTemperature: COOL_CALIB_TEMPERATURE });
@@ -58,6 +60,7 @@ describe('recommendedTuning (what a new job records)', () => {
     expect(DEFAULT_TUNING.calibTemperature).toBe(1);
     expect(DEFAULT_TUNING.gptqRefine).toBe(0);
     expect(DEFAULT_TUNING.gptqRefitScales).toBe(false);
+    expect(DEFAULT_TUNING.gptqAsym).toBe(0);
     expect(DEFAULT_TUNING.normTune).toBe(false);
     expect(configHash(config, { ...DEFAULT_TUNING, ...recommendedTuning(config) })).not.toBe(configHash(config));
   });

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { InvarxError } from '../../core/errors';
 import { runConfigFromOptions } from '../../daemon/commands/runOptions';
 import { parseSubmitArgs } from '../../daemon/submit';
-import { configHash, searchSpec, DEFAULT_TUNING, validateRunConfig } from '../../search/config';
+import { configHash, searchSpec, DEFAULT_TUNING, validateRunConfig, resolveTuning } from '../../search/config';
 
 const base = { model: 'm.bin', base: 'rtn', steps: '10', timeBudget: '0', seed: '1', invariances: 'all', candidates: '2', workers: '1', patience: '0' };
 
@@ -59,6 +59,15 @@ describe('--format', () => {
     expect(searchSpec(gptq, refit)).toEqual({ bits: 3, group: 32, clip: true, f16Scales: true, gptqRefine: 2, gptqRefitScales: true });
     expect(searchSpec(runConfigFromOptions({ ...base, base: 'gptq', format: 'q3_k' }), refit)).toEqual({ bits: 3, group: 256, clip: true, f16Scales: true, format: 'q3_k' });
     expect(error(() => searchSpec(gptq, { ...refit, gptqRefine: 0 }))).toMatch(/gptqRefitScales .*needs gptqRefine > 0/);
+  });
+
+  it('takes asymmetric GPTQ on the GPTQ base on the int grid only, with one clear error elsewhere', () => {
+    const gptq = runConfigFromOptions({ ...base, base: 'gptq', bits: '3', group: '32' });
+    const asym = { ...DEFAULT_TUNING, gptqAsym: 0.5 };
+    expect(searchSpec(gptq, asym)).toEqual({ bits: 3, group: 32, clip: true, f16Scales: true, gptqAsym: 0.5 });
+    expect(error(() => searchSpec(runConfigFromOptions({ ...base, base: 'gptq', format: 'q3_k' }), asym))).toMatch(/gptqAsym .*int grid only/);
+    expect(error(() => searchSpec(runConfigFromOptions({ ...base, bits: '3', group: '32' }), asym))).toMatch(/gptqAsym .*GPTQ base/);
+    expect(error(() => resolveTuning({ gptqAsym: 1.5 }))).toMatch(/gptqAsym must be a number in \[0, 1\]/);
   });
 
   it('is a key of submit\'s payload (a short string)', () => {

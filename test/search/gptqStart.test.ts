@@ -41,14 +41,14 @@ describe("the search's GPTQ start", () => {
     },
   );
 
-  it.each([[false, false], [true, false], [false, true]])('with clip search and refined codes (act order %s, scales refitted %s) is core GPTQ with the same (the report\'s base-with-clip row) bit for bit', async (actOrder, refit) => {
+  it.each([[false, false, 0], [true, false, 0], [false, true, 0], [false, true, 0.5], [true, false, 1]])('with clip search and refined codes (act order %s, scales refitted %s, asymmetric %s) is core GPTQ with the same (the report\'s base-with-clip row) bit for bit', async (actOrder, refit, asym) => {
     const ops = getBackend('wasm');
-    const t = resolveTuning({ ...tuning, clip: true, gptqRefine: GPTQ_REFINE_SWEEPS, gptqActOrder: actOrder, gptqRefitScales: refit });
+    const t = resolveTuning({ ...tuning, clip: true, gptqRefine: GPTQ_REFINE_SWEEPS, gptqActOrder: actOrder, gptqRefitScales: refit, gptqAsym: asym });
     const job = await createSearchJob(config(), { tuning: t, ops });
     const r = await job.report();
     const model = loadModel(MODEL_PATH);
     const calib = resolveTokenSets(model, config(), t, tuningSets(t), ops).calib;
-    const opts = { bits: 3, group: 32, method: 'gptq', clip: true, f16Scales: t.f16Scales, calib, ops, refineSweeps: t.gptqRefine, actOrder, refitScales: refit } as const;
+    const opts = { bits: 3, group: 32, method: 'gptq', clip: true, f16Scales: t.f16Scales, calib, ops, refineSweeps: t.gptqRefine, actOrder, refitScales: refit, asymmetric: asym } as const;
     expectSameLinears(r.models!.searched, quantizeModel(model, opts));
     // each setting changes the model: without refinement, in the other column order, with the scales refitted or not
     const unrefined = quantizeModel(model, { ...opts, refineSweeps: 0 });
@@ -57,6 +57,10 @@ describe("the search's GPTQ start", () => {
     expect(r.models!.searched.blocks[0].w2).not.toEqual(otherOrder.blocks[0].w2);
     const otherScales = quantizeModel(model, { ...opts, refitScales: !refit });
     expect(r.models!.searched.blocks[0].w2).not.toEqual(otherScales.blocks[0].w2);
+    const otherAsym = quantizeModel(model, { ...opts, asymmetric: asym ? 0 : 0.5 });
+    // (block 0's wq/wk/wv read the same inputs in both models: their targets are W itself)
+    expect(r.models!.searched.blocks[0].w2).not.toEqual(otherAsym.blocks[0].w2);
+    expect(r.models!.searched.blocks[1].wq).not.toEqual(otherAsym.blocks[1].wq);
     await job.close();
   });
 

@@ -13,14 +13,16 @@ import { randomBlockData } from './blockData';
 
 /**
  * `refine`: GPTQ's codes refined by that many sweeps (core/quant/refine.ts), as a GPTQ job's
- * recommended tuning does, with `refit` their (fp16) scales too; `actOrder`: GPTQ in act order.
+ * recommended tuning does, with `refit` their (fp16) scales too; `actOrder`: GPTQ in act order;
+ * `asym`: asymmetric GPTQ's share (core/quant/asymmetric.ts), on FP inputs that differ from the block's.
  */
-function setup(layer: number, bits: number, method: BaseMethod = 'rtn', ops: Ops = jsOps, refine = 0, actOrder = false, refit = false) {
+function setup(layer: number, bits: number, method: BaseMethod = 'rtn', ops: Ops = jsOps, refine = 0, actOrder = false, refit = false, asym = 0) {
   const m = shippedModel();
   const { rng, data } = randomBlockData(m, layer, 7, 48, ops);
   const spec: SearchSpec = {
     bits, group: 32,
     ...(refine > 0 ? { gptqRefine: refine } : {}), ...(actOrder ? { gptqActOrder: true } : {}), ...(refit ? { gptqRefitScales: true, f16Scales: true } : {}),
+    ...(asym > 0 ? { gptqAsym: asym } : {}),
   };
   const obj = new BlockObjective(m.config, data, spec, ops, method);
   const cur = cloneBlock(m.blocks[layer]);
@@ -57,10 +59,11 @@ describe('block objective', () => {
   // GPTQ's rounding flips with the last bit of its Hessian, so "same loss" has to mean the
   // same bits: the incremental path redoes exactly the full evaluation's float operations.
   it.each([
-    ['js', 0, false, false, jsOps], ['wasm', 0, false, false, getBackend('wasm')], ['js', 4, false, false, jsOps], ['wasm', 4, false, false, getBackend('wasm')],
-    ['js', 2, true, false, jsOps], ['wasm', 2, true, false, getBackend('wasm')], ['js', 2, false, true, jsOps], ['wasm', 2, false, true, getBackend('wasm')],
-  ] as const)('on the GPTQ base (%s, %i refinement sweeps, act order %s, scales refitted %s) incremental FFN evaluation is bit for bit the full one, before and after commits', (_name, refine, actOrder, refit, ops) => {
-    const { m, rng, obj, cur, spec } = setup(3, 3, 'gptq', ops, refine, actOrder, refit);
+    ['js', 0, false, false, 0, jsOps], ['wasm', 0, false, false, 0, getBackend('wasm')], ['js', 4, false, false, 0, jsOps], ['wasm', 4, false, false, 0, getBackend('wasm')],
+    ['js', 2, true, false, 0, jsOps], ['wasm', 2, true, false, 0, getBackend('wasm')], ['js', 2, false, true, 0, jsOps], ['wasm', 2, false, true, 0, getBackend('wasm')],
+    ['js', 0, false, false, 0.5, jsOps], ['wasm', 2, false, true, 0.5, getBackend('wasm')], ['wasm', 2, true, false, 1, getBackend('wasm')],
+  ] as const)('on the GPTQ base (%s, %i refinement sweeps, act order %s, scales refitted %s, asymmetric %s) incremental FFN evaluation is bit for bit the full one, before and after commits', (_name, refine, actOrder, refit, asym, ops) => {
+    const { m, rng, obj, cur, spec } = setup(3, 3, 'gptq', ops, refine, actOrder, refit, asym);
     const on = new Set(ALL_INVARIANCES);
     const tuning = { ...DEFAULT_TUNING, scaleStep: 0.2, angleStep: 0.05 };
     for (let i = 0; i < 8; i++) {
@@ -78,17 +81,18 @@ describe('block objective', () => {
         for (const k of ['w1', 'w3', 'w2'] as const) expect(obj.q[k]).toEqual(fresh.q[k]);
         expect(obj.c.act).toEqual(fresh.c.act);
         expect(obj.c.err).toEqual(fresh.c.err);
-        expect(obj.c.gptq!.Ha).toEqual(fresh.c.gptq!.Ha);
-        expect(obj.c.gptq!.actT).toEqual(fresh.c.gptq!.actT);
+        for (const k of ['Ha', 'actT', 'actF', 'Gact', 'xnF', 'asymX'] as const) expect(obj.c.gptq![k]).toEqual(fresh.c.gptq![k]);
+        expect(obj.c.gptq!.Gact === undefined).toBe(asym === 0);
       }
     }
   });
 
   it.each([
-    ['rtn', 'js', 0, false, false, jsOps], ['rtn', 'wasm', 0, false, false, getBackend('wasm')], ['gptq', 'js', 0, false, false, jsOps], ['gptq', 'wasm', 0, false, false, getBackend('wasm')],
-    ['gptq', 'wasm', 4, false, false, getBackend('wasm')], ['gptq', 'wasm', 2, true, false, getBackend('wasm')], ['gptq', 'wasm', 2, false, true, getBackend('wasm')],
-  ] as const)('attention moves on the %s base (%s, %i GPTQ refinement sweeps, act order %s, scales refitted %s) are scored head by head, bit for bit the full evaluation, before and after commits', (method, _name, refine, actOrder, refit, ops) => {
-    const { m, rng, obj, cur } = setup(2, 3, method, ops, refine, actOrder, refit);
+    ['rtn', 'js', 0, false, false, 0, jsOps], ['rtn', 'wasm', 0, false, false, 0, getBackend('wasm')], ['gptq', 'js', 0, false, false, 0, jsOps], ['gptq', 'wasm', 0, false, false, 0, getBackend('wasm')],
+    ['gptq', 'wasm', 4, false, false, 0, getBackend('wasm')], ['gptq', 'wasm', 2, true, false, 0, getBackend('wasm')], ['gptq', 'wasm', 2, false, true, 0, getBackend('wasm')],
+    ['gptq', 'js', 0, false, false, 0.5, jsOps], ['gptq', 'wasm', 2, false, true, 0.5, getBackend('wasm')],
+  ] as const)('attention moves on the %s base (%s, %i GPTQ refinement sweeps, act order %s, scales refitted %s, asymmetric %s) are scored head by head, bit for bit the full evaluation, before and after commits', (method, _name, refine, actOrder, refit, asym, ops) => {
+    const { m, rng, obj, cur } = setup(2, 3, method, ops, refine, actOrder, refit, asym);
     const kinds = attnKindsOn(m.config, new Set(ALL_INVARIANCES));
     const seen = new Set<string>();
     for (let i = 0; i < 12; i++) {
@@ -105,7 +109,7 @@ describe('block objective', () => {
         expect(obj.loss).toBe(fresh.loss);
         for (const k of ['wq', 'wk', 'wv', 'wo', 'w1', 'w2'] as const) expect(obj.q[k]).toEqual(fresh.q[k]);
         for (const k of ['q', 'k', 'v', 'ctx', 'h', 'act'] as const) expect(obj.c[k]).toEqual(fresh.c[k]);
-        if (method === 'gptq') expect(obj.c.gptq!.Hctx).toEqual(fresh.c.gptq!.Hctx);
+        if (method === 'gptq') for (const k of ['Hctx', 'ctxF', 'Gctx', 'asymA', 'Gact'] as const) expect(obj.c.gptq![k]).toEqual(fresh.c.gptq![k]);
       }
     }
     expect(seen.size).toBe(kinds.length); // every attention kind was tried

@@ -113,7 +113,7 @@ describe('search run', () => {
     ['annealing, by-gain schedule, global term', { accept: 'anneal', temperature: 0.05, schedule: 'gain', globalEvery: 3, globalSeqs: 2 }, {}],
     // (seed 2: a trajectory whose stint has accepted moves by the in-stint snapshot)
     ['GPTQ base in act order, refined codes', { gptqRefine: 2, gptqActOrder: true }, { base: 'gptq', seed: 2 }],
-    ['GPTQ base, refined codes and scales', { gptqRefine: 2, gptqRefitScales: true }, { base: 'gptq', seed: 2 }],
+    ['asymmetric GPTQ base, refined codes and scales', { gptqRefine: 2, gptqRefitScales: true, gptqAsym: 0.5 }, { base: 'gptq', seed: 2 }],
     ['clip moves', { clipShare: 0.5 }, {}],
     ['adaptive move mix', { mix: 'adaptive' }, {}],
     ['norm-gain tuning at the end', { normTune: true }, {}],
