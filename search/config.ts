@@ -240,7 +240,8 @@ export const GPTQ_ASYM_SHARE = 0.5;
  * 30.7% against 21.3%, W3 43.6% against 42.9%, GPTQ W2 59.5% against 58.8%; RTN W2 and
  * GPTQ W3, W4 did worse), GPTQ's codes refined (gptqRefine, README "Results") on the
  * GPTQ base on the int grid, with their scales refitted at 2 and 3 bits (gptqRefitScales,
- * README "Results": W4 did worse), and the norm gains tuned at the end (normTune, README
+ * README "Results": W4 did worse), GPTQ made asymmetric there at GPTQ_ASYM_SHARE (gptqAsym,
+ * README "Results"), and the norm gains tuned at the end (normTune, README
  * "Results"). The job entry points (`invarx run`, a daemon's submit) record
  * them in the job, and a job recorded without them (by an older version) still resumes at
  * the defaults it started with.
