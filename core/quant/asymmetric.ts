@@ -25,8 +25,7 @@ export interface InputFactor {
   factor: GptqFactor;
   /** X_qᵀ [cols, N]. */
   qT: F32;
-  /** With FP inputs: Dᵀ [cols, N], G and the map Mᵀ (asymmetricMap). */
-  dT?: F32;
+  /** With FP inputs: G (crossGram) and the map Mᵀ (asymmetricMap). */
   G?: F32;
   MT?: F32;
 }
@@ -40,11 +39,10 @@ export function inputFactor(xq: F32, xf: F32 | undefined, N: number, cols: numbe
   const qT = transpose(xq, N, cols);
   const factor = gptqFactor(hessianT(qT, N, cols, seqStarts, opts.ops), cols, { ...opts, keepInverse: xf !== undefined });
   if (!xf) return { factor, qT };
-  const dT = deviationT(xf, qT, N, cols);
-  const G = crossGram(dT, qT, N, cols, opts.ops);
+  const G = crossGram(deviationT(xf, qT, N, cols), qT, N, cols, opts.ops);
   const MT = asymmetricMap(G, factor.inv!, cols, opts.ops);
   delete factor.inv; // cols² float64 that nothing reads again
-  return { factor, qT, dT, G, MT };
+  return { factor, qT, G, MT };
 }
 
 /** Dᵀ = X_fᵀ − X_qᵀ [cols, N] from the FP inputs x_f [N, cols] and the transposed quantized ones qT [cols, N]. */
@@ -52,15 +50,6 @@ export function deviationT(xf: F32, qT: F32, N: number, cols: number): F32 {
   const dT = transpose(xf, N, cols);
   for (let i = 0; i < dT.length; i++) dT[i] -= qT[i];
   return dT;
-}
-
-/** Columns `cols` (sorted) of Dᵀ updated in place from x_f and the quantized inputs x_q, both [N, width]. */
-export function deviationRowsT(dT: F32, xf: F32, xq: F32, N: number, width: number, cols: ArrayLike<number>): void {
-  for (let k = 0; k < cols.length; k++) {
-    const c = cols[k];
-    const o = c * N;
-    for (let n = 0; n < N; n++) dT[o + n] = xf[n * width + c] - xq[n * width + c];
-  }
 }
 
 /** Rows `rows` of m [·, width] gathered, padded to SEPARABLE_MIN_ROWS with copies of the last. */
@@ -84,7 +73,7 @@ export function crossGram(dT: F32, qT: F32, N: number, cols: number, ops: Ops): 
 }
 
 /**
- * G's rows and columns `changed` (sorted input channels whose Dᵀ or X_qᵀ rows changed)
+ * G's rows and columns `changed` (the input channels whose Dᵀ or X_qᵀ rows changed)
  * recomputed in place: the bits of crossGram over the new rows.
  */
 export function crossGramRows(G: F32, dT: F32, qT: F32, N: number, cols: number, changed: ArrayLike<number>, ops: Ops): void {
