@@ -31,7 +31,7 @@
 import { ffnActivation } from '../core/forward';
 import { ffnInput } from '../core/forwardRows';
 import type { Block, F32, LinearName } from '../core/model/types';
-import { asymmetricMap, asymmetricTargets, crossGramRows, deviationT, inputFactor, type InputFactor } from '../core/quant/asymmetric';
+import { asymmetricMap, asymmetricTargets, crossGramRows, deviationT, gatherRows, inputFactor, type InputFactor } from '../core/quant/asymmetric';
 import { gptqFactor, gptqQuantizeRows, type GptqFactor, type GptqResult } from '../core/quant/gptq';
 import { gptqFormatRows, type FormatGptqResult } from '../core/quant/gptqFormat';
 import { hessianRows } from '../core/quant/hessian';
@@ -45,13 +45,6 @@ import { temp32, tempCopy } from './temps';
 function keepCodes(name: LinearName, r: GptqResult | FormatGptqResult, codes?: CodeSink): F32 {
   if (codes) codes[name] = 'qz' in r ? r.qz : r;
   return r.deq;
-}
-
-/** Rows `rows` of m [·, width], in that order. */
-function gather(m: F32, width: number, rows: ArrayLike<number>): F32 {
-  const out = new Float32Array(rows.length * width);
-  for (let i = 0; i < rows.length; i++) out.set(m.subarray(rows[i] * width, (rows[i] + 1) * width), i * width);
-  return out;
 }
 
 export class GptqBase implements BaseQuantizer {
@@ -214,7 +207,7 @@ export class GptqBase implements BaseQuantizer {
       // the FP model's units S under b, and G in their rows and columns
       actF = tempCopy('gptqFfnMove.actF', g.actF!);
       const fpS = temp32('gptqFfnMove.fpS', N * k);
-      unitActs(this.s, fpS, g.xnF!, gather(b.w1, d, S), b.w3 && gather(b.w3, d, S), b.b1, S);
+      unitActs(this.s, fpS, g.xnF!, gatherRows(b.w1, d, S), b.w3 && gatherRows(b.w3, d, S), b.b1, S);
       for (let n = 0; n < N; n++) for (let u = 0; u < k; u++) actF[n * H + S[u]] = fpS[n * k + u];
       Gact = tempCopy('gptqFfnMove.Gact', g.Gact!);
       crossGramRows(Gact, deviationT(actF, actT, N, H), actT, N, H, S, ops);

@@ -52,15 +52,21 @@ export function deviationT(xf: F32, qT: F32, N: number, cols: number): F32 {
   return dT;
 }
 
-/** Rows `rows` of m [·, width] gathered, padded to SEPARABLE_MIN_ROWS with copies of the last. */
-function gatherRows(m: F32, width: number, rows: ArrayLike<number>): { g: F32; n: number } {
-  const n = Math.max(rows.length, SEPARABLE_MIN_ROWS);
+/** Rows `rows` of m [·, width] in that order, padded to `minRows` rows with copies of the last. */
+export function gatherRows(m: F32, width: number, rows: ArrayLike<number>, minRows = 0): F32 {
+  const n = Math.max(rows.length, minRows);
   const g = new Float32Array(n * width);
   for (let i = 0; i < n; i++) {
     const r = rows[Math.min(i, rows.length - 1)];
     g.set(m.subarray(r * width, (r + 1) * width), i * width);
   }
-  return { g, n };
+  return g;
+}
+
+/** gatherRows padded to the rows matmulT needs to be row-separable, and their count. */
+function separableRows(m: F32, width: number, rows: ArrayLike<number>): { g: F32; n: number } {
+  const g = gatherRows(m, width, rows, SEPARABLE_MIN_ROWS);
+  return { g, n: g.length / width };
 }
 
 /** G [cols, cols] = 2/N · Dᵀ X_q from Dᵀ and X_qᵀ (both [cols, N]); entry (i, j) is the product of their rows i and j. */
@@ -80,14 +86,14 @@ export function crossGramRows(G: F32, dT: F32, qT: F32, N: number, cols: number,
   const k = changed.length;
   if (k === 0) return;
   const f = 2 / N;
-  const d = gatherRows(dT, N, changed);
+  const d = separableRows(dT, N, changed);
   const rows = new Float32Array(d.n * cols);
   ops.matmulT(rows, d.g, qT, d.n, N, cols);
   for (let i = 0; i < k; i++) {
     const o = changed[i] * cols;
     for (let j = 0; j < cols; j++) G[o + j] = rows[i * cols + j] * f;
   }
-  const q = gatherRows(qT, N, changed);
+  const q = separableRows(qT, N, changed);
   const colsOut = new Float32Array(cols * q.n);
   ops.matmulT(colsOut, dT, q.g, cols, N, q.n);
   for (let i = 0; i < cols; i++) for (let j = 0; j < k; j++) G[i * cols + changed[j]] = colsOut[i * q.n + j] * f;
@@ -109,7 +115,7 @@ export function asymmetricMap(G: F32, Hinv: Float64Array, cols: number, ops: Ops
  */
 export function asymmetricTargets(w: F32, cols: number, MT: F32, alpha: number, ops: Ops, rows?: ArrayLike<number>): F32 {
   const all = w.length / cols;
-  const { g, n } = rows ? gatherRows(w, cols, rows) : all >= SEPARABLE_MIN_ROWS ? { g: w, n: all } : gatherRows(w, cols, Int32Array.from({ length: all }, (_, i) => i));
+  const { g, n } = rows ? separableRows(w, cols, rows) : all >= SEPARABLE_MIN_ROWS ? { g: w, n: all } : separableRows(w, cols, Int32Array.from({ length: all }, (_, i) => i));
   const k = rows ? rows.length : all;
   const P = new Float32Array(n * cols);
   ops.matmulT(P, g, MT, n, cols, cols);

@@ -23,7 +23,7 @@
 import { InvarxError } from '../errors';
 import { embedRows } from '../blockPass';
 import { ffnActivation } from '../forward';
-import { attnInput, attnResidual, context, ffnInput, ffnResidual, qkv, type Rows } from '../forwardRows';
+import { attnInput, attnResidual, attnRows, context, ffnInput, ffnResidual, qkv, type Rows } from '../forwardRows';
 import { sequentialBlocks, BlockCache, lazyBlocks, type BlockKey } from '../model/lazy';
 import { blockLinears, cloneBlock, linearShape, type Block, type F32, type LinearName, type Model, type ModelConfig } from '../model/types';
 import { jsOps, type Ops } from '../ops';
@@ -95,13 +95,9 @@ function gptqBlock(cfg: ModelConfig, fp: Block, x: GptqRows, spec: QuantSpec, op
 
 /** The FP block's linear inputs on its FP inputs x, and its output y (core's forward pieces, as blockForwardRows). */
 function fpBlockTrace(cfg: ModelConfig, b: Block, x: Rows, ops: Ops): Record<BlockInput, F32> & { y: F32 } {
-  const N = x.x.length / cfg.dim;
-  const xnAttn = attnInput(cfg, b, x.x, N);
-  const ctx = new Float32Array(N * cfg.nHeads * cfg.headDim);
-  context(cfg, qkv(cfg, b, xnAttn, x.seqStarts, ops), x.seqStarts, null, ops, ctx);
-  const h = attnResidual(cfg, x.x, ctx, b.wo, b.bo, ops);
-  const xnFfn = ffnInput(cfg, b, h, N);
-  const act = ffnActivation(cfg, b, xnFfn, N, ops);
+  const { xnAttn, ctx, h } = attnRows(cfg, b, x, ops);
+  const xnFfn = ffnInput(cfg, b, h, h.length / cfg.dim);
+  const act = ffnActivation(cfg, b, xnFfn, h.length / cfg.dim, ops);
   return { xnAttn, ctx, xnFfn, act, y: ffnResidual(cfg, h, act, b, ops) };
 }
 
