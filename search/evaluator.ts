@@ -14,6 +14,8 @@ import { copyInto, plainAlloc, sharedAlloc, type Alloc, type BlockData } from '.
 import type { BlockObjective } from './objective';
 import type { StintContext } from './worker';
 import type { Move } from './proposals';
+import { inThread, type NormRunner } from './normRows';
+import type { Ops } from '../core/ops';
 
 export interface CandidateResult {
   loss: number;
@@ -104,6 +106,14 @@ export class Evaluator {
     if (move.kind === 'clip') this.obj!.clipMoveLoss(cur, move.clips!, true);
     else if (move.kind === 'ffn') this.obj!.ffnMoveLoss(cur, move.units!, true);
     else this.obj!.attnMoveLoss(cur, move.transforms, true);
+  }
+
+  /** Where norm-gain tuning runs its candidates' rows (normRows.ts): split over the workers, or in this thread with `ops`. */
+  normRunner(ops: Ops): NormRunner {
+    const pool = this.pool;
+    if (!pool) return inThread(ops, plainAlloc);
+    const backend = this.backend;
+    return { alloc: sharedAlloc, parts: this.workers, run: async (tasks) => void (await Promise.all(tasks.map((t) => pool.exec('normTask', [backend, t])))) };
   }
 
   async close(): Promise<void> {

@@ -16,6 +16,7 @@ import type { CalibrationRows } from './calibration';
 import { FINAL_NORM_MIN_ROWS, finalNormSeconds, finalNormSeqs, tuneFinalNorm } from './finalNormTune';
 import { NORM_TUNE_MAX_FLOPS, NORM_TUNE_MIN_SEQS, normTuneCost, normTuneSeqs, tuneNorms } from './normTune';
 import { CANDIDATE_FLOPS_PER_SECOND } from './plan';
+import type { NormRunner } from './normRows';
 import type { RunBudget } from './runBudget';
 
 /** What the pass reads and changes of a run. */
@@ -28,6 +29,8 @@ export interface NormPassState {
   cut: string[];
   ops: Ops;
   seqTokens: number;
+  /** Where the tuning's candidates run (normRows.ts): the search's worker threads; absent, this thread. */
+  runner?: NormRunner;
 }
 
 /** What it asks of the run: the phase's start, a validation check, and the base quantization of blocks from..L−1 (the search's, without norm factors). */
@@ -44,7 +47,7 @@ function keepAsBest(b: Boundary, v: number): void {
   b.history.push({ step: b.step, loss: meanLoss(b), validation: v });
 }
 
-export function normPass(s: NormPassState, run: NormPassHooks): void {
+export async function normPass(s: NormPassState, run: NormPassHooks): Promise<void> {
   const { blocks, calib, b } = s;
   const cfg = blocks.config;
   const starts = calib.seqStarts;
@@ -68,7 +71,7 @@ export function normPass(s: NormPassState, run: NormPassHooks): void {
     }
     // the block's linears stay the search's: the factors ride on them (the pass runs once, after the search: no factors yet)
     const q = blocks.quantized(l);
-    const r = tuneNorms(cfg, q, calib.data(l, x), s.ops, seqs);
+    const r = await tuneNorms(cfg, q, calib.data(l, x), s.ops, seqs, s.runner);
     blocks.setNorms(l, r.factors);
     blocks.setQuantized(l, q);
     b.blockLoss[l] = r.after;

@@ -13,11 +13,12 @@
  * attention norm (FfnNormScorer). That is ~dim·3 block passes per block, cheap on small
  * models and far too dear on big ones: `normTuneSeqs` fits the rows to a FLOP limit.
  */
-import { attnRows, ffnInput, ffnRows, type Rows } from '../core/forwardRows';
+import { attnRows, ffnInput } from '../core/forwardRows';
 import type { Block, F32, ModelConfig } from '../core/model/types';
-import { siluMul, type Ops } from '../core/ops';
-import { ScratchBuffers } from '../core/scratchBuffers';
-import type { BlockData } from './blockState';
+import type { Ops } from '../core/ops';
+import { copyInto, plainAlloc, type BlockData } from './blockState';
+import { blockIn } from './evaluator';
+import { inThread, rowRanges, seqRanges, type FfnNormState, type NormRunner } from './normRows';
 import { tokenFlops } from './plan';
 
 /** A channel's factor is probed at 1 ± PROBE, then tried at the parabola's minimum through the three losses, within 1 ± MAX_STEP. */
@@ -68,76 +69,39 @@ function sumSquaredDiff(a: F32, b: F32): number {
 /**
  * Scores FFN-norm candidates of a llama FFN on fixed rows h: a channel's gain scales one
  * column of the FFN's input, so w1's and w3's outputs change by a rank-one term, and only
- * the gate and w2's product are redone (a third of the FFN's products). The kept changes
- * accumulate into the cached outputs: float32 round-off apart from a fresh pass, which the
- * decisions tolerate (the reported losses are fresh passes).
+ * the gate and w2's product are redone (a third of the FFN's products; normRows.ts). The
+ * kept changes accumulate into the cached outputs: float32 round-off apart from a fresh
+ * pass, which the decisions tolerate (the reported losses are fresh passes).
  */
 export class FfnNormScorer {
-  private readonly N: number;
-  private readonly xn: F32;
-  private readonly pre1: F32;
-  private readonly pre3: F32;
-  private readonly act: F32;
-  private readonly gate: F32;
+  private readonly st: FfnNormState;
   private readonly out: F32;
-  /** Column c of w1 and of w3, [H] each. */
-  private readonly col1: F32;
-  private readonly col3: F32;
+  private readonly ranges: [number, number][];
 
-  constructor(private cfg: ModelConfig, private w: Block, private h: F32, private y: F32, private ops: Ops) {
+  /** `w`, `h` and `y` as the runner's tasks can read them (its memory). */
+  constructor(private cfg: ModelConfig, private w: Block, h: F32, private y: F32, ops: Ops, private runner: NormRunner = inThread(ops, plainAlloc)) {
     const { dim: d, hiddenDim: H } = cfg;
-    this.N = h.length / d;
-    this.xn = ffnInput(cfg, w, h, this.N);
-    this.pre1 = new Float32Array(this.N * H);
-    this.pre3 = new Float32Array(this.N * H);
-    ops.matmulT(this.pre1, this.xn, w.w1, this.N, d, H);
-    ops.matmulT(this.pre3, this.xn, w.w3!, this.N, d, H);
-    this.act = new Float32Array(this.N * H);
-    this.gate = new Float32Array(this.N * H);
-    this.out = new Float32Array(this.N * d);
-    this.col1 = new Float32Array(H);
-    this.col3 = new Float32Array(H);
-  }
-
-  private columns(c: number): void {
-    const { dim: d, hiddenDim: H } = this.cfg;
-    for (let j = 0; j < H; j++) {
-      this.col1[j] = this.w.w1[j * d + c];
-      this.col3[j] = this.w.w3![j * d + c];
-    }
+    const N = h.length / d;
+    const { alloc } = runner;
+    const xn = ffnInput(cfg, w, h, N);
+    this.st = { h, xn: copyInto(alloc.f32(xn.length), xn), pre1: alloc.f32(N * H), pre3: alloc.f32(N * H) };
+    ops.matmulT(this.st.pre1, xn, w.w1, N, d, H);
+    ops.matmulT(this.st.pre3, xn, w.w3!, N, d, H);
+    this.out = alloc.f32(N * d);
+    this.ranges = rowRanges(N, runner.parts);
   }
 
   /** The loss with channel c of the FFN norm's gain multiplied by k. */
-  loss(c: number, k: number): number {
-    const { dim: d, hiddenDim: H } = this.cfg;
-    const { N, act, gate, pre1, pre3, col1, col3 } = this;
-    this.columns(c);
-    for (let n = 0; n < N; n++) {
-      const s = (k - 1) * this.xn[n * d + c];
-      const o = n * H;
-      for (let j = 0; j < H; j++) {
-        act[o + j] = pre1[o + j] + s * col1[j];
-        gate[o + j] = pre3[o + j] + s * col3[j];
-      }
-    }
-    siluMul(this.ops, act, gate, act.length);
-    this.out.set(this.h);
-    this.ops.matmulT(this.out, act, this.w.w2, N, H, d, true);
-    return sumSquaredDiff(this.out, this.y);
+  async loss(c: number, k: number): Promise<number> {
+    const { cfg, w, st, out } = this;
+    await this.runner.run(this.ranges.map(([r0, r1]) => ({ kind: 'ffnNorm', cfg, w, st, c, k, r0, r1, out })));
+    return sumSquaredDiff(out, this.y);
   }
 
   /** Keep channel c's factor k. */
-  commit(c: number, k: number): void {
-    const { dim: d, hiddenDim: H } = this.cfg;
-    this.columns(c);
-    for (let n = 0; n < this.N; n++) {
-      const s = (k - 1) * this.xn[n * d + c];
-      for (let j = 0; j < H; j++) {
-        this.pre1[n * H + j] += s * this.col1[j];
-        this.pre3[n * H + j] += s * this.col3[j];
-      }
-      this.xn[n * d + c] *= k;
-    }
+  async commit(c: number, k: number): Promise<void> {
+    const { cfg, w, st } = this;
+    await this.runner.run(this.ranges.map(([r0, r1]) => ({ kind: 'ffnNormCommit', cfg, w, st, c, k, r0, r1 })));
   }
 }
 
@@ -151,70 +115,80 @@ export interface NormTuneResult {
   changed: number;
 }
 
-/** The first `seqs` sequences of `data` (views, no copies). */
-function firstSeqs(cfg: ModelConfig, data: BlockData, seqs: number): { rows: Rows; y: F32 } {
-  const n = Math.min(seqs, data.seqStarts.length - 1);
-  const end = data.seqStarts[n] * cfg.dim;
-  return { rows: { x: data.x.subarray(0, end), seqStarts: data.seqStarts.slice(0, n + 1) }, y: data.y.subarray(0, end) };
-}
-
 /**
  * Tunes the norm gains of quantized block `q` on the first `seqs` sequences of its
  * calibration rows `data` (inputs in the quantized model, FP outputs as the target),
  * channel by channel in order, the attention norm first. `q` is not changed. The objective
- * before and after is measured on every row.
+ * before and after is measured on every row. The candidates' rows run on `runner` (the
+ * search's worker threads, or this one): the same bits either way.
  */
-export function tuneNorms(cfg: ModelConfig, q: Block, data: BlockData, ops: Ops, seqs: number): NormTuneResult {
-  const w: Block = { ...q, attnNorm: q.attnNorm.slice(), ffnNorm: q.ffnNorm.slice() };
-  const factors: NormFactors = { attn: new Float64Array(cfg.dim).fill(1), ffn: new Float64Array(cfg.dim).fill(1) };
-  // every candidate redoes the block on the same rows: into the same buffers
-  const scratch = new ScratchBuffers();
-  const blockLoss = (r: Rows, y: F32) => sumSquaredDiff(ffnRows(cfg, w, attnRows(cfg, w, r, ops, scratch).h, ops, scratch), y);
+export async function tuneNorms(cfg: ModelConfig, q: Block, data: BlockData, ops: Ops, seqs: number, runner = inThread(ops, plainAlloc)): Promise<NormTuneResult> {
+  const { alloc, parts } = runner;
+  const d = cfg.dim;
+  const shared = (a: F32) => copyInto(alloc.f32(a.length), a);
+  // the tuned copy, in memory the tasks read: its gains change in place between tasks
+  const w = blockIn(alloc, q);
+  const factors: NormFactors = { attn: new Float64Array(d).fill(1), ffn: new Float64Array(d).fill(1) };
+  const { seqStarts } = data;
+  const x = shared(data.x);
+  const out = alloc.f32(data.x.length);
+  const n = Math.min(seqs, seqStarts.length - 1);
+  const rowsOf = (k: number) => seqStarts[k] * d;
+  // the block on the first k sequences' rows, against their targets
+  const blockLoss = async (k: number) => {
+    await runner.run(seqRanges(seqStarts, k, parts).map(([s0, s1]) => ({ kind: 'block', cfg, w, x, seqStarts, s0, s1, out })));
+    return sumSquaredDiff(out.subarray(0, rowsOf(k)), data.y.subarray(0, rowsOf(k)));
+  };
   let scored = 0;
   // coordinate search over the channels of g, from loss `start` (of the gains as they are);
   // `loss(c, k)`: the loss with g[c] set to its old value × k; `commit(c, k)`: that is kept
-  type Loss = (c: number, k: number) => number;
-  const tune = (g: F32, f: Float64Array, start: number, loss: Loss, commit?: (c: number, k: number) => void) => {
+  type Loss = (c: number, k: number) => Promise<number>;
+  const tune = async (g: F32, f: Float64Array, start: number, loss: Loss, commit?: (c: number, k: number) => Promise<void>) => {
     let best = start;
-    for (let c = 0; c < cfg.dim; c++) {
+    for (let c = 0; c < d; c++) {
       const g0 = g[c];
       const at = (k: number) => {
         g[c] = g0 * k;
         scored++;
         return loss(c, k);
       };
-      const lo = at(1 - PROBE);
-      const hi = at(1 + PROBE);
+      const lo = await at(1 - PROBE);
+      const hi = await at(1 + PROBE);
       let [pick, pickLoss] = lo < hi ? [1 - PROBE, lo] : [1 + PROBE, hi];
       const k = parabolaMin(lo, best, hi);
       if (k !== null) {
-        const l = at(k);
+        const l = await at(k);
         if (l < pickLoss) [pick, pickLoss] = [k, l];
       }
       if (pickLoss < best) best = pickLoss;
       else pick = 1;
       g[c] = pick === 1 ? g0 : g0 * pick;
       f[c] = pick;
-      if (pick !== 1) commit?.(c, pick);
+      if (pick !== 1) await commit?.(c, pick);
     }
   };
-  const fr = firstSeqs(cfg, data, seqs);
-  const loss = () => blockLoss(fr.rows, fr.y);
-  tune(w.attnNorm, factors.attn, loss(), loss);
+  const attnLoss = () => blockLoss(n);
+  await tune(w.attnNorm, factors.attn, await attnLoss(), attnLoss);
   // the attention side is fixed from here on: each FFN-norm candidate redoes the FFN alone
-  const h = attnRows(cfg, w, fr.rows, ops).h; // kept: not a scratch buffer
-  const start = sumSquaredDiff(ffnRows(cfg, w, h, ops), fr.y);
+  const h = shared(attnRows(cfg, w, { x: x.subarray(0, rowsOf(n)), seqStarts: seqStarts.slice(0, n + 1) }, ops).h);
+  const y = data.y.subarray(0, rowsOf(n));
+  const ffnRanges = rowRanges(seqStarts[n], parts);
+  const ffnLoss = async () => {
+    await runner.run(ffnRanges.map(([r0, r1]) => ({ kind: 'ffn', cfg, w, h, r0, r1, out })));
+    return sumSquaredDiff(out.subarray(0, rowsOf(n)), y);
+  };
+  const start = await ffnLoss();
   if (cfg.arch === 'llama' && !w.b1 && !w.b2) {
-    const s = new FfnNormScorer(cfg, w, h, fr.y, ops);
-    tune(w.ffnNorm, factors.ffn, start, (c, k) => s.loss(c, k), (c, k) => s.commit(c, k));
+    const s = new FfnNormScorer(cfg, w, h, y, ops, runner);
+    await tune(w.ffnNorm, factors.ffn, start, (c, k) => s.loss(c, k), (c, k) => s.commit(c, k));
   } else {
-    tune(w.ffnNorm, factors.ffn, start, () => sumSquaredDiff(ffnRows(cfg, w, h, ops, scratch), fr.y));
+    await tune(w.ffnNorm, factors.ffn, start, ffnLoss);
   }
-  const all = { x: data.x, seqStarts: data.seqStarts };
-  const after = blockLoss(all, data.y);
-  w.attnNorm = q.attnNorm;
-  w.ffnNorm = q.ffnNorm;
-  const before = blockLoss(all, data.y);
+  const all = seqStarts.length - 1;
+  const after = await blockLoss(all);
+  w.attnNorm.set(q.attnNorm);
+  w.ffnNorm.set(q.ffnNorm);
+  const before = await blockLoss(all);
   const changed = [...factors.attn, ...factors.ffn].filter((k) => k !== 1).length;
   return { factors, before, after, scored, changed };
 }

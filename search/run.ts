@@ -353,7 +353,7 @@ class Search implements SearchJob {
     // the next step, its stint's end and check, and going back to the best checked state must leave the report its time
     const outOfTime = this.budget.mustStop(this.b, this.budget.stepSeconds + this.budget.stintEndSeconds() + this.rollbackReserve());
     if (this.stepInStint >= (this.b.stintPlan?.steps ?? this.tuning.blockSteps) || this.b.step >= this.config.steps || outOfTime) {
-      this.endStint(outOfTime);
+      await this.endStint(outOfTime);
     }
   }
 
@@ -365,7 +365,7 @@ class Search implements SearchJob {
     return T > 0 && Number.isFinite(score) && this.rng.float() < Math.exp(-(score - current) / T);
   }
 
-  private endStint(outOfTime: boolean): void {
+  private async endStint(outOfTime: boolean): Promise<void> {
     const l = this.b.block;
     const cfg = this.model.config;
     this.b.blockLoss[l] = this.obj!.loss;
@@ -391,7 +391,7 @@ class Search implements SearchJob {
     this.log?.info({ step: this.b.step, block: l, loss: meanLoss(this.b), validation: v }, 'stint done');
     const reason = stopReason(this.b, this.config, outOfTime);
     if (!reason && v !== null && this.tuning.gate) this.budget.overhead(() => this.backToBest());
-    if (reason) this.finish(reason);
+    if (reason) await this.finish(reason);
     else this.b.stintPlan = this.budget.nextStint(this.b, this.rollbackReserve());
     this.clock.stop();
   }
@@ -413,16 +413,16 @@ class Search implements SearchJob {
   }
 
   /** Stop, go back to the accepted-move prefix with the best validation loss, and tune the norm gains. */
-  private finish(reason: string): void {
+  private async finish(reason: string): Promise<void> {
     this.b.done = true;
     this.b.stopReason = reason;
     this.backToBest();
     if (this.tuning.normTune) {
       const { blocks, calib, b, budget, cut, ops } = this;
-      const state = { blocks, calib, b, budget, cut, ops, seqTokens: this.tuning.seqTokens };
+      const state = { blocks, calib, b, budget, cut, ops, seqTokens: this.tuning.seqTokens, runner: this.evaluator.normRunner(ops) };
       const validate = () => this.validate();
       const enter = () => this.clock.enter('norm-tune');
-      normPass(state, { enter, validate, quantizeFrom: (from) => this.quantizeFrom(from), log: this.log });
+      await normPass(state, { enter, validate, quantizeFrom: (from) => this.quantizeFrom(from), log: this.log });
       finalNormPass(state, this.tokens.calib, { enter, validate, log: this.log });
     }
     this.log?.info({ reason, step: this.b.step, kept: this.b.moves.length, bestStep: this.b.best.step }, 'search stopped');

@@ -13,6 +13,7 @@ import type { BlockData, ObjectiveState } from './blockState';
 import { BlockObjective } from './objective';
 import type { Move } from './proposals';
 import type { BlockClips } from './clipMoves';
+import { runNormTask, type NormTask } from './normRows';
 
 export interface StintContext {
   stint: number;
@@ -38,4 +39,9 @@ function evaluate(c: StintContext, moves: Move[]): number[] {
   return moves.map((m) => candidateLoss(ctx!.cfg, obj!, ctx!.cur, m));
 }
 
-workerpool.worker({ evaluate });
+/** A task of norm-gain tuning (normRows.ts) on this thread's backend: its rows, into shared memory. */
+function normTask(backend: string, t: NormTask): void {
+  runNormTask(t, getBackend(backend));
+}
+
+workerpool.worker({ evaluate, normTask });

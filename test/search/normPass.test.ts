@@ -30,7 +30,7 @@ function replayed(m: Model, moves: Boundary['moves']): SearchBlocks {
  * The pass on the shipped model's RTN blocks (3 × 40 calibration tokens), validated by the
  * quantized model's KL on 3 other sequences, plus 1 when `penalised` says so of the model.
  */
-function runPass(penalised: (blocks: SearchBlocks) => boolean) {
+async function runPass(penalised: (blocks: SearchBlocks) => boolean) {
   const m = shippedModel();
   const L = m.config.nLayers;
   const blocks = replayed(m, []);
@@ -45,7 +45,7 @@ function runPass(penalised: (blocks: SearchBlocks) => boolean) {
   b.best = { validation: searched, moves: 0, step: 0 };
   const cut: string[] = [];
   const budget = { mustStop: () => false, validationSeconds: 0 } as unknown as RunBudget;
-  normPass({ blocks, calib, b, budget, cut, ops: jsOps, seqTokens: 40 }, {
+  await normPass({ blocks, calib, b, budget, cut, ops: jsOps, seqTokens: 40 }, {
     enter: () => {},
     validate,
     // RTN's base quantization: the blocks as the search left them (the moves carry no transforms)
@@ -61,8 +61,8 @@ function runPass(penalised: (blocks: SearchBlocks) => boolean) {
 }
 
 describe('the norm-gain pass', () => {
-  it('tunes every block in order on the linears the search left, records each as a move, and keeps them when validation improves; the model is a fresh replay of the moves', () => {
-    const { m, blocks, b, cut, searched, validate } = runPass(() => false);
+  it('tunes every block in order on the linears the search left, records each as a move, and keeps them when validation improves; the model is a fresh replay of the moves', async () => {
+    const { m, blocks, b, cut, searched, validate } = await runPass(() => false);
     expect(b.moves.map((mv) => mv.block)).toEqual([0, 1, 2, 3, 4]);
     expect(cut).toEqual([]);
     expect(b.best).toEqual({ validation: validate(), moves: 5, step: 0 });
@@ -75,8 +75,8 @@ describe('the norm-gain pass', () => {
     });
   });
 
-  it('drops the whole pass, back to the search\'s model, when validation does not improve', () => {
-    const { m, blocks, b, cut } = runPass((blocks) => blocks.norms(2) !== undefined);
+  it('drops the whole pass, back to the search\'s model, when validation does not improve', async () => {
+    const { m, blocks, b, cut } = await runPass((blocks) => blocks.norms(2) !== undefined);
     expect(b.moves).toEqual([]);
     expect(b.best.moves).toBe(0);
     expect(cut).toEqual(['norm-gain tuning (it did not improve validation)']);

@@ -7,6 +7,9 @@ import { SearchBlocks } from '../../search/blocks';
 import type { BlockData } from '../../search/blockState';
 import { FfnNormScorer, NORM_TUNE_MAX_FLOPS, NORM_TUNE_MIN_SEQS, normTuneCost, normTuneSeqs, parabolaMin, tuneNorms, withNormFactors } from '../../search/normTune';
 import { Rng } from '../../core/rng';
+import { SEPARABLE_MIN_ROWS } from '../../core/ops';
+import { plainAlloc } from '../../search/blockState';
+import { rowRanges, runNormTask, seqRanges, type NormRunner } from '../../search/normRows';
 import { shippedModel } from '../helpers';
 import { randomBlockData } from './blockData';
 
@@ -41,12 +44,12 @@ describe('norm-gain tuning', () => {
     expect(p(at(1))).toBeNull();
   });
 
-  it('lowers a quantized block\'s objective; its factors applied to the block give the loss it reports, bit for bit', () => {
+  it('lowers a quantized block\'s objective; its factors applied to the block give the loss it reports, bit for bit', async () => {
     const cfg = shippedModel().config;
     const { data } = randomBlockData(shippedModel(), 2, 7, 40);
     const q = quantizedBlock(2);
     const norms = [q.attnNorm.slice(), q.ffnNorm.slice()];
-    const r = tuneNorms(cfg, q, data, jsOps, 3);
+    const r = await tuneNorms(cfg, q, data, jsOps, 3);
     expect(r.before).toBe(objective(q, data));
     expect(r.after).toBe(objective(withNormFactors(q, r.factors), data));
     expect(r.after).toBeLessThan(r.before * 0.99);
@@ -58,7 +61,7 @@ describe('norm-gain tuning', () => {
     expect([q.attnNorm, q.ffnNorm]).toEqual(norms);
   });
 
-  it('scores an FFN-norm channel by a rank-one update as a fresh FFN pass does, to float32 round-off, also after kept changes', () => {
+  it('scores an FFN-norm channel by a rank-one update as a fresh FFN pass does, to float32 round-off, also after kept changes', async () => {
     const cfg = shippedModel().config;
     const { data } = randomBlockData(shippedModel(), 3, 9, 40);
     const q = quantizedBlock(3);
@@ -78,20 +81,58 @@ describe('norm-gain tuning', () => {
       const g0 = w.ffnNorm[c];
       w.ffnNorm[c] = g0 * k;
       const want = fresh();
-      expect(Math.abs(s.loss(c, k) / want - 1)).toBeLessThan(1e-5);
+      expect(Math.abs((await s.loss(c, k)) / want - 1)).toBeLessThan(1e-5);
       // every other one is kept, the others undone
-      if (i % 2 === 0) s.commit(c, k);
+      if (i % 2 === 0) await s.commit(c, k);
       else w.ffnNorm[c] = g0;
     }
-    expect(Math.abs(s.loss(0, 1) / fresh() - 1)).toBeLessThan(1e-5);
+    expect(Math.abs((await s.loss(0, 1)) / fresh() - 1)).toBeLessThan(1e-5);
   });
 
-  it('tunes on the sequences asked for, and measures the objective on all of them', () => {
+  it('gives the same bits with each candidate\'s rows cut into ranges, run in any order, as in one piece', async () => {
+    const cfg = shippedModel().config;
+    const { data } = randomBlockData(shippedModel(), 2, 5, 40);
+    const q = quantizedBlock(2);
+    const whole = await tuneNorms(cfg, q, data, jsOps, 4);
+    for (const parts of [2, 3]) {
+      let ranges = 0;
+      // the tasks run last to first: a range must not read another's rows
+      const runner: NormRunner = { alloc: plainAlloc, parts, run: async (tasks) => { ranges = Math.max(ranges, tasks.length); for (const t of [...tasks].reverse()) runNormTask(t, jsOps); } };
+      const split = await tuneNorms(cfg, q, data, jsOps, 4, runner);
+      expect(ranges).toBe(parts);
+      expect(split).toEqual(whole);
+    }
+    expect(whole.changed).toBeGreaterThan(0);
+  });
+
+  it('cuts rows and sequences into contiguous ranges covering them, of at least the rows matmulT keeps separable', () => {
+    const check = (r: [number, number][], n: number, parts: number) => {
+      expect(r.length).toBeLessThanOrEqual(parts);
+      expect(r[0][0]).toBe(0);
+      expect(r[r.length - 1][1]).toBe(n);
+      for (let i = 1; i < r.length; i++) expect(r[i][0]).toBe(r[i - 1][1]);
+      for (const [a, b] of r) expect(b).toBeGreaterThan(a);
+    };
+    for (const [n, parts] of [[1, 2], [3, 2], [8, 2], [9, 3], [100, 2], [101, 4], [7, 7]] as const) {
+      const r = rowRanges(n, parts);
+      check(r, n, parts);
+      if (n >= 2 * SEPARABLE_MIN_ROWS) expect(r.length).toBe(Math.min(parts, Math.floor(n / SEPARABLE_MIN_ROWS)));
+      for (const [a, b] of r) if (n >= SEPARABLE_MIN_ROWS) expect(b - a).toBeGreaterThanOrEqual(SEPARABLE_MIN_ROWS);
+    }
+    // sequences of 40, 2, 2 and 60 rows in 2 parts: balanced by rows, not by count
+    const starts = [0, 40, 42, 44, 104];
+    const s = seqRanges(starts, 4, 2);
+    check(s, 4, 2);
+    expect(s).toEqual([[0, 3], [3, 4]]);
+    expect(seqRanges(starts, 1, 2)).toEqual([[0, 1]]);
+  });
+
+  it('tunes on the sequences asked for, and measures the objective on all of them', async () => {
     const cfg = shippedModel().config;
     const { data } = randomBlockData(shippedModel(), 1, 3, 40);
     const q = quantizedBlock(1);
-    const all = tuneNorms(cfg, q, data, jsOps, 3);
-    const one = tuneNorms(cfg, q, data, jsOps, 1);
+    const all = await tuneNorms(cfg, q, data, jsOps, 3);
+    const one = await tuneNorms(cfg, q, data, jsOps, 1);
     expect(one.factors.ffn).not.toEqual(all.factors.ffn);
     expect(one.before).toBe(all.before);
     expect(one.after).toBe(objective(withNormFactors(q, one.factors), data));
@@ -114,13 +155,13 @@ describe('norm-gain tuning', () => {
     expect(normTuneSeqs(m15, 2, 256)).toBe(2);
   });
 
-  it('SearchBlocks applies a block\'s factors to its quantized norms, replays them from the moves, and the packed exports\' float tensors carry them', () => {
+  it('SearchBlocks applies a block\'s factors to its quantized norms, replays them from the moves, and the packed exports\' float tensors carry them', async () => {
     const m = shippedModel();
     const cfg = m.config;
     const { data } = randomBlockData(m, 0, 5, 40);
     const blocks = new SearchBlocks(m, spec);
     for (let l = 0; l < cfg.nLayers; l++) blocks.setQuantized(l, quantizedBlock(l));
-    const r = tuneNorms(cfg, quantizedBlock(0), data, jsOps, 3);
+    const r = await tuneNorms(cfg, quantizedBlock(0), data, jsOps, 3);
     blocks.setNorms(0, r.factors);
     blocks.setQuantized(0, quantizedBlock(0));
     const tuned = withNormFactors(quantizedBlock(0), r.factors);

@@ -310,13 +310,19 @@ describe('search run', () => {
     await job.close();
   });
 
-  it('gives the same result on 2 workers as on 1', async () => {
+  it.each([
+    ['', tuning],
+    // the norm-gain pass splits each candidate's rows over the workers
+    [', norm-gain tuning included', { ...tuning, normTune: true, calibSeqs: 5 }],
+  ])('gives the same result on 2 workers as on 1%s', async (_, t) => {
     if (!existsSync(join(ROOT, 'dist', 'worker.js'))) throw new Error('dist/worker.js missing: npm test builds it (npm run build)');
-    const one = await createSearchJob(config({ steps: 8 }), { tuning });
-    const two = await createSearchJob(config({ steps: 8, workers: 2 }), { tuning });
+    const one = await createSearchJob(config({ steps: 8 }), { tuning: t });
+    const two = await createSearchJob(config({ steps: 8, workers: 2 }), { tuning: t });
     await runToEnd(one);
     await runToEnd(two);
-    expect(packr.pack(two.snapshot())).toEqual(packr.pack(one.snapshot()));
+    const snap = one.snapshot() as { moves: { norms?: unknown }[] };
+    if ('normTune' in t) expect(snap.moves.filter((m) => m.norms).length).toBe(5);
+    expect(packr.pack(two.snapshot())).toEqual(packr.pack(snap));
     await one.close();
     await two.close();
   });
