@@ -11,7 +11,9 @@
  * An attention-norm candidate is scored by the whole block on the calibration rows, an
  * FFN-norm one by the FFN side alone on the attention output cached for the tuned
  * attention norm (FfnNormScorer). That is ~dim·3 block passes per block, cheap on small
- * models and far too dear on big ones: `normTuneSeqs` fits the rows to a FLOP limit.
+ * models and far too dear on big ones: `normTuneSeqs` fits the rows to a FLOP limit. Each
+ * candidate's rows are split over the search's worker threads (normRows.ts), the loss
+ * summed here in row order, so the thread count changes no bit.
  */
 import { attnRows, ffnInput } from '../core/forwardRows';
 import type { Block, F32, ModelConfig } from '../core/model/types';
