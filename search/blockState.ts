@@ -139,6 +139,13 @@ export function copyInto<T extends F32 | F64 | Uint8Array | Int32Array>(dst: T, 
   return dst;
 }
 
+/** A copy of the block whose arrays live in `alloc`'s memory. */
+export function blockIn(alloc: Alloc, b: Block): Block {
+  const out: Record<string, F32> = {};
+  for (const [k, v] of Object.entries(b)) if (v) out[k] = copyInto(alloc.f32(v.length), v as F32);
+  return out as unknown as Block;
+}
+
 function factorIn(alloc: Alloc, f: GptqFactor): GptqFactor {
   const g = { cols: f.cols, U: copyInto(alloc.f64(f.U.length), f.U), dead: copyInto(new Uint8Array(alloc.bytes(f.dead.length)), f.dead),
     H: copyInto(alloc.f64(f.H.length), f.H), damp: f.damp };

@@ -9,8 +9,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import workerpool, { type Pool } from 'workerpool';
-import type { F32 } from '../core/model/types';
-import { copyInto, plainAlloc, sharedAlloc, type Alloc, type BlockData } from './blockState';
+import { plainAlloc, sharedAlloc, type Alloc, type BlockData } from './blockState';
 import type { BlockObjective } from './objective';
 import type { StintContext } from './worker';
 import type { Move } from './proposals';
@@ -128,11 +127,4 @@ function workerScript(): string {
   const path = join(dir, 'dist', 'worker.js');
   if (!existsSync(path)) throw new Error(`worker script ${path} is missing: run npm run build`);
   return path;
-}
-
-/** A copy of the block whose arrays live in `alloc`'s memory. */
-export function blockIn(alloc: Alloc, b: Block): Block {
-  const out: Record<string, F32> = {};
-  for (const [k, v] of Object.entries(b)) if (v) out[k] = copyInto(alloc.f32(v.length), v as F32);
-  return out as unknown as Block;
 }

@@ -18,8 +18,7 @@
 import { attnRows, ffnInput } from '../core/forwardRows';
 import type { Block, F32, ModelConfig } from '../core/model/types';
 import type { Ops } from '../core/ops';
-import { copyInto, plainAlloc, type BlockData } from './blockState';
-import { blockIn } from './evaluator';
+import { blockIn, copyInto, plainAlloc, type BlockData } from './blockState';
 import { inThread, rowRanges, seqRanges, type FfnNormState, type NormRunner } from './normRows';
 import { tokenFlops } from './plan';
 

@@ -95,9 +95,10 @@ function gptqBlock(cfg: ModelConfig, fp: Block, x: GptqRows, spec: QuantSpec, op
 
 /** The FP block's linear inputs on its FP inputs x, and its output y (core's forward pieces, as blockForwardRows). */
 function fpBlockTrace(cfg: ModelConfig, b: Block, x: Rows, ops: Ops): Record<BlockInput, F32> & { y: F32 } {
+  const N = x.x.length / cfg.dim;
   const { xnAttn, ctx, h } = attnRows(cfg, b, x, ops);
-  const xnFfn = ffnInput(cfg, b, h, h.length / cfg.dim);
-  const act = ffnActivation(cfg, b, xnFfn, h.length / cfg.dim, ops);
+  const xnFfn = ffnInput(cfg, b, h, N);
+  const act = ffnActivation(cfg, b, xnFfn, N, ops);
   return { xnAttn, ctx, xnFfn, act, y: ffnResidual(cfg, h, act, b, ops) };
 }
 
