@@ -129,7 +129,7 @@ export async function runJob(init: RunnerInit, port: RunnerPort, seams: RunnerSe
   port.onStop((r) => (stop ??= r));
   let job: SearchJob | undefined;
   try {
-    const opened = await open(init, log, port, seams.checkpoints);
+    const opened = await open(init, log, port, seams.checkpoints, (seams.results ?? 'files') === 'files');
     job = opened.job;
     await drive(init, opened, log, port, () => stop, seams.results ?? 'files');
   } catch (e) {
@@ -144,7 +144,8 @@ export async function runJob(init: RunnerInit, port: RunnerPort, seams: RunnerSe
 }
 
 /** The search job, resumed from the newest usable checkpoint (falling back past corrupt ones). */
-async function open(init: RunnerInit, log: Logger, port: RunnerPort, backend?: CheckpointBackend): Promise<Opened> {
+/** `exports`: whether the job writes export/ when it ends (its time budget keeps time for that). */
+async function open(init: RunnerInit, log: Logger, port: RunnerPort, backend: CheckpointBackend | undefined, exports: boolean): Promise<Opened> {
   const { config } = init;
   const cfgHash = configHash(config, { ...DEFAULT_TUNING, ...init.tuning });
   const store = backend ?? new CheckpointStore(join(init.jobDir, 'checkpoints'));
@@ -170,7 +171,7 @@ async function open(init: RunnerInit, log: Logger, port: RunnerPort, backend?: C
     }
     let job: SearchJob;
     try {
-      job = await createSearchJob(config, { log, tuning: init.tuning, resumeFrom: loaded?.checkpoint.snapshot, scratchDir: join(init.jobDir, 'scratch'),
+      job = await createSearchJob(config, { log, tuning: init.tuning, resumeFrom: loaded?.checkpoint.snapshot, scratchDir: join(init.jobDir, 'scratch'), exports,
         onPhase: (phase) => port.post({ type: 'phase', phase }),
       });
     } catch (e) {

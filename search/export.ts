@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { InvarxError } from '../core/errors';
 import { llama2cIncompatibility, writeGptqExport, writeHfExport, writeLlama2cExport, type BlockQuantized } from '../core/export';
 import type { LlamaGgufReport } from '../core/gguf';
-import type { Model } from '../core/model/types';
+import { blockLinears, linearShape, type LinearName, type Model } from '../core/model/types';
 
 export interface ExportManifest {
   files: string[];
@@ -79,4 +79,42 @@ export function writeSearchExport(dir: string, { transforms, transformed, packed
   m.files.push('export.json');
   writeFileSync(join(dir, 'export.json'), JSON.stringify(m, null, 2) + '\n');
   return m;
+}
+
+/**
+ * Bytes per second `writeSearchExport` writes its files at, everything counted (each block
+ * transformed, encoded and written): measured 1.9 GB in 6 s at the 110M shape (the page
+ * cache) and ~15 GB in ~45 s at 1B (the disk); the slow side of both, with room.
+ */
+export const EXPORT_BYTES_PER_SECOND = 200e6;
+/** Re-deriving the packed codes costs a calibration pass and a base quantization, plus this share (the codes kept and checked). */
+const CODES_OVERHEAD = 1.2;
+
+/** What a run measured that the export repeats: its calibration pass and base quantization, in seconds. */
+export interface ExportCosts {
+  calibrationSeconds: number;
+  baseSeconds: number;
+}
+
+/**
+ * Bytes writeSearchExport writes for `model`, an upper bound: the transformed model in
+ * float32 as HF safetensors and, where llama2.c can hold it, as two llama2.c files (FP and
+ * fake-quantized); the packed model (gptq/ or model.gguf) at most 2 bytes per weight.
+ */
+export function exportBytes(model: Model): number {
+  const cfg = model.config;
+  const weights = (name: LinearName) => linearShape(cfg, name)[0] * linearShape(cfg, name)[1];
+  const perBlock = blockLinears(cfg).reduce((n, name) => n + weights(name), 0) + 2 * cfg.dim;
+  const params = cfg.nLayers * perBlock + cfg.vocabSize * cfg.dim * (cfg.sharedClassifier ? 1 : 2) + cfg.dim;
+  const floatFiles = llama2cIncompatibility(model) ? 1 : 3;
+  return params * (4 * floatFiles + 2);
+}
+
+/**
+ * Predicted seconds of writeSearchExport for `model` (an upper bound): its bytes at
+ * EXPORT_BYTES_PER_SECOND, plus the packed model's codes, which re-run every block's
+ * calibration pass and quantization (searchedCodes in report.ts).
+ */
+export function exportSeconds(model: Model, costs: ExportCosts): number {
+  return exportBytes(model) / EXPORT_BYTES_PER_SECOND + CODES_OVERHEAD * (costs.calibrationSeconds + costs.baseSeconds);
 }

@@ -35,7 +35,7 @@ import { CalibrationRows } from './calibration';
 import { configHash, resolveTuning, searchSpec, validateRunConfig, type SearchTuning } from './config';
 import type { FinalReport, Invariance, Progress, RunConfig, SearchJob, SearchSnapshot } from './contract';
 import { Evaluator, candidateQuantBlock } from './evaluator';
-import { writeSearchExport } from './export';
+import { exportSeconds, writeSearchExport } from './export';
 import { GlobalTerm } from './globalTerm';
 import { BlockObjective } from './objective';
 import { drawMove, moveKind, type Move } from './proposals';
@@ -59,6 +59,8 @@ export interface SearchOptions {
   onPhase?: (phase: Phase, plannedSeconds: number | null) => void;
   /** Directory for activations past the memory budget (default: a fresh one under the system's tmpdir); removed on close. */
   scratchDir?: string;
+  /** Whether the job will be exported when it ends (`--out`, the daemon's export/): a time budget then keeps time for writing it. */
+  exports?: boolean;
 }
 
 export async function createSearchJob(config: RunConfig, opts: SearchOptions = {}): Promise<SearchJob> {
@@ -82,7 +84,7 @@ export async function createSearchJob(config: RunConfig, opts: SearchOptions = {
   } finally {
     if (sampler !== ops) (sampler as Backend).dispose?.();
   }
-  const search = new Search(config, tuning, model, tokens, sets, ops, new Scratch(opts.scratchDir), clock, opts.log);
+  const search = new Search(config, tuning, model, tokens, sets, ops, new Scratch(opts.scratchDir), clock, opts.log, opts.exports);
   await search.init(opts.resumeFrom);
   return search;
 }
@@ -123,8 +125,9 @@ class Search implements SearchJob {
     private scratch: Scratch,
     private clock: PhaseClock,
     private log?: Logger,
+    exports = false,
   ) {
-    this.budget = new RunBudget(config, tuning, model.config, tokens, Date.now() - clock.inPhase * 1000);
+    this.budget = new RunBudget(config, tuning, model.config, tokens, Date.now() - clock.inPhase * 1000, exports ? model : undefined);
     this.hash = configHash(config, tuning);
     this.spec = searchSpec(config, tuning);
     this.on = new Set(config.invariances);
@@ -140,7 +143,9 @@ class Search implements SearchJob {
 
   async init(resumeFrom?: SearchSnapshot): Promise<void> {
     this.clock.enter('calibration');
+    const tc = performance.now();
     this.calib = new CalibrationRows(this.model, this.tokens.calib, this.ops, { memoryBytes: activationBytes(this.config), dir: this.scratch.dir });
+    this.budget.calibrationSeconds = (performance.now() - tc) / 1000;
     this.clock.enter('base');
     const t0 = performance.now();
     let inStint: InStint | undefined;
@@ -477,7 +482,7 @@ class Search implements SearchJob {
 
   async report(): Promise<FinalReport> {
     this.clock.enter('report');
-    const plan = reportPlan(this.budget.left(), this.budget.reportCosts(), this.budget.reportRows());
+    const plan = reportPlan(this.budget.leftForReport(), this.budget.reportCosts(), this.budget.reportRows());
     this.spillCalibration();
     const report = finalReport(this.result(), plan.rows);
     this.clock.stop();
@@ -502,6 +507,7 @@ class Search implements SearchJob {
   }
 
   async exportTo(dir: string): Promise<void> {
+    this.clock.planned.export = exportSeconds(this.model, this.budget);
     this.clock.enter('export');
     writeSearchExport(dir, searchExport(this.result()));
     this.clock.stop();

@@ -1,14 +1,15 @@
 /**
  * A run's time accounting under `--time-budget`: what it measured (the base pass, a
  * validation check, a step, a stint's set-up and re-quantization), and the decisions made
- * from it — whether the run must stop before more work, what the report is kept, and how
- * long the next stint is (stintPlan.ts). Without a budget nothing here stops anything and
- * every stint is the tuning's `blockSteps`.
+ * from it — whether the run must stop before more work, what the report and the export
+ * (when the job writes one) are kept, and how long the next stint is (stintPlan.ts).
+ * Without a budget nothing here stops anything and every stint is the tuning's `blockSteps`.
  */
-import type { ModelConfig } from '../core/model/types';
+import type { Model, ModelConfig } from '../core/model/types';
 import type { Boundary } from './boundary';
 import type { SearchTuning } from './config';
 import type { RunConfig } from './contract';
+import { exportSeconds } from './export';
 import { outOfTime, reportSeconds, type ReportCosts, type ReportRow } from './phases';
 import { CANDIDATE_FLOPS_PER_SECOND, tokenFlops } from './plan';
 import { planStint, searchFloor, type StintCosts, type StintPlan } from './stintPlan';
@@ -23,6 +24,8 @@ export class RunBudget {
   /** Seconds of the last validation pass, of the initial base quantization, and per step (a running average). */
   validationSeconds = 0;
   baseSeconds = 0;
+  /** Seconds of the calibration pass (the export's codes repeat it). */
+  calibrationSeconds = 0;
   stepSeconds = 0;
   /** Seconds a stint spends besides its steps (setting its block up, re-quantizing it): a running average, and so far in this stint. */
   private stintSeconds = 0;
@@ -35,6 +38,8 @@ export class RunBudget {
     private tokens: TokenSets,
     /** The run's start (Date.now()): the budget bounds everything from there, token sampling included. */
     readonly startedAt: number,
+    /** The model the job exports when it ends (`--out`, the daemon's export/), whose writing the budget keeps time for; absent: no export. */
+    private exported?: Model,
   ) {}
 
   elapsed(): number {
@@ -46,14 +51,30 @@ export class RunBudget {
     return this.config.timeBudget > 0 ? this.config.timeBudget - this.elapsed() : null;
   }
 
-  /** Whether the run must stop before work predicted to take `next` seconds: the report's reserve has to fit after it. */
+  /** Seconds left for the report: what the export's reserve leaves of the budget (null without one). */
+  leftForReport(): number | null {
+    const left = this.left();
+    return left === null ? null : left - this.exportReserve();
+  }
+
+  /** Whether the run must stop before work predicted to take `next` seconds: the report's and the export's reserves have to fit after it. */
   mustStop(b: Boundary, next: number): boolean {
-    return outOfTime(this.config.timeBudget, this.elapsed(), this.reportReserve(b), next);
+    return outOfTime(this.config.timeBudget, this.elapsed(), this.reserve(b), next);
   }
 
   /** Whether scale initialisation must stop before a block predicted to take `perBlock` seconds, leaving the search its floor. */
   initMustStop(b: Boundary, perBlock: number): boolean {
     return this.mustStop(b, perBlock + this.baseSeconds + SEARCH_FLOOR_MARGIN * searchFloor(this.stintCosts(b)));
+  }
+
+  /** Seconds kept for what follows the search: the report and the export. */
+  private reserve(b: Boundary): number {
+    return this.reportReserve(b) + this.exportReserve();
+  }
+
+  /** Seconds kept for the export (0 when the job writes none), predicted from this run's calibration pass and base quantization. */
+  exportReserve(): number {
+    return this.exported ? exportSeconds(this.exported, this) : 0;
   }
 
   /**
@@ -129,12 +150,12 @@ export class RunBudget {
 
   /**
    * The next stint's length and checks (the caller keeps it in the boundary record, so a
-   * resumed run repeats them), from the time the stop check leaves: the report's reserve
-   * and `rollback` seconds of going back to the best checked state.
+   * resumed run repeats them), from the time the stop check leaves: the report's and the
+   * export's reserves and `rollback` seconds of going back to the best checked state.
    */
   nextStint(b: Boundary, rollback = 0): StintPlan {
     const left = this.left();
     if (left === null) return planStint(false, this.tuning.blockSteps);
-    return planStint(true, this.tuning.blockSteps, { ...this.stintCosts(b), secondsLeft: left - this.reportReserve(b) - rollback });
+    return planStint(true, this.tuning.blockSteps, { ...this.stintCosts(b), secondsLeft: left - this.reserve(b) - rollback });
   }
 }

@@ -10,6 +10,7 @@ import { withRopeLayout } from '../../core/model/hf';
 import { perplexity } from '../../core/metrics';
 import { DEFAULT_CONFIG, GPTQ_REFINE_SWEEPS } from '../../search/config';
 import type { RunConfig, SearchJob } from '../../search/contract';
+import { exportBytes } from '../../search/export';
 import { createSearchJob } from '../../search/run';
 import { MODEL_PATH, ROOT, SEARCH_EXPORT_FILES, readDir, sameFiles, shippedModel } from '../helpers';
 
@@ -40,6 +41,10 @@ describe('search run', () => {
     const [fa, fb] = [readDir(da), readDir(db)];
     expect([...fa.keys()]).toEqual(SEARCH_EXPORT_FILES);
     expect(sameFiles(fa, fb)).toBe(true);
+    // what a time budget keeps for the export counts its bytes from above, not wildly
+    const written = [...fa.values()].reduce((n, f) => n + f.length, 0);
+    expect(written).toBeLessThanOrEqual(exportBytes(shippedModel()));
+    expect(exportBytes(shippedModel())).toBeLessThan(2 * written);
     await a.close();
     await b.close();
   });
