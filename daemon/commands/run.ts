@@ -23,21 +23,22 @@ export function register(program: Command): void {
       const config = runConfigFromOptions(o);
       const json = Boolean(o.json);
       const show = process.stderr.isTTY || !json;
-      // the phases before the search's first step have no bar yet: one line each, with the plan's estimate
-      let started = false;
+      // the phases outside the bar (before the search's first step, and the report and export
+      // after its last): one line each, with the predicted time
+      let barOn = false;
       const onPhase = (phase: string, planned: number | null) => {
-        if (show && !started) process.stderr.write(`${phase}…${planned === null ? '' : ` (about ${duration(planned)})`}\n`);
+        if (show && !barOn) process.stderr.write(`${phase}…${planned === null ? '' : ` (about ${duration(planned)})`}\n`);
       };
       // (the search and its kernels load here, not at startup)
       const { createSearchJob } = await import('../../search/run');
-      const job = await createSearchJob(config, { tuning: recommendedTuning(config, tuningFromOptions(o)), onPhase });
-      started = true;
+      const job = await createSearchJob(config, { tuning: recommendedTuning(config, tuningFromOptions(o)), onPhase, exports: o.out !== undefined });
       const bar = new SingleBar({
         format: '{phase} |{bar}| {value}/{total} steps | loss {loss} | valid KL {valid} | accept {accept} | {cps} cand/s | ETA {phaseEta}',
         stream: process.stderr,
         hideCursor: true,
       });
       if (show) bar.start(config.steps, 0, fields(job.progress()));
+      barOn = show;
       try {
         while (!job.done) {
           await job.step();
@@ -45,6 +46,7 @@ export function register(program: Command): void {
           if (show) bar.update(p.step, fields(p));
         }
         if (show) bar.stop();
+        barOn = false;
         const report = await job.report();
         if (o.out) await job.exportTo(o.out);
         if (json) {

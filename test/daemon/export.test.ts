@@ -59,6 +59,8 @@ describe('export directories', () => {
     const ref = join(mkdtempSync(join(tmpdir(), 'ixr-')), 'run');
     const run = spawnSync(process.execPath, [DAEMON_CLI, 'run', '--model', MODEL_PATH, '--bits', '3', '--group', '32', '--steps', '4', '--patience', '0', '--tuning', JSON.stringify(TUNING), '--out', ref], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
     expect(run.status, run.stderr).toBe(0);
+    // the phases outside the progress bar are named, the report and the export with their predicted time
+    for (const phase of ['tokens', 'calibration', 'report', 'export']) expect(run.stderr).toMatch(new RegExp(`(^|[\\r\\n])${phase}… \\(about `));
     expect(modes(out)).toEqual(modes(ref));
     // The directories it had to create, too.
     expect(statSync(join(scratch, 'new')).mode & 0o777).toBe(statSync(ref).mode & 0o777);
