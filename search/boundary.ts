@@ -135,11 +135,16 @@ export function recordValidation(b: Boundary, v: number, nLayers: number, block?
   }
 }
 
-/** Why the run stops after this stint: its step budget, its time budget, or patience on validation; undefined to go on. */
+/**
+ * Why the run stops after this stint: its step budget, its time budget, or patience on
+ * validation; undefined to go on. Patience waits until every block has had a stint: on a
+ * model with more blocks than `patience`, checks that did not improve on the first blocks
+ * say nothing about the blocks not yet searched.
+ */
 export function stopReason(b: Boundary, config: RunConfig, outOfTime: boolean): string | undefined {
   if (b.step >= config.steps) return 'steps';
   if (outOfTime) return 'time';
-  if (config.patience > 0 && b.checksSinceBest >= config.patience) return 'patience';
+  if (config.patience > 0 && b.checksSinceBest >= config.patience && b.lastVisit.every((v) => v >= 0)) return 'patience';
   return undefined;
 }
 

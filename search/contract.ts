@@ -45,7 +45,7 @@ export interface RunConfig {
   candidates: number;
   /** Worker threads for candidate evaluation (does not change results). */
   workers: number;
-  /** Stop after this many validation checks without improvement (0 = never). */
+  /** Stop after this many validation checks without improvement, once every block has had a stint (0 = never). */
   patience: number;
   /**
    * Bytes the run aims to stay within (0 or absent: a fifth of the machine's memory); block

@@ -28,7 +28,7 @@ export function addRunOptions(cmd: Command): Command {
     .option('--candidates <n>', 'candidates evaluated per step', String(DEFAULT_CONFIG.candidates))
     .option('--workers <n>', 'threads the job computes on (candidate evaluation, and the matmuls of sampling, calibration and evaluation), or auto: one per core up to --candidates (results do not depend on it)', 'auto')
     .option('--memory-budget <bytes>', 'memory the run aims to stay within, e.g. 6G (default: a fifth of the machine\'s); activations past an eighth of it go to scratch files')
-    .option('--patience <n>', 'stop after this many validation checks without improvement (0 = never)', String(DEFAULT_CONFIG.patience))
+    .option('--patience <n>', 'stop after this many validation checks without improvement, once every block has had a stint (0 = never)', String(DEFAULT_CONFIG.patience))
     .option('--tuning <json>', 'search tuning overrides as a JSON object, e.g. \'{"accept":"anneal","schedule":"gain"}\' (README: "Tuning")');
 }
 
