@@ -17,6 +17,12 @@ import type { TokenSets } from './tokens';
 
 /** Scale initialisation leaves the search this multiple of its predicted floor (one step on every block): the prediction is rough before the first stint. */
 const SEARCH_FLOOR_MARGIN = 1.5;
+/**
+ * The share of the budget the final table may run past it (a budgeted run ends within 1.1
+ * times its budget): a search that ends at the edge of its time, a step or a rollback
+ * longer than predicted, then costs the table no reference rows.
+ */
+const REPORT_OVERRUN_SHARE = 0.05;
 
 const tokenCount = (seqs: number[][]) => seqs.reduce((n, s) => n + s.length, 0);
 
@@ -51,10 +57,10 @@ export class RunBudget {
     return this.config.timeBudget > 0 ? this.config.timeBudget - this.elapsed() : null;
   }
 
-  /** Seconds left for the report: what the export's reserve leaves of the budget (null without one). */
+  /** Seconds the report may take: what the export's reserve leaves of the budget and its allowed overrun (null without a budget). */
   leftForReport(): number | null {
     const left = this.left();
-    return left === null ? null : left - this.exportReserve();
+    return left === null ? null : left + REPORT_OVERRUN_SHARE * this.config.timeBudget - this.exportReserve();
   }
 
   /** Whether the run must stop before work predicted to take `next` seconds: the report's and the export's reserves have to fit after it. */

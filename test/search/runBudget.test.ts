@@ -40,5 +40,7 @@ describe('the time budget keeps time for the export', () => {
     expect(none.mustStop(b, 600)).toBe(false);
     expect(some.mustStop(b, 600)).toBe(true);
     expect(none.leftForReport()! - some.leftForReport()!).toBeCloseTo(some.exportReserve(), 1);
+    // the table may run 5% of the budget past it (a budgeted run ends within 1.1 times it)
+    expect(none.leftForReport()! - none.left()!).toBeCloseTo(50, 1);
   });
 });
