@@ -51,6 +51,17 @@ function referenceModel(r: RunResult, method: 'rtn' | 'gptq', clip: boolean): Mo
 }
 
 /**
+ * Seconds the table's plain-RTN row spends quantizing, predicted by timing its first block
+ * (read from the checkpoint and rounded, as the row's evaluation does) times the blocks: a
+ * fraction of the base pass, which also searches clips and scores every block.
+ */
+export function rtnRowSeconds(r: RunResult): number {
+  const t0 = performance.now();
+  void referenceModel(r, 'rtn', false).blocks[0].wq;
+  return ((performance.now() - t0) / 1000) * r.blocks.config.nLayers;
+}
+
+/**
  * The quality table with the reference rows `rows` (all by default; on an RTN base, plain
  * RTN is the base): a row left out has NaN figures, as has a share it would be measured by.
  */

@@ -39,7 +39,7 @@ import { exportSeconds, writeSearchExport } from './export';
 import { GlobalTerm } from './globalTerm';
 import { BlockObjective } from './objective';
 import { drawMove, moveKind, type Move } from './proposals';
-import { finalReport, searchExport, type RunResult } from './report';
+import { finalReport, rtnRowSeconds, searchExport, type RunResult } from './report';
 import { scaleInit, scaleSitesOn } from './scaleInit';
 import { nextBlock } from './schedule';
 import { resolveTokenSets, type TokenSets } from './tokens';
@@ -160,6 +160,7 @@ class Search implements SearchJob {
     }
     const startLoss = this.quantizeFrom(0);
     this.budget.baseSeconds = (performance.now() - t0) / 1000;
+    if (this.config.timeBudget > 0) this.budget.rtnSeconds = rtnRowSeconds(this.result());
     if (!resumeFrom) {
       // Starting loss of every block (base quantization, identity transform) normalizes the objective.
       this.b.startLoss = startLoss;

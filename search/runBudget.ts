@@ -32,6 +32,8 @@ export class RunBudget {
   baseSeconds = 0;
   /** Seconds of the calibration pass (the export's codes repeat it). */
   calibrationSeconds = 0;
+  /** Predicted seconds of quantizing the table's plain-RTN row (0: not measured, the base pass's seconds stand in). */
+  rtnSeconds = 0;
   stepSeconds = 0;
   /** Seconds a stint spends besides its steps (setting its block up, re-quantizing it): a running average, and so far in this stint. */
   private stintSeconds = 0;
@@ -104,8 +106,8 @@ export class RunBudget {
   /** Predicted costs of the report's parts, from what this run measured. */
   reportCosts(): ReportCosts {
     const evalPass = this.validationSeconds * (tokenCount(this.tokens.eval) / Math.max(1, tokenCount(this.tokens.valid)));
-    // each reference row quantizes the whole model as the base pass did (an upper bound for plain RTN)
-    return { evalPass, quantize: { rtn: this.baseSeconds, base: this.baseSeconds, baseClip: this.baseSeconds } };
+    // each base row quantizes the whole model as the base pass did; plain RTN as timed on a block
+    return { evalPass, quantize: { rtn: this.rtnSeconds > 0 ? this.rtnSeconds : this.baseSeconds, base: this.baseSeconds, baseClip: this.baseSeconds } };
   }
 
   /** Predicted seconds of a stint's end: re-quantizing its block and a validation check. */

@@ -43,4 +43,11 @@ describe('the time budget keeps time for the export', () => {
     // the table may run 5% of the budget past it (a budgeted run ends within 1.1 times it)
     expect(none.leftForReport()! - none.left()!).toBeCloseTo(50, 1);
   });
+
+  it('predicts the table\'s plain-RTN row from its own timing once measured, the base rows from the base pass', () => {
+    const b = budget(false);
+    expect(b.reportCosts().quantize).toEqual({ rtn: 300, base: 300, baseClip: 300 });
+    b.rtnSeconds = 12;
+    expect(b.reportCosts().quantize).toEqual({ rtn: 12, base: 300, baseClip: 300 });
+  });
 });
