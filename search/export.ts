@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { InvarxError } from '../core/errors';
 import { llama2cIncompatibility, writeGptqExport, writeHfExport, writeLlama2cExport, type BlockQuantized } from '../core/export';
 import type { LlamaGgufReport } from '../core/gguf';
-import { blockLinears, linearShape, type LinearName, type Model } from '../core/model/types';
+import { blockWeightBytes, type Model } from '../core/model/types';
 
 export interface ExportManifest {
   files: string[];
@@ -103,8 +103,7 @@ export interface ExportCosts {
  */
 export function exportBytes(model: Model): number {
   const cfg = model.config;
-  const weights = (name: LinearName) => linearShape(cfg, name)[0] * linearShape(cfg, name)[1];
-  const perBlock = blockLinears(cfg).reduce((n, name) => n + weights(name), 0) + 2 * cfg.dim;
+  const perBlock = blockWeightBytes(cfg) / 4 + 2 * cfg.dim;
   const params = cfg.nLayers * perBlock + cfg.vocabSize * cfg.dim * (cfg.sharedClassifier ? 1 : 2) + cfg.dim;
   const floatFiles = llama2cIncompatibility(model) ? 1 : 3;
   return params * (4 * floatFiles + 2);

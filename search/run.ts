@@ -143,10 +143,9 @@ class Search implements SearchJob {
 
   async init(resumeFrom?: SearchSnapshot): Promise<void> {
     this.clock.enter('calibration');
-    const tc = performance.now();
     this.calib = new CalibrationRows(this.model, this.tokens.calib, this.ops, { memoryBytes: activationBytes(this.config), dir: this.scratch.dir });
-    this.budget.calibrationSeconds = (performance.now() - tc) / 1000;
     this.clock.enter('base');
+    this.budget.calibrationSeconds = this.clock.seconds().calibration ?? 0;
     const t0 = performance.now();
     let inStint: InStint | undefined;
     if (resumeFrom) {
