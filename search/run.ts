@@ -12,25 +12,20 @@
  * calibration.ts (each block's rows in the quantized model), boundary.ts (the record a
  * snapshot holds, replayed on resume; validation bookkeeping and the stop rule),
  * runBudget.ts (the time budget: what the run measured, when it must stop, stint lengths),
- * report.ts (the quality table and the export).
+ * runBlocks.ts (re-quantizing blocks, going back to the best state, a stint's objective),
+ * initPass.ts (the scale and clip initialisation), report.ts (the quality table and the export).
  */
 import type { Logger } from 'pino';
 import { fail, InvarxError } from '../core/errors';
-import { collectAtBlockBoundary } from '../core/memory';
 import { loadModel } from '../core/model/load';
-import { cloneBlock, type Block, type F32, type Model } from '../core/model/types';
-import type { Transform } from '../core/invariance';
+import type { Model } from '../core/model/types';
 import type { Ops } from '../core/ops';
 import { Rng } from '../core/rng';
 import type { Backend } from '../kernels/backend';
 import { bestBackend, freshBackend } from '../kernels/registry';
-import { rtnLinears } from './baseRtn';
 import { SearchBlocks, type AcceptedMove } from './blocks';
-import { blockIn, copyInto, type BlockData } from './blockState';
 import { boundaryOf, freshBoundary, snapshotSets, meanLoss, progressOf, recordMove, recordValidation, stopReason, SNAPSHOT_VERSION, type Boundary, type InStint, type StintCommit } from './boundary';
-import { fullClips } from './clipMoves';
-import { clipInit } from './clipInit';
-import { needsFpInputs, specFormat, type SearchSpec } from './blockQuant';
+import { specFormat, type SearchSpec } from './blockQuant';
 import { CalibrationRows } from './calibration';
 import { configHash, resolveTuning, searchSpec, validateRunConfig, type SearchTuning } from './config';
 import type { FinalReport, Invariance, Progress, RunConfig, SearchJob, SearchSnapshot } from './contract';
@@ -40,13 +35,14 @@ import { GlobalTerm } from './globalTerm';
 import { BlockObjective } from './objective';
 import { drawMove, moveKind, type Move } from './proposals';
 import { finalReport, rtnRowSeconds, searchExport, type RunResult } from './report';
-import { scaleInit, scaleSitesOn } from './scaleInit';
 import { nextBlock } from './schedule';
 import { resolveTokenSets, type TokenSets } from './tokens';
 import { QualityProbe } from './validation';
 import { activationBytes, memoryBudget, Scratch, weightBytes } from './scratch';
 import { describeCuts, phaseSeconds, planSets, type SetPlan } from './plan';
 import { RunBudget } from './runBudget';
+import { RunBlocks } from './runBlocks';
+import { hasInitPass, initPass } from './initPass';
 import { PhaseClock, reportPlan, type Phase } from './phases';
 import { finalNormPass, normPass } from './normPass';
 
@@ -93,6 +89,7 @@ class Search implements SearchJob {
   private rng: Rng;
   private blocks: SearchBlocks;
   private calib!: CalibrationRows;
+  private states!: RunBlocks;
   private spec: SearchSpec;
   private on: Set<Invariance>;
   /** Clip codes are searched (clip moves or clip initialisation on an RTN base on the int grid). */
@@ -144,6 +141,7 @@ class Search implements SearchJob {
   async init(resumeFrom?: SearchSnapshot): Promise<void> {
     this.clock.enter('calibration');
     this.calib = new CalibrationRows(this.model, this.tokens.calib, this.ops, { memoryBytes: activationBytes(this.config), dir: this.scratch.dir });
+    this.states = new RunBlocks(this.model, this.config, this.spec, this.ops, this.blocks, this.calib, this.evaluator, this.clipOn);
     this.clock.enter('base');
     this.budget.calibrationSeconds = this.clock.seconds().calibration ?? 0;
     const t0 = performance.now();
@@ -157,7 +155,7 @@ class Search implements SearchJob {
       // inside a stint: the stint's start, as at a boundary (its moves come below)
       this.blocks.replay(inStint ? this.b.moves.slice(0, inStint.moves) : this.b.moves);
     }
-    const startLoss = this.quantizeFrom(0);
+    const startLoss = this.states.quantizeFrom(0);
     this.budget.baseSeconds = (performance.now() - t0) / 1000;
     if (this.config.timeBudget > 0) this.budget.rtnSeconds = rtnRowSeconds(this.result());
     if (!resumeFrom) {
@@ -176,40 +174,17 @@ class Search implements SearchJob {
     this.log?.info({ startLoss: this.b.startLoss, validation: this.b.best.validation, phases: this.clock.seconds() }, 'search ready');
   }
 
-  /**
-   * Re-quantizes blocks from..L-1 of the transformed model with the base quantizer, each on
-   * its inputs in the quantized model without the norm factors tuned after the search (RTN
-   * ignores them; GPTQ's rounding depends on them), and returns their losses. The quantized
-   * model is so a pure function of the FP weights and the recorded moves.
-   */
-  private quantizeFrom(from: number): number[] {
-    const losses: number[] = [];
-    this.blocks.withoutNorms(() => {
-      for (const [l, x] of this.calib.walk(from, this.blocks)) {
-        collectAtBlockBoundary(this.model.config);
-        const { q, loss } = this.quantizeBlock(l, x);
-        losses[l] = loss;
-        this.blocks.setQuantized(l, q);
-      }
-    });
-    return losses;
-  }
-
-  /** Block l's transformed weights quantized by the base quantizer on its inputs x in the quantized model, and the block's loss. */
-  private quantizeBlock(l: number, x: F32): { q: Block; loss: number } {
-    const obj = new BlockObjective(this.model.config, this.calib.data(l, x, needsFpInputs(this.spec)), this.spec, this.ops, this.config.base, undefined, undefined, this.blocks.clips(l));
-    const loss = obj.reset(this.blocks.transformed(l));
-    return { q: obj.q, loss };
-  }
-
   get done(): boolean {
     return this.b.done;
   }
 
   private beginStint(): void {
     const l = this.b.block;
-    this.obj = this.sharedObjective(l, this.calib.inputsOf(l, this.blocks));
-    this.stintStartLoss = this.obj.loss;
+    // the last block's objective goes first: at 1B parameters it is a gigabyte
+    this.obj = undefined;
+    const obj = this.states.sharedObjective(l, this.calib.inputsOf(l, this.blocks));
+    this.obj = obj;
+    this.stintStartLoss = obj.loss;
     this.stintCommits = [];
     this.global?.changed();
   }
@@ -242,68 +217,15 @@ class Search implements SearchJob {
   }
 
   /**
-   * The objective of block l on its inputs xs, its state (and the block's FP weights) in
-   * memory the evaluator's workers share, and installed in the evaluator.
-   */
-  private sharedObjective(l: number, x: F32): BlockObjective {
-    // the last block's state goes first: at 1B parameters it is a gigabyte
-    this.obj = undefined;
-    this.evaluator.clearBlock();
-    collectAtBlockBoundary(this.model.config);
-    const alloc = this.evaluator.alloc;
-    const plain = this.calib.data(l, x, needsFpInputs(this.spec));
-    const shared = (a: F32) => copyInto(alloc.f32(a.length), a);
-    const data: BlockData = { ...plain, x: shared(plain.x), y: shared(plain.y), ...(plain.xf && { xf: shared(plain.xf) }) };
-    this.blocks.setTransformed(l, blockIn(alloc, this.blocks.transformed(l)));
-    // with clip moves on, every linear's codes in shared memory, which a committed clip move updates
-    if (this.clipOn) this.blocks.setClips(l, fullClips(this.model.config, this.spec, this.blocks.clips(l), alloc));
-    const obj = new BlockObjective(this.model.config, data, this.spec, this.ops, this.config.base, undefined, alloc, this.blocks.clips(l));
-    obj.reset(this.blocks.transformed(l));
-    this.evaluator.setBlock(obj, this.blocks.transformed(l), data);
-    return obj;
-  }
-
-  /**
    * Activation-aware scale initialisation of every block in order (each on its inputs in
    * the quantized model as initialised so far), then one validation check, so the stop
    * rule can keep this state even if no discrete move generalises. Counts as no step.
    */
   private async initPass(): Promise<void> {
-    const cfg = this.model.config;
-    const sites = scaleSitesOn(this.on);
-    const score = async (moves: Move[]) => (await this.evaluator.evaluate(moves)).map((r) => r.loss);
     this.clock.enter('scale-init');
-    const t0 = performance.now();
-    for (const [l, x] of this.calib.walk(0, this.blocks)) {
-      // blocks the time budget leaves no room for keep their base quantization
-      const perBlock = l > 0 ? (performance.now() - t0) / 1000 / l : 0;
-      if (this.budget.initMustStop(this.b, perBlock)) {
-        this.log?.info({ block: l }, 'scale initialisation cut short by the time budget');
-        this.cut.push(`scale-init from block ${l}`);
-        break;
-      }
-      const obj = this.sharedObjective(l, x);
-      const accept = (t: Transform) => {
-        this.blocks.apply(l, [t]);
-        this.b.moves.push({ block: l, step: 0, transforms: [t] });
-      };
-      if (this.tuning.scaleInit) await scaleInit(cfg, obj, this.blocks.transformed(l), this.calib.seqViews(x), this.ops, sites, accept, score);
-      if (this.clipOn && this.tuning.clipInit) {
-        const acceptClips = (m: Move) => {
-          this.evaluator.commit(m, this.blocks.transformed(l));
-          this.b.moves.push({ block: l, step: 0, transforms: [], clips: m.clips! });
-        };
-        await clipInit(cfg, this.spec, obj, this.blocks.transformed(l), score, acceptClips);
-      }
-      this.blocks.setQuantized(l, obj.q);
-    }
-    // The canonical quantized model of the new weights (what a resumed run rebuilds), from
-    // the first block the pass changed (the blocks before it are as the base pass left them).
-    const changed = this.b.moves.filter((m) => m.step === 0).map((m) => m.block);
-    if (changed.length > 0) {
-      const from = Math.min(...changed);
-      this.quantizeFrom(from).forEach((loss, l) => (this.b.blockLoss[l] = loss));
-    }
+    this.obj = undefined;
+    const { model, tuning, spec, ops, on, clipOn, blocks, calib, states, evaluator, b, budget, cut, log } = this;
+    await initPass({ model, tuning, spec, ops, on, clipOn, blocks, calib, states, evaluator, b, budget, cut, log });
     this.b.initDone = true;
     this.checkValidation();
     this.b.stintPlan = this.budget.nextStint(this.b);
@@ -314,7 +236,7 @@ class Search implements SearchJob {
   async step(): Promise<void> {
     if (this.b.done) return;
     if (!this.b.initDone) {
-      if ((this.tuning.scaleInit && scaleSitesOn(this.on).length > 0) || (this.clipOn && this.tuning.clipInit)) return this.initPass();
+      if (hasInitPass(this.tuning, this.on, this.clipOn)) return this.initPass();
       this.b.initDone = true;
     }
     this.clock.enter('search');
@@ -377,15 +299,7 @@ class Search implements SearchJob {
     const L0 = this.b.startLoss[l];
     this.b.lastGain[l] = L0 > 0 ? (this.stintStartLoss - this.obj!.loss) / L0 : 0;
     this.b.lastVisit[l] = this.b.stint;
-    // RTN re-quantizes only this block; GPTQ also every later one, whose inputs changed.
-    const cur = this.blocks.transformed(l);
-    this.budget.overhead(() => {
-      if (this.config.base === 'gptq') this.quantizeFrom(l);
-      else {
-        const q = rtnLinears(cfg, cur, this.spec, { clips: this.blocks.clips(l), ops: this.ops });
-        this.blocks.setQuantized(l, cloneBlock({ ...cur, ...q }, Object.keys(q)));
-      }
-    });
+    this.budget.overhead(() => this.states.stintDone(l));
     this.budget.stintDone();
     this.b.stint++;
     this.b.block = nextBlock(this.tuning.schedule, this.b.block, this.b, cfg.nLayers);
@@ -395,7 +309,7 @@ class Search implements SearchJob {
     const v = last || this.b.stint % (this.b.stintPlan?.checkEvery ?? 1) === 0 ? this.checkValidation(l) : null;
     this.log?.info({ step: this.b.step, block: l, loss: meanLoss(this.b), validation: v }, 'stint done');
     const reason = stopReason(this.b, this.config, outOfTime);
-    if (!reason && v !== null && this.tuning.gate) this.budget.overhead(() => this.backToBest());
+    if (!reason && v !== null && this.tuning.gate) this.budget.overhead(() => this.states.backToBest(this.b));
     if (reason) await this.finish(reason);
     else this.b.stintPlan = this.budget.nextStint(this.b, this.rollbackReserve());
     this.clock.stop();
@@ -421,37 +335,21 @@ class Search implements SearchJob {
   private async finish(reason: string): Promise<void> {
     this.b.done = true;
     this.b.stopReason = reason;
-    this.backToBest();
+    this.states.backToBest(this.b);
     if (this.tuning.normTune) {
       const { blocks, calib, b, budget, cut, ops } = this;
       const state = { blocks, calib, b, budget, cut, ops, seqTokens: this.tuning.seqTokens, runner: this.evaluator.normRunner(ops) };
       const validate = () => this.validate();
       const enter = () => this.clock.enter('norm-tune');
-      await normPass(state, { enter, validate, quantizeFrom: (from) => this.quantizeFrom(from), log: this.log });
+      await normPass(state, { enter, validate, quantizeFrom: (from) => this.states.quantizeFrom(from), log: this.log });
       finalNormPass(state, this.tokens.calib, { enter, validate, log: this.log });
     }
     this.log?.info({ reason, step: this.b.step, kept: this.b.moves.length, bestStep: this.b.best.step }, 'search stopped');
   }
 
-  /** Go back to the accepted-move prefix with the best validation loss (no-op when the moves are that prefix). */
-  private backToBest(): void {
-    const from = this.rollbackFrom();
-    if (from === null) return;
-    this.b.moves = this.b.moves.slice(0, this.b.best.moves);
-    this.blocks.replay(this.b.moves);
-    // the blocks before the first one a dropped move was on are as the kept moves left them
-    this.quantizeFrom(from).forEach((loss, l) => (this.b.blockLoss[l] = loss));
-  }
-
-  /** The first block a move after the best validated state is on (null: none), from which going back re-quantizes. */
-  private rollbackFrom(): number | null {
-    const dropped = this.b.moves.slice(this.b.best.moves);
-    return dropped.length > 0 ? Math.min(...dropped.map((m) => m.block)) : null;
-  }
-
   /** Predicted seconds of going back to the best checked state now (the stop check and the stint plan keep the same reserve). */
   private rollbackReserve(): number {
-    return this.budget.rollbackSeconds(this.rollbackFrom());
+    return this.budget.rollbackSeconds(this.states.rollbackFrom(this.b));
   }
 
   progress(): Progress {
