@@ -12,6 +12,8 @@ export * from './model/llama2c';
 export * from './model/load';
 export * from './model/lazy';
 export * from './model/safetensors';
+export * from './model/safetensorsWrite';
+export * from './model/halfFloat';
 export * from './model/hf';
 export * from './export';
 export * from './quant/rtn';

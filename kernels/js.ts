@@ -8,7 +8,7 @@
 import { jsOps } from '../core/ops';
 import type { F32 } from '../core/model/types';
 import { CLIP_AUTO, CLIP_RATIOS, type QuantSpec } from '../core/quant/rtn';
-import { f16BitsToF32, f32ToF16Bits } from '../core/model/safetensors';
+import { f16BitsToF32, f32ToF16Bits } from '../core/model/halfFloat';
 import type { Backend } from './backend';
 import { checkMatmulT, checkQuantRect, checkSqErr } from './check';
 

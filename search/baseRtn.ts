@@ -14,7 +14,7 @@
  * GGUF export holds. Its blocks (32, or 256 for k-quants; 1 for f16) are independent, so
  * they are the w2 column groups an FFN move re-quantizes.
  */
-import { f16Round } from '../core/model/safetensors';
+import { f16Round } from '../core/model/halfFloat';
 import { blockLinears, linearShape, type Block, type F32, type LinearName, type ModelConfig } from '../core/model/types';
 import type { Ops } from '../core/ops';
 import { formatForRow, type QuantFormat } from '../core/quant/formats';

@@ -8,7 +8,7 @@ import { fail } from '../errors';
 import { hfConfigOf, hfLayoutOf, hfTensors, withRopeLayout } from '../model/hf';
 import { presentKeys } from '../model/lazy';
 import { writeLlama2c } from '../model/llama2c';
-import { writeSafetensorsCheckpointStream } from '../model/safetensors';
+import { writeSafetensorsCheckpointStream } from '../model/safetensorsWrite';
 import type { Model } from '../model/types';
 import { clearCheckpointFiles, type FloatDtype } from './gptq';
 

@@ -44,7 +44,9 @@ import { fail } from '../errors';
 import type { Quantized } from '../quant/rtn';
 import { blockLinears, linearShape, type LinearName, type Model, type ModelConfig } from '../model/types';
 import { hfConfigOf, hfLayoutOf, hfLinearModule, hfTensors, ropeRowOrder } from '../model/hf';
-import { INDEX_FILE, SINGLE_FILE, f16BitsToF32, f32ToF16Bits, writeSafetensorsCheckpointStream, type TensorSpec } from '../model/safetensors';
+import { f16BitsToF32, f32ToF16Bits } from '../model/halfFloat';
+import { INDEX_FILE, SINGLE_FILE } from '../model/safetensors';
+import { type TensorSpec, writeSafetensorsCheckpointStream } from '../model/safetensorsWrite';
 import { packQweight, packQzeros } from './pack';
 import { padCodesHidden, padModelHidden, paddedHiddenDim } from './padHidden';
 

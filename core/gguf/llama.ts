@@ -12,7 +12,7 @@
  * lists each fallback.
  */
 import { fail } from '../errors';
-import { encodeF16 } from '../model/safetensors';
+import { encodeF16 } from '../model/halfFloat';
 import { ropeRowOrder } from '../model/hf';
 import { blockLinears, linearShape, type F32, type LinearName, type Model } from '../model/types';
 import type { Tokenizer } from '../tokenizer';

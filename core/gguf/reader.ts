@@ -8,7 +8,7 @@
 import { closeSync, readSync } from 'node:fs';
 import { openRegularFile } from '../files';
 import { fail } from '../errors';
-import { decodeF16 } from '../model/safetensors';
+import { decodeF16 } from '../model/halfFloat';
 import {
   GGUF_DEFAULT_ALIGNMENT, GGUF_MAGIC, GgufValueType, alignUp, tensorBytes, tensorType, type GgufTensorInfo, type GgufValue,
 } from './types';

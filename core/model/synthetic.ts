@@ -25,9 +25,9 @@ import { fail } from '../errors';
 import { Rng } from '../rng';
 import { hfBlockTensorName, hfConfigOf, type HfLayout } from './hf';
 import { SYNTHETIC_TOKENIZER_MIN_VOCAB, syntheticTokenizerBytes } from './syntheticTokenizer';
-import {
-  decodeBf16, decodeF16, dtypeSize, encodeBf16, encodeF16, writeSafetensorsCheckpointStream, type Dtype, type TensorSpec,
-} from './safetensors';
+import { decodeBf16, decodeF16, encodeBf16, encodeF16 } from './halfFloat';
+import { type Dtype, dtypeSize } from './safetensors';
+import { type TensorSpec, writeSafetensorsCheckpointStream } from './safetensorsWrite';
 import { LINEAR_NAMES, linearShape, type F32, type LinearName, type Model, type ModelConfig } from './types';
 
 export interface SyntheticShape {

@@ -18,7 +18,7 @@
  */
 import { InvarxError } from '../errors';
 import type { F32 } from '../model/types';
-import { f16Round } from '../model/safetensors';
+import { f16Round } from '../model/halfFloat';
 import { clippedFormat, formatForRow, type QuantFormat, type UnpackedRow } from './formats';
 import { gptqColumns, type ColumnGrid, type GptqFactor, type GptqOptions } from './gptq';
 

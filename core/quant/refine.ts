@@ -13,7 +13,7 @@
 import type { F32 } from '../model/types';
 import type { Ops } from '../ops';
 import type { GptqFactor } from './gptq';
-import { f16Round } from '../model/safetensors';
+import { f16Round } from '../model/halfFloat';
 import { F16_MAX, numGroups, type Quantized } from './rtn';
 
 /** GPTQ's lazy batch update W[:, i2:] −= Err1 · Hinv[i1 : i1+count, i2:] (./gptq.ts lazyUpdate or a backend's, the same bits). */

@@ -25,7 +25,7 @@
  */
 import { InvarxError } from '../errors';
 import type { F32 } from '../model/types';
-import { f16Round } from '../model/safetensors';
+import { f16Round } from '../model/halfFloat';
 
 export interface QuantSpec {
   /** Bits per weight, an integer 2..8. */

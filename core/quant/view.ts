@@ -33,7 +33,7 @@ import { clippedFormat, formatForRow, type QuantFormat } from './formats';
 import { gptqQuantizeRows, type GptqFactor } from './gptq';
 import { asymmetricTargets, inputFactor } from './asymmetric';
 import { gptqFormatRows } from './gptqFormat';
-import { f16Round } from '../model/safetensors';
+import { f16Round } from '../model/halfFloat';
 
 /** The quantized model as a lazy view of `model` (see the header); `model` is not changed. */
 export function quantizedView(model: Model, opts: QuantizeModelOptions): Model {

@@ -4,7 +4,7 @@ import {
   dequantizeUnpacked, formatByName, GGML_FORMATS, intFormat, type QuantFormat,
 } from '../../core/quant/formats';
 import { intGridReference } from '../../core/quant/formats/intGrid';
-import { f16BitsToF32 } from '../../core/model/safetensors';
+import { f16BitsToF32 } from '../../core/model/halfFloat';
 import { InvarxError } from '../../core/errors';
 import { Rng } from '../../core/rng';
 

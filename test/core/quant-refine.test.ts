@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { InvarxError } from '../../core/errors';
 import { Rng } from '../../core/rng';
 import { gptqFactor, gptqQuantize, gptqQuantizeRows } from '../../core/quant/gptq';
-import { f16BitsToF32, f16Round, f32ToF16Bits } from '../../core/model/safetensors';
+import { f16BitsToF32, f16Round, f32ToF16Bits } from '../../core/model/halfFloat';
 import { dequantize, numGroups, type Quantized, type QuantSpec } from '../../core/quant/rtn';
 import { getBackend } from '../../kernels';
 import { hessianOf, layerCase, outputError } from './layerCase';

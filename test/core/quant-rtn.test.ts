@@ -5,7 +5,7 @@ import { Rng } from '../../core/rng';
 import {
   DEFAULT_CLIP_GRID, dequantize, fakeQuantRtn, fakeQuantRtnRect, numGroups, quantizeRtn, validateSpec, type QuantSpec,
 } from '../../core/quant/rtn';
-import { f16Round } from '../../core/model/safetensors';
+import { f16Round } from '../../core/model/halfFloat';
 
 /** A weight [rows, cols] plus a spec whose group may not divide cols. */
 const caseArb = fc

@@ -9,10 +9,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InvarxError } from '../../core/errors';
 import { forward } from '../../core/forward';
 import { loadModel } from '../../core/model/load';
+import { parseSafetensorsHeader } from '../../core/model/safetensors';
 import {
-  parseSafetensorsHeader, writeSafetensors, writeSafetensorsCheckpoint, writeSafetensorsCheckpointStream, writeSafetensorsStream,
   type TensorToWrite,
-} from '../../core/model/safetensors';
+  writeSafetensors,
+  writeSafetensorsCheckpoint,
+  writeSafetensorsCheckpointStream,
+  writeSafetensorsStream,
+} from '../../core/model/safetensorsWrite';
 import {
   SYNTHETIC_SHAPES, planSynthetic, randomModel, syntheticConfig, syntheticOutliers, writeSyntheticCheckpoint, type SyntheticShape,
 } from '../../core/model/synthetic';

@@ -7,8 +7,16 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
-  bf16BitsToF32, decodeBf16, decodeF16, encodeBf16, encodeF16, f16BitsToF32, f16Round, f32ToBf16Bits, f32ToF16Bits,
-} from '../../core/model/safetensors';
+  bf16BitsToF32,
+  decodeBf16,
+  decodeF16,
+  encodeBf16,
+  encodeF16,
+  f16BitsToF32,
+  f16Round,
+  f32ToBf16Bits,
+  f32ToF16Bits,
+} from '../../core/model/halfFloat';
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);

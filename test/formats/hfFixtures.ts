@@ -11,7 +11,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Rng } from '../../core/rng';
-import { writeSafetensorsCheckpoint, type Dtype } from '../../core/model/safetensors';
+import { type Dtype } from '../../core/model/safetensors';
+import { writeSafetensorsCheckpoint } from '../../core/model/safetensorsWrite';
 
 export type HfKind = 'llama' | 'mistral' | 'qwen2' | 'opt';
 

@@ -10,10 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { InvarxError } from '../../core/errors';
-import {
-  INDEX_FILE, SafetensorsReader, dtypeSize, parseSafetensorsHeader, writeSafetensors, writeSafetensorsCheckpoint,
-  type Dtype, type TensorToWrite,
-} from '../../core/model/safetensors';
+import { type Dtype, dtypeSize, INDEX_FILE, parseSafetensorsHeader, SafetensorsReader } from '../../core/model/safetensors';
+import { type TensorToWrite, writeSafetensors, writeSafetensorsCheckpoint } from '../../core/model/safetensorsWrite';
 
 const tmp = mkdtempSync(join(tmpdir(), 'invarx-st-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));

@@ -10,7 +10,7 @@ import {
 } from '../../core/gguf';
 import { loadGgufModel } from '../../core/model/gguf';
 import { withRopeLayout } from '../../core/model/hf';
-import { encodeF16, f16Round } from '../../core/model/safetensors';
+import { encodeF16, f16Round } from '../../core/model/halfFloat';
 import { randomModel } from '../../core/model/synthetic';
 import { loadTokenizer } from '../../core/tokenizer';
 import { formatByName } from '../../core/quant/formats';

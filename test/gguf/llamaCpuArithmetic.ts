@@ -7,7 +7,7 @@
  */
 import { readGgufHeader } from '../../core/gguf';
 import { GGML_LINEAR_NAMES } from '../../core/gguf/llama';
-import { f16Round } from '../../core/model/safetensors';
+import { f16Round } from '../../core/model/halfFloat';
 import { blockLinears, type F32, type Model } from '../../core/model/types';
 import { jsOps, type Ops } from '../../core/ops';
 

@@ -4,7 +4,7 @@
  * the block does not fit), and the incremental moves still equal a full evaluation.
  */
 import { describe, expect, it } from 'vitest';
-import { decodeF16 } from '../../core/model/safetensors';
+import { decodeF16 } from '../../core/model/halfFloat';
 import { F16_TYPE, packTensorRows, tensorTypeByName, typeForRow } from '../../core/gguf';
 import { applyTransforms } from '../../core/invariance';
 import { blockLinears, linearShape, type Model } from '../../core/model/types';

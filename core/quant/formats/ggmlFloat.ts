@@ -4,7 +4,7 @@
  * correctly rounded float32 result for + − × ÷ and sqrt), fp16 conversions rounding to
  * nearest even, and ggml's `nearest_int` magic-number rounding.
  */
-import { f16BitsToF32, f32ToF16Bits } from '../../model/safetensors';
+import { f16BitsToF32, f32ToF16Bits } from '../../model/halfFloat';
 
 export const f = Math.fround;
 
