@@ -2,13 +2,14 @@
  * fp32 matmul GFLOP/s, y[M, N] = x[M, K] · w[N, K]ᵀ, per backend and thread count, with
  * NumPy/OpenBLAS measured in the same run (interleaved shape by shape, since the machine
  * may be shared) and the ratio to it; and at a decode step's shapes, with the weight
- * pinned (packed once) and not. Times are the best of several repetitions.
+ * pinned (packed once) and not, and pinned on the native kernel where it is built
+ * (kernels/native). Times are the best of several repetitions.
  */
 import os from 'node:os';
 import { Rng } from '../core/rng';
 import type { Backend } from '../kernels/backend';
 import { createJsBackend } from '../kernels/js';
-import { createWasmBackend } from '../kernels/wasm/backend';
+import { createWasmBackend, type WasmBackend } from '../kernels/wasm/backend';
 import { createGpuBackend, probeGpu } from '../kernels/gpu';
 import { chooseBackend } from '../kernels/registry';
 import { bestMs, emit, note, type BenchModule } from './emit';
@@ -130,24 +131,36 @@ export const matmulBench: BenchModule = {
         emit({ figure: 'matmul_gflops', backend: b.name, threads, shape: shapeName(shape), tag: 'search-shape', ...time(b, shape, 5, 700) });
       }
     }
-    // what pinning saves (core/ops.ts's Ops.pin): the copy and re-pack of w on every call
+    // what pinning saves (core/ops.ts's Ops.pin): the copy and re-pack of w on every call;
+    // and, where kernels/native is built, pinned weights' products on it (the same bits)
+    const plain = [createWasmBackend({ threads: 1, native: false }), createWasmBackend({ threads: 2, native: false })];
     for (const shape of DECODE_SHAPES) {
       const [M, K, N] = shape;
       const { x, w, y } = operands(shape);
-      for (const [b, threads] of [[wasm1, 1], [wasm2, 2]] as const) {
+      for (const threads of [1, 2]) {
+        const b = plain[threads - 1];
+        const nat = threads === 1 ? wasm1 : wasm2;
         const copied = bestMs(() => b.matmulT(y, x, w, M, K, N), 4, 400);
-        const pin = b.pin([w]);
-        const pinned = bestMs(() => b.matmulT(y, x, w, M, K, N), 4, 400);
-        pin.release();
+        const pinnedMs = (on: WasmBackend) => {
+          const pin = on.pin([w]);
+          try {
+            return bestMs(() => on.matmulT(y, x, w, M, K, N), 4, 400).ms;
+          } finally {
+            pin.release();
+          }
+        };
+        const pinned = pinnedMs(b);
+        const native = nat.native ? pinnedMs(nat) : null;
         emit({
           figure: 'matmul_gflops', backend: 'wasm', threads, shape: shapeName(shape), tag: 'decode-shape',
-          gflops: round(gflops(shape, copied.ms)), gflops_pinned: round(gflops(shape, pinned.ms)),
-          best_ms: round(copied.ms, 3), best_ms_pinned: round(pinned.ms, 3),
+          gflops: round(gflops(shape, copied.ms)), gflops_pinned: round(gflops(shape, pinned)),
+          best_ms: round(copied.ms, 3), best_ms_pinned: round(pinned, 3),
+          gflops_pinned_native: native === null ? null : round(gflops(shape, native)),
+          native_vs_wasm_pinned: native === null ? null : round(pinned / native, 2),
         });
       }
     }
-    wasm1.dispose?.();
-    wasm2.dispose?.();
+    for (const b of [wasm1, wasm2, ...plain]) b.dispose?.();
     gpu?.dispose?.();
   },
 };

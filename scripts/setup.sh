@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh Debian/Ubuntu machine: the system packages the native `gl`
 # module (gpu.js's headless WebGL) builds against and runs under, and redis-server (the queue
-# mode's tests start their own on a free loopback port), then a clean npm install.
+# mode's tests start their own on a free loopback port), then a clean npm install and the
+# native kernel (kernels/native: a C compiler and the Node headers, as `gl` needs).
 # Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,4 +24,6 @@ fi
 export npm_config_nodedir="${npm_config_nodedir:-/usr}"
 [ -d "$npm_config_nodedir/include/node" ] || unset npm_config_nodedir
 npm ci --no-audit --no-fund
+# the native product for pinned weights (kernels/native), compiled for this machine's CPU
+npm run build:native
 npm run build

@@ -18,6 +18,7 @@ import { attendRowsScratch, attendScratch, runAttendHere, runAttendRowsHere, typ
 import { wasmGptq } from './gptq';
 import { wasmHessian } from './hessian';
 import { wasmDraw } from './draw';
+import { nativeKernels, nativeProducts } from '../native/native';
 
 export interface WasmBackendOptions {
   /** Threads a matmul is split over (this one plus threads − 1 helpers). Default 1. */
@@ -28,6 +29,8 @@ export interface WasmBackendOptions {
   fused?: boolean;
   /** Bytes pinned weights may take in the backend's memory (default RESIDENT_WEIGHT_BYTES); past it, a pinned weight is copied per call as if unpinned. */
   residentWeightBytes?: number;
+  /** Products past a few rows on the native kernel when it is built (kernels/native; default true, the same bits). */
+  native?: boolean;
 }
 
 export interface WasmBackend extends Backend {
@@ -43,6 +46,8 @@ export interface WasmBackend extends Backend {
   attendRows(ctx: F32, q: F32, k: F32, v: F32, T: number, heads: ArrayLike<number> | null, shape: HeadShape): void;
   /** Bytes the copies of pinned weights take now. */
   readonly residentWeightBytes: number;
+  /** Whether products past a few rows run on the native kernel (kernels/native). */
+  readonly native: boolean;
 }
 
 /** Default cap on pinned weights' copies: a 110M-parameter model's weights fit, and the arena's 2 GiB keeps room for the rest. */
@@ -69,6 +74,8 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
   let active = threads;
   const weightCap = opts.residentWeightBytes ?? RESIDENT_WEIGHT_BYTES;
   const resident = new ResidentWeights(arena, weightCap);
+  // products past DOT_MAX_ROWS rows go to the native kernel when there is one (same bits)
+  const native = opts.native !== false && nativeKernels ? nativeProducts(nativeKernels, kcMax, weightCap) : null;
   const gptq = wasmGptq(k, arena, helpers, () => active);
   const hessianEntries = wasmHessian(k, arena, helpers, () => active);
   const drawTokens = wasmDraw(k, arena, helpers, () => active);
@@ -123,6 +130,19 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
       k.dot_t(xp, wp, 4 * K, yp, n, K, N, beta);
       copyOut(y, N, 0, n, 0, N, yp);
       return;
+    }
+    if (native) {
+      // a pinned weight's native copy; an unpinned one packed for this call where its rows
+      // outnumber matmul_xt's (which skips the packing), as the wasm path would pack it
+      let packed = native.pins.packed(w, K, N, active);
+      if (!packed && n > XT_MAX_ROWS && resident.lookup(w, K, N, kcMax) === null) {
+        packed = native.scratch(native.k.packedLength(N, K));
+        native.k.pack(w, N, K, kcMax, packed, active);
+      }
+      if (packed) {
+        native.k.matmulT(y, x, packed, n, K, N, kcMax, accumulate, fused, active);
+        return;
+      }
     }
     // x and y get zero rows up to a multiple of 4 (the register tile's height);
     // w is packed into 8-column panels (see kernels.wat).
@@ -420,12 +440,16 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
     },
     fused,
     matmulT,
-    pin: (weights) => resident.pin(weights),
+    pin: (weights) => {
+      const kept = [resident.pin(weights), native?.pins.pin(weights)];
+      return { release: () => kept.forEach((p) => p?.release()) };
+    },
+    native: native !== null,
     residentArray,
     attendCached,
     attendRows,
     get residentWeightBytes() {
-      return resident.bytes;
+      return resident.bytes + (native?.pins.bytes ?? 0);
     },
     softmaxCausal,
     siluMul,
@@ -438,6 +462,9 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
     // in TypeScript: with its eight running sums it streams at memory speed, and copying
     // both operands into the arena cost more than wasm saved (measured)
     sqErr: sqErrRef,
-    dispose: () => helpers?.dispose(),
+    dispose: () => {
+      native?.clear();
+      helpers?.dispose();
+    },
   };
 }

@@ -167,7 +167,7 @@ for (const s of subjects) {
 
 describe('wasm backend: resident memory', () => {
   it('past its cap a pinned weight is copied per call (still right), and the copies go when released', () => {
-    const ops = createWasmBackend({ residentWeightBytes: 4 * 1000 });
+    const ops = createWasmBackend({ residentWeightBytes: 4 * 1000, native: false }); // the arena's copies (kernels/native has its own)
     const rng = Rng.fromSeed(8);
     const [n, K, N] = [8, 30, 20];
     const small = randomArray(rng, N * K); // 600 floats, packed 24·30 = 720: fits

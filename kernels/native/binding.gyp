@@ -1,0 +1,9 @@
+{
+  "targets": [{
+    "target_name": "invarx_native",
+    "sources": ["matmul.c"],
+    "cflags": ["-O3", "-march=native", "-ffp-contract=off"],
+    "cflags!": ["-fno-tree-vectorize"],
+    "libraries": ["-lpthread", "-lm"]
+  }]
+}
