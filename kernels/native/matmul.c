@@ -255,6 +255,21 @@ static void pool_run(Pool *pool, Job *jobs, size_t T) {
   }
 }
 
+/* `job`'s panels split over at most `threads` threads (at least one panel each), and run. */
+static void pool_split(Pool *pool, Job job, size_t threads) {
+  size_t P = panels_of(job.N);
+  size_t T = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
+  if (T > P) T = P;
+  if (T == 0) return; /* no columns */
+  Job jobs[MAX_THREADS];
+  for (size_t t = 0; t < T; t++) {
+    jobs[t] = job;
+    jobs[t].p0 = P * t / T;
+    jobs[t].p1 = P * (t + 1) / T;
+  }
+  pool_run(pool, jobs, T);
+}
+
 /* pack(w, N, K, kcMax, out, threads) */
 static napi_value pack_js(napi_env env, napi_callback_info info) {
   size_t argc = 6;
@@ -270,12 +285,7 @@ static napi_value pack_js(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "pack(w: Float32Array, N, K, kcMax > 0, out: Float32Array of packedLength(N, K), threads)");
     return NULL;
   }
-  size_t P = panels_of(N);
-  size_t T = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
-  if (T > P) T = P;
-  Job jobs[MAX_THREADS];
-  for (size_t t = 0; t < T; t++) jobs[t] = (Job){ out, NULL, NULL, 0, K, N, kcMax, P * t / T, P * (t + 1) / T, 0, 0, w };
-  pool_run(pool, jobs, T);
+  pool_split(pool, (Job){ .y = out, .K = K, .N = N, .kcMax = kcMax, .w = w }, threads);
   return NULL;
 }
 
@@ -296,12 +306,11 @@ static napi_value matmul_js(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "matmulT(y, x, wp, n, K, N, kcMax > 0, beta, fused, threads): bad arguments or short arrays");
     return NULL;
   }
-  size_t P = panels_of(N);
-  size_t T = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
-  if (T > P) T = P;
-  Job jobs[MAX_THREADS];
-  for (size_t t = 0; t < T; t++) jobs[t] = (Job){ y, x, wp, n, K, N, kcMax, P * t / T, P * (t + 1) / T, beta, fused, NULL };
-  pool_run(pool, jobs, T);
+  if (K == 0) { /* an empty sum: y = 0, or y as it is */
+    if (!beta) memset(y, 0, n * N * sizeof(float));
+    return NULL;
+  }
+  pool_split(pool, (Job){ .y = y, .x = x, .wp = wp, .n = n, .K = K, .N = N, .kcMax = kcMax, .beta = beta, .fused = fused }, threads);
   return NULL;
 }
 

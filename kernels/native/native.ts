@@ -12,6 +12,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { F32 } from '../../core/model/types';
 import type { Pinned } from '../../core/ops';
+import { PinTable } from '../pinTable';
 
 export interface NativeKernels {
   /** Built with AVX-512 (else a scalar loop: correct, not faster than wasm). */
@@ -65,51 +66,35 @@ interface Copy {
  * garbage collector.
  */
 export class NativePins {
-  private readonly pins = new Map<F32, { refs: number; copies: Copy[] }>();
+  private readonly table = new PinTable<Copy>((copies) => {
+    for (const c of copies) {
+      this.bytes -= c.packed.byteLength;
+      this.spare.push(c.packed);
+    }
+    // spares only up to the cap: the rest goes to the garbage collector
+    let kept = this.bytes;
+    this.spare = this.spare.filter((a) => (kept += a.byteLength) <= this.cap);
+  });
   private spare: F32[] = [];
   bytes = 0;
 
   constructor(private readonly k: NativeKernels, private readonly kcMax: number, private readonly cap: number) {}
 
   pin(weights: readonly F32[]): Pinned {
-    const list = [...new Set(weights)];
-    for (const w of list) {
-      const e = this.pins.get(w);
-      if (e) e.refs++;
-      else this.pins.set(w, { refs: 1, copies: [] });
-    }
-    let live = true;
-    return {
-      release: () => {
-        if (!live) return;
-        live = false;
-        for (const w of list) {
-          const e = this.pins.get(w)!;
-          if (--e.refs > 0) continue;
-          for (const c of e.copies) {
-            this.bytes -= c.packed.byteLength;
-            this.spare.push(c.packed);
-          }
-          this.pins.delete(w);
-        }
-        // spares only up to the cap: the rest goes to the garbage collector
-        let kept = this.bytes;
-        this.spare = this.spare.filter((a) => (kept += a.byteLength) <= this.cap);
-      },
-    };
+    return this.table.pin(weights);
   }
 
   /** w [N, K] packed (on `threads` threads the first time), when w is pinned and its copy fits under the cap; else null. */
   packed(w: F32, K: number, N: number, threads: number): F32 | null {
-    const e = this.pins.get(w);
-    if (!e) return null;
-    for (const c of e.copies) if (c.K === K && c.N === N) return c.packed;
+    const copies = this.table.copies(w);
+    if (!copies) return null;
+    for (const c of copies) if (c.K === K && c.N === N) return c.packed;
     const floats = this.k.packedLength(N, K);
     if (this.bytes + 4 * floats > this.cap) return null;
     const i = this.spare.findIndex((a) => a.length === floats);
     const packed = i >= 0 ? this.spare.splice(i, 1)[0] : new Float32Array(floats);
     this.k.pack(w, N, K, this.kcMax, packed, threads);
-    e.copies.push({ K, N, packed });
+    copies.push({ K, N, packed });
     this.bytes += packed.byteLength;
     return packed;
   }

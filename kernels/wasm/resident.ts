@@ -9,6 +9,7 @@
 import type { F32 } from '../../core/model/types';
 import type { Pinned } from '../../core/ops';
 import type { Arena } from './arena';
+import { PinTable } from '../pinTable';
 
 /** 'rows': a plain copy, for dot_t; a number: packed for matmul_t with that kcMax. */
 export type Form = 'rows' | number;
@@ -22,48 +23,26 @@ interface Copy {
   floats: number;
 }
 
-interface Pin {
-  refs: number;
-  copies: Copy[];
-}
-
 export class ResidentWeights {
-  private readonly pins = new Map<F32, Pin>();
+  private readonly table = new PinTable<Copy>((copies) => {
+    for (const c of copies) {
+      this.arena.freeResident(c.p, c.floats);
+      this.bytes -= 4 * c.floats;
+    }
+  });
   /** Bytes the copies take. */
   bytes = 0;
 
   constructor(private readonly arena: Arena, private readonly cap: number) {}
 
   pin(weights: readonly F32[]): Pinned {
-    const list = [...new Set(weights)];
-    for (const w of list) {
-      const e = this.pins.get(w);
-      if (e) e.refs++;
-      else this.pins.set(w, { refs: 1, copies: [] });
-    }
-    let live = true;
-    return {
-      release: () => {
-        if (!live) return;
-        live = false;
-        for (const w of list) {
-          const e = this.pins.get(w)!;
-          if (--e.refs > 0) continue;
-          for (const c of e.copies) {
-            this.arena.freeResident(c.p, c.floats);
-            this.bytes -= 4 * c.floats;
-          }
-          this.pins.delete(w);
-        }
-      },
-    };
+    return this.table.pin(weights);
   }
 
   /** Byte offset of w's copy as [N, K] in `form`, or null when there is none. */
   lookup(w: F32, K: number, N: number, form: Form): number | null {
-    const e = this.pins.get(w);
-    if (!e) return null;
-    for (const c of e.copies) if (c.K === K && c.N === N && c.form === form) return c.p;
+    const copies = this.table.copies(w);
+    for (const c of copies ?? []) if (c.K === K && c.N === N && c.form === form) return c.p;
     return null;
   }
 
@@ -72,14 +51,14 @@ export class ResidentWeights {
    * at its byte offset, and returns the offset; else null (nothing reserved).
    */
   add(w: F32, K: number, N: number, form: Form, fill: (p: number) => void): number | null {
-    const e = this.pins.get(w);
-    if (!e) return null;
+    const copies = this.table.copies(w);
+    if (!copies) return null;
     const floats = (form === 'rows' ? N : (N + 7) & ~7) * K;
     if (this.bytes + 4 * floats > this.cap) return null;
     const p = this.arena.allocResident(floats);
     if (p < 0) return null;
     fill(p);
-    e.copies.push({ K, N, form, p, floats });
+    copies.push({ K, N, form, p, floats });
     this.bytes += 4 * floats;
     return p;
   }
