@@ -74,8 +74,10 @@ export const matmulBench: BenchModule = {
     const choice = chooseBackend();
     emit({ figure: 'gpu_probe', ...probe, chosen: choice.name, choice_reason: choice.reason });
 
-    const wasm1 = createWasmBackend({ threads: 1 });
-    const wasm2 = createWasmBackend({ threads: 2 });
+    // the wasm kernel's own figures: without kernels/native, which would take these products
+    const wasm1 = createWasmBackend({ threads: 1, native: false });
+    const wasm2 = createWasmBackend({ threads: 2, native: false });
+    const nat = [createWasmBackend({ threads: 1 }), createWasmBackend({ threads: 2 })];
     const js = createJsBackend();
     const gpu = probe.available ? createGpuBackend() : null;
     const fused = wasm1.fused;
@@ -133,13 +135,12 @@ export const matmulBench: BenchModule = {
     }
     // what pinning saves (core/ops.ts's Ops.pin): the copy and re-pack of w on every call;
     // and, where kernels/native is built, pinned weights' products on it (the same bits)
-    const plain = [createWasmBackend({ threads: 1, native: false }), createWasmBackend({ threads: 2, native: false })];
     for (const shape of DECODE_SHAPES) {
       const [M, K, N] = shape;
       const { x, w, y } = operands(shape);
       for (const threads of [1, 2]) {
-        const b = plain[threads - 1];
-        const nat = threads === 1 ? wasm1 : wasm2;
+        const b = threads === 1 ? wasm1 : wasm2;
+        const onNative = nat[threads - 1];
         const copied = bestMs(() => b.matmulT(y, x, w, M, K, N), 4, 400);
         const pinnedMs = (on: WasmBackend) => {
           const pin = on.pin([w]);
@@ -150,7 +151,7 @@ export const matmulBench: BenchModule = {
           }
         };
         const pinned = pinnedMs(b);
-        const native = nat.native ? pinnedMs(nat) : null;
+        const native = onNative.native ? pinnedMs(onNative) : null;
         emit({
           figure: 'matmul_gflops', backend: 'wasm', threads, shape: shapeName(shape), tag: 'decode-shape',
           gflops: round(gflops(shape, copied.ms)), gflops_pinned: round(gflops(shape, pinned)),
@@ -160,7 +161,7 @@ export const matmulBench: BenchModule = {
         });
       }
     }
-    for (const b of [wasm1, wasm2, ...plain]) b.dispose?.();
+    for (const b of [wasm1, wasm2, ...nat]) b.dispose?.();
     gpu?.dispose?.();
   },
 };

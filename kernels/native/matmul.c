@@ -1,5 +1,6 @@
 /*
- * Native product for pinned weights: y[n, N] (+)= x[n, K] · w[N, K]ᵀ with the arithmetic of
+ * Native product (the wasm backend's products past a few rows, kernels/native/native.ts):
+ * y[n, N] (+)= x[n, K] · w[N, K]ᵀ with the arithmetic of
  * the wasm kernel's matmul_t (kernels.wat), so the same bits: per output, K is cut into the
  * same chunks of kcMax columns; within a chunk one multiply-add chain from 0 in k order
  * (fused when the wasm kernel fuses), the chunk's sum written (the first chunk, without
