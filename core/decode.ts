@@ -15,7 +15,8 @@
  * differently), so a sequence's logits never depend on the other sequences of the step.
  *
  * The caches are head-major so that attention reads them in place: keys [kvHeads, capacity,
- * headDim] and values transposed, [kvHeads, headDim, capacity], per sequence. contextHeads
+ * headDim] and values transposed, [kvHeads, headDim, capacity], per sequence (or, for a
+ * backend whose attendCached reads them so, Ops.valuesByPosition, laid out as the keys). contextHeads
  * gathers each head's keys and values out of a [positions, kvDim] cache element by element on
  * every call; with one call per row and step, that gather took over a quarter of a batched
  * step at the 110M shape by position 128 (measured), growing with the position.
@@ -37,8 +38,8 @@ export class BatchDecoder {
   readonly capacity: number;
   /** Per block: keys [batch, kvHeads, capacity, headDim]. */
   private keys: F32[];
-  /** Per block: values, transposed per head: [batch, kvHeads, headDim, capacity]. */
-  private valuesT: F32[];
+  /** Per block: values, transposed per head: [batch, kvHeads, headDim, capacity] (or as the keys where shape.valuesByPosition). */
+  private values: F32[];
   /** Tokens fed to each sequence so far. */
   private lens: Int32Array;
   private readonly kvDim: number;
@@ -68,7 +69,6 @@ export class BatchDecoder {
     this.batch = batch;
     this.capacity = capacity;
     this.kvDim = cfg.nKvHeads * cfg.headDim;
-    this.shape = { nHeads: cfg.nHeads, nKvHeads: cfg.nKvHeads, headDim: cfg.headDim, capacity };
     this.lens = new Int32Array(batch);
     const size = batch * capacity * this.kvDim;
     if (ops.attendCached && ops.residentArray) {
@@ -79,12 +79,14 @@ export class BatchDecoder {
       }
       if (this.resident.length < 2 * cfg.nLayers) this.releaseCaches(); // no room: the reference path
     }
+    const valuesByPosition = this.resident.length > 0 && ops.valuesByPosition === true;
+    this.shape = { nHeads: cfg.nHeads, nKvHeads: cfg.nKvHeads, headDim: cfg.headDim, capacity, valuesByPosition };
     if (this.resident.length > 0) {
       this.keys = this.resident.slice(0, cfg.nLayers).map((a) => a.data);
-      this.valuesT = this.resident.slice(cfg.nLayers).map((a) => a.data);
+      this.values = this.resident.slice(cfg.nLayers).map((a) => a.data);
     } else {
       this.keys = m.blocks.map(() => new Float32Array(size));
-      this.valuesT = m.blocks.map(() => new Float32Array(size));
+      this.values = m.blocks.map(() => new Float32Array(size));
     }
     // A streamed model's in-memory copy is already the largest thing a run holds; pinned
     // copies of it (up to the kernel's cap) would come on top, so it is not pinned.
@@ -99,7 +101,7 @@ export class BatchDecoder {
     this.pinned = undefined;
     this.releaseCaches();
     this.keys = [];
-    this.valuesT = [];
+    this.values = [];
   }
 
   private releaseCaches(): void {
@@ -187,14 +189,16 @@ export class BatchDecoder {
     const { nKvHeads, headDim: hd } = this.m.config;
     const cap = this.capacity;
     const K = this.keys[l];
-    const VT = this.valuesT[l];
+    const V = this.values[l];
     for (let g = 0; g < nKvHeads; g++) {
       const kb = ((s * nKvHeads + g) * cap + p) * hd;
-      const vb = (s * nKvHeads + g) * hd * cap + p;
-      for (let i = 0; i < hd; i++) {
-        K[kb + i] = kr[g * hd + i];
-        VT[vb + i * cap] = vr[g * hd + i];
+      for (let i = 0; i < hd; i++) K[kb + i] = kr[g * hd + i];
+      if (this.shape.valuesByPosition) {
+        for (let i = 0; i < hd; i++) V[kb + i] = vr[g * hd + i];
+        continue;
       }
+      const vb = (s * nKvHeads + g) * hd * cap + p;
+      for (let i = 0; i < hd; i++) V[vb + i * cap] = vr[g * hd + i];
     }
   }
 
@@ -206,13 +210,13 @@ export class BatchDecoder {
    */
   private attend(l: number, q: F32, rows: ArrayLike<number>, pos: Int32Array, ctx: F32): void {
     if (this.resident.length > 0) {
-      this.ops.attendCached!(ctx, q, this.keys[l], this.valuesT[l], rows, pos, this.shape);
+      this.ops.attendCached!(ctx, q, this.keys[l], this.values[l], rows, pos, this.shape);
       return;
     }
     const { nHeads, nKvHeads, headDim } = this.shape;
     this.att ??= new Float32Array((nHeads / nKvHeads) * this.capacity);
     this.vg ??= new Float32Array(headDim * this.capacity);
-    attendCachedRef(this.ops, ctx, q, this.keys[l], this.valuesT[l], rows, pos, this.shape, this.att, this.vg);
+    attendCachedRef(this.ops, ctx, q, this.keys[l], this.values[l], rows, pos, this.shape, this.att, this.vg);
   }
 }
 

@@ -81,10 +81,14 @@ export interface Ops {
    * Optional: the attention of decode rows over KV caches held in residentArrays (see
    * core/decode.ts). Row r's query heads q[r] [nHeads·hd] (post-RoPE) attend over positions
    * 0 … pos[r] of sequence s = seqs[r], whose keys are at keys[((s·nKvHeads + g)·capacity + j)·hd + i]
-   * and values at valuesT[((s·nKvHeads + g)·hd + i)·capacity + j]; ctx[r] [nHeads·hd] ← the
-   * context. Bit for bit what `attendCachedRef` computes on the same backend.
+   * and values at values[((s·nKvHeads + g)·hd + i)·capacity + j] (transposed), or, where
+   * shape.valuesByPosition, at values[((s·nKvHeads + g)·capacity + j)·hd + i] (as the keys);
+   * ctx[r] [nHeads·hd] ← the context. Bit for bit what `attendCachedRef` computes on the
+   * same backend.
    */
-  attendCached?(ctx: F32, q: F32, keys: F32, valuesT: F32, seqs: ArrayLike<number>, pos: ArrayLike<number>, shape: CacheShape): void;
+  attendCached?(ctx: F32, q: F32, keys: F32, values: F32, seqs: ArrayLike<number>, pos: ArrayLike<number>, shape: CacheShape): void;
+  /** Optional: the values layout this backend's attendCached reads (CacheShape.valuesByPosition; absent: transposed). */
+  readonly valuesByPosition?: boolean;
   /**
    * Optional: causal attention of one sequence's T rows over themselves: q [T, nHeads·hd]
    * (post-RoPE), k and v [T, nKvHeads·hd]; the ctx [T, nHeads·hd] columns of query heads
@@ -123,6 +127,8 @@ export interface ResidentArray {
 export interface CacheShape extends HeadShape {
   /** Positions per sequence. */
   capacity: number;
+  /** Values laid out by position, as the keys (else transposed per KV head: [hd, capacity]). */
+  valuesByPosition?: boolean;
 }
 
 /** fn() with `weights` pinned on ops (when it can pin), released however fn ends. */
@@ -138,12 +144,12 @@ export function withResident<T>(ops: Ops, weights: readonly F32[], fn: () => T):
 /**
  * Ops.attendCached computed with ops' matmulT and softmax, one KV group at a time: the
  * group's query heads are the rows of one scores matmul over the group's first S = pos + 1
- * keys, a causal softmax per row (each sees all S), and one values matmul over the values'
- * first S columns (gathered into `vg`, [hd, S] packed, as matmulT's weight). `att` holds
+ * keys, a causal softmax per row (each sees all S), and one values matmul over the first S
+ * positions' values (gathered into `vg`, [hd, S] packed, as matmulT's weight). `att` holds
  * nHeads/nKvHeads · capacity floats, `vg` hd · capacity.
  */
 export function attendCachedRef(
-  ops: Ops, ctx: F32, q: F32, keys: F32, valuesT: F32, seqs: ArrayLike<number>, pos: ArrayLike<number>, shape: CacheShape, att: F32, vg: F32,
+  ops: Ops, ctx: F32, q: F32, keys: F32, values: F32, seqs: ArrayLike<number>, pos: ArrayLike<number>, shape: CacheShape, att: F32, vg: F32,
 ): void {
   const { nHeads, nKvHeads, headDim: hd, capacity: cap } = shape;
   const qDim = nHeads * hd;
@@ -154,11 +160,15 @@ export function attendCachedRef(
     const p = pos[r];
     const S = p + 1;
     for (let g = 0; g < nKvHeads; g++) {
-      const base = (s * nKvHeads + g) * cap * hd; // this KV head's keys, and its transposed values
-      for (let i = 0; i < hd; i++) {
-        const src = base + i * cap;
-        if (S > SHORT_SPAN) vg.set(valuesT.subarray(src, src + S), i * S);
-        else for (let j = 0; j < S; j++) vg[i * S + j] = valuesT[src + j];
+      const base = (s * nKvHeads + g) * cap * hd; // this KV head's keys, and its values
+      if (shape.valuesByPosition) {
+        for (let j = 0; j < S; j++) for (let i = 0; i < hd; i++) vg[i * S + j] = values[base + j * hd + i];
+      } else {
+        for (let i = 0; i < hd; i++) {
+          const src = base + i * cap;
+          if (S > SHORT_SPAN) vg.set(values.subarray(src, src + S), i * S);
+          else for (let j = 0; j < S; j++) vg[i * S + j] = values[src + j];
+        }
       }
       const h0 = r * qDim + g * group * hd; // the group's query heads are consecutive in q and ctx
       ops.matmulT(att, q.subarray(h0, h0 + group * hd), keys.subarray(base, base + S * hd), group, hd, S);

@@ -67,7 +67,7 @@ export function checkHessian(H: Float64Array, xT: F32, N: number, cols: number, 
 }
 
 export function checkAttendCached(
-  ctx: F32, q: F32, keys: F32, valuesT: F32, seqs: ArrayLike<number>, pos: ArrayLike<number>,
+  ctx: F32, q: F32, keys: F32, values: F32, seqs: ArrayLike<number>, pos: ArrayLike<number>,
   shape: { nHeads: number; nKvHeads: number; headDim: number; capacity: number },
 ): void {
   const { nHeads, nKvHeads, headDim, capacity } = shape;
@@ -81,7 +81,7 @@ export function checkAttendCached(
   const perSeq = nKvHeads * capacity * headDim;
   for (let r = 0; r < n; r++) {
     if (!(isDim(pos[r]) && pos[r] < capacity)) throw new RangeError(`attendCached: position ${pos[r]} outside [0, ${capacity})`);
-    if (!(isDim(seqs[r]) && (seqs[r] + 1) * perSeq <= Math.min(keys.length, valuesT.length))) {
+    if (!(isDim(seqs[r]) && (seqs[r] + 1) * perSeq <= Math.min(keys.length, values.length))) {
       throw new RangeError(`attendCached: sequence ${seqs[r]} is outside the caches`);
     }
   }

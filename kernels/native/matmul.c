@@ -9,18 +9,17 @@
  * vector with AVX-512, one at a time otherwise (correct, not faster than wasm: the backend
  * leaves such a build unused; an AVX2 tile measured no faster than wasm either).
  */
-#include <node_api.h>
-#include <pthread.h>
+#include "args.h"
+#include "attend.h"
+#include "pool.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <math.h>
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
 
 #define PANEL 16
-#define MAX_THREADS 64
 
 static size_t panels_of(size_t N) { return (N + PANEL - 1) / PANEL; }
 
@@ -102,11 +101,11 @@ static void tile(const Job *J, const float *panel, size_t k0, size_t kc, size_t 
 
 /* Cache tiling as matmul_t's: per K-chunk, blocks of panels of about 256 KiB (kept in L2)
  * while 4 rows of x at a time (in L1) pass over every panel of the block. */
-static void *run(void *arg) {
+static void run(void *arg) {
   const Job *J = arg;
   if (J->w) {
     pack(J->w, J->N, J->K, J->kcMax, J->y, J->p0, J->p1);
-    return NULL;
+    return;
   }
   size_t Np = panels_of(J->N) * PANEL;
   for (size_t k0 = 0; k0 < J->K; k0 += J->kcMax) {
@@ -123,29 +122,9 @@ static void *run(void *arg) {
       }
     }
   }
-  return NULL;
 }
 
 /* ---- N-API glue ---- */
-
-#define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "invarx native: " #call " failed"); return NULL; } } while (0)
-
-static int f32_arg(napi_env env, napi_value v, float **data, size_t *len) {
-  napi_typedarray_type t;
-  size_t n;
-  void *d;
-  if (napi_get_typedarray_info(env, v, &t, &n, &d, NULL, NULL) != napi_ok || t != napi_float32_array) return 0;
-  *data = d;
-  *len = n;
-  return 1;
-}
-
-static int size_arg(napi_env env, napi_value v, size_t *out) {
-  double d;
-  if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= 0) || d != floor(d) || d > 9007199254740991.0) return 0;
-  *out = (size_t)d;
-  return 1;
-}
 
 /* packedLength(N, K): floats of the packed weight. */
 static napi_value packed_length(napi_env env, napi_callback_info info) {
@@ -161,101 +140,6 @@ static napi_value packed_length(napi_env env, napi_callback_info info) {
   return out;
 }
 
-/* ---- Thread pool: one per JS thread that loads the addon (N-API instance data), so the
- * search's worker threads never share one. A call hands each helper its job, runs job 0
- * itself, and waits for the helpers: a short spin (the next product often follows at
- * once), then the condition variable. Creating threads per call cost ~5% of a decode step. */
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
-
-typedef struct {
-  pthread_t th;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  const Job *job;
-  unsigned long gen, done;
-  int quit;
-} Helper;
-
-typedef struct {
-  Helper h[MAX_THREADS];
-  size_t started;
-} Pool;
-
-static void *helper_main(void *arg) {
-  Helper *h = arg;
-  unsigned long seen = 0;
-  for (;;) {
-    pthread_mutex_lock(&h->mu);
-    while (h->gen == seen && !h->quit) pthread_cond_wait(&h->cv, &h->mu);
-    if (h->quit) {
-      pthread_mutex_unlock(&h->mu);
-      return NULL;
-    }
-    seen = h->gen;
-    const Job *job = h->job;
-    pthread_mutex_unlock(&h->mu);
-    run((void *)job);
-    pthread_mutex_lock(&h->mu);
-    h->done = seen;
-    pthread_cond_broadcast(&h->cv);
-    pthread_mutex_unlock(&h->mu);
-  }
-}
-
-/* Helpers 1..want-1 running (fewer if the system refuses threads); returns how many run. */
-static size_t pool_grow(Pool *pool, size_t want) {
-  while (pool->started + 1 < want) {
-    Helper *h = &pool->h[pool->started + 1];
-    memset(h, 0, sizeof *h);
-    pthread_mutex_init(&h->mu, NULL);
-    pthread_cond_init(&h->cv, NULL);
-    if (pthread_create(&h->th, NULL, helper_main, h) != 0) break;
-    pool->started++;
-  }
-  return pool->started + 1;
-}
-
-static void pool_free(napi_env env, void *data, void *hint) {
-  (void)env;
-  (void)hint;
-  Pool *pool = data;
-  for (size_t t = 1; t <= pool->started; t++) {
-    Helper *h = &pool->h[t];
-    pthread_mutex_lock(&h->mu);
-    h->quit = 1;
-    pthread_cond_signal(&h->cv);
-    pthread_mutex_unlock(&h->mu);
-    pthread_join(h->th, NULL);
-  }
-  free(pool);
-}
-
-static void pool_run(Pool *pool, Job *jobs, size_t T) {
-  size_t have = pool_grow(pool, T);
-  for (size_t t = 1; t < T && t < have; t++) {
-    Helper *h = &pool->h[t];
-    pthread_mutex_lock(&h->mu);
-    h->job = &jobs[t];
-    h->gen++;
-    pthread_cond_signal(&h->cv);
-    pthread_mutex_unlock(&h->mu);
-  }
-  run(&jobs[0]);
-  for (size_t t = have; t < T; t++) run(&jobs[t]); /* helpers the system refused: here */
-  for (size_t t = 1; t < T && t < have; t++) {
-    Helper *h = &pool->h[t];
-    for (int spin = 0; spin < 2000 && __atomic_load_n(&h->done, __ATOMIC_ACQUIRE) != h->gen; spin++) cpu_relax();
-    pthread_mutex_lock(&h->mu);
-    while (h->done != h->gen) pthread_cond_wait(&h->cv, &h->mu);
-    pthread_mutex_unlock(&h->mu);
-  }
-}
-
 /* `job`'s panels split over at most `threads` threads (at least one panel each), and run. */
 static void pool_split(Pool *pool, Job job, size_t threads) {
   size_t P = panels_of(job.N);
@@ -268,7 +152,7 @@ static void pool_split(Pool *pool, Job job, size_t threads) {
     jobs[t].p0 = P * t / T;
     jobs[t].p1 = P * (t + 1) / T;
   }
-  pool_run(pool, jobs, T);
+  pool_run(pool, run, jobs, sizeof(Job), T);
 }
 
 /* pack(w, N, K, kcMax, out, threads) */
@@ -315,20 +199,28 @@ static napi_value matmul_js(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static void free_pool(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  pool_free(data);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_value f, v;
-  Pool *pool = calloc(1, sizeof(Pool));
+  Pool *pool = pool_new();
   if (!pool) {
     napi_throw_error(env, NULL, "invarx native: out of memory");
     return NULL;
   }
-  CHECK(napi_set_instance_data(env, pool, pool_free, NULL));
+  CHECK(napi_set_instance_data(env, pool, free_pool, NULL));
   CHECK(napi_create_function(env, "packedLength", NAPI_AUTO_LENGTH, packed_length, NULL, &f));
   CHECK(napi_set_named_property(env, exports, "packedLength", f));
   CHECK(napi_create_function(env, "pack", NAPI_AUTO_LENGTH, pack_js, NULL, &f));
   CHECK(napi_set_named_property(env, exports, "pack", f));
   CHECK(napi_create_function(env, "matmulT", NAPI_AUTO_LENGTH, matmul_js, NULL, &f));
   CHECK(napi_set_named_property(env, exports, "matmulT", f));
+  CHECK(napi_create_function(env, "attendCached", NAPI_AUTO_LENGTH, attend_js, NULL, &f));
+  CHECK(napi_set_named_property(env, exports, "attendCached", f));
 #ifdef __AVX512F__
   CHECK(napi_get_boolean(env, true, &v));
 #else

@@ -1,10 +1,12 @@
 /**
- * The native product (matmul.c, built by scripts/setup.sh and .ci/run with node-gyp for the
- * machine it runs on): the wasm kernel's matmul_t arithmetic, so the same bits, at the
- * machine's full vector width (AVX-512: about twice what WebAssembly's 128-bit SIMD reaches
- * here). The wasm backend hands it every product past a few rows (kernels/wasm/backend.ts).
- * Absent (not built, not loadable, or INVARX_NATIVE=0), the wasm backend computes every
- * product itself; so it does where the build is not vectorized.
+ * The native kernels (built by scripts/setup.sh and .ci/run with node-gyp for the machine
+ * they run on): the product (matmul.c), the wasm kernel's matmul_t arithmetic, and the decode
+ * attention over KV caches (attend.c), runAttend's, so the same bits, at the machine's full
+ * vector width (AVX-512: about twice what WebAssembly's 128-bit SIMD reaches here). The wasm
+ * backend hands them every product past a few rows and, reading its values laid out by
+ * position, the decode attention (kernels/wasm/backend.ts). Absent (not built, not loadable,
+ * or INVARX_NATIVE=0), the wasm backend computes everything itself; so it does where the
+ * build is not vectorized.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -21,6 +23,15 @@ export interface NativeKernels {
   packedLength(N: number, K: number): number;
   pack(w: F32, N: number, K: number, kcMax: number, out: F32, threads: number): void;
   matmulT(y: F32, x: F32, wp: F32, n: number, K: number, N: number, kcMax: number, beta: boolean, fused: boolean, threads: number): void;
+  /**
+   * The wasm backend's attendCached (kernels/wasm/threadJobs.ts's runAttend), reading the
+   * caches in place: rows holds (sequence, position) pairs; `packed` takes matmul_t's order
+   * (more than DOT_MAX_ROWS query heads per KV head), else dot_t's.
+   */
+  attendCached(
+    ctx: F32, q: F32, keys: F32, values: F32, rows: Int32Array, n: number, nKvHeads: number, group: number, headDim: number,
+    capacity: number, kcMax: number, packed: boolean, scale: number, fused: boolean, threads: number,
+  ): void;
 }
 
 const ADDON = join('kernels', 'native', 'build', 'Release', 'invarx_native.node');

@@ -42,12 +42,14 @@ export interface WasmBackend extends Backend {
   readonly fused: boolean;
   pin(weights: readonly F32[]): Pinned;
   residentArray(floats: number): ResidentArray | null;
-  attendCached(ctx: F32, q: F32, keys: F32, valuesT: F32, seqs: ArrayLike<number>, pos: ArrayLike<number>, shape: CacheShape): void;
+  attendCached(ctx: F32, q: F32, keys: F32, values: F32, seqs: ArrayLike<number>, pos: ArrayLike<number>, shape: CacheShape): void;
   attendRows(ctx: F32, q: F32, k: F32, v: F32, T: number, heads: ArrayLike<number> | null, shape: HeadShape): void;
   /** Bytes the copies of pinned weights take now. */
   readonly residentWeightBytes: number;
   /** Whether products past a few rows run on the native kernel (kernels/native). */
   readonly native: boolean;
+  /** Its attendCached reads values laid out by position (natively) rather than transposed: with the native kernel. */
+  readonly valuesByPosition: boolean;
 }
 
 /** Default cap on pinned weights' copies: a 110M-parameter model's weights fit, and the arena's 2 GiB keeps room for the rest. */
@@ -241,16 +243,25 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
   /**
    * core/ops.ts's attendCachedRef on this backend, reading the caches in place: per row and
    * KV group, the calls matmulT would make (dot_t for at most DOT_MAX_ROWS query heads per
-   * KV head, else pack_w + matmul_t, with the same kcMax), so the same bits.
+   * KV head, else pack_w + matmul_t, with the same kcMax), so the same bits. Values laid
+   * out by position (what valuesByPosition asks for when the products run natively) go to
+   * the native kernel, which does the same arithmetic (kernels/native/attend.c).
    */
-  function attendCached(ctx: F32, q: F32, keys: F32, valuesT: F32, seqs: ArrayLike<number>, pos: ArrayLike<number>, shape: CacheShape): void {
+  function attendCached(ctx: F32, q: F32, keys: F32, values: F32, seqs: ArrayLike<number>, pos: ArrayLike<number>, shape: CacheShape): void {
     const n = seqs.length;
-    checkAttendCached(ctx, q, keys, valuesT, seqs, pos, shape);
-    const kOff = arena.offsetOf(keys), vOff = arena.offsetOf(valuesT);
+    checkAttendCached(ctx, q, keys, values, seqs, pos, shape);
+    const kOff = arena.offsetOf(keys), vOff = arena.offsetOf(values);
     if (kOff < 0 || vOff < 0) throw new RangeError('attendCached: the caches must be residentArrays of this backend');
     const { nHeads, nKvHeads, headDim: hd, capacity: cap } = shape;
     const qDim = nHeads * hd;
     const group = nHeads / nKvHeads;
+    if (shape.valuesByPosition) {
+      if (!native) throw new RangeError('attendCached: values laid out by position need the native kernel (this backend reads them transposed)');
+      const rows = new Int32Array(2 * n);
+      for (let r = 0; r < n; r++) (rows[2 * r] = seqs[r]), (rows[2 * r + 1] = pos[r]);
+      native.k.attendCached(ctx, q, keys, values, rows, n, nKvHeads, group, hd, cap, kcMax, group > DOT_MAX_ROWS, 1 / Math.sqrt(hd), fused, active);
+      return;
+    }
     let maxS = 1;
     let macs = 0;
     for (let r = 0; r < n; r++) {
@@ -445,6 +456,7 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
       return { release: () => kept.forEach((p) => p?.release()) };
     },
     native: native !== null,
+    valuesByPosition: native !== null,
     residentArray,
     attendCached,
     attendRows,

@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { withResident } from '../../core/ops';
+import { withResident, type CacheShape } from '../../core/ops';
 import { Rng } from '../../core/rng';
 import { createWasmBackend } from '../../kernels';
 import { loadNativeAddon, nativeKernels, NativePins } from '../../kernels/native/native';
-import { firstMismatch, randomArray } from './util';
+import { byPosition, firstMismatch, randomArray } from './util';
 
 // scripts/setup.sh and .ci/run build the addon; INVARX_NATIVE=0 turns it off on purpose
 const addon = process.env.INVARX_NATIVE === '0' ? null : loadNativeAddon();
@@ -131,5 +131,80 @@ describe('native product', () => {
     p2.release();
     p3.release();
     expect(pins.bytes).toBe(0);
+  });
+});
+
+describe('native decode attention', () => {
+  it("gives the wasm kernels' bits (values by position against transposed): dot and chunked orders, fused or not, 1 and 2 threads", () => {
+    if (!nativeKernels) return;
+    for (const fused of [true, false]) {
+      for (const kcMax of [256, 7]) {
+        const plain = createWasmBackend({ threads: 1, fused, kcMax, native: false });
+        const nat = [createWasmBackend({ threads: 1, fused, kcMax }), createWasmBackend({ threads: 2, fused, kcMax })];
+        try {
+          expect(plain.valuesByPosition).toBe(false);
+          expect(nat.every((b) => b.valuesByPosition)).toBe(true);
+          fc.assert(
+            fc.property(
+              fc.integer({ min: 1, max: 9 }), fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 70 }), fc.integer({ min: 1, max: 300 }),
+              fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 1e9 }),
+              (group, nKvHeads, headDim, capacity, batch, seed) => {
+                const rng = Rng.fromSeed(seed);
+                const shape: CacheShape = { nHeads: group * nKvHeads, nKvHeads, headDim, capacity };
+                const size = batch * nKvHeads * capacity * headDim;
+                const keys = randomArray(rng, size), valuesT = randomArray(rng, size);
+                const n = 1 + rng.int(batch);
+                const seqs = Int32Array.from(rng.sample(batch, n));
+                const pos = Int32Array.from(seqs, () => rng.int(capacity));
+                const q = randomArray(rng, n * shape.nHeads * headDim, 2);
+                const run = (b: typeof plain, values: Float32Array, valuesByPosition: boolean) => {
+                  const [k, v] = [b.residentArray(size)!, b.residentArray(size)!];
+                  try {
+                    k.data.set(keys);
+                    v.data.set(values);
+                    const ctx = new Float32Array(q.length);
+                    b.attendCached(ctx, q, k.data, v.data, seqs, pos, { ...shape, valuesByPosition });
+                    return ctx;
+                  } finally {
+                    k.release();
+                    v.release();
+                  }
+                };
+                const want = run(plain, valuesT, false);
+                const values = byPosition(valuesT, batch * nKvHeads, headDim, capacity);
+                for (const b of nat) {
+                  expect(firstMismatch(run(b, values, true), want)).toBe(-1);
+                  expect(firstMismatch(run(b, valuesT, false), want)).toBe(-1); // transposed: the wasm path
+                }
+              },
+            ),
+            { numRuns: 25 },
+          );
+          expect(() => plain.attendCached(new Float32Array(4), new Float32Array(4), plain.residentArray(4)!.data, plain.residentArray(4)!.data, [0], [0], {
+            nHeads: 1, nKvHeads: 1, headDim: 4, capacity: 1, valuesByPosition: true,
+          })).toThrow(/by position need the native kernel/);
+        } finally {
+          for (const b of [plain, ...nat]) b.dispose?.();
+        }
+      }
+    }
+  });
+
+  it('refuses short arrays and rows outside the caches instead of reading past them', () => {
+    if (!addon) return;
+    const [n, nKv, group, hd, cap] = [2, 2, 1, 8, 4];
+    const size = 2 * nKv * cap * hd; // two sequences
+    const f = (o: { q?: number; keys?: number; rows?: number[] }) => () =>
+      addon.attendCached(
+        new Float32Array(n * nKv * group * hd), new Float32Array(o.q ?? n * nKv * group * hd), new Float32Array(o.keys ?? size), new Float32Array(size),
+        Int32Array.from(o.rows ?? [0, 0, 1, 3]), n, nKv, group, hd, cap, 256, false, 0.5, true, 2,
+      );
+    expect(f({})).not.toThrow();
+    expect(f({ q: n * nKv * group * hd - 1 })).toThrow(TypeError);
+    expect(f({ rows: [0, 0] })).toThrow(TypeError);
+    expect(f({ rows: [0, 0, 1, 4] })).toThrow(RangeError); // position past the capacity
+    expect(f({ rows: [0, 0, 2, 0] })).toThrow(RangeError); // a third sequence
+    expect(f({ keys: size - 1 })).toThrow(RangeError);
+    expect(f({ rows: [-1, 0, 1, 0] })).toThrow(RangeError);
   });
 });

@@ -6,8 +6,9 @@
  *    and panels), sees a change made after the pin is released, and stays right past the
  *    backend's cap.
  *  - attendCached is bit for bit core's attendCachedRef on the same backend (any number of
- *    query heads per KV head, sequences at any positions, in any order) and within float32
- *    round-off of float64 attention.
+ *    query heads per KV head, sequences at any positions, in any order, values transposed
+ *    and, where the backend reads them so, by position) and within float32 round-off of
+ *    float64 attention.
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
@@ -15,7 +16,7 @@ import { attendCachedRef, withResident, type CacheShape, type Ops } from '../../
 import { Rng } from '../../core/rng';
 import { Arena } from '../../kernels/wasm/arena';
 import { backendNames, createWasmBackend, getBackend, probeGpu, type Backend } from '../../kernels';
-import { firstMismatch, randomArray } from './util';
+import { byPosition, firstMismatch, randomArray } from './util';
 
 const gpu = probeGpu();
 const subjects: Array<{ name: string; make: () => Backend }> = [
@@ -140,22 +141,24 @@ for (const s of subjects) {
             const a = randomAttention(rng, shape, batch, 1 + rng.int(batch));
             const size = a.keys.length;
             const keys = ops.residentArray!(size)!;
-            const valuesT = ops.residentArray!(size)!;
+            const values = ops.residentArray!(size)!;
             try {
               keys.data.set(a.keys);
-              valuesT.data.set(a.valuesT);
               const qDim = shape.nHeads * headDim;
-              const got = new Float32Array(a.seqs.length * qDim);
-              ops.attendCached!(got, a.q, keys.data, valuesT.data, a.seqs, a.pos, shape);
-              const want = new Float32Array(got.length);
+              const want = new Float32Array(a.seqs.length * qDim);
               const att = new Float32Array(group * capacity), vg = new Float32Array(headDim * capacity);
               attendCachedRef(ops, want, a.q, a.keys, a.valuesT, a.seqs, a.pos, shape, att, vg);
-              expect(firstMismatch(got, want)).toBe(-1);
               const ref = attention64(a, shape);
-              for (let i = 0; i < got.length; i++) expect(Math.abs(got[i] - ref.ctx[i])).toBeLessThanOrEqual(1e-5 * (ref.mag[i] + 1e-3) * Math.sqrt(capacity));
+              for (const valuesByPosition of ops.valuesByPosition ? [false, true] : [false]) {
+                values.data.set(valuesByPosition ? byPosition(a.valuesT, batch * nKvHeads, headDim, capacity) : a.valuesT);
+                const got = new Float32Array(want.length);
+                ops.attendCached!(got, a.q, keys.data, values.data, a.seqs, a.pos, { ...shape, valuesByPosition });
+                expect(firstMismatch(got, want)).toBe(-1);
+                for (let i = 0; i < got.length; i++) expect(Math.abs(got[i] - ref.ctx[i])).toBeLessThanOrEqual(1e-5 * (ref.mag[i] + 1e-3) * Math.sqrt(capacity));
+              }
             } finally {
               keys.release();
-              valuesT.release();
+              values.release();
             }
           },
         ),
