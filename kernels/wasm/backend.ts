@@ -255,18 +255,19 @@ export function createWasmBackend(opts: WasmBackendOptions = {}): WasmBackend {
     const { nHeads, nKvHeads, headDim: hd, capacity: cap } = shape;
     const qDim = nHeads * hd;
     const group = nHeads / nKvHeads;
-    if (shape.valuesByPosition) {
-      if (!native) throw new RangeError('attendCached: values laid out by position need the native kernel (this backend reads them transposed)');
-      const rows = new Int32Array(2 * n);
-      for (let r = 0; r < n; r++) (rows[2 * r] = seqs[r]), (rows[2 * r + 1] = pos[r]);
-      native.k.attendCached(ctx, q, keys, values, rows, n, nKvHeads, group, hd, cap, kcMax, group > DOT_MAX_ROWS, 1 / Math.sqrt(hd), fused, active);
-      return;
-    }
     let maxS = 1;
     let macs = 0;
     for (let r = 0; r < n; r++) {
       maxS = Math.max(maxS, pos[r] + 1);
       macs += 2 * (pos[r] + 1) * qDim;
+    }
+    if (shape.valuesByPosition) {
+      if (!native) throw new RangeError('attendCached: values laid out by position need the native kernel (this backend reads them transposed)');
+      const rows = new Int32Array(2 * n);
+      for (let r = 0; r < n; r++) (rows[2 * r] = seqs[r]), (rows[2 * r + 1] = pos[r]);
+      const threads = macs >= MT_MIN_ATTEND_MACS ? active : 1;
+      native.k.attendCached(ctx, q, keys, values, rows, n, nKvHeads, group, hd, cap, kcMax, group > DOT_MAX_ROWS, 1 / Math.sqrt(hd), fused, threads);
+      return;
     }
     const threaded = helpers !== null && active > 1 && macs >= MT_MIN_ATTEND_MACS;
     const threadsUsed = threaded ? active : 1;
