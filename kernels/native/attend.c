@@ -17,6 +17,7 @@
  */
 #include "attend.h"
 #include "args.h"
+#include "madd.h"
 #include "pool.h"
 #include <stdint.h>
 #include <stdlib.h>
@@ -34,8 +35,6 @@ typedef struct {
   float scale;
   size_t *next; /* the next unit to take, shared by the threads */
 } AttendJob;
-
-static inline float madd1(float a, float b, float c, int fused) { return fused ? fmaf(a, b, c) : c + a * b; }
 
 static inline uint32_t bits_of(float f) {
   uint32_t u;
@@ -214,10 +213,6 @@ static void chunked_rows(float *y, const float *x, const float *w, size_t ldw, s
  * added), each output's own; sixteen outputs a vector, so each value row is read once.
  */
 #ifdef __AVX512F__
-static inline __m512 madd16(__m512 a, __m512 b, __m512 c, int fused) {
-  return fused ? _mm512_fmadd_ps(a, b, c) : _mm512_add_ps(_mm512_mul_ps(a, b), c);
-}
-
 /* Outputs [i0, i0 + 16·nb) (the last vector cut to `last` lanes). */
 static inline void values_block(float *y, const float *att, const float *v, size_t hd, size_t S, size_t chunk, int fused,
                                 size_t i0, const size_t nb, __mmask16 last) {

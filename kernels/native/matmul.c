@@ -11,6 +11,7 @@
  */
 #include "args.h"
 #include "attend.h"
+#include "madd.h"
 #include "pool.h"
 #include <stdint.h>
 #include <stdlib.h>
@@ -55,10 +56,6 @@ typedef struct {
 } Job;
 
 #ifdef __AVX512F__
-static inline __m512 madd(__m512 a, __m512 b, __m512 c, int fused) {
-  return fused ? _mm512_fmadd_ps(a, b, c) : _mm512_add_ps(_mm512_mul_ps(a, b), c);
-}
-
 /* Rows [i, i+rows) (rows ≤ 4) of panel p in one chunk. */
 static void tile(const Job *J, const float *panel, size_t k0, size_t kc, size_t i, size_t rows, size_t p, int b) {
   __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
@@ -66,10 +63,10 @@ static void tile(const Job *J, const float *panel, size_t k0, size_t kc, size_t 
   const float *x1 = rows > 1 ? x0 + J->K : x0, *x2 = rows > 2 ? x0 + 2 * J->K : x0, *x3 = rows > 3 ? x0 + 3 * J->K : x0;
   for (size_t k = 0; k < kc; k++) {
     __m512 w = _mm512_loadu_ps(panel + k * PANEL);
-    c0 = madd(_mm512_set1_ps(x0[k]), w, c0, J->fused);
-    c1 = madd(_mm512_set1_ps(x1[k]), w, c1, J->fused);
-    c2 = madd(_mm512_set1_ps(x2[k]), w, c2, J->fused);
-    c3 = madd(_mm512_set1_ps(x3[k]), w, c3, J->fused);
+    c0 = madd16(_mm512_set1_ps(x0[k]), w, c0, J->fused);
+    c1 = madd16(_mm512_set1_ps(x1[k]), w, c1, J->fused);
+    c2 = madd16(_mm512_set1_ps(x2[k]), w, c2, J->fused);
+    c3 = madd16(_mm512_set1_ps(x3[k]), w, c3, J->fused);
   }
   size_t col = p * PANEL, cols = J->N - col < PANEL ? J->N - col : PANEL;
   __mmask16 m = (__mmask16)((1u << cols) - 1u);
@@ -91,7 +88,7 @@ static void tile(const Job *J, const float *panel, size_t k0, size_t kc, size_t 
       float acc = 0.0f;
       for (size_t k = 0; k < kc; k++) {
         float w = panel[k * PANEL + j];
-        acc = J->fused ? fmaf(xr[k], w, acc) : acc + xr[k] * w;
+        acc = madd1(xr[k], w, acc, J->fused);
       }
       yr[j] = b ? acc + yr[j] : acc;
     }
