@@ -5,8 +5,10 @@
  * next. A full collection at a block boundary costs milliseconds (the JS heap is small; the
  * arrays' memory is outside it), so it is taken only where blocks are big enough to matter.
  */
+import os from 'node:os';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { fail } from './errors';
 import { blockWeightBytes, type ModelConfig } from './model/types';
 
 /** Float32 bytes of one block's weights from which a block boundary is worth a collection. */
@@ -33,4 +35,25 @@ export function collectGarbage(): void {
 /** collectGarbage when a block of this model is big (at least COLLECT_FROM_BLOCK_BYTES); otherwise nothing. */
 export function collectAtBlockBoundary(cfg: ModelConfig): void {
   if (blockWeightBytes(cfg) >= COLLECT_FROM_BLOCK_BYTES) collectGarbage();
+}
+
+/**
+ * Bytes this process can still take: the system's available memory (Linux MemAvailable,
+ * page cache counted as free), within a cgroup's limit where one is set below the machine's.
+ */
+export function availableMemoryBytes(): number {
+  const available = os.freemem();
+  const limit = process.constrainedMemory?.() ?? 0;
+  if (limit > 0 && limit < os.totalmem()) return Math.min(available, Math.max(0, limit - process.memoryUsage().rss));
+  return available;
+}
+
+const gb = (bytes: number) => (bytes / 1e9).toFixed(1);
+
+/**
+ * One clear error before an allocation of `bytes` that cannot fit (`what` holds them),
+ * instead of the kernel's out-of-memory kill minutes later.
+ */
+export function ensureMemoryFor(bytes: number, what: string, available = availableMemoryBytes()): void {
+  if (bytes > available) fail('out-of-memory', `${what}: ${gb(bytes)} GB, more than the ${gb(available)} GB this machine has available`);
 }

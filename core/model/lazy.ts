@@ -9,7 +9,8 @@
  * cache); writing into it changes nothing the next load returns, so lazy blocks are for
  * reading: code that changes weights copies the block first (cloneBlock).
  */
-import type { Block, F32 } from './types';
+import { ensureMemoryFor } from '../memory';
+import { blockWeightBytes, type Block, type F32, type ModelConfig } from './types';
 
 export type BlockKey = keyof Block;
 
@@ -114,9 +115,11 @@ export function sequentialBlocks<S>(
  * `model` with every block read into a plain object (lazy blocks loaded once each, in
  * order): for work that visits every block many times over, such as token-by-token
  * decoding, where a block-at-a-time cache would load the whole model at every step.
- * A model whose blocks are plain already is returned as it is.
+ * A model whose blocks are plain already is returned as it is; one whose blocks cannot fit in
+ * the memory available is refused with one clear error.
  */
-export function eagerModel<M extends { blocks: Block[] }>(model: M): M {
+export function eagerModel<M extends { config: ModelConfig; blocks: Block[] }>(model: M): M {
   if (!model.blocks.some(isLazyBlock)) return model;
+  ensureMemoryFor(model.config.nLayers * blockWeightBytes(model.config), 'decoding token by token (sampling the token sets: the validation set always is) holds the model\'s blocks in memory as float32');
   return { ...model, blocks: model.blocks.map((b) => ({ ...b })) };
 }
