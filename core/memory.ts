@@ -4,6 +4,7 @@
  * worth pile up first: measured at 1B parameters, RSS swung by ~1 GB from one block to the
  * next. A full collection at a block boundary costs milliseconds (the JS heap is small; the
  * arrays' memory is outside it), so it is taken only where blocks are big enough to matter.
+ * And checking, before an allocation too big for the machine, that it can fit.
  */
 import os from 'node:os';
 import { setFlagsFromString } from 'node:v8';
