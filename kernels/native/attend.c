@@ -333,8 +333,7 @@ napi_value attend_js(napi_env env, napi_callback_info info) {
     if ((size_t)p + 1 > maxS) maxS = (size_t)p + 1;
   }
   size_t next = 0;
-  size_t T = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
-  if (T > n * nKv) T = n * nKv;
+  size_t T = pool_threads(threads, n * nKv);
   if (T == 0) return NULL;
   AttendJob jobs[MAX_THREADS];
   for (size_t t = 0; t < T; t++)

@@ -140,8 +140,7 @@ static napi_value packed_length(napi_env env, napi_callback_info info) {
 /* `job`'s panels split over at most `threads` threads (at least one panel each), and run. */
 static void pool_split(Pool *pool, Job job, size_t threads) {
   size_t P = panels_of(job.N);
-  size_t T = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
-  if (T > P) T = P;
+  size_t T = pool_threads(threads, P);
   if (T == 0) return; /* no columns */
   Job jobs[MAX_THREADS];
   for (size_t t = 0; t < T; t++) {

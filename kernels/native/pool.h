@@ -14,6 +14,12 @@ typedef void (*Task)(void *arg);
 
 Pool *pool_new(void);
 void pool_free(Pool *pool);
+/* The threads a call over `units` independent units takes: `threads` within [1, MAX_THREADS], at most one a unit (0: no units). */
+static inline size_t pool_threads(size_t threads, size_t units) {
+  size_t T = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
+  return T > units ? units : T;
+}
+
 /* Runs task(args + t·stride) for t < T, on up to T threads (here where the system refuses one). */
 void pool_run(Pool *pool, Task task, void *args, size_t stride, size_t T);
 
