@@ -120,6 +120,6 @@ export function sequentialBlocks<S>(
  */
 export function eagerModel<M extends { config: ModelConfig; blocks: Block[] }>(model: M): M {
   if (!model.blocks.some(isLazyBlock)) return model;
-  ensureMemoryFor(model.config.nLayers * blockWeightBytes(model.config), 'decoding token by token (sampling the token sets: the validation set always is) holds the model\'s blocks in memory as float32');
+  ensureMemoryFor(model.config.nLayers * blockWeightBytes(model.config), 'decoding token by token (sampling the token sets, the validation set always; generating text) holds the model\'s blocks in memory as float32');
   return { ...model, blocks: model.blocks.map((b) => ({ ...b })) };
 }
