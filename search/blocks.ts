@@ -20,7 +20,8 @@ import { packPalette, paletteBytes, unpackPalette, type PaletteWeights } from '.
 import type { QuantSpec } from '../core/quant/rtn';
 import { setClip, type BlockClips, type ClipSet } from './clipMoves';
 import { withFinalNorm } from './finalNormTune';
-import { withNormFactors, type NormFactors } from './normTune';
+import { withNormFactors, type GainedLinear, type NormFactors } from './normTune';
+import { gainedLinear } from './rowGains';
 
 /** One accepted move: the transforms applied to one block (step 0: scale initialisation), the clip codes it set, or its tuned norm gains. */
 export interface AcceptedMove extends BlockMoves {
@@ -36,11 +37,6 @@ export interface AcceptedMove extends BlockMoves {
 /** How a quantized block is held: as floats, or its linears palette-packed (other arrays as they are). */
 type HeldQuantized = { floats: Block } | { packed: Partial<Record<LinearName, PaletteWeights>>; rest: Partial<Block> };
 
-export interface QuantGrid {
-  bits: number;
-  group: number;
-}
-
 /** Quantized blocks unpacked at a time (a block-major pass reads one block at a time). */
 const UNPACKED_KEEP = 2;
 
@@ -51,8 +47,8 @@ export class SearchBlocks {
   private clipCodes: (BlockClips | undefined)[];
   /** Per block, the factors its quantized norm gains are multiplied by (undefined: none). */
   private normFactors: (NormFactors | undefined)[];
-  /** Per block whose quantized weights carry factors: its norm gains without them. */
-  private untunedNorms: (Pick<Block, 'attnNorm' | 'ffnNorm'> | undefined)[] = [];
+  /** Per block whose quantized weights carry factors: its norm gains and gained linears without them. */
+  private untuned: (Partial<Block> | undefined)[] = [];
   /** The factors the quantized model's final norm gain is multiplied by (undefined: none). */
   private finalNormFactors: Float64Array | undefined;
   /** Transformed blocks held as floats, least recently used first. */
@@ -67,9 +63,10 @@ export class SearchBlocks {
 
   /**
    * `residentBytes`: float block weights to hold at most, half transformed and half
-   * quantized (Infinity: every block as floats); `grid`: the quantized weights' grid.
+   * quantized (Infinity: every block as floats); `grid`: the quantized weights' grid (as the
+   * RTN base quantizes, for row gains).
    */
-  constructor(private model: Model, private grid: QuantGrid, private residentBytes = Infinity) {
+  constructor(private model: Model, private grid: QuantSpec, private residentBytes = Infinity) {
     const L = model.config.nLayers;
     this.applied = Array.from({ length: L }, () => []);
     this.clipCodes = new Array(L).fill(undefined);
@@ -122,11 +119,11 @@ export class SearchBlocks {
     this.evict();
   }
 
-  /** Block l's quantized weights are `q`'s, with the block's norm factors (if any) applied to copies of its norms. */
+  /** Block l's quantized weights are `q`'s, with the block's norm factors (if any) applied to copies of its norms and gained linears. */
   setQuantized(l: number, q: Block): void {
     const f = this.normFactors[l];
-    this.untunedNorms[l] = f ? { attnNorm: q.attnNorm.slice(), ffnNorm: q.ffnNorm.slice() } : undefined;
-    this.q[l] = this.hold(l, f ? withNormFactors(q, f) : q);
+    this.untuned[l] = f ? untunedParts(q, f) : undefined;
+    this.q[l] = this.hold(l, f ? this.tuned(l, q, f) : q);
     this.unpacked.forget(l);
     this.ver[l]++;
   }
@@ -176,7 +173,7 @@ export class SearchBlocks {
   withoutNorms<T>(fn: () => T): T {
     const factors = this.normFactors.slice();
     this.normFactors.fill(undefined);
-    this.untunedNorms.forEach((n, l) => n && this.setQuantized(l, { ...this.quantized(l), ...n }));
+    this.untuned.forEach((n, l) => n && this.setQuantized(l, { ...this.quantized(l), ...n }));
     try {
       return fn();
     } finally {
@@ -193,6 +190,15 @@ export class SearchBlocks {
   /** Set the quantized model's final norm factors (they apply to quantizedModel and transformedModel(true) at once). */
   setFinalNorm(f: Float64Array | undefined): void {
     this.finalNormFactors = f;
+  }
+
+  /** `q` with norm factors `f`: its row gains on RTN's codes of the transformed weights (rowGains.ts). */
+  private tuned(l: number, q: Block, f: NormFactors): Block {
+    const t = withNormFactors(q, f);
+    for (const [name, g] of Object.entries(f.rows ?? {}) as [GainedLinear, Float64Array][]) {
+      t[name] = gainedLinear(this.model.config, this.transformed(l), name, q[name]!, this.grid, this.clipCodes[l]?.[name], g);
+    }
+    return t;
   }
 
   private clipSpec(): QuantSpec {
@@ -292,4 +298,11 @@ export class SearchBlocks {
     }
     return n;
   }
+}
+
+/** What setQuantized changes of `q` under factors `f`: its norm gains and gained linears as they were (copies). */
+function untunedParts(q: Block, f: NormFactors): Partial<Block> {
+  const out: Partial<Block> = { attnNorm: q.attnNorm.slice(), ffnNorm: q.ffnNorm.slice() };
+  for (const name of Object.keys(f.rows ?? {}) as GainedLinear[]) out[name] = q[name]!.slice();
+  return out;
 }

@@ -125,6 +125,11 @@ export interface SearchTuning {
    * kept if validation improves; skipped where its predicted cost passes NORM_TUNE_MAX_FLOPS.
    */
   normTune: boolean;
+  /**
+   * With normTune on the RTN base on the int grid: the pass also tunes per-row gains of the
+   * quantized wq, wk, wv and w3 (normTune.ts), carried in their rows' group scales.
+   */
+  rowGains: boolean;
 }
 
 export const DEFAULT_TUNING: SearchTuning = {
@@ -160,6 +165,7 @@ export const DEFAULT_TUNING: SearchTuning = {
   globalWeight: 1,
   globalSeqs: 8,
   normTune: false,
+  rowGains: false,
 };
 
 const ENUMS: Partial<Record<keyof SearchTuning, readonly string[]>> = {
@@ -242,6 +248,7 @@ export const GPTQ_ASYM_SHARE = 0.5;
  * GPTQ base on the int grid, with their scales refitted at 2 and 3 bits (gptqRefitScales,
  * README "Results": W4 did worse), GPTQ made asymmetric there at GPTQ_ASYM_SHARE (gptqAsym,
  * README "Results"), and the norm gains tuned at the end (normTune, README
+ * "Results"), with row gains on the RTN base on the int grid (rowGains, README
  * "Results"). The job entry points (`invarx run`, a daemon's submit) record
  * them in the job, and a job recorded without them (by an older version) still resumes at
  * the defaults it started with.
@@ -254,6 +261,7 @@ export function recommendedTuning(config: Pick<RunConfig, 'base' | 'bits' | 'for
   if (t?.gptqAsym === undefined && intGrid && config.base === 'gptq') t = { ...t, gptqAsym: GPTQ_ASYM_SHARE };
   const refined = (t?.gptqRefine ?? 0) > 0;
   if (t?.gptqRefitScales === undefined && refined && REFIT_SCALES_BITS.includes(config.bits)) t = { ...t, gptqRefitScales: true };
+  if (t?.rowGains === undefined && intGrid && config.base === 'rtn') t = { ...t, rowGains: true };
   return t?.normTune === undefined ? { ...t, normTune: true } : t;
 }
 
@@ -339,7 +347,7 @@ export function validateRunConfig(c: RunConfig): RunConfig {
 }
 
 /** Later settings at the values that run as before they existed. */
-const AS_BEFORE = { calibTemperature: 1, mix: 'fixed', gptqRefine: 0, gptqRefitScales: false, gptqActOrder: false, gptqAsym: 0, gate: false, normTune: false } as const;
+const AS_BEFORE = { calibTemperature: 1, mix: 'fixed', gptqRefine: 0, gptqRefitScales: false, gptqActOrder: false, gptqAsym: 0, gate: false, normTune: false, rowGains: false } as const;
 /** The clip search's settings, left out of the hash together when it is off. */
 const CLIP_KEYS = ['clipShare', 'clipRowShare', 'clipInit'];
 

@@ -31,6 +31,8 @@ export interface NormPassState {
   seqTokens: number;
   /** Where the tuning's candidates run (normRows.ts): the search's worker threads; absent, this thread. */
   runner?: NormRunner;
+  /** Tune row gains of the quantized linears too (normTune.ts; the RTN base on the int grid). */
+  rowGains?: boolean;
 }
 
 /** What it asks of the run: the phase's start, a validation check, and the base quantization of blocks from..L−1 (the search's, without norm factors). */
@@ -52,15 +54,21 @@ export async function normPass(s: NormPassState, run: NormPassHooks): Promise<vo
   const cfg = blocks.config;
   const starts = calib.seqStarts;
   const T = Math.min(s.seqTokens, cfg.seqLen);
-  const seqs = normTuneSeqs(cfg, starts.length - 1, T);
+  let rowGains = s.rowGains ?? false;
+  let seqs = normTuneSeqs(cfg, starts.length - 1, T, rowGains);
+  if (rowGains && seqs === 0) {
+    s.cut.push('row-gain tuning (over the pass\'s FLOP limit at this size)');
+    rowGains = false;
+    seqs = normTuneSeqs(cfg, starts.length - 1, T);
+  }
   if (seqs === 0) {
-    const least = normTuneCost(cfg, NORM_TUNE_MIN_SEQS * T, T);
+    const least = normTuneCost(cfg, NORM_TUNE_MIN_SEQS * T, T, rowGains);
     s.cut.push(`norm-gain tuning (${(least / 1e12).toFixed(0)} TFLOP on ${NORM_TUNE_MIN_SEQS} sequences at this size, over its limit of ${NORM_TUNE_MAX_FLOPS / 1e12})`);
     return;
   }
   if (seqs < starts.length - 1) s.cut.push(`norm-gain tuning on ${seqs} of ${starts.length - 1} calibration sequences (its FLOP limit)`);
   run.enter();
-  const flops = normTuneCost(cfg, starts[seqs], T);
+  const flops = normTuneCost(cfg, starts[seqs], T, rowGains);
   const kept = b.moves.length;
   const t0 = performance.now();
   for (const [l, x] of calib.walk(0, blocks)) {
@@ -71,7 +79,7 @@ export async function normPass(s: NormPassState, run: NormPassHooks): Promise<vo
     }
     // the block's linears stay the search's: the factors ride on them (the pass runs once, after the search: no factors yet)
     const q = blocks.quantized(l);
-    const r = await tuneNorms(cfg, q, calib.data(l, x), s.ops, seqs, s.runner);
+    const r = await tuneNorms(cfg, q, calib.data(l, x), s.ops, seqs, s.runner, rowGains);
     blocks.setNorms(l, r.factors);
     blocks.setQuantized(l, q);
     b.blockLoss[l] = r.after;

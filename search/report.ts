@@ -15,6 +15,7 @@ import { blockLinears, type F32, type LinearName, type Model } from '../core/mod
 import type { Ops } from '../core/ops';
 import type { QuantFormat } from '../core/quant/formats';
 import { quantizedView } from '../core/quant/view';
+import { dequantize, type Quantized } from '../core/quant/rtn';
 import { needsFpInputs, refineOptions, specFormat, type CodeSink, type SearchSpec } from './blockQuant';
 import type { SearchBlocks } from './blocks';
 import type { Boundary } from './boundary';
@@ -24,6 +25,7 @@ import type { SearchExport } from './export';
 import { BlockObjective } from './objective';
 import type { TokenSets } from './tokens';
 import type { ReportRow } from './phases';
+import { gainedCodes } from './rowGains';
 
 /** What the report and the export read of a run. */
 export interface RunResult {
@@ -125,7 +127,8 @@ export function searchExport(r: RunResult): SearchExport {
 /**
  * Integer codes of block l of the searched model: the block quantized again as the run did,
  * on its inputs in the quantized model without the norm factors tuned after the search,
- * with the quantizers' codes kept; checked to dequantize to the searched weights exactly.
+ * with the quantizers' codes kept and the block's row gains on their scales; checked to
+ * dequantize to the searched weights exactly.
  * The inputs come from the calibration rows' cache (kept per block while the quantized
  * blocks below are unchanged, as they are once the search is over), so blocks may be asked
  * for in any order and, without tuned factors, each input is computed at most once: what a
@@ -141,6 +144,11 @@ function searchedCodes(r: RunResult, l: number): CodeSink {
   const x = blocks.withoutNorms(() => r.calib.inputsOf(l, blocks));
   const obj = new BlockObjective(cfg, r.calib.data(l, x, needsFpInputs(r.spec)), r.spec, r.ops, r.config.base, undefined, undefined, blocks.clips(l));
   const { q } = obj.fullEval(blocks.transformed(l), 'all', codes);
+  for (const [name, g] of Object.entries(blocks.norms(l)?.rows ?? {}) as [LinearName, Float64Array][]) {
+    const qz = gainedCodes(codes[name] as Quantized, q[name]!, g, r.spec, name);
+    codes[name] = qz;
+    q[name] = dequantize(qz);
+  }
   const searched = blocks.quantized(l);
   for (const name of blockLinears(cfg)) {
     const want = searched[name]!;

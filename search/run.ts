@@ -338,7 +338,9 @@ class Search implements SearchJob {
     this.states.backToBest(this.b);
     if (this.tuning.normTune) {
       const { blocks, calib, b, budget, cut, ops } = this;
-      const state = { blocks, calib, b, budget, cut, ops, seqTokens: this.tuning.seqTokens, runner: this.evaluator.normRunner(ops) };
+      // row gains live in the group scales of RTN's codes (a GPTQ block is quantized again on tuned inputs; a ggml format's scales are its own)
+      const rowGains = this.tuning.rowGains && this.config.base === 'rtn' && !specFormat(this.spec);
+      const state = { blocks, calib, b, budget, cut, ops, seqTokens: this.tuning.seqTokens, runner: this.evaluator.normRunner(ops), rowGains };
       const validate = () => this.validate();
       const enter = () => this.clock.enter('norm-tune');
       await normPass(state, { enter, validate, quantizeFrom: (from) => this.states.quantizeFrom(from), log: this.log });

@@ -27,6 +27,7 @@ describe('configHash', () => {
     expect(configHash(config, { ...DEFAULT_TUNING, gptqAsym: 0 })).toBe(h);
     expect(configHash(config, { ...DEFAULT_TUNING, gptqRefine: 2, gptqRefitScales: true })).not.toBe(configHash(config, { ...DEFAULT_TUNING, gptqRefine: 2 }));
     expect(configHash(config, { ...DEFAULT_TUNING, normTune: true })).not.toBe(h);
+    expect(configHash(config, { ...DEFAULT_TUNING, normTune: true, rowGains: true })).not.toBe(configHash(config, { ...DEFAULT_TUNING, normTune: true }));
     expect(configHash(config, { ...clipOn, mix: 'adaptive' })).not.toBe(configHash(config, clipOn));
     expect(configHash({ ...config, seed: 2 })).not.toBe(h);
     expect(configHash({ ...config, workers: 7, timeBudget: 60, memoryBudget: 1 << 30 })).toBe(h);
@@ -34,22 +35,25 @@ describe('configHash', () => {
 });
 
 describe('recommendedTuning (what a new job records)', () => {
-  it('cools the calibration set for RTN at 3 and 4 bits and GPTQ at 2, refines GPTQ (its scales too at 2 and 3 bits) and makes it asymmetric, on the int grid only, tunes the norm gains, and keeps what the job sets', () => {
+  it('cools the calibration set for RTN at 3 and 4 bits and GPTQ at 2, refines GPTQ (its scales too at 2 and 3 bits) and makes it asymmetric, on the int grid only, tunes the norm gains (and RTN\'s row gains on the int grid), and keeps what the job sets', () => {
     const norms = { normTune: true };
+    const rows = { rowGains: true };
     const cool = { calibTemperature: COOL_CALIB_TEMPERATURE, ...norms };
     const refine = { gptqRefine: GPTQ_REFINE_SWEEPS, gptqAsym: GPTQ_ASYM_SHARE, ...norms };
     const refit = { ...refine, gptqRefitScales: true };
-    expect(recommendedTuning({ base: 'rtn', bits: 4 })).toEqual(cool);
+    expect(recommendedTuning({ base: 'rtn', bits: 4 })).toEqual({ ...cool, ...rows });
     expect(recommendedTuning({ base: 'gptq', bits: 2 })).toEqual({ ...cool, ...refit });
     expect(recommendedTuning({ base: 'gptq', bits: 3, format: 'int' })).toEqual(refit);
     expect(recommendedTuning({ base: 'gptq', bits: 4 })).toEqual(refine);
     expect(recommendedTuning({ base: 'gptq', bits: 3 }, { gptqRefitScales: false })).toEqual({ ...refine, gptqRefitScales: false });
     expect(recommendedTuning({ base: 'gptq', bits: 4 }, { gptqRefine: 0 })).toEqual({ gptqRefine: 0, gptqAsym: GPTQ_ASYM_SHARE, ...norms });
     expect(recommendedTuning({ base: 'gptq', bits: 3 }, { gptqRefine: 0, gptqAsym: 0 })).toEqual({ gptqRefine: 0, gptqAsym: 0, ...norms });
-    expect(recommendedTuning({ base: 'rtn', bits: 3, format: 'int' }, { seqTokens: 64 })).toEqual({ seqTokens: 64, ...cool });
-    expect(recommendedTuning({ base: 'rtn', bits: 3 }, { calibTemperature: 1 })).toEqual({ calibTemperature: 1, ...norms });
-    expect(recommendedTuning({ base: 'rtn', bits: 3 }, { normTune: false })).toEqual({ normTune: false, calibTemperature: COOL_CALIB_TEMPERATURE });
-    const plain = [{ base: 'rtn', bits: 2 }, { base: 'rtn', bits: 5 }, { base: 'rtn', bits: 4, format: 'q4_0' }, { base: 'gptq', bits: 4, format: 'q4_0' }] as const;
+    expect(recommendedTuning({ base: 'rtn', bits: 3, format: 'int' }, { seqTokens: 64 })).toEqual({ seqTokens: 64, ...cool, ...rows });
+    expect(recommendedTuning({ base: 'rtn', bits: 3 }, { calibTemperature: 1 })).toEqual({ calibTemperature: 1, ...norms, ...rows });
+    expect(recommendedTuning({ base: 'rtn', bits: 3 }, { normTune: false })).toEqual({ normTune: false, calibTemperature: COOL_CALIB_TEMPERATURE, ...rows });
+    expect(recommendedTuning({ base: 'rtn', bits: 3 }, { rowGains: false })).toEqual({ rowGains: false, calibTemperature: COOL_CALIB_TEMPERATURE, ...norms });
+    for (const c of [{ base: 'rtn', bits: 2 }, { base: 'rtn', bits: 5 }] as const) expect(recommendedTuning(c)).toEqual({ ...norms, ...rows });
+    const plain = [{ base: 'rtn', bits: 4, format: 'q4_0' }, { base: 'gptq', bits: 4, format: 'q4_0' }] as const;
     for (const c of plain) {
       expect(recommendedTuning(c)).toEqual(norms);
       expect(recommendedTuning(c, { seqTokens: 64 })).toEqual({ seqTokens: 64, ...norms });
@@ -62,6 +66,7 @@ describe('recommendedTuning (what a new job records)', () => {
     expect(DEFAULT_TUNING.gptqRefitScales).toBe(false);
     expect(DEFAULT_TUNING.gptqAsym).toBe(0);
     expect(DEFAULT_TUNING.normTune).toBe(false);
+    expect(DEFAULT_TUNING.rowGains).toBe(false);
     expect(configHash(config, { ...DEFAULT_TUNING, ...recommendedTuning(config) })).not.toBe(configHash(config));
   });
 });

@@ -73,9 +73,12 @@ describe('search run', () => {
 
   for (const base of ['rtn', 'gptq'] as const) {
     it(`exports the searched model (${base} base${base === 'gptq' ? ', refined codes' : ''}) as a packed GPTQ checkpoint that loads back to the same weights and perplexity`, async () => {
-      const t = { ...tuning, normTune: true, ...(base === 'gptq' ? { gptqRefine: GPTQ_REFINE_SWEEPS } : {}) };
+      const t = { ...tuning, normTune: true, ...(base === 'gptq' ? { gptqRefine: GPTQ_REFINE_SWEEPS } : { rowGains: true }) };
       const job = await createSearchJob(config({ base, steps: 8 }), { tuning: t });
       await runToEnd(job);
+      // on RTN the row gains are kept: the packed scales carry them
+      const gained = (job.snapshot() as unknown as { moves: { norms?: { rows?: object } }[] }).moves.filter((m) => m.norms?.rows);
+      expect(gained.length).toBe(base === 'rtn' ? 5 : 0);
       const dir = tmp();
       await job.exportTo(dir);
       const manifest = JSON.parse(readFileSync(join(dir, 'export.json'), 'utf8'));
@@ -122,6 +125,7 @@ describe('search run', () => {
     ['clip moves', { clipShare: 0.5 }, {}],
     ['adaptive move mix', { mix: 'adaptive' }, {}],
     ['norm-gain tuning at the end', { normTune: true }, {}],
+    ['norm-gain and row-gain tuning at the end', { normTune: true, rowGains: true }, {}],
     // (kept on this seed: the factors ride on GPTQ blocks quantized on the untuned model's rows, which a resume rebuilds)
     ['norm-gain tuning at the end, GPTQ base', { normTune: true, gptqRefine: GPTQ_REFINE_SWEEPS }, { base: 'gptq', seed: 3 }],
     // (95 rows a sequence: enough calibration rows for the final norm's tuning too)
