@@ -265,18 +265,19 @@ describe('daemon process', () => {
     expect((await call(home, 'cancel', { job: longJob }) as JobView).state).toBe('cancelled');
   });
 
-  it('records in a new job the tuning recommended for its config unless the submit sets it (RTN at 3 or 4 bits, GPTQ at 2: calibration temperature 0.7; GPTQ: refined codes, at 2 and 3 bits refitted scales; all: norm-gain tuning)', async () => {
+  it('records in a new job the tuning recommended for its config unless the submit sets it (RTN at 3 or 4 bits, GPTQ at 2: calibration temperature 0.7; GPTQ: refined codes, at 2 and 3 bits refitted scales; RTN: row gains; all: norm-gain tuning)', async () => {
     const recorded = async (config: Partial<RunConfig>, tuning: Record<string, unknown> | null = TUNING) => {
       const { id } = (await call(home, 'submit', { config, ...(tuning ? { tuning } : {}) })) as JobView;
       await call(home, 'cancel', { job: id });
       return (JSON.parse(readFileSync(join(home, 'jobs', id, 'config.json'), 'utf8')) as { tuning?: Record<string, unknown> }).tuning;
     };
     const norms = { normTune: true };
-    expect(await recorded(jobConfig({ bits: 4 }))).toEqual({ ...TUNING, calibTemperature: COOL_CALIB_TEMPERATURE, ...norms });
-    expect(await recorded(jobConfig({ bits: 3 }), null)).toEqual({ calibTemperature: COOL_CALIB_TEMPERATURE, ...norms });
-    expect(await recorded(jobConfig({ bits: 3 }), { ...TUNING, calibTemperature: 1 })).toEqual({ ...TUNING, calibTemperature: 1, ...norms });
-    expect(await recorded(jobConfig({ bits: 2 }))).toEqual({ ...TUNING, ...norms });
-    expect(await recorded(jobConfig({ bits: 2 }), { ...TUNING, normTune: false })).toEqual({ ...TUNING, normTune: false });
+    const rows = { rowGains: true };
+    expect(await recorded(jobConfig({ bits: 4 }))).toEqual({ ...TUNING, calibTemperature: COOL_CALIB_TEMPERATURE, ...rows, ...norms });
+    expect(await recorded(jobConfig({ bits: 3 }), null)).toEqual({ calibTemperature: COOL_CALIB_TEMPERATURE, ...rows, ...norms });
+    expect(await recorded(jobConfig({ bits: 3 }), { ...TUNING, calibTemperature: 1 })).toEqual({ ...TUNING, calibTemperature: 1, ...rows, ...norms });
+    expect(await recorded(jobConfig({ bits: 2 }))).toEqual({ ...TUNING, ...rows, ...norms });
+    expect(await recorded(jobConfig({ bits: 2 }), { ...TUNING, normTune: false, rowGains: false })).toEqual({ ...TUNING, normTune: false, rowGains: false });
     const asym = { gptqAsym: GPTQ_ASYM_SHARE };
     expect(await recorded(jobConfig({ bits: 3, base: 'gptq' }))).toEqual({ ...TUNING, gptqRefine: GPTQ_REFINE_SWEEPS, gptqRefitScales: true, ...asym, ...norms });
     expect(await recorded(jobConfig({ bits: 4, base: 'gptq' }))).toEqual({ ...TUNING, gptqRefine: GPTQ_REFINE_SWEEPS, ...asym, ...norms });
