@@ -233,12 +233,14 @@ export class QueueJobs extends EventEmitter {
   async refreshOne(id: string): Promise<void> {
     if (!isJobId(id)) return;
     try {
-      const job = await this.queue.getJob(id);
+      let job = await this.queue.getJob(id);
       if (!job) {
         this.records.delete(id);
         return;
       }
       const [state, control] = await Promise.all([job.getState(), this.redis.get(controlKey(id))]);
+      // a job that finished between the two reads is read again, so its record has its result (the failure's reason)
+      if ((state === 'failed' || state === 'completed') && job.finishedOn === undefined) job = (await this.queue.getJob(id)) ?? job;
       this.put(jobRecord(job, state, asControl(control)));
     } catch (e) {
       this.o.log.warn({ job: id, err: (e as Error).message }, 'cannot read the job from Redis (kept as it was)');
