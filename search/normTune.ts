@@ -21,6 +21,7 @@
 import { attnRows, ffnInput } from '../core/forwardRows';
 import { linearShape, type Block, type F32, type ModelConfig } from '../core/model/types';
 import type { Ops } from '../core/ops';
+import { QKV_LINEARS } from './blockQuant';
 import { blockIn, copyInto, plainAlloc, type BlockData } from './blockState';
 import { inThread, rowRanges, seqRanges, type FfnNormState, type NormRunner } from './normRows';
 import { fitUnitGains } from './rowGains';
@@ -45,7 +46,7 @@ export function parabolaMin(lo: number, mid: number, hi: number): number | null 
 }
 
 /** Linears whose quantized rows the pass may scale (rowGains): each feeds the block's output only through a later product. */
-export const GAINED_LINEARS = ['wq', 'wk', 'wv', 'w3'] as const;
+export const GAINED_LINEARS = [...QKV_LINEARS, 'w3'] as const;
 export type GainedLinear = (typeof GAINED_LINEARS)[number];
 
 /** Per channel, the factor each norm gain of a block is multiplied by (1: unchanged); per row, the factor of a quantized linear's row (core/quant/rowGains.ts), for the linears that have one ≠ 1. */
@@ -190,7 +191,7 @@ export async function tuneNorms(cfg: ModelConfig, q: Block, data: BlockData, ops
     // scored on the first half of the sequences: there are twice as many rows as channels
     const rowLoss = () => blockLoss(rowSeqs(n));
     let best = await rowLoss();
-    for (const name of ['wq', 'wk', 'wv'] as const) {
+    for (const name of QKV_LINEARS) {
       const f = (gains[name] = new Float64Array(linearShape(cfg, name)[0]).fill(1));
       best = await tune(rowSetter(w[name], d), f, best, rowLoss);
     }
