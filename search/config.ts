@@ -127,7 +127,7 @@ export interface SearchTuning {
   normTune: boolean;
   /**
    * With normTune on the RTN base on the int grid: the pass also tunes per-row gains of the
-   * quantized wq, wk, wv and w3 (normTune.ts), carried in their rows' group scales.
+   * quantized wq, wk, wv, w1 and w3 (normTune.ts), carried in their rows' group scales.
    */
   rowGains: boolean;
 }

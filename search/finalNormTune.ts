@@ -18,7 +18,8 @@ import { logSumExp } from '../core/metrics';
 import type { F32, Model } from '../core/model/types';
 import type { Ops } from '../core/ops';
 import { topSupport, type KlSupport } from './klSupport';
-import { parabolaMin, PROBE, scaledGain } from './normTune';
+import { scaledGain } from './normTune';
+import { bestOfThree } from './parabola';
 import { PASS_FLOPS_PER_SECOND, tokenFlops } from './plan';
 
 /** Calibration sequences the tuning uses at most (measured: 8 of 32 gain as much on the shipped model). */
@@ -190,16 +191,10 @@ export function tuneFinalNorm(fp: Model, q: Model, seqs: number[][], ops: Ops, t
   let best = before;
   for (let c = 0; c < d; c++) {
     for (let u = 0; u < U; u++) w[u] = W[sup.tokens[u] * d + c];
-    const lo = loss(c, 1 - PROBE);
-    const hi = loss(c, 1 + PROBE);
-    let [pick, pickLoss] = lo < hi ? [1 - PROBE, lo] : [1 + PROBE, hi];
-    const k = parabolaMin(lo, best, hi);
-    if (k !== null) {
-      const l = loss(c, k);
-      if (l < pickLoss) [pick, pickLoss] = [k, l];
-    }
-    if (!(pickLoss < best)) continue;
-    best = pickLoss;
+    const tried = bestOfThree((k) => loss(c, k), best);
+    if (!tried) continue;
+    const pick = tried.pick;
+    best = tried.loss;
     factors[c] = pick;
     for (let t = 0; t < N; t++) {
       const a = (pick - 1) * g[c] * xh[t * d + c];

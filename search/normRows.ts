@@ -11,6 +11,7 @@ import { attnRows, ffnRows } from '../core/forwardRows';
 import type { Block, F32, ModelConfig } from '../core/model/types';
 import { SEPARABLE_MIN_ROWS, siluMul, type Ops } from '../core/ops';
 import { ScratchBuffers } from '../core/scratchBuffers';
+import { attnRowRows, type AttnRowTask } from './attnRowRows';
 import type { Alloc } from './blockState';
 import { temp32 } from './temps';
 
@@ -25,12 +26,13 @@ export interface FfnNormState {
   pre3: F32;
 }
 
-/** One task: rows [r0, r1) of a candidate's output (`block`: sequences [s0, s1)), or a kept FFN-norm factor applied to rows [r0, r1) of the state. */
+/** One task: rows [r0, r1) of a candidate's output (`block`, `attnRow`: sequences [s0, s1)), or a kept FFN-norm factor applied to rows [r0, r1) of the state. */
 export type NormTask =
   | { kind: 'block'; cfg: ModelConfig; w: Block; x: F32; seqStarts: number[]; s0: number; s1: number; out: F32 }
   | { kind: 'ffn'; cfg: ModelConfig; w: Block; h: F32; r0: number; r1: number; out: F32 }
   | { kind: 'ffnNorm'; cfg: ModelConfig; w: Block; st: FfnNormState; c: number; k: number; r0: number; r1: number; out: F32 }
-  | { kind: 'ffnNormCommit'; cfg: ModelConfig; w: Block; st: FfnNormState; c: number; k: number; r0: number; r1: number };
+  | { kind: 'ffnNormCommit'; cfg: ModelConfig; w: Block; st: FfnNormState; c: number; k: number; r0: number; r1: number }
+  | ({ kind: 'attnRow' } & AttnRowTask);
 
 /** Runs tasks, in this thread or spread over threads; `alloc` is the memory its tasks' arrays must live in. */
 export interface NormRunner {
@@ -60,6 +62,8 @@ export function runNormTask(t: NormTask, ops: Ops): void {
       return ffnNormRows(t, ops);
     case 'ffnNormCommit':
       return ffnNormCommit(t);
+    case 'attnRow':
+      return attnRowRows(t, ops);
   }
 }
 

@@ -1,8 +1,10 @@
-/** A block's calibration data for the objective tests: its inputs and outputs on random sequences. */
+/** A block's calibration data for the objective tests (its inputs and outputs on random sequences), a quantized block and the objective. */
 import { forward } from '../../core/forward';
-import type { Model } from '../../core/model/types';
+import { blockForwardRows } from '../../core/forwardRows';
+import type { Block, Model } from '../../core/model/types';
 import { jsOps, type Ops } from '../../core/ops';
 import { Rng } from '../../core/rng';
+import { rtnLinears } from '../../search/baseRtn';
 import type { BlockData } from '../../search/blockState';
 
 /**
@@ -24,4 +26,25 @@ export function randomBlockData(m: Model, layer: number, seed: number, tokens: n
   // FP inputs that differ from x as a quantized model's would (asymmetric GPTQ reads them)
   const xf = x.map((v, i) => v * (1 + 0.1 * Math.sin(i)));
   return { rng, data: { x, xf, y: cat(layer + 1), seqStarts: [0, tokens, 2 * tokens, 3 * tokens] } };
+}
+
+/** Σ (out − y)², float64, in order: summed here, apart from the code under test. */
+export function sqErr(out: Float32Array, y: Float32Array): number {
+  let s = 0;
+  for (let i = 0; i < out.length; i++) s += (out[i] - y[i]) ** 2;
+  return s;
+}
+
+/** The block objective Σ (block(x) − y)² of `b` in model `m`'s shape. */
+export function objective(m: Model, b: Block, data: BlockData): number {
+  return sqErr(blockForwardRows(m.config, b, { x: data.x, seqStarts: data.seqStarts }, jsOps).x, data.y);
+}
+
+/** The grid of quantizedBlock. */
+export const QUANT_SPEC = { bits: 3, group: 32, clip: true, f16Scales: true };
+
+/** Block `layer` of `m` with its linears RTN-quantized on QUANT_SPEC. */
+export function quantizedBlock(m: Model, layer: number): Block {
+  const b = m.blocks[layer];
+  return { ...b, ...rtnLinears(m.config, b, QUANT_SPEC) };
 }

@@ -1,34 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { attnRows, blockForwardRows, ffnRows } from '../../core/forwardRows';
-import type { Block } from '../../core/model/types';
 import { jsOps } from '../../core/ops';
-import { rtnLinears } from '../../search/baseRtn';
 import { SearchBlocks } from '../../search/blocks';
-import type { BlockData } from '../../search/blockState';
-import { FfnNormScorer, NORM_TUNE_MAX_FLOPS, NORM_TUNE_MIN_SEQS, normTuneCost, normTuneSeqs, parabolaMin, tuneNorms, withNormFactors } from '../../search/normTune';
-import { Rng } from '../../core/rng';
+import { NORM_TUNE_MAX_FLOPS, NORM_TUNE_MIN_SEQS, normTuneCost, normTuneSeqs, tuneNorms, withNormFactors } from '../../search/normTune';
+import { parabolaMin } from '../../search/parabola';
 import { SEPARABLE_MIN_ROWS } from '../../core/ops';
 import { plainAlloc } from '../../search/blockState';
 import { rowRanges, runNormTask, seqRanges, type NormRunner } from '../../search/normRows';
 import { shippedModel } from '../helpers';
-import { randomBlockData } from './blockData';
+import { objective, QUANT_SPEC as spec, quantizedBlock, randomBlockData } from './blockData';
 
-const spec = { bits: 3, group: 32, clip: true, f16Scales: true };
-
-/** The block objective Σ (block(x) − y)², summed in float64 here, apart from the code under test. */
-function objective(b: Block, data: BlockData): number {
-  const m = shippedModel();
-  const out = blockForwardRows(m.config, b, { x: data.x, seqStarts: data.seqStarts }, jsOps).x;
-  let s = 0;
-  for (let i = 0; i < out.length; i++) s += (out[i] - data.y[i]) ** 2;
-  return s;
-}
-
-function quantizedBlock(layer: number): Block {
-  const m = shippedModel();
-  const b = m.blocks[layer];
-  return { ...b, ...rtnLinears(m.config, b, spec) };
-}
 
 describe('norm-gain tuning', () => {
   it('tries a channel at the minimum of the parabola through its three losses, within ±10%, and not where there is none', () => {
@@ -47,11 +27,11 @@ describe('norm-gain tuning', () => {
   it('lowers a quantized block\'s objective; its factors applied to the block give the loss it reports, bit for bit', async () => {
     const cfg = shippedModel().config;
     const { data } = randomBlockData(shippedModel(), 2, 7, 40);
-    const q = quantizedBlock(2);
+    const q = quantizedBlock(shippedModel(), 2);
     const norms = [q.attnNorm.slice(), q.ffnNorm.slice()];
     const r = await tuneNorms(cfg, q, data, jsOps, 3);
-    expect(r.before).toBe(objective(q, data));
-    expect(r.after).toBe(objective(withNormFactors(q, r.factors), data));
+    expect(r.before).toBe(objective(shippedModel(), q, data));
+    expect(r.after).toBe(objective(shippedModel(), withNormFactors(q, r.factors), data));
     expect(r.after).toBeLessThan(r.before * 0.99);
     expect(r.changed).toBeGreaterThan(cfg.dim / 4);
     expect(r.scored).toBeGreaterThanOrEqual(4 * cfg.dim);
@@ -61,38 +41,10 @@ describe('norm-gain tuning', () => {
     expect([q.attnNorm, q.ffnNorm]).toEqual(norms);
   });
 
-  it('scores an FFN-norm channel by a rank-one update as a fresh FFN pass does, to float32 round-off, also after kept changes', async () => {
-    const cfg = shippedModel().config;
-    const { data } = randomBlockData(shippedModel(), 3, 9, 40);
-    const q = quantizedBlock(3);
-    const w = { ...q, ffnNorm: q.ffnNorm.slice() };
-    const h = attnRows(cfg, w, { x: data.x, seqStarts: data.seqStarts }, jsOps).h;
-    const fresh = () => {
-      const out = ffnRows(cfg, w, h, jsOps);
-      let s = 0;
-      for (let i = 0; i < out.length; i++) s += (out[i] - data.y[i]) ** 2;
-      return s;
-    };
-    const s = new FfnNormScorer(cfg, w, h, data.y, jsOps);
-    const rng = Rng.fromSeed(4);
-    for (let i = 0; i < 12; i++) {
-      const c = rng.int(cfg.dim);
-      const k = 0.9 + 0.2 * rng.float();
-      const g0 = w.ffnNorm[c];
-      w.ffnNorm[c] = g0 * k;
-      const want = fresh();
-      expect(Math.abs((await s.loss(c, k)) / want - 1)).toBeLessThan(1e-5);
-      // every other one is kept, the others undone
-      if (i % 2 === 0) await s.commit(c, k);
-      else w.ffnNorm[c] = g0;
-    }
-    expect(Math.abs((await s.loss(0, 1)) / fresh() - 1)).toBeLessThan(1e-5);
-  });
-
   it('gives the same bits with each candidate\'s rows cut into ranges, run in any order, as in one piece', async () => {
     const cfg = shippedModel().config;
     const { data } = randomBlockData(shippedModel(), 2, 5, 40);
-    const q = quantizedBlock(2);
+    const q = quantizedBlock(shippedModel(), 2);
     const whole = await tuneNorms(cfg, q, data, jsOps, 4);
     for (const parts of [2, 3]) {
       let ranges = 0;
@@ -130,12 +82,12 @@ describe('norm-gain tuning', () => {
   it('tunes on the sequences asked for, and measures the objective on all of them', async () => {
     const cfg = shippedModel().config;
     const { data } = randomBlockData(shippedModel(), 1, 3, 40);
-    const q = quantizedBlock(1);
+    const q = quantizedBlock(shippedModel(), 1);
     const all = await tuneNorms(cfg, q, data, jsOps, 3);
     const one = await tuneNorms(cfg, q, data, jsOps, 1);
     expect(one.factors.ffn).not.toEqual(all.factors.ffn);
     expect(one.before).toBe(all.before);
-    expect(one.after).toBe(objective(withNormFactors(q, one.factors), data));
+    expect(one.after).toBe(objective(shippedModel(), withNormFactors(q, one.factors), data));
     // fit to fewer rows, it does less well on all of them
     expect(one.after).toBeGreaterThan(all.after);
   });
@@ -160,15 +112,15 @@ describe('norm-gain tuning', () => {
     const cfg = m.config;
     const { data } = randomBlockData(m, 0, 5, 40);
     const blocks = new SearchBlocks(m, spec);
-    for (let l = 0; l < cfg.nLayers; l++) blocks.setQuantized(l, quantizedBlock(l));
-    const r = await tuneNorms(cfg, quantizedBlock(0), data, jsOps, 3);
+    for (let l = 0; l < cfg.nLayers; l++) blocks.setQuantized(l, quantizedBlock(shippedModel(), l));
+    const r = await tuneNorms(cfg, quantizedBlock(shippedModel(), 0), data, jsOps, 3);
     blocks.setNorms(0, r.factors);
-    blocks.setQuantized(0, quantizedBlock(0));
-    const tuned = withNormFactors(quantizedBlock(0), r.factors);
+    blocks.setQuantized(0, quantizedBlock(shippedModel(), 0));
+    const tuned = withNormFactors(quantizedBlock(shippedModel(), 0), r.factors);
     expect(blocks.quantized(0).attnNorm).toEqual(tuned.attnNorm);
     expect(blocks.quantized(0).ffnNorm).toEqual(tuned.ffnNorm);
     expect(blocks.quantized(0).attnNorm).not.toEqual(m.blocks[0].attnNorm);
-    expect(blocks.quantized(0).w1).toEqual(quantizedBlock(0).w1);
+    expect(blocks.quantized(0).w1).toEqual(quantizedBlock(shippedModel(), 0).w1);
     // the transformed FP model keeps the FP gains; the packed exports' frame has the tuned ones
     expect(blocks.transformedModel().blocks[0].ffnNorm).toEqual(m.blocks[0].ffnNorm);
     expect(blocks.transformedModel(true).blocks[0].ffnNorm).toEqual(tuned.ffnNorm);
@@ -177,7 +129,7 @@ describe('norm-gain tuning', () => {
     blocks.replay([]);
     expect(blocks.norms(0)).toBeUndefined();
     blocks.replay([{ block: 0, step: 9, transforms: [], norms: r.factors }]);
-    blocks.setQuantized(0, quantizedBlock(0));
+    blocks.setQuantized(0, quantizedBlock(shippedModel(), 0));
     expect(blocks.quantized(0).attnNorm).toEqual(tuned.attnNorm);
   });
 });
