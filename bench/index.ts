@@ -8,6 +8,7 @@ import { candidatesBench } from './candidates';
 import { exportBench } from './export';
 import { factorBench } from './factor';
 import { matmulBench } from './matmul';
+import { normPassBench } from './normPass';
 import { ablationBench, qualityBench } from './quality';
 import { resumeBench } from './resume';
 import { sampleBench } from './sample';
@@ -15,7 +16,7 @@ import { scaleBench } from './scale';
 import { searchBench } from './search';
 import { sweepBench } from './sweep';
 
-const BENCHES: BenchModule[] = [matmulBench, searchBench, qualityBench, ablationBench, sampleBench, scaleBench, exportBench, sweepBench, resumeBench, candidatesBench, factorBench];
+const BENCHES: BenchModule[] = [matmulBench, searchBench, qualityBench, ablationBench, sampleBench, scaleBench, exportBench, sweepBench, resumeBench, candidatesBench, factorBench, normPassBench];
 
 const wanted = process.argv.slice(2);
 const unknown = wanted.filter((w) => !BENCHES.some((b) => b.name === w));
