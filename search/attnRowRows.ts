@@ -13,23 +13,15 @@
 import { context, headProjection, scatterHeads, type Qkv } from '../core/forwardRows';
 import type { Block, F32, ModelConfig } from '../core/model/types';
 import { siluMul, type Ops } from '../core/ops';
+import type { AttnActs } from './blockState';
 import { temp32 } from './temps';
 
 /** The linears whose rows this scores. */
 export type AttnRowLinear = 'wq' | 'wk' | 'wv';
 
-/** A llama block's attention side and FFN pre-activations on packed rows [N, ·], as the kept rows left them. */
-export interface AttnRowState {
+/** A llama block's attention side (blockState's AttnActs) and FFN pre-activations on packed rows [N, ·], as the kept rows left them. */
+export interface AttnRowState extends AttnActs {
   seqStarts: number[];
-  /** The attention norm's output: the input of wq, wk and wv [N, dim]. */
-  xa: F32;
-  /** Post-RoPE queries and keys, values. */
-  q: F32;
-  k: F32;
-  v: F32;
-  /** Attention context [N, qDim] and the residual after the attention sublayer [N, dim]. */
-  ctx: F32;
-  h: F32;
   /** (h ∘ ffnNorm) · w1ᵀ and · w3ᵀ [N, H]: the FFN's pre-activations times the FFN norm's rms. */
   u1: F32;
   u3: F32;
