@@ -76,11 +76,11 @@ export interface NormTuneResult {
  * Tunes the norm gains of quantized block `q` on the first `seqs` sequences of its
  * calibration rows `data` (inputs in the quantized model, FP outputs as the target),
  * channel by channel in order, the attention norm first. With `rows` (a llama block
- * without biases), the rows of wq, wk and wv after the attention norm, each as a channel
- * scored on the first rowSeqs(seqs) sequences, and after the FFN norm the units of w3
- * (fitUnitGains). `q` is not changed. The objective
- * before and after is measured on every row. The candidates' rows run on `runner` (the
- * search's worker threads, or this one): the same bits either way.
+ * without biases), the attention norm and then the rows of wq, wk and wv, each as a
+ * channel, on the first rowSeqs(seqs) sequences; after the FFN norm the units' gains on
+ * w1 and w3 (fitGateGains, fitUnitGains) and the FFN norm again. `q` is not changed. The
+ * objective before and after is measured on every row. The candidates' rows run on
+ * `runner` (the search's worker threads, or this one): the same bits either way.
  */
 export async function tuneNorms(cfg: ModelConfig, q: Block, data: BlockData, ops: Ops, seqs: number, runner = inThread(ops, plainAlloc), rows = false): Promise<NormTuneResult> {
   const { alloc, parts } = runner;
