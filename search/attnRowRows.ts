@@ -57,6 +57,7 @@ function columnsOf(m: F32, rows: number, width: number, c0: number, K: number, n
   return out;
 }
 
+/** Task `t`'s rows of the block output with its row, or, with no `out`, its row kept into the state. */
 export function attnRowRows(t: AttnRowTask, ops: Ops): void {
   const { cfg, w, st, name, r, s0, s1 } = t;
   const { dim: d, hiddenDim: H, headDim: hd } = cfg;

@@ -59,7 +59,6 @@ export class FfnNormScorer {
   }
 }
 
-
 /**
  * Scores row candidates of a llama block's wq, wk and wv (attnRowRows.ts) on packed rows
  * x of sequences `seqStarts` against the target y: the attention norm and the FFN side as
