@@ -131,13 +131,13 @@ export async function tuneNorms(cfg: ModelConfig, q: Block, data: BlockData, ops
   // rows are three times its norm's channels (and the norm on half of them is as good)
   const m = rowsOn ? rowSeqs(n) : n;
   const attnLoss = () => blockLoss(m);
-  await tune(gainSetter(w.attnNorm, factors.attn), factors.attn, await attnLoss(), attnLoss);
+  await tune(setterOf(w.attnNorm, 1, factors.attn), factors.attn, await attnLoss(), attnLoss);
   if (rowsOn) {
     const s = new AttnRowScorer(cfg, w, x.subarray(0, rowsOf(m)), seqStarts.slice(0, m + 1), data.y.subarray(0, rowsOf(m)), ops, runner);
     let best = await s.loss('wq', 0);
     for (const name of QKV_LINEARS) {
       const f = (gains[name] = new Float64Array(linearShape(cfg, name)[0]).fill(1));
-      best = await tune(rowSetter(w[name], d, f), f, best, (r) => s.loss(name, r), (r) => s.commit(name, r));
+      best = await tune(setterOf(w[name], d, f), f, best, (r) => s.loss(name, r), (r) => s.commit(name, r));
     }
   }
   // the attention side is fixed from here on: each FFN-norm candidate redoes the FFN alone
@@ -148,7 +148,7 @@ export async function tuneNorms(cfg: ModelConfig, q: Block, data: BlockData, ops
     await runner.run(ffnRanges.map(([r0, r1]) => ({ kind: 'ffn', cfg, w, h, r0, r1, out })));
     return sumSquaredDiff(out.subarray(0, rowsOf(n)), y);
   };
-  const setFfnNorm = gainSetter(w.ffnNorm, factors.ffn);
+  const setFfnNorm = setterOf(w.ffnNorm, 1, factors.ffn);
   const tuneFfnNorm = async () => {
     const start = await ffnLoss();
     if (cfg.arch === 'llama' && !w.b1 && !w.b2) {
@@ -169,7 +169,7 @@ export async function tuneNorms(cfg: ModelConfig, q: Block, data: BlockData, ops
       set(u, k);
       f[u] *= k;
     };
-    const [keep1, keep3] = [keep(rowSetter(w.w1, d, f1), f1), keep(rowSetter(w.w3!, d, f3), f3)];
+    const [keep1, keep3] = [keep(setterOf(w.w1, d, f1), f1), keep(setterOf(w.w3!, d, f3), f3)];
     for (let i = 0; i < FFN_ROW_SWEEPS; i++) {
       fitGateGains(cfg, w, h, y, ops).forEach(keep1);
       fitUnitGains(cfg, w, h, y, ops, MAX_STEP).forEach(keep3);
@@ -194,20 +194,12 @@ export function rowSeqs(n: number): number {
 
 type Setter = (c: number, k: number) => void;
 
-/** Channel c of gain g at its value on entry × f[c] × k. */
-function gainSetter(g: F32, f: Float64Array): Setter {
-  const g0 = g.slice();
+/** Coordinate c of `a` (`width` values: a linear's row, or 1, a norm's channel) at its values on entry × f[c] × k. */
+function setterOf(a: F32, width: number, f: Float64Array): Setter {
+  const a0 = a.slice();
   return (c, k) => {
-    g[c] = g0[c] * (f[c] * k);
-  };
-}
-
-/** Row r of w [·, cols] at its values on entry × f[r] × k. */
-function rowSetter(w: F32, cols: number, f: Float64Array): Setter {
-  const w0 = w.slice();
-  return (r, k) => {
-    const g = f[r] * k;
-    for (let j = r * cols; j < (r + 1) * cols; j++) w[j] = w0[j] * g;
+    const g = f[c] * k;
+    for (let j = c * width; j < (c + 1) * width; j++) a[j] = a0[j] * g;
   };
 }
 

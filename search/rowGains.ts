@@ -8,7 +8,7 @@
 import { ffnActivation } from '../core/forward';
 import { ffnInput, ffnResidual } from '../core/forwardRows';
 import { linearShape, type Block, type F32, type LinearName, type ModelConfig } from '../core/model/types';
-import type { Ops } from '../core/ops';
+import { siluMul, type Ops } from '../core/ops';
 import { gainRows } from '../core/quant/rowGains';
 import { dequantize, quantizeRtn, type Quantized, type QuantSpec } from '../core/quant/rtn';
 import { bestOfThree } from './parabola';
@@ -98,12 +98,14 @@ export function fitGateGains(cfg: ModelConfig, w: Block, h: F32, y: F32, ops: Op
   const { dim: d, hiddenDim: H } = cfg;
   const N = h.length / d;
   const xn = ffnInput(cfg, w, h, N);
-  const pre = new Float32Array(N * H);
-  ops.matmulT(pre, xn, w.w1, N, d, H);
-  const p = transposed(pre, N, H);
-  ops.matmulT(pre, xn, w.w3!, N, d, H);
-  const r = transposed(pre, N, H);
-  const act = ffnActivation(cfg, w, xn, N, ops);
+  // w1's and w3's outputs, kept unit by unit before the gate turns them into the activation (as ffnActivation does)
+  const act = new Float32Array(N * H);
+  const gate = new Float32Array(N * H);
+  ops.matmulT(act, xn, w.w1, N, d, H);
+  ops.matmulT(gate, xn, w.w3!, N, d, H);
+  const p = transposed(act, N, H);
+  const r = transposed(gate, N, H);
+  siluMul(ops, act, gate, N * H);
   const E = ffnResidual(cfg, h, act, w, ops).slice();
   for (let i = 0; i < E.length; i++) E[i] -= y[i];
   const w2T = Float32Array.from(transposed(w.w2, d, H)); // [H, d]
