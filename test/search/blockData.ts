@@ -5,7 +5,9 @@ import type { Block, Model } from '../../core/model/types';
 import { jsOps, type Ops } from '../../core/ops';
 import { Rng } from '../../core/rng';
 import { rtnLinears } from '../../search/baseRtn';
+import { SearchBlocks } from '../../search/blocks';
 import type { BlockData } from '../../search/blockState';
+import { tuneNorms, type NormTuneResult } from '../../search/normTune';
 
 /**
  * Block `layer`'s inputs and outputs in `m` on three sequences of `tokens` (BOS, then random
@@ -47,4 +49,18 @@ export const QUANT_SPEC = { bits: 3, group: 32, clip: true, f16Scales: true };
 export function quantizedBlock(m: Model, layer: number): Block {
   const b = m.blocks[layer];
   return { ...b, ...rtnLinears(m.config, b, QUANT_SPEC) };
+}
+
+/**
+ * `m`'s blocks RTN-quantized (quantizedBlock) in a SearchBlocks, block 0's norms tuned on
+ * random data (with row gains when `rows`) and set on it: the blocks and the tuning.
+ */
+export async function blocksTunedAt0(m: Model, rows: boolean): Promise<{ blocks: SearchBlocks; r: NormTuneResult }> {
+  const { data } = randomBlockData(m, 0, 5, 40);
+  const blocks = new SearchBlocks(m, QUANT_SPEC);
+  for (let l = 0; l < m.config.nLayers; l++) blocks.setQuantized(l, quantizedBlock(m, l));
+  const r = await tuneNorms(m.config, quantizedBlock(m, 0), data, jsOps, 3, undefined, rows);
+  blocks.setNorms(0, r.factors);
+  blocks.setQuantized(0, quantizedBlock(m, 0));
+  return { blocks, r };
 }

@@ -1,13 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { jsOps } from '../../core/ops';
-import { SearchBlocks } from '../../search/blocks';
 import { NORM_TUNE_MAX_FLOPS, NORM_TUNE_MIN_SEQS, normTuneCost, normTuneSeqs, tuneNorms, withNormFactors } from '../../search/normTune';
 import { parabolaMin } from '../../search/parabola';
 import { SEPARABLE_MIN_ROWS } from '../../core/ops';
 import { plainAlloc } from '../../search/blockState';
 import { rowRanges, runNormTask, seqRanges, type NormRunner } from '../../search/normRows';
 import { shippedModel } from '../helpers';
-import { objective, QUANT_SPEC as spec, quantizedBlock, randomBlockData } from './blockData';
+import { blocksTunedAt0, objective, quantizedBlock, randomBlockData } from './blockData';
 
 
 describe('norm-gain tuning', () => {
@@ -109,13 +108,7 @@ describe('norm-gain tuning', () => {
 
   it('SearchBlocks applies a block\'s factors to its quantized norms, replays them from the moves, and the packed exports\' float tensors carry them', async () => {
     const m = shippedModel();
-    const cfg = m.config;
-    const { data } = randomBlockData(m, 0, 5, 40);
-    const blocks = new SearchBlocks(m, spec);
-    for (let l = 0; l < cfg.nLayers; l++) blocks.setQuantized(l, quantizedBlock(shippedModel(), l));
-    const r = await tuneNorms(cfg, quantizedBlock(shippedModel(), 0), data, jsOps, 3);
-    blocks.setNorms(0, r.factors);
-    blocks.setQuantized(0, quantizedBlock(shippedModel(), 0));
+    const { blocks, r } = await blocksTunedAt0(m, false);
     const tuned = withNormFactors(quantizedBlock(shippedModel(), 0), r.factors);
     expect(blocks.quantized(0).attnNorm).toEqual(tuned.attnNorm);
     expect(blocks.quantized(0).ffnNorm).toEqual(tuned.ffnNorm);

@@ -4,7 +4,6 @@ import { linearShape, type Block, type F32 } from '../../core/model/types';
 import { jsOps } from '../../core/ops';
 import { gainRows } from '../../core/quant/rowGains';
 import { dequantize, quantizeRtn } from '../../core/quant/rtn';
-import { SearchBlocks } from '../../search/blocks';
 import { plainAlloc } from '../../search/blockState';
 import { runNormTask, type NormRunner } from '../../search/normRows';
 import { QKV_LINEARS } from '../../search/blockQuant';
@@ -13,7 +12,7 @@ import { attnRowFlops, FFN_ROW_SWEEPS, GAINED_LINEARS, NORM_TUNE_MAX_FLOPS, NORM
 import { parabolaMin } from '../../search/parabola';
 import { tokenFlops } from '../../search/plan';
 import { shippedModel } from '../helpers';
-import { objective, QUANT_SPEC as spec, quantizedBlock, randomBlockData, sqErr } from './blockData';
+import { blocksTunedAt0, objective, QUANT_SPEC as spec, quantizedBlock, randomBlockData, sqErr } from './blockData';
 
 /** `b` with each row r of linear `name` multiplied by g[r] in float32, as the tuning scores it. */
 function rowProducts(b: Block, rows: NormFactors['rows'] = {}): Block {
@@ -27,13 +26,19 @@ function rowProducts(b: Block, rows: NormFactors['rows'] = {}): Block {
   return out;
 }
 
+/** Block `layer` RTN-quantized, its attention output h on random data drawn from `seed`, and the FFN's loss on h with gains g on the rows of `name`. */
+function ffnCase(layer: number, seed: number, name: 'w1' | 'w3') {
+  const cfg = shippedModel().config;
+  const { data } = randomBlockData(shippedModel(), layer, seed, 40);
+  const w = quantizedBlock(shippedModel(), layer);
+  const h = attnRows(cfg, w, { x: data.x, seqStarts: data.seqStarts }, jsOps).h;
+  const loss = (g: Float64Array) => sqErr(ffnRows(cfg, rowProducts(w, { [name]: g }), h, jsOps), data.y);
+  return { cfg, w, h, data, loss };
+}
+
 describe('row gains of the quantized linears', () => {
   it('fits w3\'s unit gains by the exact quadratic: the first unit\'s gain is the minimum along it of a fresh FFN pass, and the loss falls', () => {
-    const cfg = shippedModel().config;
-    const { data } = randomBlockData(shippedModel(), 1, 11, 40);
-    const w = quantizedBlock(shippedModel(), 1);
-    const h = attnRows(cfg, w, { x: data.x, seqStarts: data.seqStarts }, jsOps).h;
-    const loss = (g: Float64Array) => sqErr(ffnRows(cfg, rowProducts(w, { w3: g }), h, jsOps), data.y);
+    const { cfg, w, h, data, loss } = ffnCase(1, 11, 'w3');
     const g = fitUnitGains(cfg, w, h, data.y, jsOps, 0.1);
     const ones = new Float64Array(cfg.hiddenDim).fill(1);
     expect(loss(g)).toBeLessThan(loss(ones) * 0.995);
@@ -48,11 +53,7 @@ describe('row gains of the quantized linears', () => {
   });
 
   it('fits w1\'s gate gains unit by unit: each kept gain is the best of its tries given the gains before it, by a fresh FFN pass, and the loss falls', () => {
-    const cfg = shippedModel().config;
-    const { data } = randomBlockData(shippedModel(), 3, 12, 40);
-    const w = quantizedBlock(shippedModel(), 3);
-    const h = attnRows(cfg, w, { x: data.x, seqStarts: data.seqStarts }, jsOps).h;
-    const loss = (g: Float64Array) => sqErr(ffnRows(cfg, rowProducts(w, { w1: g }), h, jsOps), data.y);
+    const { cfg, w, h, data, loss } = ffnCase(3, 12, 'w1');
     const g = fitGateGains(cfg, w, h, data.y, jsOps);
     const ones = new Float64Array(cfg.hiddenDim).fill(1);
     const none = loss(ones);
@@ -124,12 +125,7 @@ describe('row gains of the quantized linears', () => {
   it('SearchBlocks holds them in the group scales of RTN\'s codes, lifts them with the norms, and replays them from the moves', async () => {
     const m = shippedModel();
     const cfg = m.config;
-    const { data } = randomBlockData(m, 0, 5, 40);
-    const blocks = new SearchBlocks(m, spec);
-    for (let l = 0; l < cfg.nLayers; l++) blocks.setQuantized(l, quantizedBlock(shippedModel(), l));
-    const r = await tuneNorms(cfg, quantizedBlock(shippedModel(), 0), data, jsOps, 3, undefined, true);
-    blocks.setNorms(0, r.factors);
-    blocks.setQuantized(0, quantizedBlock(shippedModel(), 0));
+    const { blocks, r } = await blocksTunedAt0(m, true);
     const gained = () => {
       for (const [name, g] of Object.entries(r.factors.rows!)) {
         const [rows, cols] = linearShape(cfg, name as (typeof GAINED_LINEARS)[number]);
